@@ -1,0 +1,53 @@
+"""Versioned msgpack records: every command and event carries its type name and schema version.
+
+Old logs must stay readable, so a record is encoded as ``[type, version, {field: value}]`` and
+decoded through a registry; unknown fields of an older version are dropped, missing ones defaulted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import msgpack
+
+_REGISTRY: dict[str, type[Record]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.TYPE:
+            if cls.TYPE in _REGISTRY:
+                raise TypeError(f"duplicate record type {cls.TYPE}")
+            _REGISTRY[cls.TYPE] = cls
+
+    def to_wire(self) -> list:
+        return [self.TYPE, self.VERSION, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}]
+
+    @staticmethod
+    def from_wire(wire: list) -> Record:
+        type_name, _version, fields = wire
+        cls = _REGISTRY[type_name]
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in fields.items() if k in known})
+
+
+def packb(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpackb(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def encode_records(records: list[Record]) -> bytes:
+    return packb([r.to_wire() for r in records])
+
+
+def decode_records(data: bytes) -> list[Record]:
+    return [Record.from_wire(w) for w in unpackb(data)]

@@ -1,0 +1,101 @@
+"""Commands: what a client asks for, as pure data.
+
+A command carries everything `decide` needs from the outside world: the proposer's request id
+(retries reuse it, so a command applies at most once), its timestamp and the acting user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.codec import Record
+
+# Proxmox's guest lock names (PVE::QemuServer / PVE::AbstractConfig).
+LOCK_NAMES = (
+    "backup", "clone", "create", "migrate", "rollback", "snapshot", "snapshot-delete",
+    "suspending", "suspended",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command(Record):
+    request_id: str
+    ts: float
+    user: str = "root@pam"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitCluster(Command):
+    """First write of a new cluster: its name and the shared auth secrets (made by the proposer)."""
+
+    TYPE = "cluster.init"
+    cluster_name: str
+    ticket_key_pem: str
+    csrf_secret: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterNode(Command):
+    TYPE = "node.register"
+    name: str
+    ip: str
+    api_port: int
+    raft_addr: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReserveVmid(Command):
+    """Reserve a VMID for `lease` seconds: the lowest free one, or the given one if free."""
+
+    TYPE = "vmid.reserve"
+    vmid: int | None = None
+    lease: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateGuest(Command):
+    TYPE = "guest.create"
+    node: str
+    vmid: int
+    config: dict = field(default_factory=dict)
+    upid: str
+    starttime: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateGuestConfig(Command):
+    TYPE = "guest.update_config"
+    node: str
+    vmid: int
+    set: dict = field(default_factory=dict)
+    delete: list = field(default_factory=list)
+    digest: str | None = None
+    skiplock: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteGuest(Command):
+    TYPE = "guest.delete"
+    node: str
+    vmid: int
+    upid: str
+    starttime: int
+    skiplock: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockGuest(Command):
+    """Take a guest config lock; fails with 423 if another lock is held."""
+
+    TYPE = "guest.lock"
+    vmid: int
+    lock: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnlockGuest(Command):
+    """Release a lock; with `lock` set, only if that very lock is held."""
+
+    TYPE = "guest.unlock"
+    vmid: int
+    lock: str | None = None

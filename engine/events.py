@@ -1,0 +1,92 @@
+"""Events: the facts `decide` produces and `apply` folds into the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.codec import Record
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event(Record):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterInitialized(Event):
+    TYPE = "cluster.initialized"
+    cluster_name: str
+    ticket_key_pem: str
+    csrf_secret: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRegistered(Event):
+    TYPE = "node.registered"
+    name: str
+    nodeid: int
+    ip: str
+    api_port: int
+    raft_addr: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmidReserved(Event):
+    TYPE = "vmid.reserved"
+    vmid: int
+    user: str
+    expires: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmidReleased(Event):
+    TYPE = "vmid.released"
+    vmid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestCreated(Event):
+    TYPE = "guest.created"
+    vmid: int
+    node: str
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestConfigChanged(Event):
+    TYPE = "guest.config_changed"
+    vmid: int
+    config: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestDeleted(Event):
+    TYPE = "guest.deleted"
+    vmid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestLockChanged(Event):
+    TYPE = "guest.lock_changed"
+    vmid: int
+    lock: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskStarted(Event):
+    TYPE = "task.started"
+    upid: str
+    node: str
+    type: str
+    id: str
+    user: str
+    starttime: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskFinished(Event):
+    TYPE = "task.finished"
+    upid: str
+    endtime: int
+    exitstatus: str
+    log: list = field(default_factory=list)

@@ -1,0 +1,58 @@
+"""The replicated state machine: runs each command of a log entry through decide and apply.
+
+A retried request id returns its first result and changes nothing, so clients may retry freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from engine.codec import Record, decode_records
+from engine.commands import Command
+from engine.decide import decide
+from engine.errors import Rejection
+from engine.events import Event
+from engine.state import State, apply
+
+REQUEST_MEMORY_SECONDS = 3600.0
+REQUEST_MEMORY_MAX = 200_000
+
+
+class Machine:
+    def __init__(self, state: State | None = None,
+                 on_events: Callable[[Command, list[Event]], None] | None = None) -> None:
+        self.state = state or State()
+        self.on_events = on_events
+
+    def execute(self, command: Command) -> dict:
+        """Decide and apply one command; the result is `{"ok": ...}` or `{"error": ...}`."""
+        s = self.state
+        seen = s.requests.get(command.request_id)
+        if seen is not None:
+            return seen[1]
+        try:
+            events, payload = decide(command, s)
+            result = {"ok": payload}
+        except Rejection as rej:
+            events, result = [], {"error": rej.to_dict()}
+        for event in events:
+            apply(event, s)
+        s.applied += 1
+        s.requests[command.request_id] = [command.ts, result]
+        self._forget_old_requests(command.ts)
+        if events and self.on_events is not None:
+            self.on_events(command, events)
+        return result
+
+    def execute_entry(self, payload: bytes) -> list[dict]:
+        records: list[Record] = decode_records(payload)
+        return [self.execute(c) for c in records if isinstance(c, Command)]
+
+    def _forget_old_requests(self, now: float) -> None:
+        reqs = self.state.requests
+        horizon = now - REQUEST_MEMORY_SECONDS
+        while reqs:
+            oldest = next(iter(reqs))
+            if reqs[oldest][0] >= horizon and len(reqs) <= REQUEST_MEMORY_MAX:
+                break
+            del reqs[oldest]

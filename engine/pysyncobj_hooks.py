@@ -1,0 +1,71 @@
+"""Every place where gpve reaches into pysyncobj's private parts, in one module.
+
+pysyncobj (pinned at 0.3.17) gives no public way to inject a journal, to send append-entries
+right away in batch mode, to replace its clock or to seed its election timeout. These hooks do
+it by name. `tests/test_pysyncobj_hooks.py` checks each name still exists, so an upgrade that
+moves one fails loudly instead of silently losing durability or determinism.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pysyncobj.syncobj as _syncobj
+from pysyncobj import SyncObj
+from pysyncobj.journal import Journal
+from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.version import VERSION
+
+PINNED_VERSION = "0.3.17"
+
+# Names this module depends on, checked by the test suite.
+PRIVATE_NAMES = {
+    "module": ["createJournal", "monotonicTime"],
+    "SyncObj": ["_SyncObj__sendAppendEntries", "_SyncObj__generateRaftTimeout", "_poller",
+                "_SyncObj__raftLog"],
+}
+
+_journals: dict[str, Journal] = {}
+_journals_lock = threading.Lock()
+_original_create_journal = _syncobj.createJournal
+
+
+def _create_journal(journal_file):
+    with _journals_lock:
+        journal = _journals.pop(journal_file, None) if journal_file is not None else None
+    return journal if journal is not None else _original_create_journal(journal_file)
+
+
+_syncobj.createJournal = _create_journal
+
+
+def provide_journal(key: str, journal: Journal) -> None:
+    """The next SyncObj constructed with `journalFile=key` uses `journal` (ours, durable)."""
+    with _journals_lock:
+        _journals[key] = journal
+
+
+def send_append_entries_now(obj: SyncObj) -> None:
+    """In batch mode pysyncobj ships new entries only every appendEntriesPeriod; ship them now."""
+    obj._SyncObj__sendAppendEntries()
+
+
+def attach_wakeup(obj: SyncObj) -> Callable[[], None]:
+    """A pipe on pysyncobj's poller, so a command queued from another thread is seen at once."""
+    notifier = PipeNotifier(obj._poller)
+    return notifier.notify
+
+
+def set_clock(clock: Callable[[], float]) -> None:
+    """Replace pysyncobj's monotonic clock (the simulator's clock)."""
+    _syncobj.monotonicTime = clock
+
+
+def override_raft_timeout(cls: type, timeout: Callable[[SyncObj], float]) -> None:
+    """Give `cls` (a SyncObj subclass) a deterministic election timeout."""
+    cls._SyncObj__generateRaftTimeout = timeout
+
+
+def version_ok() -> bool:
+    return VERSION == PINNED_VERSION

@@ -1,0 +1,122 @@
+"""The replicated log: a pysyncobj SyncObj whose one replicated method applies a batch of commands.
+
+Durability: entries go to `DurableJournal`, which is synced before any Raft message leaves this
+node (`SyncBeforeSend`) and before the commit index moves, so nothing is acknowledged before it
+is on disk on a majority. Snapshots are msgpack documents of the state, fsynced before the
+journal entries they cover are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.transport import TCPTransport
+
+from engine import pysyncobj_hooks as hooks
+from engine.codec import packb, unpackb
+from engine.journal import DurableJournal
+from engine.machine import Machine
+from engine.state import State
+
+
+class SyncBeforeSend:
+    """Transport mixin: make the journal durable before any message (vote, ack, entries) leaves."""
+
+    def __init__(self, syncObj, selfNode, otherNodes):  # noqa: N803 - pysyncobj's names
+        self._journal = syncObj.journal
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def send(self, node, message):
+        self._journal.sync()
+        return super().send(node, message)
+
+
+class DurableTCPTransport(SyncBeforeSend, TCPTransport):
+    pass
+
+
+def default_conf(**overrides) -> dict:
+    conf = dict(
+        autoTick=True,
+        appendEntriesUseBatch=True,  # False is unsafe under reordering (see design section 2)
+        commandsWaitLeader=False,  # fail fast without a leader; the bridge retries or answers 503
+        leaderFallbackTimeout=2.0,
+        raftMinTimeout=0.4,
+        raftMaxTimeout=1.4,
+        connectionTimeout=3.5,
+        connectionRetryTime=0.5,
+        dynamicMembershipChange=True,
+        logCompactionMinEntries=20000,
+        logCompactionMinTime=600,
+        logCompactionSplit=True,
+    )
+    conf.update(overrides)
+    return conf
+
+
+class ReplicatedLog(SyncObj):
+    def __init__(self, machine: Machine, journal: DurableJournal, snapshot_path: str, self_node, other_nodes,
+                 *, lock: threading.RLock, transport_class=DurableTCPTransport, node_class=None,
+                 **conf_overrides) -> None:
+        self.machine = machine
+        self.journal = journal
+        self.state_lock = lock
+        self._shipped = (0, 0)
+        key = os.path.join(journal.directory, "journal")
+        hooks.provide_journal(key, journal)
+        conf = SyncObjConf(journalFile=key, fullDumpFile=snapshot_path, serializer=self._write_snapshot,
+                           deserializer=self._read_snapshot, **default_conf(**conf_overrides))
+        extra = {"nodeClass": node_class} if node_class is not None else {}
+        super().__init__(self_node, other_nodes, conf, transportClass=transport_class, **extra)
+        self._wake = hooks.attach_wakeup(self) if conf.autoTick else (lambda: None)
+        self.addOnTickCallback(self._after_tick)
+
+    @replicated
+    def apply_entry(self, payload: bytes) -> list[dict]:
+        with self.state_lock:
+            return self.machine.execute_entry(payload)
+
+    def propose(self, payload: bytes, callback: Callable) -> None:
+        """Queue one log entry (a batch of commands); `callback(results, fail_reason)` on apply."""
+        self.apply_entry(payload, callback=callback)
+        self._wake()
+
+    def writable(self) -> bool:
+        """Enough members reachable for a majority: otherwise writes fail at once (503)."""
+        return self.hasQuorum
+
+    def leader_name(self) -> str | None:
+        leader = self._getLeader()
+        return None if leader is None else leader.id
+
+    def _after_tick(self) -> None:
+        if not self._isLeader():
+            return
+        now = (self.journal.entries[-1][1], self.raftCommitIndex)
+        if now != self._shipped:
+            self._shipped = now
+            if self.otherNodes:
+                hooks.send_append_entries_now(self)
+            else:
+                self._wake()  # a lone node commits on its next tick: make it come now
+
+    # ---- snapshots (called by pysyncobj in the tick thread) ---------------------------------
+    def _write_snapshot(self, path: str, data) -> None:
+        last, prev, cluster = data
+        with self.state_lock:
+            doc = packb({"state": self.machine.state.to_dict(), "last": list(last), "prev": list(prev),
+                         "cluster": sorted(n.id for n in cluster)})
+        with open(path, "wb") as f:
+            f.write(doc)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read_snapshot(self, path: str):
+        with open(path, "rb") as f:
+            doc = unpackb(f.read())
+        with self.state_lock:
+            self.machine.state = State.from_dict(doc["state"])
+        return tuple(doc["last"]), tuple(doc["prev"]), doc["cluster"]

@@ -1,0 +1,156 @@
+"""The cluster state: a projection of the log, folded by `apply`.
+
+`apply` mutates the state in place (10,000 guests must not be copied per event) but is otherwise
+pure: no clock, no randomness, no I/O. Everything here is plain dicts, lists and scalars so that a
+snapshot is a msgpack document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import singledispatch
+
+from engine import events as ev
+
+TASK_HISTORY_PER_NODE = 1000
+VMID_MIN = 100
+VMID_MAX = 999_999_999
+
+
+@dataclass
+class State:
+    cluster_name: str = ""
+    ticket_key_pem: str = ""
+    csrf_secret: str = ""
+    version: int = 0
+    nodes: dict[str, dict] = field(default_factory=dict)
+    guests: dict[int, dict] = field(default_factory=dict)
+    reservations: dict[int, dict] = field(default_factory=dict)
+    tasks: dict[str, dict] = field(default_factory=dict)
+    # request id -> (command timestamp, result); insertion ordered, pruned from the front
+    requests: dict[str, list] = field(default_factory=dict)
+    applied: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> State:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    # ---- views -------------------------------------------------------------------------
+    def guest(self, vmid: int) -> dict | None:
+        return self.guests.get(vmid)
+
+    def vmid_taken(self, vmid: int, now: float, user: str | None = None) -> bool:
+        """Taken by a guest, or reserved (unexpired) by someone other than `user`."""
+        if vmid in self.guests:
+            return True
+        res = self.reservations.get(vmid)
+        return res is not None and res["expires"] > now and res["user"] != user
+
+    def next_free_vmid(self, now: float, start: int = VMID_MIN) -> int | None:
+        vmid = start
+        while vmid <= VMID_MAX:
+            if not self.vmid_taken(vmid, now):
+                return vmid
+            vmid += 1
+        return None
+
+
+def render_guest_config(conf: dict) -> str:
+    """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf`."""
+    lines = []
+    desc = conf.get("description")
+    if desc:
+        lines.extend("#" + line for line in str(desc).split("\n"))
+    for key in sorted(conf):
+        if key == "description":
+            continue
+        lines.append(f"{key}: {conf[key]}")
+    return "\n".join(lines) + "\n"
+
+
+def config_digest(conf: dict) -> str:
+    return hashlib.sha1(render_guest_config(conf).encode()).hexdigest()
+
+
+# ---- apply ---------------------------------------------------------------------------------
+@singledispatch
+def apply(event: ev.Event, state: State) -> State:
+    raise TypeError(f"no apply for {type(event).__name__}")
+
+
+@apply.register
+def _(e: ev.ClusterInitialized, s: State) -> State:
+    s.cluster_name, s.ticket_key_pem, s.csrf_secret = e.cluster_name, e.ticket_key_pem, e.csrf_secret
+    s.version += 1
+    return s
+
+
+@apply.register
+def _(e: ev.NodeRegistered, s: State) -> State:
+    s.nodes[e.name] = {"name": e.name, "nodeid": e.nodeid, "ip": e.ip, "api_port": e.api_port,
+                       "raft_addr": e.raft_addr}
+    s.version += 1
+    return s
+
+
+@apply.register
+def _(e: ev.VmidReserved, s: State) -> State:
+    s.reservations[e.vmid] = {"user": e.user, "expires": e.expires}
+    return s
+
+
+@apply.register
+def _(e: ev.VmidReleased, s: State) -> State:
+    s.reservations.pop(e.vmid, None)
+    return s
+
+
+@apply.register
+def _(e: ev.GuestCreated, s: State) -> State:
+    s.guests[e.vmid] = {"vmid": e.vmid, "node": e.node, "conf": dict(e.config)}
+    s.reservations.pop(e.vmid, None)
+    return s
+
+
+@apply.register
+def _(e: ev.GuestConfigChanged, s: State) -> State:
+    s.guests[e.vmid]["conf"] = dict(e.config)
+    return s
+
+
+@apply.register
+def _(e: ev.GuestDeleted, s: State) -> State:
+    s.guests.pop(e.vmid, None)
+    return s
+
+
+@apply.register
+def _(e: ev.GuestLockChanged, s: State) -> State:
+    conf = s.guests[e.vmid]["conf"]
+    if e.lock is None:
+        conf.pop("lock", None)
+    else:
+        conf["lock"] = e.lock
+    return s
+
+
+@apply.register
+def _(e: ev.TaskStarted, s: State) -> State:
+    s.tasks[e.upid] = {"upid": e.upid, "node": e.node, "type": e.type, "id": e.id, "user": e.user,
+                       "starttime": e.starttime, "status": "running", "log": []}
+    node_tasks = [u for u, t in s.tasks.items() if t["node"] == e.node and t["status"] == "stopped"]
+    for upid in node_tasks[: max(0, len(node_tasks) - TASK_HISTORY_PER_NODE)]:
+        del s.tasks[upid]
+    return s
+
+
+@apply.register
+def _(e: ev.TaskFinished, s: State) -> State:
+    task = s.tasks.get(e.upid)
+    if task is not None:
+        task.update(status="stopped", endtime=e.endtime, exitstatus=e.exitstatus, log=list(e.log))
+    return s
