@@ -35,13 +35,18 @@ class Machine:
             result = {"ok": payload}
         except Rejection as rej:
             events, result = [], {"error": rej.to_dict()}
+        except Exception as exc:  # a bug in decide: deterministic, so every replica rejects alike
+            events, result = [], {"error": {"status": 500, "message": f"internal error: {type(exc).__name__}"}}
         for event in events:
             apply(event, s)
         s.applied += 1
         s.requests[command.request_id] = [command.ts, result]
         self._forget_old_requests(command.ts)
         if events and self.on_events is not None:
-            self.on_events(command, events)
+            try:
+                self.on_events(command, events)
+            except Exception:  # an observer must never stop the log
+                pass
         return result
 
     def execute_entry(self, payload: bytes) -> list[dict]:

@@ -1,0 +1,1 @@
+"""gpve API: endpoint declarations, the Proxmox-compatible routes and the HTTPS server."""

@@ -1,0 +1,156 @@
+"""The HTTP application: routes every /api2/json request through its declaration.
+
+Order per request: find the endpoint, authenticate (ticket cookie or header; CSRF on writes),
+validate parameters, check the privilege, run the handler, shape `{"data": ...}`. Errors come out
+in the spec's format with the message as the HTTP reason phrase, as Proxmox does.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+import structlog
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from api import auth
+from api.context import Ctx, Reply
+from api.errors import ApiError, forbidden, unauthorized
+from api.privileges import privileges_on
+from api.schema import Endpoint, ParamErrors, Registry
+from engine.errors import Rejection
+from engine.node import Node
+
+JSON_TYPE = "application/json;charset=UTF-8"
+REASON_HEADER = "x-gpve-reason"
+log = structlog.get_logger("gpve.api")
+
+
+def json_response(status: int, body: dict, reason: str | None = None, headers: dict | None = None) -> Response:
+    resp = Response(json.dumps(body, separators=(",", ":")), status=status, content_type=JSON_TYPE)
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    if reason:
+        resp.headers[REASON_HEADER] = reason
+    return resp
+
+
+def error_response(err: Rejection) -> Response:
+    body: dict[str, Any] = {"data": None, "message": err.message, "status": err.status}
+    if err.errors:
+        body["errors"] = err.errors
+    return json_response(err.status, body, reason=err.message)
+
+
+async def _raw_params(path_params: dict[str, str]) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        raw[key] = values[0] if len(values) == 1 else values
+    if request.method in ("POST", "PUT", "DELETE"):
+        ctype = request.headers.get("Content-Type", "")
+        if "json" in ctype:
+            body = await request.get_json(force=True, silent=True)
+            if body is not None and not isinstance(body, dict):
+                raise ApiError(400, "JSON body must be an object")
+            raw.update(body or {})
+        else:
+            form = await request.form
+            for key in form:
+                values = form.getlist(key)
+                raw[key] = values[0] if len(values) == 1 else values
+    raw.update(path_params)
+    return raw
+
+
+class Api:
+    def __init__(self, node: Node, registry: Registry, root_password: str) -> None:
+        self.node = node
+        self.registry = registry
+        self.root_password = root_password
+
+    def check_local_password(self, user: str, password: str) -> bool:
+        """The pam realm is node-local, as in Proxmox: root@pam's password is this node's own."""
+        return user == "root@pam" and hmac.compare_digest(password.encode(), self.root_password.encode())
+
+    def authenticate(self, endpoint: Endpoint, now: float) -> str:
+        cookie = request.cookies.get("PVEAuthCookie")
+        header = request.headers.get("Authorization", "")
+        ticket = cookie
+        if header.startswith("PVEAuthCookie="):
+            ticket = header.removeprefix("PVEAuthCookie=")
+        elif header.startswith("PVEAPIToken"):
+            raise unauthorized("invalid token value!")
+        if not ticket:
+            raise unauthorized("No ticket")
+        key_pem, csrf_secret = self.node.auth_secrets()
+        user = auth.verify_ticket(key_pem, ticket, now)
+        if user is None:
+            raise unauthorized("invalid PVE ticket")
+        if endpoint.writes:
+            token = request.headers.get("CSRFPreventionToken", "")
+            if not auth.verify_csrf_token(csrf_secret, token, user, now):
+                raise unauthorized("Permission denied - invalid csrf token")
+        return user
+
+    @staticmethod
+    def authorize(endpoint: Endpoint, user: str, params: dict[str, Any]) -> None:
+        perm = endpoint.permission
+        if perm.check != "privilege" or perm.privilege is None:
+            return
+        path = perm.path.format(**params)
+        if perm.privilege not in privileges_on(user, path):
+            raise forbidden(perm.privilege, path)
+
+    async def handle(self, path: str) -> Response:
+        request_id = request.headers.get("X-Request-ID") or self.node.new_request_id()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        endpoint, path_params, path_known = self.registry.resolve(request.method, "/" + path.strip("/"))
+        try:
+            if endpoint is None:
+                if path_known:
+                    raise ApiError(501, f"Method '{request.method} /{path}' not implemented")
+                raise ApiError(404, f"No '{request.method}' handler for '/{path}'")
+            now = time.time()
+            user = "" if endpoint.permission.check == "public" else self.authenticate(endpoint, now)
+            params = endpoint.validate(await _raw_params(path_params))
+            self.authorize(endpoint, user, params)
+            ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.check_local_password)
+            result = await endpoint.handler(ctx, params)
+            reply = result if isinstance(result, Reply) else Reply(result)
+            response = json_response(200, {"data": reply.data, **reply.extra}, headers=reply.headers)
+        except ParamErrors as exc:
+            response = error_response(Rejection(400, "Parameter verification failed", exc.errors))
+        except Rejection as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("handler failed", path=path)
+            response = error_response(Rejection(500, "internal error"))
+        log.info("request", method=request.method, path="/" + path, status=response.status_code,
+                 ms=round((time.perf_counter() - started) * 1000, 2))
+        structlog.contextvars.unbind_contextvars("request_id")
+        response.headers["X-Request-ID"] = request_id
+        return response
+
+
+def create_app(node: Node, registry: Registry, root_password: str) -> QuartTrio:
+    app = QuartTrio("gpve")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
+    api = Api(node, registry, root_password)
+    app.extensions["gpve"] = api
+    methods = ["GET", "POST", "PUT", "DELETE"]
+
+    @app.route("/api2/json/", defaults={"path": ""}, methods=methods)
+    @app.route("/api2/json/<path:path>", methods=methods)
+    async def pve(path: str) -> Response:
+        return await api.handle(path)
+
+    @app.errorhandler(404)
+    async def not_found(_exc) -> Response:
+        return error_response(Rejection(404, "Not Found"))
+
+    return app

@@ -1,0 +1,107 @@
+"""The `gpve` command: `gpve serve` runs one node."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+
+import structlog
+import trio
+
+from api.auth import new_ticket_key_pem
+from api.logs import configure_logging
+from api.tls import certificate_fingerprint, ensure_node_certificate
+
+
+def _read_or_create(path: str, make) -> str:
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make())
+    with open(path) as f:
+        return f.read().strip()
+
+
+def parse_peers(text: str | None, name: str, ip: str, raft_port: int) -> dict[str, str]:
+    if not text:
+        return {name: f"{ip}:{raft_port}"}
+    peers = {}
+    for item in text.split(","):
+        peer, sep, addr = item.strip().partition("=")
+        if not sep or ":" not in addr:
+            raise SystemExit(f"--peers: expected name=host:raftport, got '{item}'")
+        peers[peer] = addr
+    if name not in peers:
+        raise SystemExit(f"--peers must list this node ('{name}') too")
+    return peers
+
+
+def serve(args: argparse.Namespace) -> None:
+    from api.app import create_app
+    from api.registry import load_endpoints
+    from api.server import run_server, server_config
+    from engine.node import Node, NodeSpec
+
+    data_dir = os.path.abspath(args.data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    configure_logging(args.name, args.log_level)
+    log = structlog.get_logger("gpve.cli")
+    password_file = os.path.join(data_dir, "root-password")
+    if args.root_password_file:
+        with open(args.root_password_file) as f:
+            root_password = f.read().strip()
+    else:
+        root_password = _read_or_create(password_file, lambda: secrets.token_urlsafe(18))
+    ticket_key = _read_or_create(os.path.join(data_dir, "priv", "authkey.key"), new_ticket_key_pem)
+    csrf_secret = _read_or_create(os.path.join(data_dir, "priv", "pve-www.key"), lambda: secrets.token_hex(32))
+    _ca, cert, key = ensure_node_certificate(os.path.join(data_dir, "ssl"), args.name, [args.listen])
+    peers = parse_peers(args.peers, args.name, args.listen, args.raft_port)
+    spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name)
+    node = Node(spec, ticket_key, csrf_secret)
+    app = create_app(node, load_endpoints(), root_password)
+    config = server_config(f"{args.listen}:{args.api_port}", cert, key)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.bridge.run)
+            nursery.start_soon(node.bootstrap)
+            await nursery.start(run_server, app, config)
+            log.info("node listening", url=f"https://{args.listen}:{args.api_port}/api2/json",
+                     fingerprint=certificate_fingerprint(cert),
+                     root_password_file=args.root_password_file or password_file)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    log.info("shutting down")
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    finally:
+        node.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gpve", description="Proxmox-VE-compatible cluster manager")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run one node")
+    s.add_argument("--name", default=os.uname().nodename.split(".")[0])
+    s.add_argument("--data-dir", default="/var/lib/gpve")
+    s.add_argument("--listen", default="127.0.0.1")
+    s.add_argument("--api-port", type=int, default=8006)
+    s.add_argument("--raft-port", type=int, default=5404)
+    s.add_argument("--peers", help="name=host:raftport,... for a static cluster (this node included)")
+    s.add_argument("--cluster-name", default="gpve")
+    s.add_argument("--root-password-file", help="read root@pam's password from this file")
+    s.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Proxmox-VE-compatible endpoints under /api2/json."""

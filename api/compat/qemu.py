@@ -1,0 +1,91 @@
+"""/nodes/{node}/qemu: create, list and read guests."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+
+from api.compat.guests import guest_summary
+from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY_PARAMS
+from api.context import Ctx
+from api.privileges import privileges_on
+from api.registry import API
+from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
+from engine import commands as cmd
+from engine.decide import conf_path
+from engine.errors import not_found
+from engine.state import config_digest
+
+NET_MODELS = ("e1000", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "e1000e", "i82551", "i82557b",
+              "i82559er", "ne2k_isa", "ne2k_pci", "pcnet", "rtl8139", "virtio", "vmxnet3")
+PROXMOX_OUI = "BC:24:11"
+
+
+def _with_mac(value: str) -> str:
+    """`virtio,bridge=vmbr0` -> `virtio=BC:24:11:xx:xx:xx,bridge=vmbr0`, as Proxmox assigns MACs."""
+    first, _, rest = value.partition(",")
+    model = first.split("=", 1)[0]
+    if model == "model":
+        model = first.split("=", 1)[1]
+    elif "=" in first or model not in NET_MODELS:
+        return value
+    mac = PROXMOX_OUI + "".join(f":{random.randrange(256):02X}" for _ in range(3))
+    return f"{model}={mac}" + ("," + rest if rest else "")
+
+
+def new_guest_config(values: dict) -> dict:
+    """The config of a new guest: given keys, plus the ids Proxmox generates on create."""
+    conf = {k: v for k, v in values.items() if k not in {p.name for p in CREATE_ONLY_PARAMS}}
+    if isinstance(conf.get("memory"), str) and conf["memory"].isdigit():
+        conf["memory"] = int(conf["memory"])
+    for key in [k for k in conf if re.fullmatch(r"net\d+", k)]:
+        conf[key] = _with_mac(conf[key])
+    conf.setdefault("smbios1", f"uuid={uuid.uuid4()}")
+    conf.setdefault("vmgenid", str(uuid.uuid4()))
+    return conf
+
+
+@API.endpoint(
+    "POST", "/nodes/{node}/qemu", params=[NODE, VMID, *CONFIG_PARAMS, *CREATE_ONLY_PARAMS],
+    permission=Permission("VM.Allocate", "/vms/{vmid}"), returns=UPID_RETURN,
+)
+async def create_vm(ctx: Ctx, p: dict) -> str:
+    """Create a guest (its config; QEMU runs it once started)."""
+    unsupported = {k: f"'{k}' is not supported yet" for k in ("archive", "pool", "start", "live-restore")
+                   if p.get(k)}
+    if unsupported:
+        raise ParamErrors(unsupported)
+    node, vmid = p["node"], p["vmid"]
+    upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
+    await ctx.node.submit(cmd.CreateGuest(request_id=ctx.request_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid,
+                                          config=new_guest_config({k: v for k, v in p.items()
+                                                                   if k not in ("node", "vmid")}),
+                                          upid=upid, starttime=starttime))
+    return upid
+
+
+@API.endpoint(
+    "GET", "/nodes/{node}/qemu", params=[NODE, Param("full", "boolean")],
+    returns={"type": "array", "items": {"type": "object", "properties": {"vmid": {"type": "integer"}}}},
+)
+async def list_vms(ctx: Ctx, p: dict) -> list:
+    """Guests on a node; only those the caller may audit."""
+    with ctx.node.read() as s:
+        rows = [guest_summary(g) for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
+    return [r for r in rows if "VM.Audit" in privileges_on(ctx.user, f"/vms/{r['vmid']}")]
+
+
+@API.endpoint(
+    "GET", "/nodes/{node}/qemu/{vmid}/config",
+    params=[NODE, VMID_PATH, Param("current", "boolean", default=0), Param("snapshot", pattern=r"[a-zA-Z][\w-]*")],
+    permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "object"},
+)
+async def get_vm_config(ctx: Ctx, p: dict) -> dict:
+    """The guest's configuration, with its `digest`."""
+    with ctx.node.read() as s:
+        guest = s.guests.get(p["vmid"])
+        if guest is None or guest["node"] != p["node"]:
+            raise not_found(f"Configuration file '{conf_path(p['node'], p['vmid'])}' does not exist")
+        conf = dict(guest["conf"])
+    return {**conf, "digest": config_digest(conf)}

@@ -1,0 +1,29 @@
+"""What a handler gets besides its parameters: the node, the caller and the request's ids."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.node import Node
+
+
+@dataclass
+class Ctx:
+    node: Node
+    user: str
+    request_id: str
+    remote: str = ""
+    now: float = field(default_factory=time.time)
+    check_local_password: Callable[[str, str], bool] = lambda user, password: False
+
+
+@dataclass
+class Reply:
+    """A handler's answer when it needs more than `data`: extra top-level keys or headers."""
+
+    data: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,12 @@
+"""The one registry every endpoint module declares into."""
+
+from api.schema import Registry
+
+API = Registry()
+
+
+def load_endpoints() -> Registry:
+    """Import every endpoint module so that its declarations register."""
+    from api.compat import access, cluster, nodes, qemu  # noqa: F401
+
+    return API

@@ -1,0 +1,199 @@
+"""Endpoint declarations: each endpoint is declared once, and validation comes from it.
+
+A declaration names the method and path, every parameter with its type and limits, the privilege
+it needs on which ACL path, and the shape it returns (the way Proxmox registers its methods).
+Error texts follow Proxmox's wording, since scripts match on them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+FORMATS = {
+    "pve-node": r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?",
+    "pve-storage-id": r"[a-z][a-z0-9\-_.]*[a-z0-9]",
+    "pve-configid": r"[a-z][a-z0-9_]+",
+    "dns-name": r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*([A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)",
+    "pve-userid": r"[^\s:/]+@[A-Za-z][A-Za-z0-9\.\-_]+",
+    "pve-poolid": r"[A-Za-z][A-Za-z0-9\-_]+",
+    "pve-tag-list": r"[a-zA-Z0-9_+.\-]+([;, ]+[a-zA-Z0-9_+.\-]+)*[;, ]*",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # a plain name, or an indexed family such as "net[n]"
+    type: str = "string"  # string | integer | number | boolean
+    optional: bool = True
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[str, ...] | None = None
+    pattern: str | None = None
+    format: str | None = None
+    max_length: int | None = None
+    max_index: int | None = None  # for "name[n]": highest n
+    description: str = ""
+    location: str = "body"  # body (or query for GET/DELETE) | path
+
+    def matches(self, key: str) -> bool:
+        if self.max_index is None:
+            return key == self.name
+        m = re.fullmatch(re.escape(self.name[:-3]) + r"(\d+)", key)
+        return bool(m) and int(m.group(1)) <= self.max_index
+
+    def coerce(self, raw: Any) -> Any:
+        """Parse one raw value; raise ValueError with Proxmox's message on failure."""
+        value: Any = raw
+        if self.type == "boolean":
+            if isinstance(raw, bool):
+                return int(raw)
+            word = str(raw).strip().lower()
+            if word in TRUE_WORDS:
+                return 1
+            if word in FALSE_WORDS:
+                return 0
+            raise ValueError(f"type check ('boolean') failed - got '{raw}'")
+        if self.type == "integer":
+            if isinstance(raw, bool) or not re.fullmatch(r"[+-]?\d+", str(raw).strip()):
+                raise ValueError(f"type check ('integer') failed - got '{raw}'")
+            value = int(str(raw).strip())
+        elif self.type == "number":
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"type check ('number') failed - got '{raw}'") from None
+        else:
+            if isinstance(raw, (dict, list)):
+                raise ValueError(f"type check ('string') failed - got '{raw}'")
+            value = str(raw)
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"value must have a minimum value of {_num(self.minimum)}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"value must have a maximum value of {_num(self.maximum)}")
+        if self.enum is not None and value not in self.enum:
+            raise ValueError(f"value '{value}' does not have a value in the enumeration '{', '.join(self.enum)}'")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ValueError(f"value may only be {self.max_length} characters long")
+        regex = self.pattern or FORMATS.get(self.format or "")
+        if regex and isinstance(value, str) and not re.fullmatch(regex, value):
+            if self.format and not self.pattern:
+                raise ValueError(f"value does not look like a valid {self.format.removeprefix('pve-')}")
+            raise ValueError("value does not match the regex pattern")
+        return value
+
+    def json_schema(self) -> dict:
+        out: dict[str, Any] = {"type": self.type}
+        for key, val in (("minimum", self.minimum), ("maximum", self.maximum), ("default", self.default),
+                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length)):
+            if val is not None:
+                out[key] = val
+        if self.enum:
+            out["enum"] = list(self.enum)
+        return out
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+@dataclass(frozen=True)
+class Permission:
+    """A privilege on an ACL path (path may use `{param}`); `check="all"` means any logged-in user."""
+
+    privilege: str | None = None
+    path: str = "/"
+    check: str = "privilege"  # privilege | all | public
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    name: str
+    handler: Handler
+    params: list[Param] = field(default_factory=list)
+    permission: Permission = field(default_factory=lambda: Permission(check="all"))
+    returns: dict = field(default_factory=lambda: {"type": "null"})
+    description: str = ""
+    regex: re.Pattern = field(init=False)
+
+    def __post_init__(self) -> None:
+        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", self.path)
+        self.regex = re.compile(pattern + "/?")
+
+    @property
+    def writes(self) -> bool:
+        return self.method != "GET"
+
+    def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Coerce and check every parameter; raise ParamErrors with one message per bad parameter."""
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for key, value in raw.items():
+            param = next((p for p in self.params if p.matches(key)), None)
+            if param is None:
+                errors[key] = "property is not defined in schema and the schema does not allow additional properties"
+                continue
+            try:
+                values[key] = param.coerce(value)
+            except ValueError as exc:
+                errors[key] = str(exc)
+        for param in self.params:
+            if param.max_index is None and param.name not in raw:
+                if not param.optional:
+                    errors[param.name] = "property is missing and it is not optional"
+        if errors:
+            raise ParamErrors(errors)
+        return values
+
+
+class ParamErrors(Exception):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("Parameter verification failed")
+        self.errors = errors
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
+                 permission: Permission | None = None, returns: dict | None = None,
+                 description: str = "") -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
+                                           permission or Permission(check="all"),
+                                           returns or {"type": "null"}, description or (handler.__doc__ or "")))
+            return handler
+        return register
+
+    def resolve(self, method: str, path: str) -> tuple[Endpoint | None, dict[str, str], bool]:
+        """Find the endpoint; the flag says whether the path exists under another method."""
+        path_known = False
+        for ep in self.endpoints:
+            m = ep.regex.fullmatch(path)
+            if m:
+                if ep.method == method:
+                    return ep, m.groupdict(), True
+                path_known = True
+        return None, {}, path_known
+
+
+# Shared standard options, like Proxmox's `get_standard_option`.
+NODE = Param("node", format="pve-node", optional=False, location="path", description="The cluster node name.")
+VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999, format="pve-vmid",
+             description="The (unique) ID of the VM.")
+VMID_PATH = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999, format="pve-vmid",
+                  location="path", description="The (unique) ID of the VM.")
+UPID_PATH = Param("upid", optional=False, location="path", description="The task's unique ID.")
+UPID_RETURN = {"type": "string", "description": "The task's UPID."}

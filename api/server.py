@@ -1,0 +1,65 @@
+"""HTTPS serving with hypercorn, extended in one place to send a reason phrase.
+
+Proxmox puts its error message in the HTTP reason phrase, and clients such as proxmoxer show it.
+ASGI has no reason phrase, so the app passes it in an internal header that the patched HTTP/1.1
+protocol moves into the status line (and never sends as a header).
+"""
+
+from __future__ import annotations
+
+import http
+
+import h11
+import trio
+from hypercorn.config import Config
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.trio import serve
+
+from api.app import REASON_HEADER
+
+_REASON_KEY = REASON_HEADER.encode()
+_original_send = hypercorn_h11.H11Protocol._send_h11_event
+
+
+def _reason_phrase(status: int, given: bytes | None) -> bytes:
+    if given:
+        text = given.decode("latin-1", "replace").splitlines()[0][:256]
+        return text.encode("latin-1", "replace")
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+async def _send_with_reason(self, event) -> None:
+    if isinstance(event, h11.Response):
+        given = None
+        headers = []
+        for name, value in event.headers:
+            if name.lower() == _REASON_KEY:
+                given = value
+            else:
+                headers.append((name, value))
+        event = h11.Response(status_code=event.status_code, headers=headers,
+                             reason=_reason_phrase(event.status_code, given))
+    await _original_send(self, event)
+
+
+hypercorn_h11.H11Protocol._send_h11_event = _send_with_reason
+
+
+def server_config(bind: str, certfile: str, keyfile: str) -> Config:
+    config = Config()
+    config.bind = [bind]
+    config.certfile = certfile
+    config.keyfile = keyfile
+    config.alpn_protocols = ["http/1.1"]  # the reason phrase exists only in HTTP/1.1
+    config.accesslog = None
+    config.errorlog = None
+    config.keep_alive_timeout = 30
+    config.include_server_header = False
+    return config
+
+
+async def run_server(app, config: Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    await serve(app, config, task_status=task_status)
