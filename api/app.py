@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from engine.node import Node
 
 JSON_TYPE = "application/json;charset=UTF-8"
 REASON_HEADER = "x-gpve-reason"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 log = structlog.get_logger("gpve.api")
 
 
@@ -38,8 +40,10 @@ def json_response(status: int, body: dict, reason: str | None = None, headers: d
     return resp
 
 
-def error_response(err: Rejection) -> Response:
-    body: dict[str, Any] = {"data": None, "message": err.message, "status": err.status}
+def error_response(err: Rejection, native: bool = False) -> Response:
+    body: dict[str, Any] = {"message": err.message, "status": err.status}
+    if not native:
+        body["data"] = None
     if err.errors:
         body["errors"] = err.errors
     return json_response(err.status, body, reason=err.message)
@@ -105,11 +109,13 @@ class Api:
         if perm.privilege not in privileges_on(user, path):
             raise forbidden(perm.privilege, path)
 
-    async def handle(self, path: str) -> Response:
-        request_id = request.headers.get("X-Request-ID") or self.node.new_request_id()
+    async def handle(self, path: str, native: bool = False) -> Response:
+        request_id = request.headers.get("X-Request-ID", "")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = self.node.new_request_id()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        endpoint, path_params, path_known = self.registry.resolve(request.method, "/" + path.strip("/"))
+        endpoint, path_params, path_known = self.registry.resolve(request.method, "/" + path.strip("/"), native)
         try:
             if endpoint is None:
                 if path_known:
@@ -122,14 +128,15 @@ class Api:
             ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.check_local_password)
             result = await endpoint.handler(ctx, params)
             reply = result if isinstance(result, Reply) else Reply(result)
-            response = json_response(200, {"data": reply.data, **reply.extra}, headers=reply.headers)
+            body = reply.data if native else {"data": reply.data, **reply.extra}
+            response = json_response(200, body, headers=reply.headers)
         except ParamErrors as exc:
-            response = error_response(Rejection(400, "Parameter verification failed", exc.errors))
+            response = error_response(Rejection(400, "Parameter verification failed", exc.errors), native)
         except Rejection as exc:
-            response = error_response(exc)
+            response = error_response(exc, native)
         except Exception:
             log.exception("handler failed", path=path)
-            response = error_response(Rejection(500, "internal error"))
+            response = error_response(Rejection(500, "internal error"), native)
         log.info("request", method=request.method, path="/" + path, status=response.status_code,
                  ms=round((time.perf_counter() - started) * 1000, 2))
         structlog.contextvars.unbind_contextvars("request_id")
@@ -148,6 +155,10 @@ def create_app(node: Node, registry: Registry, root_password: str) -> QuartTrio:
     @app.route("/api2/json/<path:path>", methods=methods)
     async def pve(path: str) -> Response:
         return await api.handle(path)
+
+    @app.route("/v1/<path:path>", methods=methods)
+    async def native(path: str) -> Response:
+        return await api.handle(path, native=True)
 
     @app.errorhandler(404)
     async def not_found(_exc) -> Response:

@@ -19,6 +19,11 @@ class Ctx:
     now: float = field(default_factory=time.time)
     check_local_password: Callable[[str, str], bool] = lambda user, password: False
 
+    @property
+    def command_id(self) -> str:
+        """The id a write's command carries: a retry with the same X-Request-ID applies once."""
+        return f"{self.user}/{self.request_id}"
+
 
 @dataclass
 class Reply:

@@ -125,6 +125,7 @@ class Endpoint:
     permission: Permission = field(default_factory=lambda: Permission(check="all"))
     returns: dict = field(default_factory=lambda: {"type": "null"})
     description: str = ""
+    native: bool = False  # under /v1 (plain JSON) instead of /api2/json (wrapped in "data")
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
@@ -169,18 +170,20 @@ class Registry:
 
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
                  permission: Permission | None = None, returns: dict | None = None,
-                 description: str = "") -> Callable[[Handler], Handler]:
+                 description: str = "", native: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
-                                           permission or Permission(check="all"),
-                                           returns or {"type": "null"}, description or (handler.__doc__ or "")))
+                                           permission or Permission(check="all"), returns or {"type": "null"},
+                                           description or (handler.__doc__ or ""), native))
             return handler
         return register
 
-    def resolve(self, method: str, path: str) -> tuple[Endpoint | None, dict[str, str], bool]:
+    def resolve(self, method: str, path: str, native: bool = False) -> tuple[Endpoint | None, dict[str, str], bool]:
         """Find the endpoint; the flag says whether the path exists under another method."""
         path_known = False
         for ep in self.endpoints:
+            if ep.native != native:
+                continue
             m = ep.regex.fullmatch(path)
             if m:
                 if ep.method == method:

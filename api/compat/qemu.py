@@ -58,11 +58,10 @@ async def create_vm(ctx: Ctx, p: dict) -> str:
         raise ParamErrors(unsupported)
     node, vmid = p["node"], p["vmid"]
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
-    await ctx.node.submit(cmd.CreateGuest(request_id=ctx.request_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid,
-                                          config=new_guest_config({k: v for k, v in p.items()
-                                                                   if k not in ("node", "vmid")}),
-                                          upid=upid, starttime=starttime))
-    return upid
+    config = new_guest_config({k: v for k, v in p.items() if k not in ("node", "vmid")})
+    result = await ctx.node.submit(cmd.CreateGuest(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node,
+                                                   vmid=vmid, config=config, upid=upid, starttime=starttime))
+    return result["upid"]  # a retried request id answers with the first attempt's task
 
 
 @API.endpoint(

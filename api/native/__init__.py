@@ -1,0 +1,1 @@
+"""The native API under /v1: plain JSON answers, gpve's own extensions."""
