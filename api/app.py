@@ -113,6 +113,7 @@ class Api:
         request_id = request.headers.get("X-Request-ID", "")
         if not REQUEST_ID.fullmatch(request_id):
             request_id = self.node.new_request_id()
+        structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         endpoint, path_params, path_known = self.registry.resolve(request.method, "/" + path.strip("/"), native)
@@ -139,7 +140,7 @@ class Api:
             response = error_response(Rejection(500, "internal error"), native)
         log.info("request", method=request.method, path="/" + path, status=response.status_code,
                  ms=round((time.perf_counter() - started) * 1000, 2))
-        structlog.contextvars.unbind_contextvars("request_id")
+        structlog.contextvars.clear_contextvars()
         response.headers["X-Request-ID"] = request_id
         return response
 

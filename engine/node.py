@@ -103,7 +103,9 @@ class Node:
     def new_upid(self, node: str, task_type: str, task_id: str, user: str) -> tuple[str, int]:
         starttime = int(time.time())
         pstart = (self._pstart + next(self._task_seq)) & 0xFFFFFFFF
-        return str(Upid(node, self.pid, pstart, starttime, task_type, task_id, user)), starttime
+        upid = str(Upid(node, self.pid, pstart, starttime, task_type, task_id, user))
+        structlog.contextvars.bind_contextvars(upid=upid)
+        return upid, starttime
 
     @staticmethod
     def new_request_id() -> str:

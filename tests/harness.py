@@ -101,6 +101,7 @@ class NodeProcess:
         s = requests.Session()
         s.verify = False
         s.trust_env = False  # a CA bundle in the environment would override verify=False
+        s.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=32))
         r = s.post(self.url + "/access/ticket", data={"username": "root@pam", "password": self.password},
                    timeout=10)
         r.raise_for_status()
