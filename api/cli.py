@@ -70,9 +70,10 @@ def serve(args: argparse.Namespace) -> None:
             await nursery.start(node.bridge.run)
             nursery.start_soon(node.bootstrap)
             await nursery.start(run_server, app, config)
-            log.info("node listening", url=f"https://{args.listen}:{args.api_port}/api2/json",
-                     fingerprint=certificate_fingerprint(cert),
-                     root_password_file=args.root_password_file or password_file)
+            url = f"https://{args.listen}:{args.api_port}/api2/json"
+            where = args.root_password_file or password_file
+            log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)
+            print(f"gpve node '{args.name}' serving {url}\n  root@pam password: {where}", flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     log.info("shutting down")

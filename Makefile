@@ -1,0 +1,24 @@
+# gpve: `make run` starts an embedded single-node cluster, `make test` runs the whole suite.
+NODE ?= $(shell hostname -s)
+DATA ?= $(CURDIR)/data/$(NODE)
+PORT ?= 8006
+RAFT_PORT ?= 5404
+PYTEST_ARGS ?=
+
+.PHONY: run setup test lint sim-sweep
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	@echo "gpve: starting node '$(NODE)' on https://127.0.0.1:$(PORT)/api2/json"
+	@echo "gpve: root@pam password is in $(DATA)/root-password (created on first start)"
+	.venv/bin/gpve serve --name $(NODE) --data-dir $(DATA) --listen 127.0.0.1 --api-port $(PORT) --raft-port $(RAFT_PORT)
+
+test:
+	@scripts/setup.sh test
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint:
+	.venv/bin/ruff check .

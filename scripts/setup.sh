@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up everything gpve needs on a Debian machine: system packages, then .venv with the project.
+#   scripts/setup.sh          runtime only
+#   scripts/setup.sh test     runtime plus what the tests need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=${1:-}
+
+packages=$(grep -v '^#' scripts/debian-packages.txt | xargs)
+if [ "$want_test" = test ] && [ -f scripts/debian-test-packages.txt ]; then
+    packages="$packages $(grep -v '^#' scripts/debian-test-packages.txt | xargs)"
+fi
+missing=""
+for p in $packages; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing Debian packages:$missing"
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if [ "$want_test" = test ]; then
+    .venv/bin/python -m pip install -q -e '.[test]'
+else
+    .venv/bin/python -m pip install -q -e .
+fi
