@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from engine import pysyncobj_hooks as hooks
@@ -69,8 +70,8 @@ class ReplicatedLog(SyncObj):
         hooks.provide_journal(key, journal)
         conf = SyncObjConf(journalFile=key, fullDumpFile=snapshot_path, serializer=self._write_snapshot,
                            deserializer=self._read_snapshot, **default_conf(**conf_overrides))
-        extra = {"nodeClass": node_class} if node_class is not None else {}
-        super().__init__(self_node, other_nodes, conf, transportClass=transport_class, **extra)
+        self._node_class = node_class or TCPNode
+        super().__init__(self_node, other_nodes, conf, transportClass=transport_class, nodeClass=self._node_class)
         self._wake = hooks.attach_wakeup(self) if conf.autoTick else (lambda: None)
         self.addOnTickCallback(self._after_tick)
 
@@ -119,4 +120,5 @@ class ReplicatedLog(SyncObj):
             doc = unpackb(f.read())
         with self.state_lock:
             self.machine.state = State.from_dict(doc["state"])
-        return tuple(doc["last"]), tuple(doc["prev"]), doc["cluster"]
+        # Node objects, not ids: pysyncobj compares them with its own node to leave itself out
+        return tuple(doc["last"]), tuple(doc["prev"]), [self._node_class(i) for i in doc["cluster"]]

@@ -1,0 +1,122 @@
+"""The pure core: decide and apply, request-id idempotency, locks, digests, reservations."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import commands as c
+from engine.codec import decode_records, encode_records
+from engine.errors import Rejection
+from engine.machine import Machine
+from engine.state import State, config_digest, render_guest_config
+
+
+def run(machine: Machine, *commands: c.Command) -> list[dict]:
+    return machine.execute_entry(encode_records(list(commands)))
+
+
+def machine_with_node() -> Machine:
+    m = Machine()
+    run(m, c.RegisterNode(request_id="reg", ts=1.0, name="n1", ip="127.0.0.1", api_port=8006, raft_addr="a:1"))
+    return m
+
+
+def create(rid: str, vmid: int, ts: float = 2.0, **config) -> c.CreateGuest:
+    return c.CreateGuest(request_id=rid, ts=ts, node="n1", vmid=vmid, config=config, upid=f"U-{rid}", starttime=2)
+
+
+def test_records_round_trip_with_type_and_version():
+    cmd = create("r1", 100, name="a")
+    wire = encode_records([cmd])
+    assert decode_records(wire) == [cmd]
+    assert cmd.to_wire()[:2] == ["guest.create", 1]
+
+
+def test_same_vmid_twice_is_a_conflict_and_a_retry_applies_once():
+    m = machine_with_node()
+    first, dup, retry = run(m, create("r1", 100, name="a"), create("r2", 100, name="b"), create("r1", 100, name="a"))
+    assert first == {"ok": {"upid": "U-r1", "vmid": 100}}
+    assert dup["error"]["status"] == 409 and "already exists" in dup["error"]["message"]
+    assert retry == first
+    assert m.state.guests[100]["conf"] == {"name": "a"}
+    assert sum(1 for t in m.state.tasks.values() if t["type"] == "qmcreate") == 1
+
+
+def test_create_on_unknown_node_is_refused():
+    m = machine_with_node()
+    [res] = run(m, c.CreateGuest(request_id="x", ts=2, node="nope", vmid=100, upid="U", starttime=2))
+    assert res["error"]["status"] == 404
+
+
+def test_update_checks_digest_and_lock():
+    m = machine_with_node()
+    run(m, create("r1", 100, memory=512))
+    digest = config_digest(m.state.guests[100]["conf"])
+    [ok] = run(m, c.UpdateGuestConfig(request_id="u1", ts=3, node="n1", vmid=100, set={"memory": 1024},
+                                      digest=digest))
+    assert ok == {"ok": {}}
+    [stale] = run(m, c.UpdateGuestConfig(request_id="u2", ts=3, node="n1", vmid=100, set={"memory": 2048},
+                                         digest=digest))
+    assert stale["error"]["status"] == 400 and "file changed by other user" in stale["error"]["message"]
+    [locked] = run(m, c.LockGuest(request_id="l1", ts=4, vmid=100, lock="backup"))
+    assert locked == {"ok": {"lock": "backup"}}
+    [again] = run(m, c.LockGuest(request_id="l2", ts=4, vmid=100, lock="snapshot"))
+    assert again["error"] == {"status": 423, "message": "VM 100 is locked (backup)"}
+    [blocked] = run(m, c.UpdateGuestConfig(request_id="u3", ts=5, node="n1", vmid=100, set={"cores": 2}))
+    assert blocked["error"]["status"] == 423
+    [wrong] = run(m, c.UnlockGuest(request_id="x1", ts=6, vmid=100, lock="snapshot"))
+    assert wrong["error"]["status"] == 423
+    run(m, c.UnlockGuest(request_id="x2", ts=6, vmid=100, lock="backup"))
+    assert "lock" not in m.state.guests[100]["conf"]
+    [deleted] = run(m, c.DeleteGuest(request_id="d1", ts=7, node="n1", vmid=100, upid="UD", starttime=7))
+    assert deleted == {"ok": {"upid": "UD"}} and 100 not in m.state.guests
+
+
+def test_reservations_expire_by_command_time():
+    m = machine_with_node()
+    [r1] = run(m, c.ReserveVmid(request_id="v1", ts=10, user="alice@pve", lease=30))
+    assert r1 == {"ok": {"vmid": 100}}
+    [r2] = run(m, c.ReserveVmid(request_id="v2", ts=11, user="bob@pve"))
+    assert r2 == {"ok": {"vmid": 101}}
+    assert m.state.next_free_vmid(now=12) == 102
+    [theft] = run(m, c.CreateGuest(request_id="c1", ts=12, user="bob@pve", node="n1", vmid=100, upid="U",
+                                   starttime=12))
+    assert theft["error"]["status"] == 409
+    [own] = run(m, c.CreateGuest(request_id="c2", ts=12, user="alice@pve", node="n1", vmid=100, upid="U2",
+                                 starttime=12))
+    assert "ok" in own and 100 not in m.state.reservations
+    assert m.state.next_free_vmid(now=100) == 101  # bob's lease (60 s from t=11) has expired by t=100
+    [later] = run(m, c.ReserveVmid(request_id="v3", ts=100, user="carol@pve"))
+    assert later == {"ok": {"vmid": 101}} and m.state.reservations[101]["user"] == "carol@pve"
+
+
+def test_a_bug_in_decide_is_a_deterministic_rejection_not_a_crash():
+    m = machine_with_node()
+    [res] = run(m, create("bad", 100, name="a"), )
+    assert "ok" in res
+    bad = c.UpdateGuestConfig(request_id="b", ts=3, node="n1", vmid=100, set={"a": 1}, delete=None)  # type: ignore
+    [res] = run(m, bad)
+    assert res["error"]["status"] == 500
+    assert m.state.guests[100]["conf"] == {"name": "a"}
+
+
+def test_config_text_and_digest_follow_proxmox():
+    conf = {"name": "web", "memory": 2048, "description": "line one\nline two", "cores": 2}
+    assert render_guest_config(conf) == "#line one\n#line two\ncores: 2\nmemory: 2048\nname: web\n"
+    assert len(config_digest(conf)) == 40
+    assert config_digest(conf) != config_digest({**conf, "cores": 4})
+
+
+def test_state_snapshot_round_trip():
+    m = machine_with_node()
+    run(m, create("r1", 100, name="a"), c.ReserveVmid(request_id="v", ts=3, user="u@pve"))
+    from engine.codec import packb, unpackb
+    restored = State.from_dict(unpackb(packb(m.state.to_dict())))
+    assert restored == m.state
+
+
+def test_rejection_round_trip():
+    rej = Rejection(400, "Parameter verification failed", {"vmid": "bad"})
+    assert Rejection.from_dict(rej.to_dict()) == rej
+    with pytest.raises(Rejection):
+        raise rej
