@@ -1,0 +1,1 @@
+"""Hypervisor layer: QEMU command lines from guest configs, the QMP driver, storage backends."""

@@ -1,0 +1,227 @@
+"""Guest config -> QEMU command line, as one pure function (no file system, no processes).
+
+Follows how Proxmox's qemu-server lays out a guest: a QMP monitor socket, `-daemonize` with a
+pid file so the guest outlives the daemon, one controller per disk bus, `bootindex` from `boot`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hypervisor import propstr
+
+DISK_BUSES = ("ide", "sata", "scsi", "virtio")
+NET_DEVICES = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139",
+               "vmxnet3": "vmxnet3", "i82551": "i82551", "i82557b": "i82557b", "i82559er": "i82559er",
+               "ne2k_pci": "ne2k_pci", "pcnet": "pcnet", "e1000-82540em": "e1000-82540em",
+               "e1000-82544gc": "e1000-82544gc", "e1000-82545em": "e1000-82545em"}
+SCSI_CONTROLLERS = {"lsi": "lsi", "lsi53c810": "lsi53c810", "virtio-scsi-pci": "virtio-scsi-pci",
+                    "virtio-scsi-single": "virtio-scsi-pci", "megasas": "megasas", "pvscsi": "pvscsi"}
+VGA_TYPES = {"std": "std", "cirrus": "cirrus", "vmware": "vmware", "qxl": "qxl", "virtio": "virtio", "none": "none"}
+CACHE_MODES = ("none", "writethrough", "writeback", "unsafe", "directsync")
+
+
+class StartError(Exception):
+    """A config that cannot start; the message is what the start task reports."""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    bridges: frozenset[str] = frozenset()
+    kvm_available: bool = False
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    qmp: str
+    pidfile: str
+    run_dir: str  # serial sockets and their logs, guest agent socket
+
+
+VolumeResolver = Callable[[str], tuple[str, str]]  # volid -> (path, format)
+
+
+def disk_keys(conf: dict) -> list[str]:
+    keys = [k for k in conf if re.fullmatch(r"(ide|sata|scsi|virtio)\d+", k)]
+    return sorted(keys, key=lambda k: (DISK_BUSES.index(re.match(r"[a-z]+", k).group()), int(re.sub(r"\D", "", k))))
+
+
+def boot_order(conf: dict) -> list[str]:
+    boot = str(conf.get("boot", ""))
+    props = propstr.parse(boot, default_key="legacy")
+    if "order" in props:
+        return [d for d in props["order"].split(";") if d]
+    if conf.get("bootdisk"):
+        return [str(conf["bootdisk"])]
+    return [k for k in disk_keys(conf) if "media=cdrom" not in str(conf[k])][:1] + \
+        [k for k in sorted(conf) if re.fullmatch(r"net\d+", k)][:1]
+
+
+def _vcpus(conf: dict) -> tuple[int, int, int]:
+    cores, sockets = int(conf.get("cores", 1)), int(conf.get("sockets", 1))
+    total = cores * sockets
+    vcpus = int(conf.get("vcpus") or total)
+    if vcpus > total:
+        raise StartError(f"MAX {total} vcpus allowed per VM on this node")
+    return vcpus, sockets, cores
+
+
+def _memory_mib(conf: dict) -> int:
+    value = str(conf.get("memory", "512"))
+    return int(propstr.parse(value, default_key="current").get("current", "512"))
+
+
+def _drive(key: str, value: str, resolve: VolumeResolver, bootindex: dict[str, int]) -> tuple[list[str], str]:
+    props = propstr.parse(value, default_key="file")
+    volume = props.get("file", "")
+    bus = re.match(r"[a-z]+", key).group()  # type: ignore[union-attr]
+    index = int(key[len(bus):])
+    cdrom = props.get("media") == "cdrom"
+    drive = [f"if=none,id=drive-{key}"]
+    if cdrom and volume in ("none", "cdrom", ""):
+        drive.append("media=cdrom")
+    else:
+        path, fmt = resolve(volume) if not volume.startswith("/") else (volume, props.get("format", "raw"))
+        drive.append(f"file={path}")
+        drive.append(f"format={props.get('format', fmt)}")
+        if cdrom:
+            drive.append("media=cdrom,readonly=on")
+    cache = props.get("cache")
+    if cache:
+        if cache not in CACHE_MODES:
+            raise StartError(f"{key}: unknown cache mode '{cache}'")
+        drive.append(f"cache={cache}")
+    args = ["-drive", ",".join(drive)]
+    boot = f",bootindex={bootindex[key]}" if key in bootindex else ""
+    ide_kind = "ide-cd" if cdrom else "ide-hd"
+    if bus == "virtio":
+        device = f"virtio-blk-pci,drive=drive-{key},id={key}{boot}"
+    elif bus == "scsi":
+        kind = "scsi-cd" if cdrom else "scsi-hd"
+        device = f"{kind},bus=scsihw0.0,channel=0,scsi-id=0,lun={index},drive=drive-{key},id={key}{boot}"
+    elif bus == "sata":
+        device = f"{ide_kind},bus=ahci0.{index},drive=drive-{key},id={key}{boot}"
+    else:
+        device = f"{ide_kind},bus=ide.{index // 2},unit={index % 2},drive=drive-{key},id={key}{boot}"
+    return args + ["-device", device], bus
+
+
+def _net(key: str, value: str, host: HostFacts, vmid: int, bootindex: dict[str, int], run_dir: str) -> list[str]:
+    props = propstr.parse(value)
+    model = next((m for m in props if m in NET_DEVICES), props.get("model"))
+    if model not in NET_DEVICES:
+        raise StartError(f"{key}: unknown network model '{model}'")
+    mac = props.get(model) if props.get(model) not in (None, "1") else props.get("macaddr")
+    index = int(key[3:])
+    bridge = props.get("bridge")
+    if bridge:
+        if bridge not in host.bridges:
+            raise StartError(f"bridge '{bridge}' does not exist")
+        ifname = f"tap{vmid}i{index}"
+        netdev = f"tap,id={key},ifname={ifname},script={run_dir}/{ifname}.up,downscript=no"
+    else:
+        netdev = f"user,id={key}"
+    device = f"{NET_DEVICES[model]},netdev={key},id={key}"
+    if mac:
+        device += f",mac={mac}"
+    if key in bootindex:
+        device += f",bootindex={bootindex[key]}"
+    return ["-netdev", netdev, "-device", device]
+
+
+def tap_script(value: str) -> str:
+    """The ifup script QEMU runs for a bridged NIC: attach the tap, set VLAN tag and rate limit."""
+    props = propstr.parse(value)
+    bridge = props["bridge"]
+    lines = ["#!/bin/sh", "set -e", f"ip link set \"$1\" master {shlex.quote(bridge)} up"]
+    if props.get("tag"):
+        lines.append(f"bridge vlan add dev \"$1\" vid {int(props['tag'])} pvid untagged")
+    if props.get("rate"):
+        kbit = int(float(props["rate"]) * 8 * 1024)  # rate is MB/s
+        lines.append(f"tc qdisc replace dev \"$1\" root tbf rate {kbit}kbit burst 256kb latency 50ms")
+    return "\n".join(lines) + "\n"
+
+
+def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, paths: RunPaths,
+               qemu: str = "qemu-system-x86_64", loadvm: str | None = None) -> list[str]:
+    """The full QEMU command line for `conf`; raises StartError for configs that cannot run."""
+    kvm = int(conf.get("kvm", 1))
+    if kvm and not host.kvm_available:
+        raise StartError("KVM virtualisation configured, but not available. Either disable in VM configuration "
+                         "or enable in BIOS.")
+    vcpus, sockets, cores = _vcpus(conf)
+    memory = _memory_mib(conf)
+    name = str(conf.get("name", f"VM{vmid}"))
+    argv = [qemu, "-id", str(vmid), "-name", f"{name},debug-threads=on", "-no-user-config", "-nodefaults",
+            "-chardev", f"socket,id=qmp,path={paths.qmp},server=on,wait=off", "-mon", "chardev=qmp,mode=control",
+            "-pidfile", paths.pidfile, "-daemonize", "-display", "none",
+            "-accel", "kvm" if kvm else "tcg",
+            "-smp", f"{vcpus},sockets={sockets},cores={cores},maxcpus={sockets * cores}",
+            "-m", str(memory)]
+    machine = str(conf.get("machine", "")).split(",")[0] or "pc"
+    machine = "q35" if machine.startswith("pc-q35") or machine == "q35" else \
+        ("pc" if machine.startswith("pc") else machine)
+    argv += ["-machine", f"type={machine}"]
+    cpu = propstr.parse(str(conf.get("cpu", "")), default_key="cputype").get("cputype")
+    if cpu:
+        if cpu == "host" and not kvm:
+            raise StartError("CPU type 'host' requires KVM")
+        argv += ["-cpu", cpu]
+    elif not kvm:
+        argv += ["-cpu", "qemu64"]
+    if conf.get("bios") == "ovmf":
+        argv += ["-bios", "/usr/share/ovmf/OVMF.fd"]
+    vga = propstr.parse(str(conf.get("vga", "std")), default_key="type").get("type", "std")
+    if vga.startswith("serial"):
+        argv += ["-vga", "none"]
+    elif vga in VGA_TYPES:
+        argv += ["-vga", VGA_TYPES[vga]]
+    else:
+        raise StartError(f"vga: unknown type '{vga}'")
+    if conf.get("smbios1"):
+        argv += ["-smbios", "type=1," + str(conf["smbios1"])]
+    if conf.get("vmgenid") and conf["vmgenid"] != "0":
+        argv += ["-device", f"vmgenid,guid={conf['vmgenid']}"]
+    if str(conf.get("ostype", "")).startswith("w"):
+        argv += ["-rtc", "base=localtime"]
+    if int(conf.get("balloon", 1)) != 0:
+        argv += ["-device", "virtio-balloon-pci,id=balloon0"]
+    agent = propstr.parse(str(conf.get("agent", "0")), default_key="enabled")
+    if agent.get("enabled", "0") == "1":
+        argv += ["-chardev", f"socket,path={paths.run_dir}/{vmid}.qga,server=on,wait=off,id=qga0",
+                 "-device", "virtio-serial,id=qga-serial", "-device",
+                 "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
+    for key in sorted(k for k in conf if re.fullmatch(r"serial\d", k)):
+        value = str(conf[key])
+        if value == "socket":
+            path = f"{paths.run_dir}/{vmid}.{key}"
+            backend = f"socket,id={key},path={path},server=on,wait=off,logfile={path}.log"
+        elif value.startswith("/dev/"):
+            backend = f"tty,id={key},path={value}"
+        else:
+            raise StartError(f"{key}: invalid value '{value}'")
+        argv += ["-chardev", backend, "-device", f"isa-serial,chardev={key}"]
+    order = boot_order(conf)
+    bootindex = {dev: 100 + i for i, dev in enumerate(order)}
+    disks = disk_keys(conf)
+    buses = {re.match(r"[a-z]+", k).group() for k in disks}  # type: ignore[union-attr]
+    if "scsi" in buses:
+        controller = SCSI_CONTROLLERS.get(str(conf.get("scsihw", "lsi")))
+        if controller is None:
+            raise StartError(f"scsihw: unknown controller '{conf.get('scsihw')}'")
+        argv += ["-device", f"{controller},id=scsihw0"]
+    if "sata" in buses:
+        argv += ["-device", "ahci,id=ahci0"]
+    for key in disks:
+        device_args, _ = _drive(key, str(conf[key]), resolve, bootindex)
+        argv += device_args
+    for key in sorted((k for k in conf if re.fullmatch(r"net\d+", k)), key=lambda k: int(k[3:])):
+        argv += _net(key, str(conf[key]), host, vmid, bootindex, paths.run_dir)
+    if loadvm:
+        argv += ["-loadvm", loadvm]
+    if conf.get("args"):
+        argv += shlex.split(str(conf["args"]))
+    return argv

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Build the tiny test guest: Debian's cloud kernel and a busybox initramfs, cached.
+
+The guest boots in a few seconds under software emulation, prints `GPVE-GUEST-READY` on its serial
+console, then every second `GPVE-TICK <n> disk=<first bytes of its first disk>` (a counter in RAM
+and what the disk holds, so tests can tell a restored snapshot). It powers off on the ACPI power
+button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`.
+
+usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR or ~/.cache/gpve/test-guest)
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"]
+
+INIT = r"""#!/bin/sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp /etc/acpi/PWRF /var/run /var/log
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || echo "GPVE-INSMOD-FAILED $m" > /dev/ttyS0; done
+printf '#!/bin/sh\necho GPVE-GUEST-POWEROFF > /dev/ttyS0\npoweroff -f\n' > /etc/acpi/PWRF/00000080
+chmod +x /etc/acpi/PWRF/00000080
+grep -q gpve.noacpi /proc/cmdline || acpid -c /etc/acpi
+sleep 1
+disk=""
+for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done
+echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
+n=0
+while true; do
+    n=$((n+1))
+    content=""
+    [ -n "$disk" ] && content=$(dd if=$disk bs=512 count=1 iflag=direct 2>/dev/null | head -c 16 | tr -dc 'A-Za-z0-9_-')
+    echo "GPVE-TICK $n disk=$content" > /dev/ttyS0
+    sleep 1
+done
+"""
+
+
+def sh(*args: str, cwd: str | None = None) -> str:
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive of (path, mode, data); directories have mode 0o040755 and no data."""
+    out = io.BytesIO()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], start=1):
+        encoded = name.encode() + b"\0"
+        header = "070701" + "".join(f"{v:08X}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0,
+                                                         len(encoded), 0))
+        out.write(header.encode() + encoded)
+        out.write(b"\0" * ((4 - (110 + len(encoded)) % 4) % 4))
+        out.write(data)
+        out.write(b"\0" * ((4 - len(data) % 4) % 4))
+    return out.getvalue()
+
+
+def _depends(path: str) -> list[str]:
+    """A module's dependencies, read from the `depends=` string of its .modinfo section."""
+    with open(path, "rb") as f:
+        data = f.read()
+    at = data.find(b"\0depends=")
+    if at < 0:
+        return []
+    value = data[at + len(b"\0depends="): data.index(b"\0", at + 1)].decode()
+    return [d.replace("-", "_") for d in value.split(",") if d]
+
+
+def module_order(moddir: str, wanted: list[str]) -> list[str]:
+    """Modules to load, dependencies first, as paths relative to the modules dir."""
+    by_name = {}
+    for path in glob.glob(os.path.join(moddir, "kernel", "**", "*.ko*"), recursive=True):
+        by_name[os.path.basename(path).split(".ko")[0].replace("-", "_")] = os.path.relpath(path, moddir)
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        rel = by_name.get(name)
+        if rel is None:  # built into the kernel
+            return
+        for dep in _depends(os.path.join(moddir, rel)):
+            visit(dep)
+        if rel not in order:
+            order.append(rel)
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+def build(outdir: str) -> None:
+    os.makedirs(outdir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        kernel_pkg = [line.split()[-1] for line in sh("apt-cache", "depends", "linux-image-cloud-amd64").splitlines()
+                      if "Depends:" in line][0]
+        sh("apt-get", "download", "-q", kernel_pkg, "busybox-static", cwd=work)
+        for deb in glob.glob(os.path.join(work, "*.deb")):
+            sh("dpkg-deb", "-x", deb, os.path.join(work, "root"))
+        root = os.path.join(work, "root")
+        vmlinuz = glob.glob(os.path.join(root, "boot", "vmlinuz-*"))[0]
+        moddir = glob.glob(os.path.join(root, "lib", "modules", "*"))[0]
+        order = module_order(moddir, MODULES)
+        entries: list[tuple[str, int, bytes]] = [(d, 0o040755, b"") for d in ("bin", "dev", "lib", "lib/modules",
+                                                                              "proc", "sys", "tmp", "etc")]
+        with open(os.path.join(root, "bin", "busybox"), "rb") as f:
+            entries.append(("bin/busybox", 0o100755, f.read()))
+        entries.append(("bin/sh", 0o120777, b"busybox"))
+        names = []
+        for rel in order:
+            name = os.path.basename(rel).split(".ko")[0]
+            with open(os.path.join(moddir, rel), "rb") as f:
+                data = f.read()
+            if rel.endswith(".xz") or rel.endswith(".zst"):
+                raise SystemExit(f"compressed module {rel}: busybox insmod cannot load it")
+            entries.append((f"lib/modules/{name}.ko", 0o100644, data))
+            names.append(name)
+        entries.append(("lib/modules/order", 0o100644, (" ".join(names) + "\n").encode()))
+        entries.append(("init", 0o100755, INIT.encode()))
+        with open(os.path.join(outdir, "initrd.img.tmp"), "wb") as f:
+            f.write(gzip.compress(cpio_newc(entries)))
+        shutil.copy(vmlinuz, os.path.join(outdir, "vmlinuz.tmp"))
+    os.replace(os.path.join(outdir, "initrd.img.tmp"), os.path.join(outdir, "initrd.img"))
+    os.replace(os.path.join(outdir, "vmlinuz.tmp"), os.path.join(outdir, "vmlinuz"))
+
+
+def default_dir() -> str:
+    return os.environ.get("GPVE_TEST_GUEST_DIR") or os.path.expanduser("~/.cache/gpve/test-guest")
+
+
+if __name__ == "__main__":
+    target = sys.argv[1] if len(sys.argv) > 1 else default_dir()
+    if not (os.path.exists(os.path.join(target, "vmlinuz")) and os.path.exists(os.path.join(target, "initrd.img"))):
+        build(target)
+    print(target)
