@@ -18,7 +18,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from api import auth
-from api.context import Ctx, Reply
+from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, forbidden, unauthorized
 from api.privileges import privileges_on
 from api.schema import Endpoint, ParamErrors, Registry
@@ -71,8 +71,9 @@ async def _raw_params(path_params: dict[str, str]) -> dict[str, Any]:
 
 
 class Api:
-    def __init__(self, node: Node, registry: Registry, root_password: str) -> None:
+    def __init__(self, node: Node, registry: Registry, root_password: str, runtime: Runtime) -> None:
         self.node = node
+        self.runtime = runtime
         self.registry = registry
         self.root_password = root_password
 
@@ -126,7 +127,8 @@ class Api:
             user = "" if endpoint.permission.check == "public" else self.authenticate(endpoint, now)
             params = endpoint.validate(await _raw_params(path_params))
             self.authorize(endpoint, user, params)
-            ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.check_local_password)
+            ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.check_local_password,
+                      self.runtime)
             result = await endpoint.handler(ctx, params)
             reply = result if isinstance(result, Reply) else Reply(result)
             body = reply.data if native else {"data": reply.data, **reply.extra}
@@ -145,10 +147,10 @@ class Api:
         return response
 
 
-def create_app(node: Node, registry: Registry, root_password: str) -> QuartTrio:
+def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None) -> QuartTrio:
     app = QuartTrio("gpve")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
-    api = Api(node, registry, root_password)
+    api = Api(node, registry, root_password, runtime or Runtime())
     app.extensions["gpve"] = api
     methods = ["GET", "POST", "PUT", "DELETE"]
 

@@ -62,13 +62,18 @@ def serve(args: argparse.Namespace) -> None:
     peers = parse_peers(args.peers, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name)
     node = Node(spec, ticket_key, csrf_secret)
-    app = create_app(node, load_endpoints(), root_password)
+    runtime, guest_services = _guest_runtime(node, data_dir)
+    app = create_app(node, load_endpoints(), root_password, runtime)
     config = server_config(f"{args.listen}:{args.api_port}", cert, key)
 
     async def main() -> None:
+        node.bind_trio()
+        guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
             await nursery.start(node.bridge.run)
             nursery.start_soon(node.bootstrap)
+            await nursery.start(runtime.reconciler.run)
+            nursery.start_soon(guest_services.watcher.run)
             await nursery.start(run_server, app, config)
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
@@ -83,7 +88,31 @@ def serve(args: argparse.Namespace) -> None:
     try:
         trio.run(main)
     finally:
+        runtime.driver.kill_all_clients()  # guests keep running, as with Proxmox's daemons
+        guest_services.bridge.close()
         node.close()
+
+
+def _guest_runtime(node, data_dir: str):
+    """QEMU driver, `local` dir storage, reconciler and guest watcher of this node."""
+    from types import SimpleNamespace
+
+    from api.context import Runtime
+    from engine.reconciler import Reconciler
+    from hypervisor.asyncio_bridge import AsyncioBridge
+    from hypervisor.operations import Operations, make_resolver
+    from hypervisor.qemu import QemuDriver
+    from hypervisor.storage import DirStorage
+    from hypervisor.watch import GuestWatcher
+
+    local = DirStorage("local", os.path.join(data_dir, "storage", "local"))
+    local.ensure_dirs()
+    storages = {"local": local}
+    bridge = AsyncioBridge()
+    driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
+    reconciler = Reconciler(node, Operations(driver, storages).handlers())
+    watcher = GuestWatcher(node, driver, reconciler)
+    return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,15 @@ from engine.node import Node
 
 
 @dataclass
+class Runtime:
+    """The node's guest machinery: QEMU driver, storages, reconciler (None where not set up)."""
+
+    driver: Any = None
+    storages: dict = field(default_factory=dict)
+    reconciler: Any = None
+
+
+@dataclass
 class Ctx:
     node: Node
     user: str
@@ -18,6 +27,7 @@ class Ctx:
     remote: str = ""
     now: float = field(default_factory=time.time)
     check_local_password: Callable[[str, str], bool] = lambda user, password: False
+    rt: Runtime = field(default_factory=Runtime)
 
     @property
     def command_id(self) -> str:

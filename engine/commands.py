@@ -60,6 +60,7 @@ class CreateGuest(Command):
     config: dict = field(default_factory=dict)
     upid: str
     starttime: int
+    start: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,3 +100,61 @@ class UnlockGuest(Command):
     TYPE = "guest.unlock"
     vmid: int
     lock: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartTask(Command):
+    """An intent for the owning node: run task `type` on guest `vmid`, holding `lock` meanwhile."""
+
+    TYPE = "task.start"
+    node: str
+    upid: str
+    starttime: int
+    type: str
+    vmid: int
+    lock: str | None = None
+    intent: dict = field(default_factory=dict)
+    newid: int | None = None  # a VMID the task will create (clone): reserved until it ends
+    skiplock: bool = False
+    digest: str | None = None  # the config digest the caller saw, for changes that need it
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinishTask(Command):
+    """The owning node's outcome of a task, with what it changed."""
+
+    TYPE = "task.finish"
+    upid: str
+    exitstatus: str
+    log: list = field(default_factory=list)
+    power: dict = field(default_factory=dict)  # vmid -> running | stopped
+    configs: dict = field(default_factory=dict)  # vmid -> full new config
+    snapshots: dict = field(default_factory=dict)  # vmid -> full snapshot table
+    created: list = field(default_factory=list)  # [{vmid, node, config}]
+    deleted: list = field(default_factory=list)  # [vmid]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbortTask(Command):
+    TYPE = "task.abort"
+    upid: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObserveGuest(Command):
+    """The owning node saw a guest's power state change outside any task (a crash, a guest poweroff)."""
+
+    TYPE = "guest.observe"
+    node: str
+    vmid: int
+    status: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetSnapshots(Command):
+    """Replace a guest's snapshot table (metadata only, such as a description)."""
+
+    TYPE = "guest.set_snapshots"
+    vmid: int
+    snapshots: dict = field(default_factory=dict)

@@ -11,7 +11,8 @@ from functools import singledispatch
 from engine import commands as cmd
 from engine import events as ev
 from engine.errors import Rejection, bad_request, conflict, locked, not_found
-from engine.state import VMID_MAX, VMID_MIN, State, config_digest
+from engine.state import VMID_MAX, VMID_MIN, State, guest_digest
+from engine.volumes import alloc_requests
 
 # Test-only switches to plant known bugs (the simulator must catch them). Never set in production.
 PLANTED_BUGS: set[str] = set()
@@ -87,6 +88,15 @@ def _(c: cmd.CreateGuest, s: State) -> Decision:
     if s.vmid_taken(c.vmid, c.ts, c.user) and "skip-vmid-check" not in PLANTED_BUGS:
         raise conflict(f"unable to create VM {c.vmid} - VMID {c.vmid} is reserved")
     config = dict(c.config)
+    allocs = alloc_requests(config)
+    start = c.start
+    if allocs or start:  # the owning node allocates volumes (and starts the guest); locked meanwhile
+        config["lock"] = "create"
+        intent = {"alloc": sorted(allocs), "start": start}
+        return [ev.GuestCreated(vmid=c.vmid, node=c.node, config=config),
+                ev.TaskStarted(upid=c.upid, node=c.node, type="qmcreate", id=str(c.vmid), user=c.user,
+                               starttime=c.starttime, vmid=c.vmid, lock="create", intent=intent)], \
+            {"upid": c.upid, "vmid": c.vmid}
     events: list[ev.Event] = [
         ev.TaskStarted(upid=c.upid, node=c.node, type="qmcreate", id=str(c.vmid), user=c.user,
                        starttime=c.starttime),
@@ -100,7 +110,7 @@ def _(c: cmd.CreateGuest, s: State) -> Decision:
 def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
     guest = _guest(s, c.vmid, c.node)
     _check_unlocked(guest, c.skiplock)
-    if c.digest and c.digest != config_digest(guest["conf"]):
+    if c.digest and c.digest != guest_digest(guest):
         raise bad_request("detected modified configuration - file changed by other user? Try again.")
     overlap = sorted(set(c.set) & set(c.delete))
     if overlap:
@@ -111,6 +121,111 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
     for key in c.delete:
         conf.pop(key, None)
     return [ev.GuestConfigChanged(vmid=c.vmid, config=conf)], {}
+
+
+@decide.register
+def _(c: cmd.StartTask, s: State) -> Decision:
+    guest = _guest(s, c.vmid, c.node)
+    _check_unlocked(guest, c.skiplock)
+    if c.digest and c.digest != guest_digest(guest):
+        raise bad_request("detected modified configuration - file changed by other user? Try again.")
+    conf, snaps = guest["conf"], guest.get("snapshots", {})
+    running = guest.get("status") == "running"
+    if c.type == "qmdestroy" and running:
+        raise conflict(f"VM {c.vmid} is running - destroy failed")
+    if c.type == "qmtemplate" and running:
+        raise conflict("you can't convert a running VM to a template")
+    if c.type == "qmclone" and c.intent.get("linked") and not conf.get("template"):
+        raise bad_request("Linked clone feature is not supported for this VM - it is not a template")
+    if c.type in ("qmstart", "qmshutdown", "qmreboot", "qmstop", "qmsuspend", "qmresume", "qmreset") \
+            and conf.get("template"):
+        raise bad_request("you can't start a vm if it's a template" if c.type == "qmstart"
+                          else f"VM {c.vmid} is a template")
+    name = c.intent.get("snapname")
+    if c.type == "qmsnapshot":
+        if name == "current" or name in snaps:
+            raise bad_request(f"snapshot name '{name}' already used")
+    if c.type in ("qmrollback", "qmdelsnapshot") and name not in snaps:
+        raise not_found(f"snapshot '{name}' does not exist")
+    events: list[ev.Event] = []
+    if c.newid is not None:
+        if s.vmid_taken(c.newid, c.ts, c.user):
+            raise conflict(f"unable to create VM {c.newid}: config file already exists")
+        events.append(ev.VmidReserved(vmid=c.newid, user=c.user, expires=c.ts + 86400 * 365))
+    if c.lock:
+        events.append(ev.GuestLockChanged(vmid=c.vmid, lock=c.lock))
+    intent = dict(c.intent)
+    if c.newid is not None:
+        intent["newid"] = c.newid
+    events.append(ev.TaskStarted(upid=c.upid, node=c.node, type=c.type, id=str(c.vmid), user=c.user,
+                                 starttime=c.starttime, vmid=c.vmid, lock=c.lock, intent=intent))
+    return events, {"upid": c.upid}
+
+
+@decide.register
+def _(c: cmd.FinishTask, s: State) -> Decision:
+    task = s.tasks.get(c.upid)
+    if task is None or task["status"] != "running":
+        return [], {}
+    events: list[ev.Event] = []
+    for item in c.created:
+        vmid = int(item["vmid"])
+        if vmid not in s.guests:
+            events.append(ev.GuestCreated(vmid=vmid, node=item["node"], config=dict(item["config"])))
+    for vmid, conf in sorted((int(k), v) for k, v in c.configs.items()):
+        if vmid in s.guests or any(int(i["vmid"]) == vmid for i in c.created):
+            keep_lock = s.guests.get(vmid, {}).get("conf", {}).get("lock")
+            conf = dict(conf)
+            conf.pop("lock", None)
+            if keep_lock:
+                conf["lock"] = keep_lock
+            events.append(ev.GuestConfigChanged(vmid=vmid, config=conf))
+    for vmid, snaps in sorted((int(k), v) for k, v in c.snapshots.items()):
+        events.append(ev.GuestSnapshotsChanged(vmid=vmid, snapshots=dict(snaps)))
+    for vmid, status in sorted((int(k), v) for k, v in c.power.items()):
+        events.append(ev.GuestPowerChanged(vmid=vmid, status=status))
+    vmid = task.get("vmid")
+    if task.get("lock") and vmid in s.guests and vmid not in c.deleted:
+        events.append(ev.GuestLockChanged(vmid=vmid, lock=None))
+    newid = task.get("intent", {}).get("newid")
+    if newid is not None and newid in s.reservations:
+        events.append(ev.VmidReleased(vmid=newid))
+    for vmid in sorted(int(v) for v in c.deleted):
+        events.append(ev.GuestDeleted(vmid=vmid))
+    events.append(ev.TaskFinished(upid=c.upid, endtime=int(c.ts), exitstatus=c.exitstatus, log=list(c.log)))
+    return events, {}
+
+
+@decide.register
+def _(c: cmd.SetSnapshots, s: State) -> Decision:
+    guest = _guest(s, c.vmid)
+    _check_unlocked(guest)
+    if sorted(c.snapshots) != sorted(guest.get("snapshots", {})):
+        raise conflict("snapshot list changed - try again")
+    return [ev.GuestSnapshotsChanged(vmid=c.vmid, snapshots=dict(c.snapshots))], {}
+
+
+@decide.register
+def _(c: cmd.AbortTask, s: State) -> Decision:
+    task = s.tasks.get(c.upid)
+    if task is None:
+        raise not_found(f"no such task '{c.upid}'")
+    if task["status"] != "running" or task["abort"]:
+        return [], {}
+    return [ev.TaskAbortRequested(upid=c.upid)], {}
+
+
+@decide.register
+def _(c: cmd.ObserveGuest, s: State) -> Decision:
+    guest = s.guests.get(c.vmid)
+    if guest is None or guest["node"] != c.node or guest.get("status") == c.status:
+        return [], {}
+    events: list[ev.Event] = [ev.GuestPowerChanged(vmid=c.vmid, status=c.status)]
+    if c.reason:
+        severity = "err" if c.reason.startswith("crash") else "info"
+        events.append(ev.ClusterLogged(time=int(c.ts), node=c.node, severity=severity, tag=f"qemu/{c.vmid}",
+                                       msg=f"VM {c.vmid} {c.reason}"))
+    return events, {}
 
 
 @decide.register

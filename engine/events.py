@@ -81,6 +81,39 @@ class TaskStarted(Event):
     id: str
     user: str
     starttime: int
+    vmid: int | None = None
+    lock: str | None = None  # the guest lock this task holds until it ends
+    intent: dict = field(default_factory=dict)  # what the owning node's reconciler is to do
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskAbortRequested(Event):
+    TYPE = "task.abort_requested"
+    upid: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestPowerChanged(Event):
+    TYPE = "guest.power_changed"
+    vmid: int
+    status: str  # running | stopped
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestSnapshotsChanged(Event):
+    TYPE = "guest.snapshots_changed"
+    vmid: int
+    snapshots: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterLogged(Event):
+    TYPE = "cluster.logged"
+    time: int
+    node: str
+    severity: str
+    tag: str
+    msg: str
 
 
 @dataclass(frozen=True, kw_only=True)

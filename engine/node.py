@@ -69,6 +69,20 @@ class Node:
         self._pstart = _process_start_ticks()
         self._task_seq = itertools.count()
         self.started = time.time()
+        self._changed = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def bind_trio(self) -> None:
+        """Call from inside the node's trio loop: state changes get signalled there."""
+        self._token = trio.lowlevel.current_trio_token()
+
+    def state_changed(self) -> trio.Event:
+        """An event set at the next applied change (take it before reading, then wait on it)."""
+        return self._changed
+
+    def _signal_change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     # ---- reads ----------------------------------------------------------------------------
     @contextmanager
@@ -132,8 +146,15 @@ class Node:
         log.info("node registered", node=spec.name)
 
     def _on_events(self, command: cmd.Command, events: list) -> None:
+        """(pysyncobj's thread) Log applied events and wake whoever waits for state changes."""
         for event in events:
             log.debug("event applied", event_type=event.TYPE, request_id=command.request_id)
+        token = self._token
+        if token is not None:
+            try:
+                token.run_sync_soon(self._signal_change)
+            except trio.RunFinishedError:
+                pass
 
     def close(self) -> None:
         self.replog.destroy_synchronous()

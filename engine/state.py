@@ -14,6 +14,7 @@ from functools import singledispatch
 from engine import events as ev
 
 TASK_HISTORY_PER_NODE = 1000
+CLUSTER_LOG_SIZE = 500
 VMID_MIN = 100
 VMID_MAX = 999_999_999
 
@@ -30,6 +31,7 @@ class State:
     tasks: dict[str, dict] = field(default_factory=dict)
     # request id -> (command timestamp, result); insertion ordered, pruned from the front
     requests: dict[str, list] = field(default_factory=dict)
+    cluster_log: list[dict] = field(default_factory=list)
     applied: int = 0
 
     def to_dict(self) -> dict:
@@ -59,8 +61,7 @@ class State:
         return None
 
 
-def render_guest_config(conf: dict) -> str:
-    """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf`."""
+def _render_section(conf: dict) -> list[str]:
     lines = []
     desc = conf.get("description")
     if desc:
@@ -69,11 +70,23 @@ def render_guest_config(conf: dict) -> str:
         if key == "description":
             continue
         lines.append(f"{key}: {conf[key]}")
+    return lines
+
+
+def render_guest_config(conf: dict, snapshots: dict | None = None) -> str:
+    """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf`, snapshots as sections."""
+    lines = _render_section(conf)
+    for name in sorted(snapshots or {}):
+        lines += ["", f"[{name}]"] + _render_section(snapshots[name])
     return "\n".join(lines) + "\n"
 
 
-def config_digest(conf: dict) -> str:
-    return hashlib.sha1(render_guest_config(conf).encode()).hexdigest()
+def config_digest(conf: dict, snapshots: dict | None = None) -> str:
+    return hashlib.sha1(render_guest_config(conf, snapshots).encode()).hexdigest()
+
+
+def guest_digest(guest: dict) -> str:
+    return config_digest(guest["conf"], guest.get("snapshots"))
 
 
 # ---- apply ---------------------------------------------------------------------------------
@@ -111,7 +124,8 @@ def _(e: ev.VmidReleased, s: State) -> State:
 
 @apply.register
 def _(e: ev.GuestCreated, s: State) -> State:
-    s.guests[e.vmid] = {"vmid": e.vmid, "node": e.node, "conf": dict(e.config)}
+    s.guests[e.vmid] = {"vmid": e.vmid, "node": e.node, "conf": dict(e.config), "status": "stopped",
+                        "snapshots": {}}
     s.reservations.pop(e.vmid, None)
     return s
 
@@ -141,7 +155,8 @@ def _(e: ev.GuestLockChanged, s: State) -> State:
 @apply.register
 def _(e: ev.TaskStarted, s: State) -> State:
     s.tasks[e.upid] = {"upid": e.upid, "node": e.node, "type": e.type, "id": e.id, "user": e.user,
-                       "starttime": e.starttime, "status": "running", "log": []}
+                       "starttime": e.starttime, "status": "running", "log": [], "vmid": e.vmid, "lock": e.lock,
+                       "intent": dict(e.intent), "abort": False}
     node_tasks = [u for u, t in s.tasks.items() if t["node"] == e.node and t["status"] == "stopped"]
     for upid in node_tasks[: max(0, len(node_tasks) - TASK_HISTORY_PER_NODE)]:
         del s.tasks[upid]
@@ -153,4 +168,32 @@ def _(e: ev.TaskFinished, s: State) -> State:
     task = s.tasks.get(e.upid)
     if task is not None:
         task.update(status="stopped", endtime=e.endtime, exitstatus=e.exitstatus, log=list(e.log))
+    return s
+
+
+@apply.register
+def _(e: ev.TaskAbortRequested, s: State) -> State:
+    if e.upid in s.tasks:
+        s.tasks[e.upid]["abort"] = True
+    return s
+
+
+@apply.register
+def _(e: ev.GuestPowerChanged, s: State) -> State:
+    if e.vmid in s.guests:
+        s.guests[e.vmid]["status"] = e.status
+    return s
+
+
+@apply.register
+def _(e: ev.GuestSnapshotsChanged, s: State) -> State:
+    if e.vmid in s.guests:
+        s.guests[e.vmid]["snapshots"] = dict(e.snapshots)
+    return s
+
+
+@apply.register
+def _(e: ev.ClusterLogged, s: State) -> State:
+    s.cluster_log.append({"time": e.time, "node": e.node, "severity": e.severity, "tag": e.tag, "msg": e.msg})
+    del s.cluster_log[: max(0, len(s.cluster_log) - CLUSTER_LOG_SIZE)]
     return s

@@ -69,7 +69,15 @@ def _vcpus(conf: dict) -> tuple[int, int, int]:
     return vcpus, sockets, cores
 
 
-def _memory_mib(conf: dict) -> int:
+def machine_type(conf: dict) -> str:
+    """Proxmox's versioned machine names map to this QEMU's `pc` and `q35`."""
+    machine = str(conf.get("machine", "")).split(",")[0] or "pc"
+    if machine.startswith("pc-q35") or machine == "q35":
+        return "q35"
+    return "pc" if machine.startswith("pc") else machine
+
+
+def memory_mib(conf: dict) -> int:
     value = str(conf.get("memory", "512"))
     return int(propstr.parse(value, default_key="current").get("current", "512"))
 
@@ -153,18 +161,15 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
         raise StartError("KVM virtualisation configured, but not available. Either disable in VM configuration "
                          "or enable in BIOS.")
     vcpus, sockets, cores = _vcpus(conf)
-    memory = _memory_mib(conf)
+    memory = memory_mib(conf)
     name = str(conf.get("name", f"VM{vmid}"))
-    argv = [qemu, "-id", str(vmid), "-name", f"{name},debug-threads=on", "-no-user-config", "-nodefaults",
+    argv = [qemu, "-name", f"{name},debug-threads=on", "-no-user-config", "-nodefaults",
             "-chardev", f"socket,id=qmp,path={paths.qmp},server=on,wait=off", "-mon", "chardev=qmp,mode=control",
             "-pidfile", paths.pidfile, "-daemonize", "-display", "none",
             "-accel", "kvm" if kvm else "tcg",
             "-smp", f"{vcpus},sockets={sockets},cores={cores},maxcpus={sockets * cores}",
             "-m", str(memory)]
-    machine = str(conf.get("machine", "")).split(",")[0] or "pc"
-    machine = "q35" if machine.startswith("pc-q35") or machine == "q35" else \
-        ("pc" if machine.startswith("pc") else machine)
-    argv += ["-machine", f"type={machine}"]
+    argv += ["-machine", f"type={machine_type(conf)}"]
     cpu = propstr.parse(str(conf.get("cpu", "")), default_key="cputype").get("cputype")
     if cpu:
         if cpu == "host" and not kvm:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from api.compat.cluster import node_resources
 from api.context import Ctx, Reply
+from api.errors import forbidden
 from api.registry import API
 from api.schema import NODE, UPID_PATH, Param, ParamErrors
+from engine import commands as cmd
 from engine.errors import not_found
 from engine.upid import Upid
 
@@ -51,7 +53,78 @@ async def task_status(ctx: Ctx, p: dict) -> dict:
               returns={"type": "array", "items": {"type": "object"}})
 async def task_log(ctx: Ctx, p: dict) -> Reply:
     """A task's log lines as `{n, t}`, with `total`."""
-    lines = _task(ctx, p["node"], p["upid"])["log"] or ["no content"]
+    task = _task(ctx, p["node"], p["upid"])
+    live = ctx.rt.reconciler.live_log(task["upid"]) if ctx.rt.reconciler is not None else None
+    lines = (live if task["status"] == "running" and live is not None else task["log"]) or ["no content"]
     start, limit = p.get("start", 0), p.get("limit", 50)
     rows = [{"n": i + 1, "t": t} for i, t in enumerate(lines)][start:start + limit]
     return Reply(rows, extra={"total": len(lines)})
+
+
+def _task_row(task: dict) -> dict:
+    parsed = Upid.parse(task["upid"])
+    row = {"upid": task["upid"], "node": task["node"], "pid": parsed.pid, "pstart": parsed.pstart,
+           "starttime": task["starttime"], "type": task["type"], "id": task["id"], "user": task["user"]}
+    if task["status"] == "stopped":
+        row.update(endtime=task.get("endtime", task["starttime"]), status=task["exitstatus"])
+    return row
+
+
+@API.endpoint("GET", "/nodes/{node}/tasks",
+              params=[NODE, Param("start", "integer", minimum=0, default=0),
+                      Param("limit", "integer", minimum=0, default=50),
+                      Param("vmid", "integer", minimum=100, maximum=999_999_999), Param("typefilter"),
+                      Param("userfilter"), Param("statusfilter"), Param("errors", "boolean", default=0),
+                      Param("source", enum=("archive", "active", "all"), default="archive"),
+                      Param("since", "integer"), Param("until", "integer")],
+              returns={"type": "array", "items": {"type": "object", "properties": {"upid": {"type": "string"}}}})
+async def list_tasks(ctx: Ctx, p: dict) -> Reply:
+    """The node's tasks, newest first, with Proxmox's filters; `total` counts every match."""
+    source = p.get("source", "archive")
+    with ctx.node.read() as s:
+        tasks = [dict(t) for t in s.tasks.values() if t["node"] == p["node"]]
+    rows = []
+    for task in sorted(tasks, key=lambda t: (t["starttime"], t["upid"]), reverse=True):
+        running = task["status"] == "running"
+        if source == "active" and not running:
+            continue
+        if "vmid" in p and task["id"] != str(p["vmid"]):
+            continue
+        if p.get("typefilter") and task["type"] != p["typefilter"]:
+            continue
+        if p.get("userfilter") and p["userfilter"] not in task["user"]:
+            continue
+        if p.get("errors") and (running or task["exitstatus"] == "OK"):
+            continue
+        if "since" in p and task["starttime"] < p["since"]:
+            continue
+        if "until" in p and task["starttime"] > p["until"]:
+            continue
+        row = _task_row(task)
+        if p.get("statusfilter"):
+            wanted = {x.strip() for x in p["statusfilter"].split(",")}
+            state = "running" if running else ("ok" if task["exitstatus"] == "OK" else
+                                                "warning" if task["exitstatus"].startswith("WARNINGS") else "error")
+            if state not in wanted:
+                continue
+        rows.append(row)
+    start, limit = p.get("start", 0), p.get("limit", 50)
+    return Reply(rows[start:start + limit] if limit else rows[start:], extra={"total": len(rows)})
+
+
+@API.endpoint("GET", "/nodes/{node}/tasks/{upid}", params=[NODE, UPID_PATH],
+              returns={"type": "array", "items": {"type": "object"}})
+async def task_index(ctx: Ctx, p: dict) -> list:
+    """Directory index."""
+    _task(ctx, p["node"], p["upid"])
+    return [{"name": "log"}, {"name": "status"}]
+
+
+@API.endpoint("DELETE", "/nodes/{node}/tasks/{upid}", params=[NODE, UPID_PATH], returns={"type": "null"})
+async def stop_task(ctx: Ctx, p: dict) -> None:
+    """Stop a running task."""
+    task = _task(ctx, p["node"], p["upid"])
+    if task["user"] != ctx.user and ctx.user != "root@pam":
+        raise forbidden("Sys.Modify", f"/nodes/{p['node']}")
+    await ctx.node.submit(cmd.AbortTask(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, upid=p["upid"]))
+    return None

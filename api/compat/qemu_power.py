@@ -1,0 +1,94 @@
+"""/nodes/{node}/qemu/{vmid}/status/*: status and the power actions."""
+
+from __future__ import annotations
+
+from api.compat.guests import guest_summary
+from api.compat.tasks import start_task
+from api.context import Ctx
+from api.registry import API
+from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
+from engine.decide import conf_path
+from engine.errors import not_found
+
+POWER = Permission("VM.PowerMgmt", "/vms/{vmid}")
+SKIPLOCK = Param("skiplock", "boolean", description="Ignore locks - only root is allowed to use this option.")
+TIMEOUT = Param("timeout", "integer", minimum=0)
+
+
+def guest_or_404(ctx: Ctx, node: str, vmid: int) -> dict:
+    with ctx.node.read() as s:
+        guest = s.guests.get(vmid)
+        if guest is None or guest["node"] != node:
+            raise not_found(f"Configuration file '{conf_path(node, vmid)}' does not exist")
+        return {**guest, "conf": dict(guest["conf"])}
+
+
+@API.endpoint("GET", "/nodes/{node}/qemu/{vmid}", params=[NODE, VMID_PATH],
+              permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "array", "items": {"type": "object"}})
+async def vm_index(ctx: Ctx, p: dict) -> list:
+    """Directory index."""
+    guest_or_404(ctx, p["node"], p["vmid"])
+    return [{"subdir": d} for d in ("config", "pending", "status", "snapshot", "clone", "migrate", "resize",
+                                    "template", "vncproxy", "termproxy", "rrd", "rrddata")]
+
+
+@API.endpoint("GET", "/nodes/{node}/qemu/{vmid}/status", params=[NODE, VMID_PATH],
+              permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "array", "items": {"type": "object"}})
+async def status_index(ctx: Ctx, p: dict) -> list:
+    """Directory index."""
+    guest_or_404(ctx, p["node"], p["vmid"])
+    return [{"subdir": d} for d in ("current", "start", "stop", "reset", "shutdown", "reboot", "suspend", "resume")]
+
+
+@API.endpoint("GET", "/nodes/{node}/qemu/{vmid}/status/current", params=[NODE, VMID_PATH],
+              permission=Permission("VM.Audit", "/vms/{vmid}"),
+              returns={"type": "object", "properties": {"status": {"type": "string", "enum": ["running", "stopped"]},
+                                                         "qmpstatus": {"type": "string"}}})
+async def status_current(ctx: Ctx, p: dict) -> dict:
+    """The guest's live status: `status`, `qmpstatus`, `pid`, `uptime`, `cpu`, `mem`, disk and net counters."""
+    guest = guest_or_404(ctx, p["node"], p["vmid"])
+    conf = guest["conf"]
+    row = guest_summary(guest)
+    row.update(status=guest.get("status", "stopped"), qmpstatus=guest.get("status", "stopped"),
+               ha={"managed": 0}, agent=1 if str(conf.get("agent", "0")).split(",")[0] in ("1", "enabled=1") else 0)
+    driver = ctx.rt.driver
+    if driver is not None and guest["node"] == ctx.node.name:
+        live = await driver.status(p["vmid"], conf)
+        row.update(live)
+    for key in ("lock", "tags", "template"):
+        if conf.get(key):
+            row[key] = conf[key]
+    if row.get("status") == "stopped":
+        row.pop("pid", None)
+    return row
+
+
+def _power_endpoint(action: str, task_type: str, params: list[Param], doc: str) -> None:
+    async def handler(ctx: Ctx, p: dict) -> str:
+        guest_or_404(ctx, p["node"], p["vmid"])
+        intent = {k: v for k, v in p.items() if k not in ("node", "vmid", "skiplock")}
+        return await start_task(ctx, p, task_type, intent)
+
+    handler.__name__ = f"vm_{action}"
+    handler.__doc__ = doc
+    API.endpoint("POST", f"/nodes/{{node}}/qemu/{{vmid}}/status/{action}", params=[NODE, VMID_PATH, *params],
+                 permission=POWER, returns=UPID_RETURN)(handler)
+
+
+_power_endpoint("start", "qmstart", [SKIPLOCK, TIMEOUT, Param("machine"), Param("migratedfrom", format="pve-node"),
+                                     Param("migration_type", enum=("secure", "insecure")), Param("stateuri"),
+                                     Param("targetstorage"), Param("force-cpu")],
+                "Start the guest.")
+_power_endpoint("stop", "qmstop", [SKIPLOCK, TIMEOUT, Param("keepActive", "boolean", default=0),
+                                   Param("migratedfrom", format="pve-node"),
+                                   Param("overrule-shutdown", "boolean", default=0)],
+                "Stop the guest at once (like pulling the plug).")
+_power_endpoint("shutdown", "qmshutdown", [SKIPLOCK, TIMEOUT, Param("forceStop", "boolean", default=0),
+                                           Param("keepActive", "boolean", default=0)],
+                "Shut the guest down by ACPI; with `forceStop`, stop it after `timeout`.")
+_power_endpoint("reboot", "qmreboot", [TIMEOUT], "Reboot the guest: shut it down, then start it.")
+_power_endpoint("reset", "qmreset", [SKIPLOCK], "Reset the guest.")
+_power_endpoint("suspend", "qmsuspend", [SKIPLOCK, Param("todisk", "boolean", default=0),
+                                         Param("statestorage", format="pve-storage-id")],
+                "Pause the guest.")
+_power_endpoint("resume", "qmresume", [SKIPLOCK, Param("nocheck", "boolean")], "Resume a paused guest.")

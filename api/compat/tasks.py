@@ -1,0 +1,40 @@
+"""Starting guest tasks from the API and waiting for them."""
+
+from __future__ import annotations
+
+import trio
+
+from api.context import Ctx
+from api.schema import ParamErrors
+from engine import commands as cmd
+from engine.errors import Rejection
+
+
+async def start_task(ctx: Ctx, p: dict, task_type: str, intent: dict | None = None, lock: str | None = None,
+                     newid: int | None = None, digest: str | None = None) -> str:
+    """Record the intent in the log; the guest's node runs it. Returns the UPID."""
+    node, vmid = p["node"], p["vmid"]
+    skiplock = bool(p.get("skiplock"))
+    if skiplock and ctx.user != "root@pam":
+        raise ParamErrors({"skiplock": "Only root may use this option."})
+    upid, starttime = ctx.node.new_upid(node, task_type, str(vmid), ctx.user)
+    result = await ctx.node.submit(cmd.StartTask(
+        request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, upid=upid, starttime=starttime,
+        type=task_type, vmid=vmid, lock=lock, intent=intent or {}, newid=newid, skiplock=skiplock, digest=digest))
+    return result["upid"]
+
+
+async def wait_task(ctx: Ctx, upid: str, timeout: float = 600.0) -> dict:
+    """Until the task has ended; for the synchronous calls Proxmox makes (PUT config)."""
+    with trio.move_on_after(timeout):
+        while True:
+            changed = ctx.node.state_changed()
+            with ctx.node.read() as s:
+                task = dict(s.tasks.get(upid) or {})
+            if task.get("status") == "stopped":
+                if task["exitstatus"] != "OK":
+                    raise Rejection(500, task["exitstatus"])
+                return task
+            with trio.move_on_after(1.0):
+                await changed.wait()
+    raise Rejection(500, f"got timeout waiting for task {upid}")

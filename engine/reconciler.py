@@ -1,0 +1,160 @@
+"""The node's reconciler: runs the tasks the log addresses to this node and records their outcomes.
+
+A task is an intent in the log (`StartTask`); the owning node picks it up, runs its handler, and
+appends the outcome (`FinishTask`) with what it changed. Any node's API can so accept any request,
+and a node that restarts finds its interrupted tasks and closes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from engine import commands as cmd
+from engine.bridge import NoQuorum
+from engine.errors import Rejection
+
+log = structlog.get_logger("gpve.reconciler")
+
+
+@dataclass
+class Outcome:
+    """What a task changed; becomes a FinishTask."""
+
+    power: dict = field(default_factory=dict)
+    configs: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)
+    created: list = field(default_factory=list)
+    deleted: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+
+@dataclass
+class TaskRun:
+    upid: str
+    type: str
+    vmid: int | None
+    user: str
+    intent: dict
+    guest: dict | None  # a copy of the guest's record when the task was picked up
+    lines: list[str] = field(default_factory=list)
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+class TaskFailed(Exception):
+    """A task ended with an error; the message becomes `TASK ERROR: <message>`.
+
+    `outcome` carries what the failed task still changed (say, a half-created guest removed).
+    """
+
+    def __init__(self, message: str, outcome: Outcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome or Outcome()
+
+
+Handler = Callable[[TaskRun], Awaitable[Outcome]]
+
+
+class Reconciler:
+    def __init__(self, node, handlers: dict[str, Handler]) -> None:
+        self.node = node
+        self.handlers = handlers
+        self.active: dict[str, tuple[TaskRun, trio.CancelScope]] = {}
+        self.started_at = int(time.time())
+
+    def live_log(self, upid: str) -> list[str] | None:
+        """Lines of a task still running here (the log holds them only once it ends)."""
+        entry = self.active.get(upid)
+        return list(entry[0].lines) if entry else None
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                changed = self.node.state_changed()
+                for task in self._mine():
+                    upid = task["upid"]
+                    if upid in self.active:
+                        if task["abort"]:
+                            self.active[upid][1].cancel()
+                        continue
+                    nursery.start_soon(self._execute, task)
+                with trio.move_on_after(1.0):
+                    await changed.wait()
+
+    def _mine(self) -> list[dict]:
+        with self.node.read() as s:
+            out = []
+            for task in s.tasks.values():
+                if task["status"] == "running" and task["node"] == self.node.name:
+                    copy = dict(task, intent=dict(task["intent"]))
+                    guest = s.guests.get(task["vmid"]) if task.get("vmid") is not None else None
+                    copy["guest"] = _copy_guest(guest)
+                    out.append(copy)
+            return out
+
+    async def _execute(self, task: dict) -> None:
+        upid = task["upid"]
+        run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"])
+        scope = trio.CancelScope()
+        self.active[upid] = (run, scope)
+        structlog.contextvars.bind_contextvars(upid=upid)
+        outcome, error = Outcome(), None
+        try:
+            if task["starttime"] < self.started_at:
+                raise TaskFailed("task interrupted - node restarted while it ran")
+            handler = self.handlers.get(task["type"])
+            if handler is None:
+                raise TaskFailed(f"unknown task type '{task['type']}'")
+            with scope:
+                outcome = await handler(run)
+            if scope.cancelled_caught:
+                raise TaskFailed("received interrupt")
+        except TaskFailed as exc:
+            error, outcome = str(exc), exc.outcome
+        except Exception as exc:  # a handler bug must still end the task
+            log.exception("task failed", task_type=task["type"])
+            error = str(exc) or type(exc).__name__
+        if error is not None:
+            run.log(f"TASK ERROR: {error}")
+            exitstatus = error
+        elif outcome.warnings:
+            for w in outcome.warnings:
+                run.log(f"WARN: {w}")
+            run.log(f"TASK WARNINGS: {len(outcome.warnings)}")
+            exitstatus = f"WARNINGS: {len(outcome.warnings)}"
+        else:
+            run.log("TASK OK")
+            exitstatus = "OK"
+        log.info("task finished", task_type=task["type"], exitstatus=exitstatus)
+        finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=time.time(), user=task["user"], upid=upid,
+                                exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=outcome.configs,
+                                snapshots=outcome.snapshots, created=outcome.created, deleted=outcome.deleted)
+        await self._submit_until_done(finish)
+        self.active.pop(upid, None)
+
+    async def _submit_until_done(self, command: cmd.Command) -> None:
+        """An outcome must land: retry (same request id, so once) until the cluster takes it."""
+        while True:
+            try:
+                await self.node.submit(command)
+                return
+            except NoQuorum:
+                await trio.sleep(1.0)
+            except Rejection as exc:
+                log.error("outcome rejected", error=exc.message)
+                return
+
+
+def _copy_guest(guest: dict | None) -> dict | None:
+    if guest is None:
+        return None
+    return {"vmid": guest["vmid"], "node": guest["node"], "conf": dict(guest["conf"]),
+            "status": guest.get("status", "stopped"),
+            "snapshots": {k: dict(v) for k, v in guest.get("snapshots", {}).items()}}

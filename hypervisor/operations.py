@@ -1,0 +1,394 @@
+"""What each guest task does on the owning node: the handlers the reconciler runs.
+
+Each handler gets the task (its intent and a copy of the guest's record), drives QEMU and storage,
+logs what it does, and returns the changes for the log (`Outcome`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import re
+import time
+import uuid
+
+from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
+from engine.volumes import alloc_requests, owned_volumes, volume_of
+from hypervisor import propstr
+from hypervisor.qemu import GuestError, QemuDriver
+from hypervisor.qemu_argv import disk_keys
+from hypervisor.storage import DirStorage, StorageError, run
+
+GIB = 1 << 30
+PROXMOX_OUI = "BC:24:11"
+SNAPSHOT_META = ("snaptime", "vmstate", "description", "parent")
+
+
+def _failing_cleanly(fn):
+    @functools.wraps(fn)
+    async def wrapper(self, task: TaskRun) -> Outcome:
+        try:
+            return await fn(self, task)
+        except (GuestError, StorageError) as exc:
+            raise TaskFailed(str(exc)) from None
+    return wrapper
+
+
+def new_mac() -> str:
+    return PROXMOX_OUI + "".join(f":{random.randrange(256):02X}" for _ in range(3))
+
+
+def with_size(value: str, volid: str, size: int) -> str:
+    props = propstr.parse(value, default_key="file")
+    props["file"] = volid
+    props.pop("format", None) if volid.endswith((".qcow2", ".raw")) else None
+    props["size"] = propstr.format_size(size)
+    return propstr.render(props, default_key="file")
+
+
+def make_resolver(storages: dict[str, DirStorage]):
+    """volid -> (path, format), for the QEMU command line."""
+    def resolve(volid: str) -> tuple[str, str]:
+        storage = storages.get(volid.partition(":")[0])
+        if storage is None:
+            raise StorageError(f"storage '{volid.partition(':')[0]}' does not exist")
+        return storage.volume_path(volid), storage.volume_format(volid)
+    return resolve
+
+
+class Operations:
+    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage]) -> None:
+        self.driver = driver
+        self.storages = storages
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"qmcreate": self.create, "qmstart": self.start, "qmstop": self.stop, "qmshutdown": self.shutdown,
+                "qmreboot": self.reboot, "qmreset": self.reset, "qmsuspend": self.suspend, "qmresume": self.resume,
+                "qmdestroy": self.destroy, "qmconfig": self.config, "resize": self.resize,
+                "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
+                "qmclone": self.clone, "qmtemplate": self.template}
+
+    # ---- helpers --------------------------------------------------------------------------
+    def storage_of(self, volid: str) -> DirStorage:
+        storage = self.storages.get(volid.partition(":")[0])
+        if storage is None:
+            raise TaskFailed(f"storage '{volid.partition(':')[0]}' does not exist")
+        return storage
+
+    def resolve(self, volid: str) -> tuple[str, str]:
+        try:
+            return make_resolver(self.storages)(volid)
+        except StorageError as exc:
+            raise TaskFailed(str(exc)) from None
+
+    async def _allocate(self, task: TaskRun, vmid: int, conf: dict, keys: list[str]) -> list[str]:
+        """Turn `STORAGE:GiB` disk specs into volumes; returns the new volume ids."""
+        made = []
+        specs = alloc_requests(conf)
+        for key in keys:
+            storage_id, gib = specs[key]
+            storage = self.storage_of(f"{storage_id}:")
+            fmt = propstr.parse(str(conf[key]), default_key="file").get("format")
+            size = int(gib * GIB)
+            volid = await storage.alloc(vmid, size, fmt)
+            task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
+            conf[key] = with_size(str(conf[key]), volid, size)
+            made.append(volid)
+        return made
+
+    # ---- tasks ----------------------------------------------------------------------------
+    @_failing_cleanly
+    async def create(self, task: TaskRun) -> Outcome:
+        vmid, conf = task.vmid, dict(task.guest["conf"])
+        made: list[str] = []
+        try:
+            made = await self._allocate(task, vmid, conf, task.intent.get("alloc", []))
+        except (StorageError, TaskFailed) as exc:
+            for volid in made:
+                await self.storage_of(volid).free(volid)
+            raise TaskFailed(f"unable to create VM {vmid} - {exc}", Outcome(deleted=[vmid])) from None
+        outcome = Outcome(configs={vmid: conf})
+        if task.intent.get("start"):
+            conf.pop("lock", None)
+            task.log(f"starting VM {vmid}")
+            await self.driver.start(vmid, conf)
+            outcome.power[vmid] = "running"
+        return outcome
+
+    @_failing_cleanly
+    async def start(self, task: TaskRun) -> Outcome:
+        vmid = task.vmid
+        if self.driver.running(vmid):
+            raise TaskFailed(f"VM {vmid} already running")
+        task.log(f"starting VM {vmid}")
+        pid = await self.driver.start(vmid, task.guest["conf"], loadvm=task.intent.get("loadvm"))
+        task.log(f"VM {vmid} started with PID {pid}")
+        return Outcome(power={vmid: "running"})
+
+    @_failing_cleanly
+    async def stop(self, task: TaskRun) -> Outcome:
+        vmid = task.vmid
+        if self.driver.running(vmid):
+            task.log(f"stopping VM {vmid}")
+            await self.driver.stop(vmid, float(task.intent.get("timeout") or 10))
+        return Outcome(power={vmid: "stopped"})
+
+    @_failing_cleanly
+    async def shutdown(self, task: TaskRun) -> Outcome:
+        vmid = task.vmid
+        if not self.driver.running(vmid):
+            raise TaskFailed(f"VM {vmid} not running")
+        timeout = float(task.intent.get("timeout") or 180)
+        task.log(f"shutting down VM {vmid} (ACPI, timeout {int(timeout)} s)")
+        warnings = await self.driver.shutdown(vmid, timeout, bool(task.intent.get("forceStop")))
+        return Outcome(power={vmid: "stopped"}, warnings=warnings)
+
+    @_failing_cleanly
+    async def reboot(self, task: TaskRun) -> Outcome:
+        vmid = task.vmid
+        if not self.driver.running(vmid):
+            raise TaskFailed(f"VM {vmid} not running")
+        timeout = float(task.intent.get("timeout") or 180)
+        await self.driver.shutdown(vmid, timeout, False)
+        task.log(f"VM {vmid} shut down; starting again")
+        await self.driver.start(vmid, task.guest["conf"])
+        return Outcome(power={vmid: "running"})
+
+    async def _qmp_action(self, task: TaskRun, command: str, verb: str) -> Outcome:
+        if not self.driver.running(task.vmid):
+            raise TaskFailed(f"VM {task.vmid} not running")
+        task.log(f"{verb} VM {task.vmid}")
+        await self.driver.qmp(task.vmid, command)
+        return Outcome()
+
+    @_failing_cleanly
+    async def reset(self, task: TaskRun) -> Outcome:
+        return await self._qmp_action(task, "system_reset", "resetting")
+
+    @_failing_cleanly
+    async def suspend(self, task: TaskRun) -> Outcome:
+        return await self._qmp_action(task, "stop", "suspending")
+
+    @_failing_cleanly
+    async def resume(self, task: TaskRun) -> Outcome:
+        return await self._qmp_action(task, "cont", "resuming")
+
+    def _all_volumes(self, vmid: int, guest: dict) -> list[str]:
+        volumes = owned_volumes(vmid, guest["conf"])
+        for snap in guest.get("snapshots", {}).values():
+            volumes += owned_volumes(vmid, snap)
+        return sorted(set(volumes))
+
+    @_failing_cleanly
+    async def destroy(self, task: TaskRun) -> Outcome:
+        vmid, guest = task.vmid, task.guest
+        if self.driver.running(vmid):
+            raise TaskFailed(f"VM {vmid} is running - destroy failed")
+        for volid in self._all_volumes(vmid, guest):
+            task.log(f"removing volume '{volid}'")
+            await self.storage_of(volid).free(volid)
+        if task.intent.get("destroy-unreferenced-disks", 1):
+            for storage in self.storages.values():
+                for row in storage.list_volumes("images", vmid):
+                    task.log(f"removing unreferenced volume '{row['volid']}'")
+                    await storage.free(row["volid"])
+        return Outcome(deleted=[vmid])
+
+    @_failing_cleanly
+    async def config(self, task: TaskRun) -> Outcome:
+        vmid, conf = task.vmid, dict(task.guest["conf"])
+        changes = dict(task.intent.get("set", {}))
+        conf.update(changes)
+        await self._allocate(task, vmid, conf, sorted(alloc_requests(changes)))
+        unused = [int(k[6:]) for k in conf if k.startswith("unused")]
+        for key in task.intent.get("delete", []):
+            value = conf.pop(key, None)
+            if value is not None and re.fullmatch(r"(ide|sata|scsi|virtio)\d+", key) and \
+                    owned_volumes(vmid, {key: value}):
+                n = next(i for i in range(256) if i not in unused)
+                unused.append(n)
+                conf[f"unused{n}"] = volume_of(value)
+                task.log(f"{key}: volume kept as unused{n}")
+        return Outcome(configs={vmid: conf})
+
+    @_failing_cleanly
+    async def resize(self, task: TaskRun) -> Outcome:
+        vmid, conf = task.vmid, dict(task.guest["conf"])
+        disk, size_text = task.intent["disk"], str(task.intent["size"])
+        if disk not in conf:
+            raise TaskFailed(f"disk '{disk}' does not exist")
+        volid = volume_of(conf[disk])
+        storage = self.storage_of(volid)
+        current = await storage.size(volid)
+        new = current + propstr.parse_size(size_text[1:]) if size_text.startswith("+") else \
+            propstr.parse_size(size_text)
+        if new < current:
+            raise TaskFailed("shrinking disks is not supported")
+        if self.driver.running(vmid):
+            await self.driver.qmp(vmid, "block_resize", {"device": f"drive-{disk}", "size": new})
+        else:
+            await storage.resize(volid, new)
+        task.log(f"resized {disk} from {propstr.format_size(current)} to {propstr.format_size(new)}")
+        conf[disk] = with_size(str(conf[disk]), volid, new)
+        return Outcome(configs={vmid: conf})
+
+    def _snapshot_disks(self, conf: dict) -> list[tuple[str, str]]:
+        disks = []
+        for key in disk_keys(conf):
+            value = str(conf[key])
+            if "media=cdrom" in value:
+                continue
+            volid = volume_of(value)
+            path, fmt = self.resolve(volid)
+            if fmt != "qcow2":
+                raise TaskFailed(f"snapshot feature is not available ({key} is {fmt})")
+            disks.append((key, path))
+        return disks
+
+    @_failing_cleanly
+    async def snapshot(self, task: TaskRun) -> Outcome:
+        vmid, guest = task.vmid, task.guest
+        conf, snaps = dict(guest["conf"]), dict(guest["snapshots"])
+        name = task.intent["snapname"]
+        disks = self._snapshot_disks(conf)
+        running = self.driver.running(vmid)
+        vmstate = bool(task.intent.get("vmstate")) and running
+        if vmstate:
+            task.log(f"saving VM state and disks of VM {vmid} as snapshot '{name}'")
+            out = await self.driver.hmp(vmid, f"savevm {name}")
+            if "Error" in out:
+                raise TaskFailed(out.strip())
+        elif running:
+            for key, _ in disks:
+                await self.driver.qmp(vmid, "blockdev-snapshot-internal-sync", {"device": f"drive-{key}", "name": name})
+        else:
+            for _, path in disks:
+                await run("qemu-img", "snapshot", "-c", name, path)
+        snap = {k: v for k, v in conf.items() if k not in ("lock", "parent")}
+        snap["snaptime"] = int(time.time())
+        if conf.get("parent"):
+            snap["parent"] = conf["parent"]
+        if task.intent.get("description"):
+            snap["description"] = task.intent["description"]
+        if vmstate:
+            snap["vmstate"] = 1
+        snaps[name] = snap
+        conf["parent"] = name
+        return Outcome(configs={vmid: conf}, snapshots={vmid: snaps})
+
+    @_failing_cleanly
+    async def rollback(self, task: TaskRun) -> Outcome:
+        vmid, guest = task.vmid, task.guest
+        name = task.intent["snapname"]
+        snap = dict(guest["snapshots"][name])
+        if self.driver.running(vmid):
+            task.log(f"stopping VM {vmid} for rollback")
+            await self.driver.stop(vmid)
+        conf = {k: v for k, v in snap.items() if k not in SNAPSHOT_META}
+        conf["parent"] = name
+        for _, path in self._snapshot_disks(conf):
+            await run("qemu-img", "snapshot", "-a", name, path)
+        task.log(f"rolled back VM {vmid} to snapshot '{name}'")
+        outcome = Outcome(configs={vmid: conf}, power={vmid: "stopped"})
+        if snap.get("vmstate") or task.intent.get("start"):
+            task.log(f"starting VM {vmid}" + (" with the saved state" if snap.get("vmstate") else ""))
+            await self.driver.start(vmid, conf, loadvm=name if snap.get("vmstate") else None)
+            outcome.power[vmid] = "running"
+        return outcome
+
+    @_failing_cleanly
+    async def delsnapshot(self, task: TaskRun) -> Outcome:
+        vmid, guest = task.vmid, task.guest
+        name = task.intent["snapname"]
+        conf, snaps = dict(guest["conf"]), dict(guest["snapshots"])
+        snap = snaps.pop(name)
+        disks_of = {k: v for k, v in snap.items() if k not in SNAPSHOT_META}
+        if self.driver.running(vmid):
+            out = await self.driver.hmp(vmid, f"delvm {name}")
+            if "Error" in out and not task.intent.get("force"):
+                raise TaskFailed(out.strip())
+        else:
+            for _, path in self._snapshot_disks(disks_of):
+                if os.path.exists(path):
+                    await run("qemu-img", "snapshot", "-d", name, path)
+        for other in snaps.values():
+            if other.get("parent") == name:
+                other.pop("parent", None)
+                if snap.get("parent"):
+                    other["parent"] = snap["parent"]
+        if conf.get("parent") == name:
+            conf.pop("parent")
+            if snap.get("parent"):
+                conf["parent"] = snap["parent"]
+        task.log(f"deleted snapshot '{name}'")
+        return Outcome(configs={vmid: conf}, snapshots={vmid: snaps})
+
+    @_failing_cleanly
+    async def clone(self, task: TaskRun) -> Outcome:
+        vmid, guest, intent = task.vmid, task.guest, task.intent
+        newid = int(intent["newid"])
+        source = dict(guest["conf"])
+        linked = bool(intent.get("linked"))
+        conf = {k: v for k, v in source.items() if k not in ("lock", "parent", "template")}
+        made: list[str] = []
+        try:
+            for key in disk_keys(source):
+                value = str(source[key])
+                if "media=cdrom" in value:
+                    continue
+                volid = volume_of(value)
+                storage = self.storage_of(volid)
+                if linked:
+                    new_volid = await storage.clone_linked(volid, newid)
+                else:
+                    target = self.storages.get(intent.get("storage") or storage.storage_id)
+                    if target is None:
+                        raise TaskFailed(f"storage '{intent.get('storage')}' does not exist")
+                    path, fmt = self.resolve(volid)
+                    new_volid = await target.clone_full(path, fmt, newid, intent.get("format"))
+                made.append(new_volid)
+                task.log(f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
+                props = propstr.parse(value, default_key="file")
+                props["file"] = new_volid
+                conf[key] = propstr.render(props, default_key="file")
+        except (StorageError, TaskFailed) as exc:
+            for volid in made:
+                await self.storage_of(volid).free(volid)
+            raise TaskFailed(f"clone failed: {exc}") from None
+        for key in [k for k in conf if k.startswith("unused")]:
+            del conf[key]
+        for key in [k for k in conf if re.fullmatch(r"net\d+", k)]:
+            props = propstr.parse(str(conf[key]))
+            model = next((m for m in props if props[m] not in ("1",) and ":" in props[m]), None)
+            if model:
+                props[model] = new_mac()
+            conf[key] = propstr.render(props)
+        conf["smbios1"] = f"uuid={uuid.uuid4()}"
+        conf["vmgenid"] = str(uuid.uuid4())
+        conf["name"] = intent.get("name") or f"Copy-of-VM-{source.get('name', vmid)}"
+        if intent.get("description"):
+            conf["description"] = intent["description"]
+        node = intent.get("target") or guest["node"]
+        return Outcome(created=[{"vmid": newid, "node": node, "config": conf}])
+
+    @_failing_cleanly
+    async def template(self, task: TaskRun) -> Outcome:
+        vmid, guest = task.vmid, task.guest
+        if self.driver.running(vmid):
+            raise TaskFailed("you can't convert a running VM to a template")
+        if guest.get("snapshots"):
+            raise TaskFailed("you can't convert a VM to template if VM has snapshots")
+        conf = dict(guest["conf"])
+        for key in disk_keys(conf):
+            value = str(conf[key])
+            volid = volume_of(value)
+            if "media=cdrom" in value or f"vm-{vmid}-disk-" not in volid:
+                continue
+            base = await self.storage_of(volid).rename_to_base(volid)
+            props = propstr.parse(value, default_key="file")
+            props["file"] = base
+            conf[key] = propstr.render(props, default_key="file")
+            task.log(f"{key}: '{volid}' is now '{base}'")
+        conf["template"] = 1
+        return Outcome(configs={vmid: conf})

@@ -1,0 +1,254 @@
+"""The QEMU driver: starts guests as daemonized QEMU processes and talks QMP to them.
+
+Guests outlive the daemon, as in Proxmox: a restarted node finds each guest by its pid file and
+reattaches to its QMP socket. Every QMP event and every lost connection is reported on a trio
+channel, so the node can tell a clean power-off from a QEMU that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+from qemu.qmp import QMPClient
+from qemu.qmp.protocol import Runstate
+
+from hypervisor import propstr
+from hypervisor.asyncio_bridge import AsyncioBridge
+from hypervisor.qemu_argv import HostFacts, RunPaths, StartError, build_argv, machine_type, memory_mib, tap_script
+
+log = structlog.get_logger("gpve.qemu")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class GuestError(Exception):
+    """A guest operation failed; the message ends the task as `TASK ERROR: <message>`."""
+
+
+@dataclass
+class GuestEvent:
+    vmid: int
+    event: str  # a QMP event name, or DISCONNECTED
+    data: dict = field(default_factory=dict)
+
+
+def host_facts() -> HostFacts:
+    bridges = frozenset(n for n in os.listdir("/sys/class/net") if os.path.isdir(f"/sys/class/net/{n}/bridge")) \
+        if os.path.isdir("/sys/class/net") else frozenset()
+    return HostFacts(bridges=bridges, kvm_available=os.path.exists("/dev/kvm"))
+
+
+class QemuDriver:
+    def __init__(self, run_dir: str, bridge: AsyncioBridge, resolve: Callable[[str], tuple[str, str]],
+                 qemu_binary: str = "qemu-system-x86_64") -> None:
+        self.run_dir = run_dir
+        os.makedirs(run_dir, exist_ok=True)
+        self.bridge = bridge
+        self.resolve = resolve
+        self.qemu_binary = qemu_binary
+        self.clients: dict[int, QMPClient] = {}
+        self.shutdown_seen: set[int] = set()
+        self.events_in, self.events = trio.open_memory_channel[GuestEvent](math.inf)
+        self._cpu_samples: dict[int, tuple[float, float]] = {}
+
+    # ---- paths and processes ------------------------------------------------------------
+    def paths(self, vmid: int) -> RunPaths:
+        return RunPaths(qmp=os.path.join(self.run_dir, f"{vmid}.qmp"),
+                        pidfile=os.path.join(self.run_dir, f"{vmid}.pid"), run_dir=self.run_dir)
+
+    def serial_log(self, vmid: int, port: int = 0) -> str:
+        return os.path.join(self.run_dir, f"{vmid}.serial{port}.log")
+
+    def pid(self, vmid: int) -> int | None:
+        """The pid of this guest's QEMU if it runs (checked against its command line)."""
+        try:
+            with open(self.paths(vmid).pidfile) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        pidfile = self.paths(vmid).pidfile.encode()
+        if any(a == b"-pidfile" and b == pidfile for a, b in zip(args, args[1:], strict=False)):
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return None
+            return pid
+        return None
+
+    def running(self, vmid: int) -> bool:
+        return self.pid(vmid) is not None
+
+    # ---- QMP ----------------------------------------------------------------------------
+    async def attach(self, vmid: int) -> bool:
+        """Connect to a running guest's QMP socket (after start, or after a daemon restart)."""
+        if vmid in self.clients and self.clients[vmid].runstate == Runstate.RUNNING:
+            return True
+        if not self.running(vmid):
+            return False
+        client = QMPClient(f"vm{vmid}")
+        try:
+            await self.bridge.call(client.connect, self.paths(vmid).qmp)
+        except Exception as exc:
+            raise GuestError(f"unable to connect to VM {vmid} qmp socket - {exc}") from None
+        self.clients[vmid] = client
+        self.bridge.spawn(self._watch(vmid, client))
+        return True
+
+    async def _watch(self, vmid: int, client: QMPClient) -> None:
+        """(asyncio) Forward events; report the connection's end."""
+        async def forward() -> None:
+            async for event in client.events:
+                self.bridge.to_trio(self._emit, GuestEvent(vmid, event["event"], dict(event.get("data") or {})))
+
+        task = asyncio.create_task(forward())
+        while client.runstate == Runstate.RUNNING:
+            await client.runstate_changed()
+        task.cancel()
+        self.bridge.to_trio(self._emit, GuestEvent(vmid, "DISCONNECTED"))
+
+    def _emit(self, event: GuestEvent) -> None:
+        if event.event == "SHUTDOWN":
+            self.shutdown_seen.add(event.vmid)
+        if event.event == "DISCONNECTED":
+            client = self.clients.get(event.vmid)
+            if client is not None and client.runstate != Runstate.RUNNING:
+                self.clients.pop(event.vmid, None)
+        self.events_in.send_nowait(event)
+
+    async def qmp(self, vmid: int, command: str, arguments: dict | None = None):
+        if not await self.attach(vmid):
+            raise GuestError(f"VM {vmid} not running")
+        client = self.clients[vmid]
+        try:
+            return await self.bridge.call(client.execute, command, arguments)
+        except Exception as exc:
+            raise GuestError(f"VM {vmid} qmp command '{command}' failed - {exc}") from None
+
+    async def hmp(self, vmid: int, command_line: str) -> str:
+        out = await self.qmp(vmid, "human-monitor-command", {"command-line": command_line})
+        return str(out or "")
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self, vmid: int, conf: dict, loadvm: str | None = None) -> int:
+        if self.running(vmid):
+            raise GuestError(f"VM {vmid} already running")
+        try:
+            argv = build_argv(vmid, conf, self.resolve, host_facts(), self.paths(vmid), self.qemu_binary, loadvm)
+        except (StartError, Exception) as exc:
+            raise GuestError(str(exc)) from None
+        for key, value in conf.items():
+            if key.startswith("net") and key[3:].isdigit() and "bridge" in propstr.parse(str(value)):
+                path = os.path.join(self.run_dir, f"tap{vmid}i{key[3:]}.up")
+                with open(path, "w") as f:
+                    f.write(tap_script(str(value)))
+                os.chmod(path, 0o755)
+        for stale in (self.paths(vmid).qmp, self.paths(vmid).pidfile):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        self.shutdown_seen.discard(vmid)
+        result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
+                                        start_new_session=True)
+        if result.returncode != 0:
+            lines = result.stderr.decode(errors="replace").strip().splitlines()
+            raise GuestError(f"start failed: QEMU exited with code {result.returncode}"
+                             + (f": {lines[-1]}" if lines else ""))
+        pid = self.pid(vmid)
+        if pid is None:
+            raise GuestError("start failed: QEMU did not leave a running process")
+        await self.attach(vmid)
+        return pid
+
+    async def wait_exit(self, vmid: int, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            while self.running(vmid):
+                await trio.sleep(0.05)
+            return True
+        return False
+
+    async def stop(self, vmid: int, timeout: float = 10.0) -> None:
+        """Hard stop: QMP `quit`, then SIGTERM, then SIGKILL."""
+        if not self.running(vmid):
+            return
+        try:
+            with trio.move_on_after(2):
+                await self.qmp(vmid, "quit")
+        except GuestError:
+            pass
+        if await self.wait_exit(vmid, timeout):
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pid = self.pid(vmid)
+            if pid is None:
+                return
+            os.kill(pid, sig)
+            if await self.wait_exit(vmid, 5):
+                return
+        raise GuestError(f"VM {vmid} did not stop")
+
+    async def shutdown(self, vmid: int, timeout: float, force: bool) -> list[str]:
+        """ACPI power button; after `timeout`, a hard stop if `force`. Returns warnings."""
+        if not self.running(vmid):
+            return []
+        await self.qmp(vmid, "system_powerdown")
+        if await self.wait_exit(vmid, timeout):
+            return []
+        if not force:
+            raise GuestError("VM quit/powerdown failed - got timeout")
+        await self.stop(vmid)
+        return ["VM quit/powerdown failed - terminating now with SIGTERM"]
+
+    # ---- status -------------------------------------------------------------------------
+    async def status(self, vmid: int, conf: dict) -> dict:
+        """Proxmox's status/current fields for a guest that runs here."""
+        maxmem = memory_mib(conf) * (1 << 20)
+        pid = self.pid(vmid)
+        if pid is None:
+            return {"status": "stopped", "qmpstatus": "stopped", "maxmem": maxmem, "mem": 0, "cpu": 0, "uptime": 0}
+        out: dict = {"status": "running", "pid": pid, "maxmem": maxmem}
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open("/proc/uptime") as f:
+                boot_uptime = float(f.read().split()[0])
+            started = int(fields[19]) / CLK_TCK
+            out["uptime"] = int(boot_uptime - started)
+            cpu_seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            now = time.monotonic()
+            last = self._cpu_samples.get(vmid)
+            self._cpu_samples[vmid] = (now, cpu_seconds)
+            out["cpu"] = round(max(0.0, (cpu_seconds - last[1]) / (now - last[0])), 4) if last and now > last[0] \
+                else 0
+            with open(f"/proc/{pid}/status") as f:
+                rss = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+            out["mem"] = min(rss, maxmem)
+        except (OSError, IndexError, ValueError):
+            out.update(uptime=0, cpu=0, mem=0)
+        try:
+            status = await self.qmp(vmid, "query-status")
+            out["qmpstatus"] = status.get("status", "running")
+            version = await self.qmp(vmid, "query-version")
+            q = version["qemu"]
+            out["running-qemu"] = f"{q['major']}.{q['minor']}.{q['micro']}"
+            machines = await self.qmp(vmid, "query-machines")
+            wanted = machine_type(conf)
+            current = next((m for m in machines if m.get("is-current") or wanted in (m.get("alias"), m["name"])), None)
+            out["running-machine"] = current["name"] if current else ""
+            stats = await self.qmp(vmid, "query-blockstats")
+            out["diskread"] = sum(s["stats"].get("rd_bytes", 0) for s in stats)
+            out["diskwrite"] = sum(s["stats"].get("wr_bytes", 0) for s in stats)
+        except (GuestError, KeyError, TypeError):
+            out.setdefault("qmpstatus", "running")
+        return out
+
+    def kill_all_clients(self) -> None:
+        for client in list(self.clients.values()):
+            self.bridge.spawn(client.disconnect())
+        self.clients.clear()

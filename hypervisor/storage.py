@@ -1,0 +1,169 @@
+"""The `dir` storage backend: qcow2/raw volumes made with qemu-img, plus ISO, templates, snippets, backups.
+
+Volume ids follow Proxmox: `local:100/vm-100-disk-0.qcow2` is `<path>/images/100/vm-100-disk-0.qcow2`,
+`local:iso/x.iso` is `<path>/template/iso/x.iso`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import trio
+
+CONTENT_DIRS = {"images": "images", "iso": "template/iso", "vztmpl": "template/cache", "snippets": "snippets",
+                "backup": "dump"}
+IMAGE_NAME = re.compile(r"(vm|base)-(\d+)-disk-(\d+)\.(qcow2|raw|vmdk)")
+
+
+class StorageError(Exception):
+    pass
+
+
+async def run(*argv: str) -> str:
+    result = await trio.run_process(list(argv), capture_stdout=True, capture_stderr=True, check=False)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise StorageError(f"{argv[0]} failed: {message[-1] if message else result.returncode}")
+    return result.stdout.decode()
+
+
+def _virtual_size(path: str, fmt: str) -> int:
+    """A qcow2's virtual size is in its header (bytes 24-31, big endian); a raw file is its size."""
+    if fmt == "qcow2":
+        with open(path, "rb") as f:
+            header = f.read(32)
+        if header[:4] == b"QFI\xfb":
+            return int.from_bytes(header[24:32], "big")
+    return os.path.getsize(path)
+
+
+@dataclass
+class DirStorage:
+    storage_id: str
+    path: str
+    content: tuple[str, ...] = ("images", "iso", "vztmpl", "snippets", "backup")
+    default_format: str = "qcow2"
+
+    def ensure_dirs(self) -> None:
+        for sub in CONTENT_DIRS.values():
+            os.makedirs(os.path.join(self.path, sub), exist_ok=True)
+
+    # ---- names (pure) -----------------------------------------------------------------
+    def volume_path(self, volid: str) -> str:
+        storage, _, name = volid.partition(":")
+        if storage != self.storage_id or not name or ".." in name.split("/"):
+            raise StorageError(f"unable to parse volume ID '{volid}'")
+        first, _, rest = name.partition("/")
+        if first.isdigit():
+            parts = name.split("/")  # `100/vm-100-disk-0.qcow2`, or linked: `100/base-…/101/vm-101-disk-0.qcow2`
+            if len(parts) not in (2, 4) or not IMAGE_NAME.fullmatch(parts[-1]) or not parts[-2].isdigit():
+                raise StorageError(f"unable to parse volume ID '{volid}'")
+            return os.path.join(self.path, "images", parts[-2], parts[-1])
+        if first in CONTENT_DIRS and rest:
+            return os.path.join(self.path, CONTENT_DIRS[first], rest)
+        raise StorageError(f"unable to parse volume ID '{volid}'")
+
+    @staticmethod
+    def volume_format(volid: str) -> str:
+        return volid.rsplit(".", 1)[-1] if volid.endswith((".qcow2", ".raw", ".vmdk")) else "raw"
+
+    def volume_vmid(self, volid: str) -> int | None:
+        m = IMAGE_NAME.search(volid)
+        return int(m.group(2)) if m else None
+
+    def next_disk_name(self, vmid: int, fmt: str, prefix: str = "vm") -> str:
+        taken = set()
+        directory = os.path.join(self.path, "images", str(vmid))
+        if os.path.isdir(directory):
+            for f in os.listdir(directory):
+                m = IMAGE_NAME.fullmatch(f)
+                if m:
+                    taken.add(int(m.group(3)))
+        n = next(i for i in range(10_000) if i not in taken)
+        return f"{prefix}-{vmid}-disk-{n}.{fmt}"
+
+    # ---- operations -------------------------------------------------------------------
+    async def alloc(self, vmid: int, size: int, fmt: str | None = None) -> str:
+        fmt = fmt or self.default_format
+        if fmt not in ("qcow2", "raw"):
+            raise StorageError(f"unsupported format '{fmt}'")
+        name = self.next_disk_name(vmid, fmt)
+        directory = os.path.join(self.path, "images", str(vmid))
+        os.makedirs(directory, exist_ok=True)
+        await run("qemu-img", "create", "-q", "-f", fmt, *(["-o", "preallocation=off"] if fmt == "qcow2" else []),
+                  os.path.join(directory, name), str(size))
+        return f"{self.storage_id}:{vmid}/{name}"
+
+    async def clone_full(self, source_path: str, source_fmt: str, vmid: int, fmt: str | None = None) -> str:
+        fmt = fmt or source_fmt
+        name = self.next_disk_name(vmid, fmt)
+        directory = os.path.join(self.path, "images", str(vmid))
+        os.makedirs(directory, exist_ok=True)
+        await run("qemu-img", "convert", "-U", "-f", source_fmt, "-O", fmt, source_path, os.path.join(directory, name))
+        return f"{self.storage_id}:{vmid}/{name}"
+
+    async def clone_linked(self, base_volid: str, vmid: int) -> str:
+        """A qcow2 overlay on a template's base volume: `local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2`."""
+        base_path = self.volume_path(base_volid)
+        name = self.next_disk_name(vmid, "qcow2")
+        directory = os.path.join(self.path, "images", str(vmid))
+        os.makedirs(directory, exist_ok=True)
+        await run("qemu-img", "create", "-q", "-f", "qcow2", "-F", self.volume_format(base_volid), "-b", base_path,
+                  os.path.join(directory, name))
+        base_name = base_volid.partition(":")[2]
+        return f"{self.storage_id}:{base_name}/{vmid}/{name}"
+
+    async def rename_to_base(self, volid: str) -> str:
+        path = self.volume_path(volid)
+        base_name = os.path.basename(path).replace("vm-", "base-", 1)
+        os.rename(path, os.path.join(os.path.dirname(path), base_name))
+        vmid = self.volume_vmid(volid)
+        return f"{self.storage_id}:{vmid}/{base_name}"
+
+    async def free(self, volid: str) -> None:
+        path = self.volume_path(volid)
+        if os.path.exists(path):
+            os.unlink(path)
+
+    async def resize(self, volid: str, size: int) -> None:
+        await run("qemu-img", "resize", "-q", "-f", self.volume_format(volid), self.volume_path(volid), str(size))
+
+    async def info(self, volid: str) -> dict:
+        return json.loads(await run("qemu-img", "info", "-U", "--output=json", self.volume_path(volid)))
+
+    async def size(self, volid: str) -> int:
+        return int((await self.info(volid))["virtual-size"])
+
+    def list_volumes(self, content: str | None = None, vmid: int | None = None) -> list[dict]:
+        rows = []
+        for kind, sub in CONTENT_DIRS.items():
+            if content and kind != content:
+                continue
+            base = os.path.join(self.path, sub)
+            if not os.path.isdir(base):
+                continue
+            if kind == "images":
+                for owner in sorted(os.listdir(base)):
+                    for f in sorted(os.listdir(os.path.join(base, owner))):
+                        m = IMAGE_NAME.fullmatch(f)
+                        if m and (vmid is None or int(owner) == vmid):
+                            path = os.path.join(base, owner, f)
+                            st = os.stat(path)
+                            rows.append({"volid": f"{self.storage_id}:{owner}/{f}", "format": m.group(4),
+                                         "content": "images", "vmid": int(owner), "ctime": int(st.st_ctime),
+                                         "used": st.st_blocks * 512, "size": _virtual_size(path, m.group(4))})
+            else:
+                for f in sorted(os.listdir(base)):
+                    st = os.stat(os.path.join(base, f))
+                    rows.append({"volid": f"{self.storage_id}:{kind}/{f}", "format": f.rsplit(".", 1)[-1],
+                                 "content": kind, "size": st.st_size, "ctime": int(st.st_ctime)})
+        return rows
+
+    def usage(self) -> dict:
+        st = os.statvfs(self.path)
+        total = st.f_blocks * st.f_frsize
+        avail = st.f_bavail * st.f_frsize
+        return {"total": total, "avail": avail, "used": total - st.f_bfree * st.f_frsize}
