@@ -17,6 +17,7 @@ run: setup
 
 test:
 	@scripts/setup.sh test
+	@.venv/bin/python scripts/build_test_guest.py >/dev/null
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

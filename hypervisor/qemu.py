@@ -112,6 +112,10 @@ class QemuDriver:
         while client.runstate == Runstate.RUNNING:
             await client.runstate_changed()
         task.cancel()
+        try:
+            await client.disconnect()  # collects the reader's EOF error, which is the expected end here
+        except Exception:
+            pass
         self.bridge.to_trio(self._emit, GuestEvent(vmid, "DISCONNECTED"))
 
     def _emit(self, event: GuestEvent) -> None:
@@ -206,12 +210,12 @@ class QemuDriver:
         return ["VM quit/powerdown failed - terminating now with SIGTERM"]
 
     # ---- status -------------------------------------------------------------------------
-    async def status(self, vmid: int, conf: dict) -> dict:
-        """Proxmox's status/current fields for a guest that runs here."""
+    def process_status(self, vmid: int, conf: dict) -> dict:
+        """What /proc tells of a guest that runs here: pid, uptime, cpu, mem (no QMP round trip)."""
         maxmem = memory_mib(conf) * (1 << 20)
         pid = self.pid(vmid)
         if pid is None:
-            return {"status": "stopped", "qmpstatus": "stopped", "maxmem": maxmem, "mem": 0, "cpu": 0, "uptime": 0}
+            return {"status": "stopped", "maxmem": maxmem, "mem": 0, "cpu": 0, "uptime": 0}
         out: dict = {"status": "running", "pid": pid, "maxmem": maxmem}
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -231,6 +235,13 @@ class QemuDriver:
             out["mem"] = min(rss, maxmem)
         except (OSError, IndexError, ValueError):
             out.update(uptime=0, cpu=0, mem=0)
+        return out
+
+    async def status(self, vmid: int, conf: dict) -> dict:
+        """Proxmox's status/current fields for a guest that runs here."""
+        out = self.process_status(vmid, conf)
+        if out["status"] == "stopped":
+            return {**out, "qmpstatus": "stopped"}
         try:
             status = await self.qmp(vmid, "query-status")
             out["qmpstatus"] = status.get("status", "running")

@@ -97,11 +97,23 @@ def module_order(moddir: str, wanted: list[str]) -> list[str]:
     return order
 
 
+def _kernel_package() -> str:
+    """The versioned kernel package behind the `linux-image-cloud-amd64` metapackage."""
+    for attempt in range(2):
+        try:
+            deps = sh("apt-cache", "depends", "linux-image-cloud-amd64")
+            return [line.split()[-1] for line in deps.splitlines() if "Depends:" in line][0]
+        except (subprocess.CalledProcessError, IndexError):
+            if attempt:
+                raise
+            sh("apt-get", "update", "-qq")  # a fresh machine has no package lists yet
+    raise AssertionError("unreachable")
+
+
 def build(outdir: str) -> None:
     os.makedirs(outdir, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
-        kernel_pkg = [line.split()[-1] for line in sh("apt-cache", "depends", "linux-image-cloud-amd64").splitlines()
-                      if "Depends:" in line][0]
+        kernel_pkg = _kernel_package()
         sh("apt-get", "download", "-q", kernel_pkg, "busybox-static", cwd=work)
         for deb in glob.glob(os.path.join(work, "*.deb")):
             sh("dpkg-deb", "-x", deb, os.path.join(work, "root"))

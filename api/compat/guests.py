@@ -37,7 +37,8 @@ def _bus_order(key: str) -> tuple[int, int]:
 def guest_summary(guest: dict) -> dict:
     conf = guest["conf"]
     row = {
-        "vmid": guest["vmid"], "name": conf.get("name", f"VM {guest['vmid']}"), "status": "stopped",
+        "vmid": guest["vmid"], "name": conf.get("name", f"VM {guest['vmid']}"),
+        "status": guest.get("status", "stopped"),
         "mem": 0, "maxmem": memory_mib(conf) * (1 << 20), "cpu": 0, "cpus": cpus(conf), "maxdisk": disk_bytes(conf),
         "disk": 0, "uptime": 0, "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
     }

@@ -71,8 +71,15 @@ async def create_vm(ctx: Ctx, p: dict) -> str:
 async def list_vms(ctx: Ctx, p: dict) -> list:
     """Guests on a node; only those the caller may audit."""
     with ctx.node.read() as s:
-        rows = [guest_summary(g) for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
-    return [r for r in rows if "VM.Audit" in privileges_on(ctx.user, f"/vms/{r['vmid']}")]
+        guests = [(guest_summary(g), dict(g["conf"])) for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
+    rows = []
+    for row, conf in guests:
+        if "VM.Audit" not in privileges_on(ctx.user, f"/vms/{row['vmid']}"):
+            continue
+        if ctx.rt.driver is not None and p["node"] == ctx.node.name and row["status"] == "running":
+            row.update(ctx.rt.driver.process_status(row["vmid"], conf))
+        rows.append(row)
+    return rows
 
 
 @API.endpoint(

@@ -18,7 +18,7 @@ DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + 
 CONFIG_PERM = Permission("VM.Config.Options", "/vms/{vmid}")
 CHANGE_PARAMS = [Param("delete", description="A list of settings you want to delete."), Param("digest", max_length=64),
                  Param("revert"), SKIPLOCK, Param("force", "boolean")]
-READONLY_KEYS = {"lock", "parent", "snaptime", "vmstate", "template"}
+READONLY_KEYS = {"parent", "snaptime", "vmstate"}
 
 
 def _changes(p: dict) -> tuple[dict, list[str]]:
@@ -29,7 +29,7 @@ def _changes(p: dict) -> tuple[dict, list[str]]:
     changes = {k: v for k, v in p.items() if k not in ("node", "vmid", "delete", "digest", "revert", "skiplock",
                                                         "force", "background_delay")}
     errors = {k: "unable to delete and set the same option" for k in delete if k in changes}
-    errors.update({k: "property is read-only" for k in changes if k in READONLY_KEYS - {"template"}})
+    errors.update({k: "property is read-only" for k in changes if k in READONLY_KEYS})
     unknown = [k for k in delete if not any(param.matches(k) for param in CONFIG_PARAMS)]
     if unknown:
         errors["delete"] = f"invalid configuration ID '{unknown[0]}'"
@@ -38,6 +38,12 @@ def _changes(p: dict) -> tuple[dict, list[str]]:
     if isinstance(changes.get("memory"), str) and changes["memory"].isdigit():
         changes["memory"] = int(changes["memory"])
     return changes, delete
+
+
+def _check_lock_change(ctx: Ctx, changes: dict, delete: list[str]) -> None:
+    """Only root sets or clears a lock by hand (Proxmox's `qm set --lock` / `qm unlock`)."""
+    if ("lock" in changes or "lock" in delete) and ctx.user != "root@pam":
+        raise ParamErrors({"lock": "Only root may use this option."})
 
 
 def _needs_task(changes: dict, delete: list[str]) -> bool:
@@ -49,6 +55,7 @@ def _needs_task(changes: dict, delete: list[str]) -> bool:
 async def update_config_sync(ctx: Ctx, p: dict) -> None:
     """Set or delete config options (synchronously)."""
     changes, delete = _changes(p)
+    _check_lock_change(ctx, changes, delete)
     guest_or_404(ctx, p["node"], p["vmid"])
     if _needs_task(changes, delete):
         upid = await start_task(ctx, p, "qmconfig", {"set": changes, "delete": delete}, digest=p.get("digest"))
@@ -67,6 +74,7 @@ async def update_config_sync(ctx: Ctx, p: dict) -> None:
 async def update_config_async(ctx: Ctx, p: dict) -> str:
     """Set or delete config options in a task; returns its UPID."""
     changes, delete = _changes(p)
+    _check_lock_change(ctx, changes, delete)
     guest_or_404(ctx, p["node"], p["vmid"])
     return await start_task(ctx, p, "qmconfig", {"set": changes, "delete": delete}, digest=p.get("digest"))
 

@@ -6,9 +6,10 @@ from api.compat.guests import guest_summary
 from api.compat.tasks import start_task
 from api.context import Ctx
 from api.registry import API
-from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
+from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
 from engine.decide import conf_path
-from engine.errors import not_found
+from engine.errors import Rejection, not_found
+from hypervisor.qemu import GuestError
 
 POWER = Permission("VM.PowerMgmt", "/vms/{vmid}")
 SKIPLOCK = Param("skiplock", "boolean", description="Ignore locks - only root is allowed to use this option.")
@@ -63,9 +64,24 @@ async def status_current(ctx: Ctx, p: dict) -> dict:
     return row
 
 
+@API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/monitor", params=[NODE, VMID_PATH, Param("command", optional=False)],
+              permission=Permission("Sys.Modify", "/"), returns={"type": "string"})
+async def monitor(ctx: Ctx, p: dict) -> str:
+    """Run a QEMU human monitor command on a running guest (root's debugging tool, as in Proxmox)."""
+    guest = guest_or_404(ctx, p["node"], p["vmid"])
+    if ctx.rt.driver is None or guest["node"] != ctx.node.name:
+        raise Rejection(501, "the guest runs on another node")
+    try:
+        return await ctx.rt.driver.hmp(p["vmid"], p["command"])
+    except GuestError as exc:
+        raise Rejection(500, str(exc)) from None
+
+
 def _power_endpoint(action: str, task_type: str, params: list[Param], doc: str) -> None:
     async def handler(ctx: Ctx, p: dict) -> str:
         guest_or_404(ctx, p["node"], p["vmid"])
+        if p.get("todisk"):
+            raise ParamErrors({"todisk": "suspend to disk is not supported yet"})
         intent = {k: v for k, v in p.items() if k not in ("node", "vmid", "skiplock")}
         return await start_task(ctx, p, task_type, intent)
 

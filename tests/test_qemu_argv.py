@@ -1,0 +1,97 @@
+"""Config -> QEMU command line, without QEMU: each Proxmox key lands where QEMU expects it."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypervisor.qemu_argv import HostFacts, RunPaths, StartError, build_argv, tap_script
+
+PATHS = RunPaths(qmp="/run/100.qmp", pidfile="/run/100.pid", run_dir="/run")
+HOST = HostFacts(bridges=frozenset({"vmbr0"}), kvm_available=True)
+
+
+def resolve(volid: str) -> tuple[str, str]:
+    name = volid.partition(":")[2].split("/")[-1]
+    return f"/images/{name}", name.rsplit(".", 1)[-1] if "." in name else "raw"
+
+
+def argv(conf: dict, host: HostFacts = HOST) -> list[str]:
+    return build_argv(100, conf, resolve, host, PATHS)
+
+
+def pairs(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_basics_cpu_memory_and_monitor():
+    a = argv({"name": "web", "memory": 2048, "cores": 2, "sockets": 2, "vcpus": 3, "cpu": "host", "kvm": 1})
+    assert pairs(a, "-name") == ["web,debug-threads=on"]
+    assert pairs(a, "-m") == ["2048"]
+    assert pairs(a, "-smp") == ["3,sockets=2,cores=2,maxcpus=4"]
+    assert pairs(a, "-cpu") == ["host"] and pairs(a, "-accel") == ["kvm"]
+    assert "-daemonize" in a and pairs(a, "-pidfile") == ["/run/100.pid"]
+    assert pairs(a, "-chardev")[0] == "socket,id=qmp,path=/run/100.qmp,server=on,wait=off"
+    assert "virtio-balloon-pci,id=balloon0" in pairs(a, "-device")
+    assert "virtio-balloon-pci,id=balloon0" not in pairs(argv({"balloon": 0}), "-device")
+
+
+def test_kvm_off_uses_tcg_and_host_cpu_needs_kvm():
+    a = argv({"kvm": 0})
+    assert pairs(a, "-accel") == ["tcg"] and pairs(a, "-cpu") == ["qemu64"]
+    with pytest.raises(StartError, match="requires KVM"):
+        argv({"kvm": 0, "cpu": "host"})
+    with pytest.raises(StartError, match="KVM virtualisation configured, but not available"):
+        argv({}, HostFacts(kvm_available=False))
+    with pytest.raises(StartError, match="vcpus"):
+        argv({"cores": 1, "vcpus": 2})
+
+
+def test_disks_on_every_bus_with_boot_order_cache_and_cdrom():
+    conf = {"scsihw": "virtio-scsi-single", "scsi0": "local:100/vm-100-disk-0.qcow2,size=32G,cache=writeback",
+            "virtio1": "local:100/vm-100-disk-1.raw,size=1G", "sata2": "local:100/vm-100-disk-2.qcow2",
+            "ide2": "local:iso/debian.iso,media=cdrom", "ide0": "none,media=cdrom",
+            "boot": "order=ide2;scsi0;net0", "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0"}
+    a = argv(conf)
+    drives, devices = pairs(a, "-drive"), pairs(a, "-device")
+    assert "virtio-scsi-pci,id=scsihw0" in devices and "ahci,id=ahci0" in devices
+    scsi = next(d for d in drives if "drive-scsi0" in d)
+    assert "file=/images/vm-100-disk-0.qcow2" in scsi and "format=qcow2" in scsi and "cache=writeback" in scsi
+    assert any(d.startswith("scsi-hd,bus=scsihw0.0") and "bootindex=101" in d for d in devices)
+    assert any(d.startswith("virtio-blk-pci,drive=drive-virtio1") for d in devices)
+    assert any(d.startswith("ide-hd,bus=ahci0.2") for d in devices)
+    assert any(d.startswith("ide-cd,bus=ide.1,unit=0,drive=drive-ide2") and "bootindex=100" in d for d in devices)
+    assert any("drive-ide0" in d and "media=cdrom" in d and "file=" not in d for d in drives)
+    net = next(d for d in devices if d.startswith("virtio-net-pci"))
+    assert "mac=BC:24:11:00:00:01" in net and "bootindex=102" in net
+    assert "tap,id=net0,ifname=tap100i0" in pairs(a, "-netdev")[0]
+
+
+def test_network_without_bridge_is_user_mode_and_a_missing_bridge_is_an_error():
+    a = argv({"net0": "e1000=BC:24:11:00:00:02", "net1": "model=rtl8139"})
+    assert pairs(a, "-netdev") == ["user,id=net0", "user,id=net1"]
+    assert any(d.startswith("e1000,netdev=net0") for d in pairs(a, "-device"))
+    with pytest.raises(StartError, match="bridge 'vmbr9' does not exist"):
+        argv({"net0": "virtio,bridge=vmbr9"})
+    script = tap_script("virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=5,rate=10")
+    assert "master vmbr0" in script and "vid 5" in script and "tbf rate" in script
+
+
+def test_serial_vga_smbios_vmgenid_agent_ostype_and_args():
+    a = argv({"serial0": "socket", "vga": "serial0", "smbios1": "uuid=0e5f7a0c-0000-4000-8000-000000000001",
+              "vmgenid": "1e5f7a0c-0000-4000-8000-000000000001", "agent": "1", "ostype": "win11",
+              "args": "-kernel /k -append 'console=ttyS0 quiet'", "bios": "seabios", "machine": "pc-q35-8.1",
+              "onboot": 1, "tags": "a;b", "description": "x"})
+    chardevs = pairs(a, "-chardev")
+    assert any(c.startswith("socket,id=serial0,path=/run/100.serial0") and "logfile=/run/100.serial0.log" in c
+               for c in chardevs)
+    assert "isa-serial,chardev=serial0" in pairs(a, "-device")
+    assert pairs(a, "-vga") == ["none"] and pairs(a, "-machine") == ["type=q35"]
+    assert pairs(a, "-smbios") == ["type=1,uuid=0e5f7a0c-0000-4000-8000-000000000001"]
+    assert "vmgenid,guid=1e5f7a0c-0000-4000-8000-000000000001" in pairs(a, "-device")
+    assert any("name=org.qemu.guest_agent.0" in d for d in pairs(a, "-device"))
+    assert pairs(a, "-rtc") == ["base=localtime"]
+    assert a[-4:] == ["-kernel", "/k", "-append", "console=ttyS0 quiet"]
+
+
+def test_loadvm_for_a_snapshot_with_state():
+    assert pairs(build_argv(100, {}, resolve, HOST, PATHS, loadvm="snap1"), "-loadvm") == ["snap1"]
