@@ -257,7 +257,24 @@ class QemuDriver:
             out["diskwrite"] = sum(s["stats"].get("wr_bytes", 0) for s in stats)
         except (GuestError, KeyError, TypeError):
             out.setdefault("qmpstatus", "running")
+        out["netin"], out["netout"] = self._tap_counters(vmid)
         return out
+
+    @staticmethod
+    def _tap_counters(vmid: int) -> tuple[int, int]:
+        """Bytes into and out of the guest over its tap devices (the host sees them reversed)."""
+        netin = netout = 0
+        base = "/sys/class/net"
+        for dev in os.listdir(base) if os.path.isdir(base) else []:
+            if dev.startswith(f"tap{vmid}i"):
+                try:
+                    with open(f"{base}/{dev}/statistics/tx_bytes") as f:
+                        netin += int(f.read())
+                    with open(f"{base}/{dev}/statistics/rx_bytes") as f:
+                        netout += int(f.read())
+                except (OSError, ValueError):
+                    pass
+        return netin, netout
 
     def kill_all_clients(self) -> None:
         for client in list(self.clients.values()):

@@ -79,6 +79,15 @@ def test_create_start_and_acpi_shutdown_with_proxmoxer(node, guest_dir):
     assert current["status"] == "running" and current["qmpstatus"] == "running"
     assert current["pid"] > 0 and current["maxmem"] == 256 << 20 and current["running-qemu"]
     assert wait_serial(node, vmid, r"GPVE-GUEST-READY disk=/dev/vda")
+    ok(px, px.nodes("n1").qemu(vmid).status.reset.post())
+    wait_serial(node, vmid, r"(?s)GPVE-GUEST-READY.*GPVE-GUEST-READY")  # booted a second time
+    pid = px.nodes("n1").qemu(vmid).status.current.get()["pid"]
+    upid = px.nodes("n1").qemu(vmid).status.reboot.post(timeout=60)
+    ok(px, upid)
+    assert f"VM {vmid} shut down; starting again" in [x["t"] for x in px.nodes("n1").tasks(upid).log.get()]
+    current = px.nodes("n1").qemu(vmid).status.current.get()
+    assert current["status"] == "running" and current["pid"] != pid
+    wait_serial(node, vmid, r"GPVE-GUEST-READY")
     ok(px, px.nodes("n1").qemu(vmid).status.shutdown.post(timeout=60))
     assert "GPVE-GUEST-POWEROFF" in serial_text(node, vmid)  # the guest itself powered off (ACPI)
     assert px.nodes("n1").qemu(vmid).status.current.get()["status"] == "stopped"
