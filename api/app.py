@@ -20,10 +20,11 @@ from quart_trio import QuartTrio
 from api import auth
 from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, forbidden, unauthorized
-from api.privileges import privileges_on
+from api.passwords import hash_secret
 from api.schema import Endpoint, ParamErrors, Registry
 from engine.errors import Rejection
 from engine.node import Node
+from engine.roles import privileges_on, user_active
 
 JSON_TYPE = "application/json;charset=UTF-8"
 REASON_HEADER = "x-gpve-reason"
@@ -88,26 +89,42 @@ class Api:
         if header.startswith("PVEAuthCookie="):
             ticket = header.removeprefix("PVEAuthCookie=")
         elif header.startswith("PVEAPIToken"):
-            raise unauthorized("invalid token value!")
+            return self.authenticate_token(header[len("PVEAPIToken"):].lstrip("= "), now)
         if not ticket:
             raise unauthorized("No ticket")
         key_pem, csrf_secret = self.node.auth_secrets()
         user = auth.verify_ticket(key_pem, ticket, now)
         if user is None:
             raise unauthorized("invalid PVE ticket")
+        with self.node.read() as s:
+            if not user_active(s, user, now):
+                raise unauthorized("invalid PVE ticket")
         if endpoint.writes:
             token = request.headers.get("CSRFPreventionToken", "")
             if not auth.verify_csrf_token(csrf_secret, token, user, now):
                 raise unauthorized("Permission denied - invalid csrf token")
         return user
 
-    @staticmethod
-    def authorize(endpoint: Endpoint, user: str, params: dict[str, Any]) -> None:
+    def authenticate_token(self, value: str, now: float) -> str:
+        """`user@realm!tokenid=SECRET`; secrets are stored hashed, expiry and revocation apply at once."""
+        full, _, secret = value.partition("=")
+        userid, _, tokenid = full.partition("!")
+        with self.node.read() as s:
+            token = s.access.get("user", {}).get(userid, {}).get("tokens", {}).get(tokenid)
+            active = user_active(s, full, now)
+        if not tokenid or token is None or not active or not hmac.compare_digest(
+                token.get("secret", ""), hash_secret(secret)):
+            raise unauthorized("invalid token value!")
+        return full
+
+    def authorize(self, endpoint: Endpoint, user: str, params: dict[str, Any]) -> None:
         perm = endpoint.permission
         if perm.check != "privilege" or perm.privilege is None:
             return
         path = perm.path.format(**params)
-        if perm.privilege not in privileges_on(user, path):
+        with self.node.read() as s:
+            allowed = perm.privilege in privileges_on(s, user, path)
+        if not allowed:
             raise forbidden(perm.privilege, path)
 
     async def handle(self, path: str, native: bool = False) -> Response:

@@ -29,6 +29,12 @@ class Ctx:
     check_local_password: Callable[[str, str], bool] = lambda user, password: False
     rt: Runtime = field(default_factory=Runtime)
 
+    def can(self, privilege: str, path: str) -> bool:
+        from engine.roles import privileges_on
+
+        with self.node.read() as s:
+            return privilege in privileges_on(s, self.user, path)
+
     @property
     def command_id(self) -> str:
         """The id a write's command carries: a retry with the same X-Request-ID applies once."""

@@ -7,7 +7,17 @@ API = Registry()
 
 def load_endpoints() -> Registry:
     """Import every endpoint module so that its declarations register."""
-    from api.compat import access, cluster, nodes, qemu, qemu_config, qemu_power, qemu_snapshots, storage  # noqa: F401
+    from api.compat import (  # noqa: F401
+        access,
+        cluster,
+        nodes,
+        pools,
+        qemu,
+        qemu_config,
+        qemu_power,
+        qemu_snapshots,
+        storage,
+    )
     from api.native import cluster as native_cluster  # noqa: F401
 
     return API

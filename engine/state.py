@@ -32,6 +32,8 @@ class State:
     # request id -> (command timestamp, result); insertion ordered, pruned from the front
     requests: dict[str, list] = field(default_factory=dict)
     cluster_log: list[dict] = field(default_factory=list)
+    # access control: kind (user, group, role, pool, acl) -> key -> record
+    access: dict[str, dict] = field(default_factory=dict)
     applied: int = 0
 
     def to_dict(self) -> dict:

@@ -1,31 +1,70 @@
-"""/version and /access: login with Proxmox tickets."""
+"""/version and /access: login, users, groups, roles, ACLs, permissions, passwords, API tokens."""
 
 from __future__ import annotations
+
+import uuid
 
 import trio
 
 from api import auth
 from api.context import Ctx
-from api.errors import unauthorized
-from api.privileges import capabilities
+from api.errors import forbidden, unauthorized
+from api.passwords import check_password, hash_password, hash_secret
 from api.registry import API
-from api.schema import Param, Permission
+from api.schema import Param, ParamErrors, Permission
+from engine import access as acc
+from engine.errors import not_found
+from engine.roles import BUILTIN_ROLES, capabilities, privileges_on, role_privileges, user_active
 
 GPVE_VERSION = "9.1.1"
 FAILED_LOGIN_DELAY = 3.0  # Proxmox delays a failed login by 3 s
 
+USERID = Param("userid", optional=False, format="pve-userid", max_length=64, location="path")
+TOKENID = Param("tokenid", optional=False, pattern=r"[A-Za-z][A-Za-z0-9.\-_]+", location="path")
+GROUPID = Param("groupid", optional=False, pattern=r"[A-Za-z0-9.\-_]+", location="path")
+ROLEID = Param("roleid", optional=False, pattern=r"[A-Za-z0-9.\-_]+", location="path")
+USER_FIELDS = [Param("comment", max_length=2048), Param("email", max_length=254), Param("enable", "boolean"),
+               Param("expire", "integer", minimum=0), Param("firstname"), Param("lastname"), Param("groups"),
+               Param("keys")]
+USER_MODIFY = Permission("User.Modify", "/access/groups")
+OBJ = {"type": "object"}
+LIST = {"type": "array", "items": {"type": "object"}}
 
-@API.endpoint("GET", "/version", returns={"type": "object"})
+
+def _list(value) -> list[str]:
+    if isinstance(value, list):
+        value = ",".join(value)
+    return [v for v in str(value or "").replace(";", ",").replace(" ", ",").split(",") if v]
+
+
+@API.endpoint("GET", "/version", returns=OBJ)
 async def version(ctx: Ctx, p: dict) -> dict:
     """API version details."""
     return {"version": GPVE_VERSION, "release": GPVE_VERSION.rsplit(".", 1)[0], "repoid": "gpve",
             "console": "xtermjs"}
 
 
+@API.endpoint("GET", "/access", returns=LIST)
+async def access_index(ctx: Ctx, p: dict) -> list:
+    """Directory index."""
+    return [{"subdir": d} for d in ("users", "groups", "roles", "acl", "permissions", "password", "ticket")]
+
+
 @API.endpoint("GET", "/access/ticket", permission=Permission(check="public"))
 async def ticket_dummy(ctx: Ctx, p: dict) -> None:
     """Dummy, so that the path answers GET as Proxmox's does."""
     return None
+
+
+async def _password_ok(ctx: Ctx, username: str, password: str) -> bool:
+    if username.endswith("@pam"):
+        return ctx.check_local_password(username, password)
+    with ctx.node.read() as s:
+        record = s.access.get("user", {}).get(username)
+        active = user_active(s, username, ctx.now)
+    if record is None or not active or "password" not in record:
+        return False
+    return await trio.to_thread.run_sync(check_password, password, record["password"])
 
 
 @API.endpoint(
@@ -45,9 +84,305 @@ async def create_ticket(ctx: Ctx, p: dict) -> dict:
     key_pem, csrf_secret = ctx.node.auth_secrets()
     password = p["password"]
     renewed = password.startswith("PVE:") and auth.verify_ticket(key_pem, password, ctx.now) == username
-    if not renewed and not ctx.check_local_password(username, password):
+    with ctx.node.read() as s:
+        renewed = renewed and user_active(s, username, ctx.now)
+    if not renewed and not await _password_ok(ctx, username, password):
         await trio.sleep(FAILED_LOGIN_DELAY)
         raise unauthorized("authentication failure")
+    with ctx.node.read() as s:
+        cap = capabilities(s, username)
     return {"username": username, "ticket": auth.make_ticket(key_pem, username, ctx.now),
-            "CSRFPreventionToken": auth.make_csrf_token(csrf_secret, username, ctx.now),
-            "cap": capabilities(username)}
+            "CSRFPreventionToken": auth.make_csrf_token(csrf_secret, username, ctx.now), "cap": cap}
+
+
+@API.endpoint("PUT", "/access/password",
+              params=[Param("userid", optional=False, format="pve-userid", max_length=64),
+                      Param("password", optional=False, max_length=64), Param("confirmation-password")],
+              returns={"type": "null"})
+async def change_password(ctx: Ctx, p: dict) -> None:
+    """Change a pve-realm user's password (your own, or anyone's with User.Modify)."""
+    if p["userid"] != ctx.user.partition("!")[0] and not ctx.can("User.Modify", "/access/groups"):
+        raise forbidden("User.Modify", "/access/groups")
+    if len(p["password"]) < 5:
+        raise ParamErrors({"password": "value must be at least 5 characters long"})
+    hashed = await trio.to_thread.run_sync(hash_password, p["password"])
+    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
+                                      password_hash=hashed))
+
+
+# ---- users ------------------------------------------------------------------------------------
+def _user_row(userid: str, record: dict, full: bool) -> dict:
+    row = {"userid": userid, "enable": record.get("enable", 1), "expire": record.get("expire", 0),
+           "realm-type": userid.rsplit("@", 1)[1]}
+    for key in ("comment", "email", "firstname", "lastname", "keys"):
+        if record.get(key):
+            row[key] = record[key]
+    if record.get("groups"):
+        row["groups"] = ",".join(record["groups"])
+    if full:
+        row["tokens"] = [{"tokenid": t, **_token_row(v)} for t, v in sorted(record.get("tokens", {}).items())]
+    return row
+
+
+def _token_row(token: dict) -> dict:
+    return {"privsep": token.get("privsep", 1), "expire": token.get("expire", 0), "comment": token.get("comment", "")}
+
+
+@API.endpoint("GET", "/access/users", params=[Param("enabled", "boolean"), Param("full", "boolean", default=0)],
+              returns={"type": "array", "items": {"type": "object", "properties": {"userid": {"type": "string"}}}})
+async def list_users(ctx: Ctx, p: dict) -> list:
+    """Users the caller may see (all with User.Modify or Sys.Audit, else only itself)."""
+    see_all = ctx.can("User.Modify", "/access/groups") or ctx.can("Sys.Audit", "/access")
+    me = ctx.user.partition("!")[0]
+    with ctx.node.read() as s:
+        users = {k: dict(v) for k, v in s.access.get("user", {}).items()}
+    users.setdefault("root@pam", dict(acc.ROOT_RECORD))
+    rows = [_user_row(u, r, bool(p.get("full"))) for u, r in sorted(users.items()) if see_all or u == me]
+    if "enabled" in p:
+        rows = [r for r in rows if r["enable"] == p["enabled"]]
+    return rows
+
+
+@API.endpoint("POST", "/access/users",
+              params=[Param("userid", optional=False, format="pve-userid", max_length=64),
+                      Param("password", max_length=64), *USER_FIELDS],
+              permission=USER_MODIFY, returns={"type": "null"})
+async def create_user(ctx: Ctx, p: dict) -> None:
+    """Create a user (realm `pve` keeps its password here, hashed with scrypt)."""
+    fields = {k: v for k, v in p.items() if k not in ("userid", "password")}
+    if "groups" in fields:
+        fields["groups"] = _list(fields["groups"])
+    hashed = await trio.to_thread.run_sync(hash_password, p["password"]) if p.get("password") else None
+    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
+                                      create=True, fields=fields, password_hash=hashed))
+
+
+@API.endpoint("GET", "/access/users/{userid}", params=[USERID], returns=OBJ)
+async def get_user(ctx: Ctx, p: dict) -> dict:
+    """A user's settings and tokens."""
+    if p["userid"] != ctx.user.partition("!")[0] and not ctx.can("User.Modify", "/access/groups") \
+            and not ctx.can("Sys.Audit", "/access"):
+        raise forbidden("Sys.Audit", "/access")
+    with ctx.node.read() as s:
+        record = s.access.get("user", {}).get(p["userid"])
+    if record is None and p["userid"] != "root@pam":
+        raise not_found(f"user '{p['userid']}' does not exist")
+    row = _user_row(p["userid"], record or dict(acc.ROOT_RECORD), True)
+    row["tokens"] = {t["tokenid"]: {k: v for k, v in t.items() if k != "tokenid"} for t in row["tokens"]}
+    row.pop("userid")
+    return row
+
+
+@API.endpoint("PUT", "/access/users/{userid}", params=[USERID, *USER_FIELDS, Param("append", "boolean")],
+              permission=USER_MODIFY, returns={"type": "null"})
+async def update_user(ctx: Ctx, p: dict) -> None:
+    """Change a user's settings."""
+    fields = {k: v for k, v in p.items() if k not in ("userid", "append")}
+    if "groups" in fields:
+        fields["groups"] = _list(fields["groups"])
+    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
+                                      fields=fields, append_groups=bool(p.get("append"))))
+
+
+@API.endpoint("DELETE", "/access/users/{userid}", params=[USERID], permission=USER_MODIFY, returns={"type": "null"})
+async def delete_user(ctx: Ctx, p: dict) -> None:
+    """Delete a user, its tokens and its ACL entries."""
+    await ctx.node.submit(acc.DeleteUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"]))
+
+
+# ---- tokens -----------------------------------------------------------------------------------
+def _own_or_user_modify(ctx: Ctx, userid: str) -> None:
+    if userid != ctx.user.partition("!")[0] and not ctx.can("User.Modify", "/access/groups"):
+        raise forbidden("User.Modify", "/access/groups")
+
+
+@API.endpoint("GET", "/access/users/{userid}/token", params=[USERID], returns=LIST)
+async def list_tokens(ctx: Ctx, p: dict) -> list:
+    """A user's API tokens (never their secrets)."""
+    _own_or_user_modify(ctx, p["userid"])
+    with ctx.node.read() as s:
+        tokens = dict(s.access.get("user", {}).get(p["userid"], {}).get("tokens", {}))
+    return [{"tokenid": t, **_token_row(v)} for t, v in sorted(tokens.items())]
+
+
+@API.endpoint("GET", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns=OBJ)
+async def get_token(ctx: Ctx, p: dict) -> dict:
+    """One token's settings."""
+    _own_or_user_modify(ctx, p["userid"])
+    with ctx.node.read() as s:
+        token = s.access.get("user", {}).get(p["userid"], {}).get("tokens", {}).get(p["tokenid"])
+    if token is None:
+        raise not_found(f"no such token '{p['tokenid']}' for user '{p['userid']}'")
+    return _token_row(token)
+
+
+TOKEN_FIELDS = [Param("privsep", "boolean", default=1), Param("expire", "integer", minimum=0),
+                Param("comment", max_length=2048)]
+
+
+@API.endpoint("POST", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID, *TOKEN_FIELDS],
+              returns={"type": "object", "properties": {"full-tokenid": {"type": "string"}, "value": {"type": "string"},
+                                                         "info": {"type": "object"}}})
+async def create_token(ctx: Ctx, p: dict) -> dict:
+    """Create an API token; its secret is shown in this answer only."""
+    _own_or_user_modify(ctx, p["userid"])
+    secret = str(uuid.uuid4())
+    info = {"privsep": p.get("privsep", 1), "expire": p.get("expire", 0), "comment": p.get("comment", "")}
+    await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
+                                       tokenid=p["tokenid"], create=True, secret_hash=hash_secret(secret), **info))
+    return {"full-tokenid": f"{p['userid']}!{p['tokenid']}", "info": info, "value": secret}
+
+
+@API.endpoint("PUT", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID, *TOKEN_FIELDS],
+              returns=OBJ)
+async def update_token(ctx: Ctx, p: dict) -> dict:
+    """Change a token's settings."""
+    _own_or_user_modify(ctx, p["userid"])
+    await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
+                                       tokenid=p["tokenid"], privsep=p.get("privsep"), expire=p.get("expire"),
+                                       comment=p.get("comment")))
+    return await get_token(ctx, p)
+
+
+@API.endpoint("DELETE", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns={"type": "null"})
+async def delete_token(ctx: Ctx, p: dict) -> None:
+    """Revoke a token, at once on every node."""
+    _own_or_user_modify(ctx, p["userid"])
+    await ctx.node.submit(acc.DeleteToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
+                                          tokenid=p["tokenid"]))
+
+
+# ---- groups and roles -------------------------------------------------------------------------
+@API.endpoint("GET", "/access/groups", returns=LIST)
+async def list_groups(ctx: Ctx, p: dict) -> list:
+    """Groups with their members."""
+    with ctx.node.read() as s:
+        groups = {k: dict(v) for k, v in s.access.get("group", {}).items()}
+        users = {k: list(v.get("groups", [])) for k, v in s.access.get("user", {}).items()}
+    return [{"groupid": g, "comment": v.get("comment", ""),
+             "users": ",".join(sorted(u for u, gs in users.items() if g in gs))} for g, v in sorted(groups.items())]
+
+
+@API.endpoint("POST", "/access/groups", params=[Param("groupid", optional=False, pattern=r"[A-Za-z0-9.\-_]+"),
+                                                 Param("comment", max_length=2048)],
+              permission=Permission("Group.Allocate", "/access/groups"), returns={"type": "null"})
+async def create_group(ctx: Ctx, p: dict) -> None:
+    """Create a group."""
+    await ctx.node.submit(acc.SetGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, groupid=p["groupid"],
+                                       create=True, comment=p.get("comment", "")))
+
+
+@API.endpoint("GET", "/access/groups/{groupid}", params=[GROUPID], returns=OBJ)
+async def get_group(ctx: Ctx, p: dict) -> dict:
+    """A group and its members."""
+    rows = {r["groupid"]: r for r in await list_groups(ctx, {})}
+    if p["groupid"] not in rows:
+        raise not_found(f"group '{p['groupid']}' does not exist")
+    row = rows[p["groupid"]]
+    return {"comment": row["comment"], "members": [m for m in row["users"].split(",") if m]}
+
+
+@API.endpoint("PUT", "/access/groups/{groupid}", params=[GROUPID, Param("comment", max_length=2048)],
+              permission=Permission("Group.Allocate", "/access/groups"), returns={"type": "null"})
+async def update_group(ctx: Ctx, p: dict) -> None:
+    """Change a group's comment."""
+    await ctx.node.submit(acc.SetGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, groupid=p["groupid"],
+                                       comment=p.get("comment")))
+
+
+@API.endpoint("DELETE", "/access/groups/{groupid}", params=[GROUPID],
+              permission=Permission("Group.Allocate", "/access/groups"), returns={"type": "null"})
+async def delete_group(ctx: Ctx, p: dict) -> None:
+    """Delete a group (its members stay)."""
+    await ctx.node.submit(acc.DeleteGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user,
+                                          groupid=p["groupid"]))
+
+
+@API.endpoint("GET", "/access/roles", returns=LIST)
+async def list_roles(ctx: Ctx, p: dict) -> list:
+    """Built-in and custom roles with their privileges."""
+    with ctx.node.read() as s:
+        custom = {k: list(v) for k, v in s.access.get("role", {}).items()}
+    rows = [{"roleid": r, "privs": ",".join(sorted(privs)), "special": 1} for r, privs in BUILTIN_ROLES.items()]
+    rows += [{"roleid": r, "privs": ",".join(sorted(privs))} for r, privs in sorted(custom.items())]
+    return rows
+
+
+@API.endpoint("POST", "/access/roles", params=[Param("roleid", optional=False, pattern=r"[A-Za-z0-9.\-_]+"),
+                                                Param("privs")],
+              permission=Permission("Sys.Modify", "/access"), returns={"type": "null"})
+async def create_role(ctx: Ctx, p: dict) -> None:
+    """Create a role from privileges."""
+    await ctx.node.submit(acc.SetRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"],
+                                      privs=_list(p.get("privs")), create=True))
+
+
+@API.endpoint("GET", "/access/roles/{roleid}", params=[ROLEID], returns=OBJ)
+async def get_role(ctx: Ctx, p: dict) -> dict:
+    """A role's privileges, as `{privilege: 1}`."""
+    with ctx.node.read() as s:
+        known = p["roleid"] in BUILTIN_ROLES or p["roleid"] in s.access.get("role", {})
+        privs = role_privileges(s, p["roleid"])
+    if not known:
+        raise not_found(f"role '{p['roleid']}' does not exist")
+    return {priv: 1 for priv in sorted(privs)}
+
+
+@API.endpoint("PUT", "/access/roles/{roleid}", params=[ROLEID, Param("privs"), Param("append", "boolean")],
+              permission=Permission("Sys.Modify", "/access"), returns={"type": "null"})
+async def update_role(ctx: Ctx, p: dict) -> None:
+    """Change a custom role's privileges."""
+    await ctx.node.submit(acc.SetRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"],
+                                      privs=_list(p.get("privs")), append=bool(p.get("append"))))
+
+
+@API.endpoint("DELETE", "/access/roles/{roleid}", params=[ROLEID], permission=Permission("Sys.Modify", "/access"),
+              returns={"type": "null"})
+async def delete_role(ctx: Ctx, p: dict) -> None:
+    """Delete a custom role (and the ACL entries using it)."""
+    await ctx.node.submit(acc.DeleteRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"]))
+
+
+# ---- ACL and permissions ----------------------------------------------------------------------
+@API.endpoint("GET", "/access/acl", returns=LIST)
+async def list_acl(ctx: Ctx, p: dict) -> list:
+    """ACL entries on paths where the caller holds Sys.Audit or Permissions.Modify."""
+    with ctx.node.read() as s:
+        acl = {k: [dict(e) for e in v] for k, v in s.access.get("acl", {}).items()}
+    rows = []
+    for path, entries in sorted(acl.items()):
+        if not (ctx.can("Sys.Audit", path) or ctx.can("Permissions.Modify", path)):
+            continue
+        rows += [{"path": path, "type": e["type"], "ugid": e["ugid"], "roleid": e["roleid"],
+                  "propagate": e["propagate"]} for e in entries]
+    return rows
+
+
+@API.endpoint("PUT", "/access/acl",
+              params=[Param("path", optional=False), Param("roles", optional=False), Param("users"),
+                      Param("groups"), Param("tokens"), Param("propagate", "boolean", default=1),
+                      Param("delete", "boolean", default=0)],
+              permission=Permission("Permissions.Modify", "{path}"), returns={"type": "null"})
+async def update_acl(ctx: Ctx, p: dict) -> None:
+    """Grant (or with `delete`, revoke) roles on a path."""
+    users, groups, tokens = _list(p.get("users")), _list(p.get("groups")), _list(p.get("tokens"))
+    if not (users or groups or tokens):
+        raise ParamErrors({"users": "no users, groups or tokens specified"})
+    await ctx.node.submit(acc.ChangeAcl(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, path=p["path"],
+                                        roles=_list(p["roles"]), users=users, groups=groups, tokens=tokens,
+                                        propagate=bool(p.get("propagate", 1)), delete=bool(p.get("delete"))))
+
+
+@API.endpoint("GET", "/access/permissions", params=[Param("userid"), Param("path")], returns=OBJ)
+async def permissions(ctx: Ctx, p: dict) -> dict:
+    """What a user (by default the caller) holds: `{path: {privilege: 1}}`."""
+    subject = p.get("userid") or ctx.user
+    if subject != ctx.user and not ctx.can("Sys.Audit", "/access"):
+        raise forbidden("Sys.Audit", "/access")
+    with ctx.node.read() as s:
+        paths = [p["path"]] if p.get("path") else sorted({"/", "/access", "/nodes", "/storage", "/vms", "/sdn",
+                                                            "/mapping", *s.access.get("acl", {}),
+                                                            *(f"/vms/{v}" for v in s.guests)})
+        out = {path: {priv: 1 for priv in sorted(privileges_on(s, subject, path))} for path in paths}
+    return {path: privs for path, privs in out.items() if privs or p.get("path")}
+

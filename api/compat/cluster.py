@@ -5,7 +5,6 @@ from __future__ import annotations
 from api.compat.guests import guest_summary
 from api.compat.hostinfo import host_figures
 from api.context import Ctx
-from api.privileges import privileges_on
 from api.registry import API
 from api.schema import Param, ParamErrors
 from engine.errors import Rejection
@@ -68,7 +67,7 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
         with ctx.node.read() as s:
             guests = [(g["node"], guest_summary(g)) for _, g in sorted(s.guests.items())]
         for node_name, summary in guests:
-            if "VM.Audit" not in privileges_on(ctx.user, f"/vms/{summary['vmid']}"):
+            if not ctx.can("VM.Audit", f"/vms/{summary['vmid']}"):
                 continue
             summary["maxcpu"] = summary.pop("cpus")
             rows.append({"id": f"qemu/{summary['vmid']}", "type": "qemu", "node": node_name, **summary})

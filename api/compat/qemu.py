@@ -9,9 +9,10 @@ import uuid
 from api.compat.guests import guest_summary
 from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY_PARAMS
 from api.context import Ctx
-from api.privileges import privileges_on
+from api.errors import forbidden
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
+from engine import access as acc
 from engine import commands as cmd
 from engine.decide import conf_path
 from engine.errors import not_found
@@ -52,15 +53,21 @@ def new_guest_config(values: dict) -> dict:
 )
 async def create_vm(ctx: Ctx, p: dict) -> str:
     """Create a guest (its config; QEMU runs it once started)."""
-    unsupported = {k: f"'{k}' is not supported yet" for k in ("archive", "pool", "start", "live-restore")
-                   if p.get(k)}
+    unsupported = {k: f"'{k}' is not supported yet" for k in ("archive", "live-restore") if p.get(k)}
     if unsupported:
         raise ParamErrors(unsupported)
     node, vmid = p["node"], p["vmid"]
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
     config = new_guest_config({k: v for k, v in p.items() if k not in ("node", "vmid")})
+    if p.get("pool") and not ctx.can("Pool.Allocate", f"/pool/{p['pool']}") and \
+            not ctx.can("VM.Allocate", f"/pool/{p['pool']}"):
+        raise forbidden("VM.Allocate", f"/pool/{p['pool']}")
     result = await ctx.node.submit(cmd.CreateGuest(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node,
-                                                   vmid=vmid, config=config, upid=upid, starttime=starttime))
+                                                   vmid=vmid, config=config, upid=upid, starttime=starttime,
+                                                   start=bool(p.get("start"))))
+    if p.get("pool"):
+        await ctx.node.submit(acc.SetPool(request_id=ctx.command_id + "/pool", ts=ctx.now, user=ctx.user,
+                                          poolid=p["pool"], vms=[vmid]))
     return result["upid"]  # a retried request id answers with the first attempt's task
 
 
@@ -74,7 +81,7 @@ async def list_vms(ctx: Ctx, p: dict) -> list:
         guests = [(guest_summary(g), dict(g["conf"])) for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
     rows = []
     for row, conf in guests:
-        if "VM.Audit" not in privileges_on(ctx.user, f"/vms/{row['vmid']}"):
+        if not ctx.can("VM.Audit", f"/vms/{row['vmid']}"):
             continue
         if ctx.rt.driver is not None and p["node"] == ctx.node.name and row["status"] == "running":
             row.update(ctx.rt.driver.process_status(row["vmid"], conf))

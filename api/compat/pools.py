@@ -1,0 +1,79 @@
+"""/pools: resource pools, whose members inherit the pool's ACLs."""
+
+from __future__ import annotations
+
+from api.context import Ctx
+from api.registry import API
+from api.schema import Param, Permission
+from engine import access as acc
+from engine.errors import not_found
+
+POOLID = Param("poolid", optional=False, pattern=r"[A-Za-z0-9.\-_]+", location="path")
+
+
+def _ints(value) -> list[int]:
+    if isinstance(value, list):
+        value = ",".join(value)
+    return [int(v) for v in str(value or "").replace(";", ",").split(",") if v.strip().isdigit()]
+
+
+def _strs(value) -> list[str]:
+    if isinstance(value, list):
+        value = ",".join(value)
+    return [v for v in str(value or "").replace(";", ",").split(",") if v]
+
+
+@API.endpoint("GET", "/pools", params=[Param("poolid"), Param("type", enum=("qemu", "lxc", "storage"))],
+              returns={"type": "array", "items": {"type": "object", "properties": {"poolid": {"type": "string"}}}})
+async def list_pools(ctx: Ctx, p: dict) -> list:
+    """Pools the caller may audit."""
+    with ctx.node.read() as s:
+        pools = {k: dict(v) for k, v in s.access.get("pool", {}).items()}
+    rows = []
+    for poolid, pool in sorted(pools.items()):
+        if p.get("poolid") and poolid != p["poolid"]:
+            continue
+        if ctx.can("Pool.Audit", f"/pool/{poolid}"):
+            rows.append({"poolid": poolid, "comment": pool.get("comment", "")})
+    return rows
+
+
+@API.endpoint("POST", "/pools", params=[Param("poolid", optional=False, pattern=r"[A-Za-z0-9.\-_]+"),
+                                         Param("comment", max_length=2048)],
+              permission=Permission("Pool.Allocate", "/pool/{poolid}"), returns={"type": "null"})
+async def create_pool(ctx: Ctx, p: dict) -> None:
+    """Create a pool."""
+    await ctx.node.submit(acc.SetPool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=p["poolid"],
+                                      create=True, comment=p.get("comment", "")))
+
+
+@API.endpoint("GET", "/pools/{poolid}", params=[POOLID], permission=Permission("Pool.Audit", "/pool/{poolid}"),
+              returns={"type": "object"})
+async def get_pool(ctx: Ctx, p: dict) -> dict:
+    """A pool and its members."""
+    with ctx.node.read() as s:
+        pool = s.access.get("pool", {}).get(p["poolid"])
+        if pool is None:
+            raise not_found(f"pool '{p['poolid']}' does not exist")
+        members = [{"id": f"qemu/{v}", "type": "qemu", "vmid": v, "node": s.guests[v]["node"],
+                    "name": s.guests[v]["conf"].get("name", f"VM {v}")} for v in pool["vms"] if v in s.guests]
+        members += [{"id": f"storage/{sid}", "type": "storage", "storage": sid} for sid in pool["storage"]]
+        return {"comment": pool.get("comment", ""), "members": members}
+
+
+@API.endpoint("PUT", "/pools/{poolid}",
+              params=[POOLID, Param("comment", max_length=2048), Param("vms"), Param("storage"),
+                      Param("delete", "boolean", default=0), Param("allow-move", "boolean", default=0)],
+              permission=Permission("Pool.Allocate", "/pool/{poolid}"), returns={"type": "null"})
+async def update_pool(ctx: Ctx, p: dict) -> None:
+    """Add (or with `delete`, remove) guests and storages."""
+    await ctx.node.submit(acc.SetPool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=p["poolid"],
+                                      comment=p.get("comment"), vms=_ints(p.get("vms")),
+                                      storage=_strs(p.get("storage")), remove=bool(p.get("delete"))))
+
+
+@API.endpoint("DELETE", "/pools/{poolid}", params=[POOLID], permission=Permission("Pool.Allocate", "/pool/{poolid}"),
+              returns={"type": "null"})
+async def delete_pool(ctx: Ctx, p: dict) -> None:
+    """Delete an empty pool."""
+    await ctx.node.submit(acc.DeletePool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=p["poolid"]))
