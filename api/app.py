@@ -12,6 +12,7 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 from quart import Response, request
@@ -21,6 +22,7 @@ from api import auth
 from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, forbidden, unauthorized
 from api.passwords import hash_secret
+from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
 from engine.errors import Rejection
 from engine.node import Node
@@ -72,9 +74,11 @@ async def _raw_params(path_params: dict[str, str]) -> dict[str, Any]:
 
 
 class Api:
-    def __init__(self, node: Node, registry: Registry, root_password: str, runtime: Runtime) -> None:
+    def __init__(self, node: Node, registry: Registry, root_password: str, runtime: Runtime,
+                 limiter: RateLimiter) -> None:
         self.node = node
         self.runtime = runtime
+        self.limiter = limiter
         self.registry = registry
         self.root_password = root_password
 
@@ -105,6 +109,20 @@ class Api:
                 raise unauthorized("Permission denied - invalid csrf token")
         return user
 
+    @staticmethod
+    def _login_key(raw: dict[str, Any]) -> str:
+        return f"{request.remote_addr}|{str(raw.get('username', ''))[:64]}"
+
+    def count(self, endpoint: Endpoint, user: str, raw: dict[str, Any], now: float) -> Verdict | None:
+        """Apply the endpoint's rate class; logins count per source and user, and a success is refunded."""
+        if endpoint.rate_class == "auth":
+            verdict = self.limiter.check("auth", self._login_key(raw), now)
+        else:
+            verdict = self.limiter.check(endpoint.rate_class, user or str(request.remote_addr), now)
+        if verdict is not None and not verdict.allowed:
+            raise RateLimited(verdict)
+        return verdict
+
     def authenticate_token(self, value: str, now: float) -> str:
         """`user@realm!tokenid=SECRET`; secrets are stored hashed, expiry and revocation apply at once."""
         full, _, secret = value.partition("=")
@@ -134,6 +152,7 @@ class Api:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        verdict: Verdict | None = None
         endpoint, path_params, path_known = self.registry.resolve(request.method, "/" + path.strip("/"), native)
         try:
             if endpoint is None:
@@ -142,14 +161,24 @@ class Api:
                 raise ApiError(404, f"No '{request.method}' handler for '/{path}'")
             now = time.time()
             user = "" if endpoint.permission.check == "public" else self.authenticate(endpoint, now)
-            params = endpoint.validate(await _raw_params(path_params))
+            raw = await _raw_params(path_params)
+            verdict = self.count(endpoint, user, raw, now)
+            params = endpoint.validate(raw)
             self.authorize(endpoint, user, params)
             ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.check_local_password,
                       self.runtime)
             result = await endpoint.handler(ctx, params)
+            if endpoint.rate_class == "auth":  # only failed logins count against the limit
+                self.limiter.refund("auth", self._login_key(raw))
             reply = result if isinstance(result, Reply) else Reply(result)
+            if endpoint.paged:
+                reply = page(reply, params, endpoint.default_limit)
             body = reply.data if native else {"data": reply.data, **reply.extra}
             response = json_response(200, body, headers=reply.headers)
+        except RateLimited as exc:
+            verdict = exc.verdict
+            response = error_response(Rejection(429, f"Rate limit exceeded. Try again in {verdict.retry_after} "
+                                                     "seconds."), native)
         except ParamErrors as exc:
             response = error_response(Rejection(400, "Parameter verification failed", exc.errors), native)
         except Rejection as exc:
@@ -157,6 +186,8 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
+        for key, value in (verdict.headers() if verdict else {}).items():
+            response.headers[key] = value
         log.info("request", method=request.method, path="/" + path, status=response.status_code,
                  ms=round((time.perf_counter() - started) * 1000, 2))
         structlog.contextvars.clear_contextvars()
@@ -164,10 +195,41 @@ class Api:
         return response
 
 
-def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None) -> QuartTrio:
+class RateLimited(Exception):
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+
+
+def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Reply:
+    """Slice a list by `start`/`limit` (unless the handler did) and add `X-Total-Count` and `Link`."""
+    start, limit = params.get("start", 0), params.get("limit", default_limit)
+    if "total" in reply.extra:
+        total = reply.extra["total"]
+    else:
+        rows = list(reply.data or [])
+        total = len(rows)
+        reply.data = rows[start:start + limit] if limit else rows[start:]
+    reply.headers["X-Total-Count"] = str(total)
+    if limit:
+        links = []
+        if start + limit < total:
+            links.append(f'<{_page_url(start + limit, limit)}>; rel="next"')
+        links.append(f'<{_page_url(max(0, (total - 1) // limit * limit), limit)}>; rel="last"')
+        reply.headers["Link"] = ", ".join(links)
+    return reply
+
+
+def _page_url(start: int, limit: int) -> str:
+    args = {k: v for k, v in request.args.items() if k not in ("start", "limit")}
+    args.update(start=str(start), limit=str(limit))
+    return request.path + "?" + urlencode(args)
+
+
+def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None,
+               limiter: RateLimiter | None = None) -> QuartTrio:
     app = QuartTrio("gpve")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
-    api = Api(node, registry, root_password, runtime or Runtime())
+    api = Api(node, registry, root_password, runtime or Runtime(), limiter or RateLimiter(None))
     app.extensions["gpve"] = api
     methods = ["GET", "POST", "PUT", "DELETE"]
 

@@ -42,6 +42,7 @@ def parse_peers(text: str | None, name: str, ip: str, raft_port: int) -> dict[st
 
 def serve(args: argparse.Namespace) -> None:
     from api.app import create_app
+    from api.ratelimit import RateLimiter, parse_limits
     from api.registry import load_endpoints
     from api.server import run_server, server_config
     from engine.node import Node, NodeSpec
@@ -63,7 +64,7 @@ def serve(args: argparse.Namespace) -> None:
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name)
     node = Node(spec, ticket_key, csrf_secret)
     runtime, guest_services = _guest_runtime(node, data_dir)
-    app = create_app(node, load_endpoints(), root_password, runtime)
+    app = create_app(node, load_endpoints(), root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     config = server_config(f"{args.listen}:{args.api_port}", cert, key)
 
     async def main() -> None:
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--cluster-name", default="gpve")
     s.add_argument("--root-password-file", help="read root@pam's password from this file")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
+                   "default), or 'off'")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_LIMIT = 500
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -126,11 +127,19 @@ class Endpoint:
     returns: dict = field(default_factory=lambda: {"type": "null"})
     description: str = ""
     native: bool = False  # under /v1 (plain JSON) instead of /api2/json (wrapped in "data")
+    rate_class: str = ""  # read | write | bulk (derived from the method unless given)
+    paged: bool = False  # a list that takes start/limit and answers X-Total-Count and Link
+    default_limit: int | None = None  # None: every row unless `limit` is given (Proxmox's compat lists)
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
         pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", self.path)
         self.regex = re.compile(pattern + "/?")
+        self.rate_class = self.rate_class or ("read" if self.method == "GET" else "write")
+        if self.paged and not any(p.name == "limit" for p in self.params):
+            self.params += [Param("start", "integer", minimum=0, default=0, description="Offset of the first row."),
+                            Param("limit", "integer", minimum=1, maximum=MAX_LIMIT, default=self.default_limit,
+                                  description="Rows to return.")]
 
     @property
     def writes(self) -> bool:
@@ -169,12 +178,14 @@ class Registry:
         self.endpoints: list[Endpoint] = []
 
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
-                 permission: Permission | None = None, returns: dict | None = None,
-                 description: str = "", native: bool = False) -> Callable[[Handler], Handler]:
+                 permission: Permission | None = None, returns: dict | None = None, description: str = "",
+                 native: bool = False, rate_class: str = "", paged: bool = False,
+                 default_limit: int | None = None) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
-                                           description or (handler.__doc__ or ""), native))
+                                           description or (handler.__doc__ or ""), native, rate_class, paged,
+                                           default_limit))
             return handler
         return register
 

@@ -38,6 +38,7 @@ class NodeProcess:
     api_port: int
     raft_port: int
     peers: str | None = None
+    rate_limits: str | None = "off"  # the suite's own load would trip the defaults; tests of limits set them
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 
@@ -58,6 +59,8 @@ class NodeProcess:
                        "--api-port", str(self.api_port), "--raft-port", str(self.raft_port)]
         if self.peers:
             args += ["--peers", self.peers]
+        if self.rate_limits is not None:
+            args += ["--rate-limits", self.rate_limits]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 

@@ -68,7 +68,7 @@ async def _password_ok(ctx: Ctx, username: str, password: str) -> bool:
 
 
 @API.endpoint(
-    "POST", "/access/ticket", permission=Permission(check="public"),
+    "POST", "/access/ticket", permission=Permission(check="public"), rate_class="auth",
     params=[Param("username", optional=False, max_length=64), Param("password", optional=False),
             Param("realm", max_length=32), Param("otp"), Param("path", max_length=64), Param("privs", max_length=64),
             Param("new-format", "boolean", default=1), Param("tfa-challenge")],
@@ -129,6 +129,7 @@ def _token_row(token: dict) -> dict:
 
 
 @API.endpoint("GET", "/access/users", params=[Param("enabled", "boolean"), Param("full", "boolean", default=0)],
+              paged=True,
               returns={"type": "array", "items": {"type": "object", "properties": {"userid": {"type": "string"}}}})
 async def list_users(ctx: Ctx, p: dict) -> list:
     """Users the caller may see (all with User.Modify or Sys.Audit, else only itself)."""
@@ -253,7 +254,7 @@ async def delete_token(ctx: Ctx, p: dict) -> None:
 
 
 # ---- groups and roles -------------------------------------------------------------------------
-@API.endpoint("GET", "/access/groups", returns=LIST)
+@API.endpoint("GET", "/access/groups", returns=LIST, paged=True)
 async def list_groups(ctx: Ctx, p: dict) -> list:
     """Groups with their members."""
     with ctx.node.read() as s:
@@ -344,7 +345,7 @@ async def delete_role(ctx: Ctx, p: dict) -> None:
 
 
 # ---- ACL and permissions ----------------------------------------------------------------------
-@API.endpoint("GET", "/access/acl", returns=LIST)
+@API.endpoint("GET", "/access/acl", returns=LIST, paged=True)
 async def list_acl(ctx: Ctx, p: dict) -> list:
     """ACL entries on paths where the caller holds Sys.Audit or Permissions.Modify."""
     with ctx.node.read() as s:

@@ -56,22 +56,58 @@ def node_resources(ctx: Ctx) -> list[dict]:
     return rows
 
 
-@API.endpoint("GET", "/cluster/resources",
-              params=[Param("type", enum=("vm", "storage", "node", "sdn", "pool", "qemu", "lxc"))],
+SORT_KEYS = ("id", "name", "vmid", "node", "status", "type", "mem", "maxmem", "cpu", "maxcpu", "disk", "maxdisk",
+             "uptime")
+
+
+@API.endpoint("GET", "/cluster/resources", paged=True,
+              params=[Param("type", enum=("vm", "storage", "node", "sdn", "pool", "qemu", "lxc")),
+                      Param("status"), Param("node", format="pve-node"), Param("pool"),
+                      Param("sort", enum=SORT_KEYS), Param("order", enum=("asc", "desc"), default="asc")],
               returns={"type": "array", "items": {"type": "object"}})
 async def cluster_resources(ctx: Ctx, p: dict) -> list:
-    """Every resource in the cluster (guests, nodes), filtered by `type`."""
+    """Every resource in the cluster, with `type`, `status`, `node`, `pool` filters and `sort`/`order`."""
     kind = p.get("type")
     rows: list[dict] = []
-    if kind in (None, "vm", "qemu"):
+    if kind in (None, "vm", "qemu", "pool"):
         with ctx.node.read() as s:
+            pool_of = {v: pid for pid, pool in s.access.get("pool", {}).items() for v in pool["vms"]}
             guests = [(g["node"], guest_summary(g)) for _, g in sorted(s.guests.items())]
-        for node_name, summary in guests:
-            if not ctx.can("VM.Audit", f"/vms/{summary['vmid']}"):
-                continue
-            summary["maxcpu"] = summary.pop("cpus")
-            rows.append({"id": f"qemu/{summary['vmid']}", "type": "qemu", "node": node_name, **summary})
+            pools = sorted(s.access.get("pool", {}))
+        if kind != "pool":
+            for node_name, summary in guests:
+                if not ctx.can("VM.Audit", f"/vms/{summary['vmid']}"):
+                    continue
+                summary["maxcpu"] = summary.pop("cpus")
+                row = {"id": f"qemu/{summary['vmid']}", "type": "qemu", "node": node_name, **summary}
+                if summary["vmid"] in pool_of:
+                    row["pool"] = pool_of[summary["vmid"]]
+                rows.append(row)
+        if kind in (None, "pool"):
+            rows += [{"id": f"/pool/{pid}", "type": "pool", "pool": pid} for pid in pools
+                     if ctx.can("Pool.Audit", f"/pool/{pid}")]
     if kind in (None, "node"):
         rows.extend(node_resources(ctx))
+    if kind in (None, "storage"):
+        rows.extend(storage_resources(ctx))
+    for key in ("status", "node", "pool"):
+        if p.get(key):
+            rows = [r for r in rows if r.get(key) == p[key]]
+    if p.get("sort"):
+        key = p["sort"]
+        present = [r for r in rows if key in r]
+        present.sort(key=lambda r: (isinstance(r[key], str), r[key]), reverse=p.get("order") == "desc")
+        rows = present + [r for r in rows if key not in r]
     return rows
 
+
+def storage_resources(ctx: Ctx) -> list[dict]:
+    rows = []
+    for sid, storage in sorted(ctx.rt.storages.items()):
+        if not ctx.can("Datastore.Audit", f"/storage/{sid}"):
+            continue
+        usage = storage.usage()
+        rows.append({"id": f"storage/{ctx.node.name}/{sid}", "type": "storage", "storage": sid, "node": ctx.node.name,
+                     "status": "available", "plugintype": "dir", "content": ",".join(storage.content), "shared": 0,
+                     "disk": usage["used"], "maxdisk": usage["total"]})
+    return rows

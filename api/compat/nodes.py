@@ -12,7 +12,7 @@ from engine.errors import not_found
 from engine.upid import Upid
 
 
-@API.endpoint("GET", "/nodes", returns={"type": "array", "items": {"type": "object"}})
+@API.endpoint("GET", "/nodes", returns={"type": "array", "items": {"type": "object"}}, paged=True)
 async def list_nodes(ctx: Ctx, p: dict) -> list:
     """Cluster nodes with their status."""
     rows = node_resources(ctx)
@@ -71,8 +71,9 @@ def _task_row(task: dict) -> dict:
 
 
 @API.endpoint("GET", "/nodes/{node}/tasks",
+              paged=True, default_limit=50,
               params=[NODE, Param("start", "integer", minimum=0, default=0),
-                      Param("limit", "integer", minimum=0, default=50),
+                      Param("limit", "integer", minimum=0, maximum=500, default=50),
                       Param("vmid", "integer", minimum=100, maximum=999_999_999), Param("typefilter"),
                       Param("userfilter"), Param("statusfilter"), Param("errors", "boolean", default=0),
                       Param("source", enum=("archive", "active", "all"), default="archive"),

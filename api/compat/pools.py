@@ -23,7 +23,7 @@ def _strs(value) -> list[str]:
     return [v for v in str(value or "").replace(";", ",").split(",") if v]
 
 
-@API.endpoint("GET", "/pools", params=[Param("poolid"), Param("type", enum=("qemu", "lxc", "storage"))],
+@API.endpoint("GET", "/pools", params=[Param("poolid"), Param("type", enum=("qemu", "lxc", "storage"))], paged=True,
               returns={"type": "array", "items": {"type": "object", "properties": {"poolid": {"type": "string"}}}})
 async def list_pools(ctx: Ctx, p: dict) -> list:
     """Pools the caller may audit."""

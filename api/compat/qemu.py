@@ -72,7 +72,7 @@ async def create_vm(ctx: Ctx, p: dict) -> str:
 
 
 @API.endpoint(
-    "GET", "/nodes/{node}/qemu", params=[NODE, Param("full", "boolean")],
+    "GET", "/nodes/{node}/qemu", params=[NODE, Param("full", "boolean")], paged=True,
     returns={"type": "array", "items": {"type": "object", "properties": {"vmid": {"type": "integer"}}}},
 )
 async def list_vms(ctx: Ctx, p: dict) -> list:

@@ -30,6 +30,7 @@ async def list_storage(ctx: Ctx, p: dict) -> list:
 
 @API.endpoint("GET", "/nodes/{node}/storage/{storage}/content",
               params=[NODE, STORAGE, Param("content"), Param("vmid", "integer", minimum=100, maximum=999_999_999)],
+              paged=True,
               permission=Permission("Datastore.Audit", "/storage/{storage}"),
               returns={"type": "array", "items": {"type": "object", "properties": {"volid": {"type": "string"}}}})
 async def list_content(ctx: Ctx, p: dict) -> list:
