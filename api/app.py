@@ -15,8 +15,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import structlog
-from quart import Response, request
+from quart import Response, request, send_from_directory
 from quart_trio import QuartTrio
+from swagger_ui_bundle import swagger_ui_path
 
 from api import auth
 from api.context import Ctx, Reply, Runtime
@@ -60,12 +61,19 @@ async def _raw_params(path_params: dict[str, str]) -> dict[str, Any]:
     if request.method in ("POST", "PUT", "DELETE"):
         ctype = request.headers.get("Content-Type", "")
         if "json" in ctype:
-            body = await request.get_json(force=True, silent=True)
-            if body is not None and not isinstance(body, dict):
+            data = await request.get_data(as_text=False)
+            try:
+                body = json.loads(data.decode("utf-8")) if data.strip() else {}
+            except (UnicodeDecodeError, ValueError):
+                raise ApiError(400, "malformed JSON body") from None
+            if not isinstance(body, dict):
                 raise ApiError(400, "JSON body must be an object")
-            raw.update(body or {})
+            raw.update(body)
         else:
-            form = await request.form
+            try:
+                form = await request.form
+            except (UnicodeDecodeError, ValueError):
+                raise ApiError(400, "malformed form body") from None
             for key in form:
                 values = form.getlist(key)
                 raw[key] = values[0] if len(values) == 1 else values
@@ -157,7 +165,7 @@ class Api:
         try:
             if endpoint is None:
                 if path_known:
-                    raise ApiError(501, f"Method '{request.method} /{path}' not implemented")
+                    raise ApiError(405, f"Method '{request.method} /{path}' not implemented")
                 raise ApiError(404, f"No '{request.method}' handler for '/{path}'")
             now = time.time()
             user = "" if endpoint.permission.check == "public" else self.authenticate(endpoint, now)
@@ -173,7 +181,7 @@ class Api:
             reply = result if isinstance(result, Reply) else Reply(result)
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
-            body = reply.data if native else {"data": reply.data, **reply.extra}
+            body = reply.data if native or reply.raw else {"data": reply.data, **reply.extra}
             response = json_response(200, body, headers=reply.headers)
         except RateLimited as exc:
             verdict = exc.verdict
@@ -193,6 +201,18 @@ class Api:
         structlog.contextvars.clear_contextvars()
         response.headers["X-Request-ID"] = request_id
         return response
+
+
+def explorer_page() -> str:
+    """Swagger UI from the installed swagger-ui-bundle package (never a CDN), reading our openapi.json."""
+    return """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>gpve API explorer</title>
+<link rel="stylesheet" href="/api-explorer/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/api-explorer/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/api2/json/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+</script></body></html>
+"""
 
 
 class RateLimited(Exception):
@@ -241,6 +261,16 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
     @app.route("/v1/<path:path>", methods=methods)
     async def native(path: str) -> Response:
         return await api.handle(path, native=True)
+
+    explorer = explorer_page()
+
+    @app.route("/api-explorer/", methods=["GET"])
+    async def api_explorer() -> Response:
+        return Response(explorer, content_type="text/html; charset=utf-8")
+
+    @app.route("/api-explorer/<path:asset>", methods=["GET"])
+    async def api_explorer_asset(asset: str) -> Response:
+        return await send_from_directory(swagger_ui_path, asset)
 
     @app.errorhandler(404)
     async def not_found(_exc) -> Response:

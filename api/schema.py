@@ -97,6 +97,8 @@ class Param:
                 out[key] = val
         if self.enum:
             out["enum"] = list(self.enum)
+        if self.type == "boolean" and "default" in out:
+            out["default"] = bool(out["default"])
         return out
 
 

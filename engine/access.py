@@ -165,6 +165,8 @@ def _(c: SetUser, s: State) -> Decision:
     user = dict(users.get(c.userid, ROOT_RECORD))
     events: list[Event] = []
     fields = dict(c.fields)
+    if c.userid == "root@pam" and (fields.get("enable", 1) == 0 or fields.get("expire")):
+        raise bad_request("refusing to disable root@pam: it is the way back in")
     if "groups" in fields:
         groups = [g for g in fields.pop("groups") if g]
         unknown = [g for g in groups if g not in _table(s, "group")]
@@ -182,6 +184,8 @@ def _(c: SetUser, s: State) -> Decision:
 
 @decide.register
 def _(c: DeleteUser, s: State) -> Decision:
+    if c.userid == "root@pam":
+        raise bad_request("refusing to delete root@pam")
     if c.userid not in _table(s, "user"):
         raise not_found(f"user '{c.userid}' does not exist")
     events: list[Event] = [_changed("user", c.userid, None)]

@@ -28,6 +28,12 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$want_test" = test ]; then
     .venv/bin/python -m pip install -q -e '.[test]'
+    # the npm `proxmox-api` client, for the client-compatibility test (cached outside the repo)
+    npm_dir="${GPVE_NPM_DIR:-$HOME/.cache/gpve/npm}"
+    if command -v npm >/dev/null 2>&1 && [ ! -d "$npm_dir/node_modules/proxmox-api" ]; then
+        mkdir -p "$npm_dir"
+        (cd "$npm_dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --silent proxmox-api@1.1.1)
+    fi
 else
     .venv/bin/python -m pip install -q -e .
 fi

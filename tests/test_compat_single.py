@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 import requests
@@ -107,6 +108,13 @@ def test_login_failures_and_csrf(single_node):
     forged = ticket.replace("root@pam", "admin@pam")
     r = requests.get(url + "/nodes", cookies={"PVEAuthCookie": forged}, verify=False)
     assert r.status_code == 401 and r.reason == "invalid PVE ticket"
+    # a well-formed ticket signed by another cluster's key, and an expired one, are refused
+    from api.auth import make_ticket, new_ticket_key_pem
+    foreign = make_ticket(new_ticket_key_pem(), "root@pam", time.time())
+    assert requests.get(url + "/nodes", cookies={"PVEAuthCookie": foreign}, verify=False).status_code == 401
+    plain, sig = ticket.split("::")
+    stale = plain.rsplit(":", 1)[0] + f":{int(time.time()) - 7300:08X}::{sig}"
+    assert requests.get(url + "/nodes", cookies={"PVEAuthCookie": stale}, verify=False).status_code == 401
     # the ticket also works in an Authorization header, as the Telmate provider sends it
     r = requests.get(url + "/nodes", headers={"Authorization": f"PVEAuthCookie={ticket}"}, verify=False)
     assert r.status_code == 200

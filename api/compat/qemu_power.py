@@ -74,7 +74,7 @@ async def monitor(ctx: Ctx, p: dict) -> str:
     try:
         return await ctx.rt.driver.hmp(p["vmid"], p["command"])
     except GuestError as exc:
-        raise Rejection(500, str(exc)) from None
+        raise Rejection(409, str(exc)) from None
 
 
 def _power_endpoint(action: str, task_type: str, params: list[Param], doc: str) -> None:
