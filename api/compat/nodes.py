@@ -30,7 +30,15 @@ def _task(ctx: Ctx, node: str, upid: str) -> dict:
         task = s.tasks.get(upid)
         if task is None or task["node"] != node:
             raise not_found(f"no such task '{upid}'")
-        return dict(task)
+        task = dict(task)
+    if not _owns(ctx, task) and not ctx.can("Sys.Audit", f"/nodes/{node}"):
+        raise forbidden("Sys.Audit", f"/nodes/{node}")
+    return task
+
+
+def _owns(ctx: Ctx, task: dict) -> bool:
+    """A user owns the tasks it (or one of its tokens) started."""
+    return task["user"] == ctx.user or task["user"].partition("!")[0] == ctx.user
 
 
 @API.endpoint("GET", "/nodes/{node}/tasks/{upid}/status", params=[NODE, UPID_PATH],
@@ -82,8 +90,11 @@ def _task_row(task: dict) -> dict:
 async def list_tasks(ctx: Ctx, p: dict) -> Reply:
     """The node's tasks, newest first, with Proxmox's filters; `total` counts every match."""
     source = p.get("source", "archive")
+    see_all = ctx.can("Sys.Audit", f"/nodes/{p['node']}")
     with ctx.node.read() as s:
         tasks = [dict(t) for t in s.tasks.values() if t["node"] == p["node"]]
+    if not see_all:
+        tasks = [t for t in tasks if _owns(ctx, t)]
     rows = []
     for task in sorted(tasks, key=lambda t: (t["starttime"], t["upid"]), reverse=True):
         running = task["status"] == "running"
@@ -125,7 +136,7 @@ async def task_index(ctx: Ctx, p: dict) -> list:
 async def stop_task(ctx: Ctx, p: dict) -> None:
     """Stop a running task."""
     task = _task(ctx, p["node"], p["upid"])
-    if task["user"] != ctx.user and ctx.user != "root@pam":
+    if not _owns(ctx, task) and not ctx.can("Sys.Modify", f"/nodes/{p['node']}"):
         raise forbidden("Sys.Modify", f"/nodes/{p['node']}")
     await ctx.node.submit(cmd.AbortTask(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, upid=p["upid"]))
     return None

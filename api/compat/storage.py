@@ -19,6 +19,8 @@ async def list_storage(ctx: Ctx, p: dict) -> list:
     for sid, storage in sorted(ctx.rt.storages.items()):
         if p.get("storage") and sid != p["storage"]:
             continue
+        if not (ctx.can("Datastore.Audit", f"/storage/{sid}") or ctx.can("Datastore.AllocateSpace", f"/storage/{sid}")):
+            continue
         if p.get("content") and p["content"] not in storage.content:
             continue
         usage = storage.usage()
@@ -42,6 +44,7 @@ async def list_content(ctx: Ctx, p: dict) -> list:
 
 
 @API.endpoint("GET", "/cluster/log", params=[Param("max", "integer", minimum=1)],
+              permission=Permission("Sys.Syslog", "/"),
               returns={"type": "array", "items": {"type": "object"}})
 async def cluster_log(ctx: Ctx, p: dict) -> list:
     """Recent cluster log entries (guest crashes among them), newest first."""
