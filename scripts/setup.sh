@@ -21,13 +21,17 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing >/dev/null
 fi
 
+quiet_pip() {  # pip's warnings about this machine's unused local indexes are noise
+    .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$want_test" = test ]; then
-    .venv/bin/python -m pip install -q -e '.[test]'
+    quiet_pip -e '.[test]'
     # the npm `proxmox-api` client, for the client-compatibility test (cached outside the repo)
     npm_dir="${GPVE_NPM_DIR:-$HOME/.cache/gpve/npm}"
     if command -v npm >/dev/null 2>&1 && [ ! -d "$npm_dir/node_modules/proxmox-api" ]; then
@@ -35,5 +39,5 @@ if [ "$want_test" = test ]; then
         (cd "$npm_dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --silent proxmox-api@1.1.1)
     fi
 else
-    .venv/bin/python -m pip install -q -e .
+    quiet_pip -e .
 fi
