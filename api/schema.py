@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LIMIT = 500
+INT64 = 2**63
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -65,6 +66,9 @@ class Param:
             if isinstance(raw, bool) or not re.fullmatch(r"[+-]?\d+", str(raw).strip()):
                 raise ValueError(f"type check ('integer') failed - got '{raw}'")
             value = int(str(raw).strip())
+            if not -INT64 <= value < INT64:
+                raise ValueError(f"value must have a {'maximum' if value > 0 else 'minimum'} value of "
+                                 f"{INT64 - 1 if value > 0 else -INT64}")
         elif self.type == "number":
             try:
                 value = float(raw)

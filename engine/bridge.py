@@ -14,7 +14,7 @@ import structlog
 import trio
 from pysyncobj import FAIL_REASON
 
-from engine.codec import encode_records
+from engine.codec import encode_record, join_encoded
 from engine.commands import Command
 from engine.errors import Rejection
 from engine.replog import ReplicatedLog
@@ -60,14 +60,32 @@ class LogBridge:
                 with trio.move_on_after(0.25):  # a lost callback must not hold its slot for ever
                     await self._changed.wait()
                 self._changed = trio.Event()
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            taken, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            batch, encoded = [], []
+            for waiter in taken:
+                record = self._encode(waiter)
+                if record is not None:
+                    batch.append(waiter)
+                    encoded.append(record)
+            if not batch:
+                continue
             self.entries_proposed += 1
             number = self.entries_proposed
             self._inflight[number] = trio.current_time()
             self.commands_proposed += len(batch)
-            payload = encode_records([w.command for w in batch])
+            payload = join_encoded(encoded)
             self.replog.propose(payload, callback=lambda res, err, n=number, b=batch:
                                 self._from_thread(n, b, res, err))
+
+    @staticmethod
+    def _encode(waiter: _Waiter) -> bytes | None:
+        """A command that cannot be encoded is answered at once; it must never stop the batcher."""
+        try:
+            return encode_record(waiter.command)
+        except (TypeError, ValueError, OverflowError) as exc:
+            waiter.result = {"error": {"status": 400, "message": f"command cannot be recorded: {exc}"}}
+            waiter.event.set()
+            return None
 
     def _busy(self) -> bool:
         horizon = trio.current_time() - self.timeout

@@ -49,5 +49,14 @@ def encode_records(records: list[Record]) -> bytes:
     return packb([r.to_wire() for r in records])
 
 
+def encode_record(record: Record) -> bytes:
+    return packb(record.to_wire())
+
+
+def join_encoded(encoded: list[bytes]) -> bytes:
+    """Records encoded one by one, as one list (what `encode_records` would have made)."""
+    return msgpack.Packer().pack_array_header(len(encoded)) + b"".join(encoded)
+
+
 def decode_records(data: bytes) -> list[Record]:
     return [Record.from_wire(w) for w in unpackb(data)]

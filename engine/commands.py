@@ -41,6 +41,23 @@ class RegisterNode(Command):
     ip: str
     api_port: int
     raft_addr: str
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveNode(Command):
+    """Take a node out of the cluster; refused while it owns guests."""
+
+    TYPE = "node.remove"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetClusterName(Command):
+    """Name the cluster (`POST /cluster/config`), while it has a single node."""
+
+    TYPE = "cluster.set_name"
+    cluster_name: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ Runs on every replica at the same log index, so checks such as "VMID free", "dig
 
 from __future__ import annotations
 
+import re
 from functools import singledispatch
 
 from engine import commands as cmd
@@ -55,11 +56,36 @@ def _(c: cmd.InitCluster, s: State) -> Decision:
 @decide.register
 def _(c: cmd.RegisterNode, s: State) -> Decision:
     known = s.nodes.get(c.name)
-    if known and (known["ip"], known["api_port"], known["raft_addr"]) == (c.ip, c.api_port, c.raft_addr):
+    fingerprint = c.fingerprint or (known or {}).get("fingerprint", "")
+    if known and (known["ip"], known["api_port"], known["raft_addr"], known.get("fingerprint", "")) == \
+            (c.ip, c.api_port, c.raft_addr, fingerprint):
         return [], {"nodeid": known["nodeid"]}
+    clash = next((n for n in s.nodes.values() if n["raft_addr"] == c.raft_addr and n["name"] != c.name), None)
+    if clash:
+        raise conflict(f"raft address {c.raft_addr} is already used by node '{clash['name']}'")
     nodeid = known["nodeid"] if known else 1 + max((n["nodeid"] for n in s.nodes.values()), default=0)
-    return [ev.NodeRegistered(name=c.name, nodeid=nodeid, ip=c.ip, api_port=c.api_port,
-                              raft_addr=c.raft_addr)], {"nodeid": nodeid}
+    return [ev.NodeRegistered(name=c.name, nodeid=nodeid, ip=c.ip, api_port=c.api_port, raft_addr=c.raft_addr,
+                              fingerprint=fingerprint)], {"nodeid": nodeid}
+
+
+@decide.register
+def _(c: cmd.RemoveNode, s: State) -> Decision:
+    if c.name not in s.nodes:
+        raise not_found(f"no such cluster node '{c.name}'")
+    owned = sorted(v for v, g in s.guests.items() if g["node"] == c.name)
+    if owned:
+        raise conflict(f"node '{c.name}' still owns guests ({', '.join(map(str, owned))}) - move or remove them first")
+    return [ev.NodeRemoved(name=c.name)], {}
+
+
+@decide.register
+def _(c: cmd.SetClusterName, s: State) -> Decision:
+    if len(s.nodes) > 1:
+        raise bad_request("cluster config already exists: this node is part of a cluster of "
+                          f"{len(s.nodes)} nodes")
+    if not re.fullmatch(r"[A-Za-z0-9\-]{1,15}", c.cluster_name):
+        raise bad_request("Parameter verification failed", {"clustername": "value does not match the regex pattern"})
+    return [ev.ClusterNamed(cluster_name=c.cluster_name)], {"cluster_name": c.cluster_name}
 
 
 @decide.register

@@ -28,6 +28,19 @@ class NodeRegistered(Event):
     ip: str
     api_port: int
     raft_addr: str
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRemoved(Event):
+    TYPE = "node.removed"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterNamed(Event):
+    TYPE = "cluster.named"
+    cluster_name: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,10 @@ from engine.codec import packb, unpackb
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
 
+# Test-only switches to plant known bugs (the simulator must catch them). Never set in production.
+# "ack-before-sync": `sync()` does nothing, so entries are acknowledged before they are durable.
+PLANTED_BUGS: set[str] = set()
+
 
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -157,6 +161,8 @@ class DurableJournal(Journal):
 
     # ---- durability -------------------------------------------------------------------------
     def sync(self) -> None:
+        if "ack-before-sync" in PLANTED_BUGS:
+            return
         if self.dirty:
             os.fdatasync(self.fd)
             self.dirty = False

@@ -67,5 +67,23 @@ def override_raft_timeout(cls: type, timeout: Callable[[SyncObj], float]) -> Non
     cls._SyncObj__generateRaftTimeout = timeout
 
 
+class _IdlePoller:
+    """A poller with no sockets: the simulator delivers messages itself."""
+
+    def subscribe(self, *args, **kwargs) -> None:
+        raise AssertionError("the simulated transport registers no descriptors")
+
+    def unsubscribe(self, *args, **kwargs) -> None:
+        pass
+
+    def poll(self, timeout: float) -> None:
+        pass
+
+
+def detach_poller(obj: SyncObj) -> None:
+    """Make `obj` (driven by `doTick`) skip its socket poll: the simulator owns all I/O."""
+    obj._poller = _IdlePoller()
+
+
 def version_ok() -> bool:
     return VERSION == PINNED_VERSION

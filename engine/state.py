@@ -107,7 +107,21 @@ def _(e: ev.ClusterInitialized, s: State) -> State:
 @apply.register
 def _(e: ev.NodeRegistered, s: State) -> State:
     s.nodes[e.name] = {"name": e.name, "nodeid": e.nodeid, "ip": e.ip, "api_port": e.api_port,
-                       "raft_addr": e.raft_addr}
+                       "raft_addr": e.raft_addr, "fingerprint": e.fingerprint}
+    s.version += 1
+    return s
+
+
+@apply.register
+def _(e: ev.NodeRemoved, s: State) -> State:
+    s.nodes.pop(e.name, None)
+    s.version += 1
+    return s
+
+
+@apply.register
+def _(e: ev.ClusterNamed, s: State) -> State:
+    s.cluster_name = e.cluster_name
     s.version += 1
     return s
 
