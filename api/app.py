@@ -14,6 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import structlog
 from quart import Response, request, send_from_directory
 from quart_trio import QuartTrio
@@ -22,6 +23,7 @@ from swagger_ui_bundle import swagger_ui_path
 from api import auth
 from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, forbidden, unauthorized
+from api.forward import forward, target_node
 from api.passwords import hash_secret
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
@@ -87,8 +89,27 @@ class Api:
         self.node = node
         self.runtime = runtime
         self.limiter = limiter
+        self.http = httpx.AsyncClient(verify=False, timeout=httpx.Timeout(60.0, connect=3.0))
         self.registry = registry
         self.root_password = root_password
+
+    async def forward(self, member: dict, path: str, request_id: str) -> Response:
+        """Hand the request to the node it is about; 502 if that node cannot be reached."""
+        try:
+            status, reason, headers, body = await forward(
+                self.http, member, request.method, path, request.query_string, request.headers,
+                await request.get_data(as_text=False), self.node.name)
+        except httpx.HTTPError as exc:
+            log.info("forward failed", target=member["name"], error=str(exc))
+            return error_response(Rejection(502, f"node '{member['name']}' is unreachable - {type(exc).__name__}"))
+        response = Response(body, status=status)
+        for key, value in headers.items():
+            response.headers[key] = value
+        response.headers[REASON_HEADER] = reason
+        response.headers["X-Request-ID"] = request_id
+        log.info("request forwarded", method=request.method, path="/" + path, target=member["name"], status=status)
+        structlog.contextvars.clear_contextvars()
+        return response
 
     def check_local_password(self, user: str, password: str) -> bool:
         """The pam realm is node-local, as in Proxmox: root@pam's password is this node's own."""
@@ -161,6 +182,12 @@ class Api:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         verdict: Verdict | None = None
+        if not native:
+            with self.node.read() as s:
+                members = {n: dict(m) for n, m in s.nodes.items()}
+            member = target_node(path, request.headers, self.node.name, members)
+            if member is not None:
+                return await self.forward(member, path, request_id)
         endpoint, path_params, path_known = self.registry.resolve(request.method, "/" + path.strip("/"), native)
         try:
             if endpoint is None:

@@ -13,7 +13,7 @@ import trio
 
 from api.auth import new_ticket_key_pem
 from api.logs import configure_logging
-from api.tls import certificate_fingerprint, ensure_node_certificate
+from api.tls import adopt_cluster_ca, certificate_fingerprint, ensure_node_certificate
 
 
 def _read_or_create(path: str, make) -> str:
@@ -45,7 +45,8 @@ def serve(args: argparse.Namespace) -> None:
     from api.ratelimit import RateLimiter, parse_limits
     from api.registry import load_endpoints
     from api.server import run_server, server_config
-    from engine.node import Node, NodeSpec
+    from engine.bridge import NoQuorum
+    from engine.node import Node, NodeSpec, load_peers
 
     data_dir = os.path.abspath(args.data_dir)
     os.makedirs(data_dir, exist_ok=True)
@@ -59,23 +60,55 @@ def serve(args: argparse.Namespace) -> None:
         root_password = _read_or_create(password_file, lambda: secrets.token_urlsafe(18))
     ticket_key = _read_or_create(os.path.join(data_dir, "priv", "authkey.key"), new_ticket_key_pem)
     csrf_secret = _read_or_create(os.path.join(data_dir, "priv", "pve-www.key"), lambda: secrets.token_hex(32))
-    _ca, cert, key = ensure_node_certificate(os.path.join(data_dir, "ssl"), args.name, [args.listen])
-    peers = parse_peers(args.peers, args.name, args.listen, args.raft_port)
-    spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name)
+    ssl_dir = os.path.join(data_dir, "ssl")
+    _ca, cert, key = ensure_node_certificate(ssl_dir, args.name, [args.listen])
+    peers = parse_peers(args.peers, args.name, args.listen, args.raft_port) if args.peers else \
+        load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
+    spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
+                    certificate_fingerprint(cert))
     node = Node(spec, ticket_key, csrf_secret)
     runtime, guest_services = _guest_runtime(node, data_dir)
     app = create_app(node, load_endpoints(), root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
-    config = server_config(f"{args.listen}:{args.api_port}", cert, key)
+    bind = f"{args.listen}:{args.api_port}"
+    restart_server = trio.Event()
+
+    async def serve_https(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The API server; restarted in place when the node's certificate changes (on join)."""
+        nonlocal restart_server
+        while True:
+            restart_server = trio.Event()
+            await run_server(app, server_config(bind, cert, key), restart_server.wait, task_status)
+            task_status = trio.TASK_STATUS_IGNORED
+
+    async def adopt_ca(ca_cert: str, ca_key: str) -> None:
+        adopt_cluster_ca(ssl_dir, ca_cert, ca_key, args.name, [args.listen])
+        spec.fingerprint = certificate_fingerprint(cert)
+        while True:
+            try:
+                await node.submit(node.registration())
+                break
+            except NoQuorum:
+                await trio.sleep(0.5)
+
+        async def restart_soon() -> None:
+            await trio.sleep(0.5)  # let the join request's answer leave first
+            restart_server.set()
+
+        nursery_holder["nursery"].start_soon(restart_soon)
+
+    runtime.adopt_ca = adopt_ca
+    nursery_holder: dict = {}
 
     async def main() -> None:
         node.bind_trio()
         guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
+            nursery_holder["nursery"] = nursery
             await nursery.start(node.bridge.run)
             nursery.start_soon(node.bootstrap)
             await nursery.start(runtime.reconciler.run)
             nursery.start_soon(guest_services.watcher.run)
-            await nursery.start(run_server, app, config)
+            await nursery.start(serve_https)
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
             log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)

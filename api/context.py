@@ -17,6 +17,7 @@ class Runtime:
     driver: Any = None
     storages: dict = field(default_factory=dict)
     reconciler: Any = None
+    adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
 
 
 @dataclass

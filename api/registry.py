@@ -10,6 +10,7 @@ def load_endpoints() -> Registry:
     from api.compat import (  # noqa: F401
         access,
         cluster,
+        cluster_config,
         docs,
         nodes,
         pools,

@@ -61,5 +61,5 @@ def server_config(bind: str, certfile: str, keyfile: str) -> Config:
     return config
 
 
-async def run_server(app, config: Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    await serve(app, config, task_status=task_status)
+async def run_server(app, config: Config, shutdown_trigger=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)

@@ -71,3 +71,15 @@ def certificate_fingerprint(cert_path: str) -> str:
     with open(cert_path, "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+
+
+def adopt_cluster_ca(directory: str, ca_cert_pem: str, ca_key_pem: str, node: str, ips: list[str]) -> None:
+    """Make the cluster's CA this node's (on join) and reissue the node certificate from it."""
+    _write_private(os.path.join(directory, "pve-root-ca.key"), ca_key_pem.encode())
+    with open(os.path.join(directory, "pve-root-ca.pem"), "w") as f:
+        f.write(ca_cert_pem)
+    for name in ("pve-ssl.pem", "pve-ssl.key"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            os.unlink(path)
+    ensure_node_certificate(directory, node, ips)

@@ -7,7 +7,9 @@ hands them to commands.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -38,10 +40,29 @@ class NodeSpec:
     raft_port: int
     peers: dict[str, str]  # node name -> "host:raftport", this node included
     cluster_name: str = "gpve"
+    fingerprint: str = ""  # of this node's API certificate
 
     @property
     def raft_addr(self) -> str:
         return self.peers[self.name]
+
+
+def load_peers(data_dir: str) -> dict[str, str] | None:
+    """The membership this node last knew (written when it joins or the membership changes)."""
+    path = os.path.join(data_dir, "cluster.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return dict(json.load(f)["peers"])
+
+
+def save_peers(data_dir: str, peers: dict[str, str]) -> None:
+    path = os.path.join(data_dir, "cluster.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"peers": dict(sorted(peers.items()))}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
 
 
 def _process_start_ticks() -> int:
@@ -58,12 +79,9 @@ class Node:
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.lock = threading.RLock()
+        self._raft_conf = raft_conf
         self.machine = Machine(on_events=self._on_events)
-        raft_dir = os.path.join(spec.data_dir, "raft")
-        self.journal = DurableJournal(raft_dir)
-        others = [addr for name, addr in sorted(spec.peers.items()) if name != spec.name]
-        self.replog = ReplicatedLog(self.machine, self.journal, os.path.join(raft_dir, "snapshot"),
-                                    spec.raft_addr, others, lock=self.lock, **raft_conf)
+        self.journal, self.replog = self._open_log()
         self.bridge = LogBridge(self.replog)
         self.pid = os.getpid()
         self._pstart = _process_start_ticks()
@@ -83,6 +101,49 @@ class Node:
     def _signal_change(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+        self.remember_members()
+
+    def _open_log(self) -> tuple[DurableJournal, ReplicatedLog]:
+        raft_dir = os.path.join(self.spec.data_dir, "raft")
+        journal = DurableJournal(raft_dir)
+        others = [addr for name, addr in sorted(self.spec.peers.items()) if name != self.spec.name]
+        replog = ReplicatedLog(self.machine, journal, os.path.join(raft_dir, "snapshot"), self.spec.raft_addr, others,
+                               lock=self.lock, **self._raft_conf)
+        return journal, replog
+
+    async def switch_to_cluster(self, peers: dict[str, str]) -> None:
+        """Joining: drop this node's own (guest-less) log and follow the cluster's from scratch."""
+        old = self.replog
+        await trio.to_thread.run_sync(old.destroy_synchronous)
+        self.journal.close()
+        shutil.rmtree(os.path.join(self.spec.data_dir, "raft"), ignore_errors=True)
+        with self.lock:
+            self.machine.state = State()
+        self.spec.peers = dict(peers)
+        save_peers(self.spec.data_dir, peers)
+        self.journal, self.replog = self._open_log()
+        self.bridge.replog = self.replog
+        log.info("following the cluster's log", peers=sorted(peers))
+
+    async def change_membership(self, op: str, raft_addr: str, timeout: float = 30.0) -> None:
+        """Add or remove a Raft member (one change at a time, as pysyncobj requires); waits for the commit."""
+        token = trio.lowlevel.current_trio_token()
+        deadline = trio.current_time() + timeout
+        while True:
+            done, outcome = trio.Event(), {}
+
+            def callback(_result, err, done=done, outcome=outcome) -> None:
+                outcome["err"] = err
+                token.run_sync_soon(done.set)
+
+            self.replog.change_membership(op, raft_addr, callback)
+            with trio.move_on_at(deadline):
+                await done.wait()
+            if outcome.get("err") == 0:
+                return
+            if trio.current_time() >= deadline:
+                raise NoQuorum(f"cluster not ready - membership change did not commit ({outcome.get('err')})")
+            await trio.sleep(0.3)  # e.g. the previous change is still being committed
 
     # ---- reads ----------------------------------------------------------------------------
     @contextmanager
@@ -132,8 +193,7 @@ class Node:
             cmd.InitCluster(request_id=f"init-{spec.name}-{uuid.uuid4().hex}", ts=time.time(),
                             cluster_name=spec.cluster_name, ticket_key_pem=self._ticket_key_pem,
                             csrf_secret=self._csrf_secret),
-            cmd.RegisterNode(request_id=f"register-{spec.name}-{uuid.uuid4().hex}", ts=time.time(), name=spec.name,
-                             ip=spec.ip, api_port=spec.api_port, raft_addr=spec.raft_addr),
+            self.registration(),
         ]
         for command in commands:
             while True:
@@ -144,6 +204,21 @@ class Node:
                     log.info("bootstrap waiting for quorum", command=command.TYPE, error=str(exc))
                     await trio.sleep(0.5)
         log.info("node registered", node=spec.name)
+        self.remember_members()
+
+    def remember_members(self) -> None:
+        """Keep cluster.json in step with the members in the log, for the next start."""
+        with self.read() as s:
+            members = {n["name"]: n["raft_addr"] for n in s.nodes.values()}
+        if members and members.get(self.name) == self.spec.raft_addr and members != self.spec.peers:
+            self.spec.peers = members
+            save_peers(self.spec.data_dir, members)
+
+    def registration(self) -> cmd.RegisterNode:
+        spec = self.spec
+        return cmd.RegisterNode(request_id=f"register-{spec.name}-{uuid.uuid4().hex}", ts=time.time(), name=spec.name,
+                                ip=spec.ip, api_port=spec.api_port, raft_addr=spec.raft_addr,
+                                fingerprint=spec.fingerprint)
 
     def _on_events(self, command: cmd.Command, events: list) -> None:
         """(pysyncobj's thread) Log applied events and wake whoever waits for state changes."""

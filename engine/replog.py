@@ -85,6 +85,11 @@ class ReplicatedLog(SyncObj):
         self.apply_entry(payload, callback=callback)
         self._wake()
 
+    def change_membership(self, op: str, raft_addr: str, callback: Callable) -> None:
+        """Add (`add`) or remove (`remove`) a member through pysyncobj's dynamic membership."""
+        (self.addNodeToCluster if op == "add" else self.removeNodeFromCluster)(raft_addr, callback=callback)
+        self._wake()
+
     def writable(self) -> bool:
         """Enough members reachable for a majority: otherwise writes fail at once (503)."""
         return self.hasQuorum

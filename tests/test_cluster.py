@@ -86,7 +86,7 @@ class CreateLoad:
             except requests.RequestException:
                 time.sleep(0.1)
                 continue
-            if r.status_code == 503:
+            if r.status_code in (502, 503):  # the guest's node or the quorum is away: try again
                 time.sleep(0.2)
                 continue
             return r

@@ -1,0 +1,174 @@
+"""/cluster/config: create a cluster, join one through the API, list and remove its nodes.
+
+Joining (on the new node): check the member's certificate fingerprint, log in there as root@pam,
+switch this node's log over to the cluster's, then ask the member to add us to the Raft
+membership; the member hands back the cluster CA, which becomes ours, as does the ticket key
+that arrives with the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+
+import httpx
+import structlog
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from api.context import Ctx
+from api.errors import ApiError
+from api.registry import API
+from api.schema import Param, ParamErrors, Permission
+from api.tls import certificate_fingerprint
+from engine import commands as cmd
+from engine.errors import not_found
+
+log = structlog.get_logger("gpve.cluster")
+SYS_MODIFY = Permission("Sys.Modify", "/")
+SYS_AUDIT = Permission("Sys.Audit", "/")
+OBJ = {"type": "object"}
+LIST = {"type": "array", "items": {"type": "object"}}
+
+
+@API.endpoint("GET", "/cluster/config", permission=SYS_AUDIT, returns=LIST)
+async def config_index(ctx: Ctx, p: dict) -> list:
+    """Directory index."""
+    return [{"name": n} for n in ("nodes", "join", "totem", "qdevice")]
+
+
+@API.endpoint("POST", "/cluster/config",
+              params=[Param("clustername", optional=False, pattern=r"[A-Za-z0-9\-]{1,15}"), Param("nodeid", "integer"),
+                      Param("votes", "integer", minimum=1), Param("link0")],
+              permission=SYS_MODIFY, returns={"type": "string"})
+async def create_cluster(ctx: Ctx, p: dict) -> str:
+    """Create a cluster named `clustername` on this (single) node."""
+    await ctx.node.submit(cmd.SetClusterName(request_id=ctx.command_id, ts=ctx.now, user=ctx.user,
+                                             cluster_name=p["clustername"]))
+    return f"cluster '{p['clustername']}' created on node '{ctx.node.name}'"
+
+
+def _join_info(ctx: Ctx) -> dict:
+    with ctx.node.read() as s:
+        nodes = sorted((dict(n) for n in s.nodes.values()), key=lambda n: n["nodeid"])
+        name, version = s.cluster_name, s.version
+    nodelist = [{"name": n["name"], "nodeid": str(n["nodeid"]), "pve_addr": n["ip"], "ring0_addr": n["ip"],
+                 "quorum_votes": "1", "pve_fp": n.get("fingerprint", ""), "raft_addr": n["raft_addr"],
+                 "api_port": n["api_port"]} for n in nodes]
+    digest = hashlib.sha1(repr((name, version, [(n["name"], n["raft_addr"]) for n in nodes])).encode()).hexdigest()
+    return {"nodelist": nodelist, "preferred_node": ctx.node.name, "config_digest": digest,
+            "totem": {"cluster_name": name, "config_version": str(version), "version": "2"}}
+
+
+@API.endpoint("GET", "/cluster/config/join", params=[Param("node", format="pve-node")], permission=SYS_AUDIT,
+              returns={"type": "object", "properties": {"nodelist": LIST, "config_digest": {"type": "string"}}})
+async def join_info(ctx: Ctx, p: dict) -> dict:
+    """What a new node needs to join: members, their addresses and certificate fingerprints."""
+    return _join_info(ctx)
+
+
+@API.endpoint("GET", "/cluster/config/nodes", permission=SYS_AUDIT, returns=LIST)
+async def config_nodes(ctx: Ctx, p: dict) -> list:
+    """The cluster's nodes."""
+    with ctx.node.read() as s:
+        nodes = sorted((dict(n) for n in s.nodes.values()), key=lambda n: n["nodeid"])
+    return [{"name": n["name"], "node": n["name"], "nodeid": n["nodeid"], "quorum_votes": 1, "ring0_addr": n["ip"],
+             "raft_addr": n["raft_addr"]} for n in nodes]
+
+
+@API.endpoint("POST", "/cluster/config/nodes/{node}",
+              params=[Param("node", optional=False, format="pve-node", location="path"),
+                      Param("raft_addr", optional=False, pattern=r"[0-9a-zA-Z.\-:\[\]]+:\d+"),
+                      Param("new_node_ip", optional=False), Param("apiport", "integer", minimum=1, maximum=65535),
+                      Param("fingerprint", default=""), Param("force", "boolean")],
+              permission=SYS_MODIFY, returns=OBJ)
+async def add_node(ctx: Ctx, p: dict) -> dict:
+    """(Called by a joining node.) Add it to the Raft membership and the node list; hand over the CA."""
+    with ctx.node.read() as s:
+        if p["node"] in s.nodes and s.nodes[p["node"]]["raft_addr"] != p["raft_addr"]:
+            raise ApiError(409, f"node '{p['node']}' already exists in the cluster")
+        members = {n["raft_addr"] for n in s.nodes.values()}
+    if p["raft_addr"] not in members:
+        await ctx.node.change_membership("add", p["raft_addr"])
+    await ctx.node.submit(cmd.RegisterNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=p["node"],
+                                           ip=p["new_node_ip"], api_port=p.get("apiport", 8006),
+                                           raft_addr=p["raft_addr"], fingerprint=p.get("fingerprint", "")))
+    ssl_dir = os.path.join(ctx.node.spec.data_dir, "ssl")
+    with open(os.path.join(ssl_dir, "pve-root-ca.pem")) as f:
+        ca_cert = f.read()
+    with open(os.path.join(ssl_dir, "pve-root-ca.key")) as f:
+        ca_key = f.read()
+    log.info("node joined", joined=p["node"], raft_addr=p["raft_addr"])
+    return {"ca_cert": ca_cert, "ca_key": ca_key, **_join_info(ctx)}
+
+
+@API.endpoint("DELETE", "/cluster/config/nodes/{node}",
+              params=[Param("node", optional=False, format="pve-node", location="path")],
+              permission=SYS_MODIFY, returns={"type": "null"})
+async def remove_node(ctx: Ctx, p: dict) -> None:
+    """Remove a node from the cluster (refused while it owns guests)."""
+    with ctx.node.read() as s:
+        target = dict(s.nodes.get(p["node"]) or {})
+    if not target:
+        raise not_found(f"no such cluster node '{p['node']}'")
+    if p["node"] == ctx.node.name:
+        raise ApiError(400, "cannot remove the node you are talking to - ask another member")
+    await ctx.node.submit(cmd.RemoveNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=p["node"]))
+    await ctx.node.change_membership("remove", target["raft_addr"])
+
+
+def _peer_fingerprint(host: str, port: int) -> str:
+    pem = ssl.get_server_certificate((host, port), timeout=10)
+    digest = x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256())
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+@API.endpoint("POST", "/cluster/config/join",
+              params=[Param("hostname", optional=False, description="A member: host or host:port (API port)."),
+                      Param("password", optional=False, max_length=128),
+                      Param("fingerprint", optional=False, pattern=r"([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}"),
+                      Param("nodeid", "integer", minimum=1), Param("votes", "integer", minimum=0),
+                      Param("force", "boolean"), Param("link0")],
+              permission=SYS_MODIFY, returns={"type": "string"})
+async def join_cluster(ctx: Ctx, p: dict) -> str:
+    """Join this node to the cluster of `hostname`, with root@pam's `password` there."""
+    host, _, port_text = p["hostname"].rpartition(":") if ":" in p["hostname"] else (p["hostname"], "", "8006")
+    port = int(port_text) if port_text.isdigit() else 8006
+    with ctx.node.read() as s:
+        if s.guests:
+            raise ApiError(400, "this node has guests - a joining node must have none")
+        if len(s.nodes) > 1:
+            raise ApiError(400, "this node is already part of a cluster")
+    try:
+        seen = await trio.to_thread.run_sync(_peer_fingerprint, host, port)
+    except OSError as exc:
+        raise ApiError(502, f"unable to reach '{host}:{port}' - {exc}") from None
+    if seen.upper() != p["fingerprint"].upper():
+        raise ParamErrors({"fingerprint": f"fingerprint mismatch: {host} presents {seen}"})
+    base = f"https://{host}:{port}/api2/json"
+    async with httpx.AsyncClient(verify=False, timeout=60) as http:
+        login = await http.post(base + "/access/ticket", data={"username": "root@pam", "password": p["password"]})
+        if login.status_code != 200:
+            raise ApiError(401, f"authentication at '{host}' failed")
+        auth = login.json()["data"]
+        headers = {"CSRFPreventionToken": auth["CSRFPreventionToken"], "Cookie": f"PVEAuthCookie={auth['ticket']}"}
+        info = await http.get(base + "/cluster/config/join", headers=headers)
+        info.raise_for_status()
+        members = {n["name"]: n["raft_addr"] for n in info.json()["data"]["nodelist"]}
+        if ctx.node.name in members:
+            raise ApiError(409, f"a node named '{ctx.node.name}' is already in that cluster")
+        spec = ctx.node.spec
+        await ctx.node.switch_to_cluster({**members, spec.name: spec.raft_addr})
+        added = await http.post(base + f"/cluster/config/nodes/{spec.name}", headers=headers,
+                                data={"raft_addr": spec.raft_addr, "new_node_ip": spec.ip, "apiport": spec.api_port})
+        if added.status_code != 200:
+            raise ApiError(added.status_code, f"the cluster refused the join: {added.reason_phrase}")
+        answer = added.json()["data"]
+    await ctx.rt.adopt_ca(answer["ca_cert"], answer["ca_key"])
+    return f"node '{spec.name}' joined cluster '{answer['totem']['cluster_name']}'"
+
+
+def node_fingerprint(data_dir: str) -> str:
+    return certificate_fingerprint(os.path.join(data_dir, "ssl", "pve-ssl.pem"))
