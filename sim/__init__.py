@@ -1,0 +1,1 @@
+"""Deterministic cluster simulator: N real engines under a simulated clock, network, disk and hypervisor."""

@@ -1,0 +1,167 @@
+"""Command line: one run, a sweep of seeds in parallel processes, and shrinking of a failing schedule."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+
+from sim import faults as fl
+from sim.world import Options, Result, World
+
+SELF_CHECK_SECONDS = 5.0
+
+
+def options_from(args: argparse.Namespace, seed: int | None = None) -> Options:
+    kinds = fl.DEFAULT_KINDS if args.faults == "default" else [k for k in args.faults.split(",") if k and k != "none"]
+    for kind in kinds:
+        if kind not in fl.ALL_KINDS:
+            raise SystemExit(f"unknown fault kind {kind!r}; known: {', '.join(fl.ALL_KINDS)}")
+    return Options(seed=args.seed if seed is None else seed, nodes=args.nodes, duration=args.duration,
+                   faults=list(kinds), workload=args.workload, quiet=args.quiet, fault_rate=args.fault_rate,
+                   keep=fl.parse_keep(args.keep), plant=[p for p in args.plant.split(",") if p],
+                   trace_file=getattr(args, "trace", None))
+
+
+def repro_command(opts: Options) -> str:
+    parts = [f"python -m sim --seed {opts.seed} --nodes {opts.nodes} --duration {opts.duration:g}",
+             f"--workload {opts.workload} --quiet {opts.quiet:g} --fault-rate {opts.fault_rate:g}",
+             f"--faults {','.join(opts.faults) or 'none'}"]
+    if opts.keep is not None:
+        parts.append(f"--keep {','.join(str(i) for i in sorted(opts.keep)) or ','}")
+    if opts.plant:
+        parts.append(f"--plant {','.join(opts.plant)}")
+    return " ".join(parts)
+
+
+def self_check(opts: Options, full: Result, prefix_hash: str) -> str | None:
+    """Run the first seconds again: the trace up to there must be byte-identical."""
+    again = World(Options(**{**opts.__dict__, "trace_file": None, "stop_at": SELF_CHECK_SECONDS})).run()
+    if again.trace_hash != prefix_hash:
+        return (f"nondeterminism: the first {SELF_CHECK_SECONDS:g} s traced {prefix_hash[:16]}, "
+                f"then {again.trace_hash[:16]}")
+    return None
+
+
+def run_one(opts: Options, check: bool = True) -> tuple[Result, list[str]]:
+    world = World(opts)
+    marks: dict[str, str] = {}
+    world.loop.at(SELF_CHECK_SECONDS, lambda: marks.setdefault("hash", world.trace_hash()))
+    result = world.run()
+    problems = list(result.violations)
+    if check and "hash" in marks:
+        mismatch = self_check(opts, result, marks["hash"])
+        if mismatch:
+            problems.append(mismatch)
+    return result, problems
+
+
+def report(opts: Options, result: Result, problems: list[str]) -> None:
+    st = result.stats
+    print(f"seed {opts.seed}: {opts.nodes} nodes, {result.sim_seconds:g} simulated s "
+          f"in {result.wall_seconds:.2f} wall s "
+          f"({result.sim_seconds / max(result.wall_seconds, 1e-9):.0f} sim s/wall s, "
+          f"{result.messages / max(result.wall_seconds, 1e-9):.0f} messages/s)")
+    print(f"  faults {st['faults']}, messages {st['delivered']} delivered / {st['lost']} lost, resets {st['resets']}, "
+          f"power losses {st['power_losses']} (torn {st['torn_tails']}), leaders {st['leaders']}, "
+          f"entries checked {st['entries_checked']}, client answers {st['acked']}, "
+          f"converged {result.converged_after} s after the faults")
+    print(f"  trace sha256 {result.trace_hash}")
+    if problems:
+        print(f"FAILED ({len(problems)} violations):")
+        for p in problems[:20]:
+            print(f"  {p}")
+        print(f"reproduce: {repro_command(opts)}")
+    else:
+        print("OK")
+
+
+def _sweep_one(args_and_seed) -> tuple[int, list[str], float, float, int]:
+    args, seed = args_and_seed
+    opts = options_from(args, seed)
+    opts.trace_file = None
+    result, problems = run_one(opts, check=False)
+    return seed, problems, result.wall_seconds, result.sim_seconds, result.messages
+
+
+def sweep(args: argparse.Namespace) -> int:
+    first, _, last = args.seeds.partition("..")
+    seeds = list(range(int(first), int(last or first) + 1))
+    started = time.perf_counter()
+    failing: list[tuple[int, list[str]]] = []
+    sim_total = msg_total = 0.0
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(args.jobs) as pool:
+        for seed, problems, _wall, sim_s, msgs in pool.imap_unordered(_sweep_one, [(args, s) for s in seeds]):
+            sim_total += sim_s
+            msg_total += msgs
+            if problems:
+                failing.append((seed, problems))
+                print(f"seed {seed} FAILED: {problems[0]}", flush=True)
+    wall = time.perf_counter() - started
+    print(f"sweep: {len(seeds)} seeds, {len(failing)} failing, {wall:.1f} s wall, "
+          f"{sim_total / wall:.0f} sim s/wall s, {msg_total / wall:.0f} messages/s over {args.jobs} processes")
+    for seed, _ in sorted(failing):
+        print(f"  {repro_command(options_from(args, seed))}")
+    return 1 if failing else 0
+
+
+def shrink(opts: Options) -> Options:
+    """Drop faults while the run still fails: halves, then quarters, ... then single faults."""
+    keep = sorted(opts.keep if opts.keep is not None else {f.index for f in World(opts).faults})
+
+    def fails(subset: list[int]) -> bool:
+        trial = Options(**{**opts.__dict__, "keep": set(subset), "trace_file": None})
+        return bool(World(trial).run().violations)
+
+    chunk = max(1, len(keep) // 2)
+    while True:
+        i, changed = 0, False
+        while i < len(keep):
+            trial = keep[:i] + keep[i + chunk:]
+            if fails(trial):
+                keep, changed = trial, True
+                print(f"  shrink: {len(keep)} faults still fail", flush=True)
+            else:
+                i += chunk
+        if chunk == 1 and not changed:
+            break
+        chunk = max(1, chunk // 2)
+    return Options(**{**opts.__dict__, "keep": set(keep)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    is_sweep = bool(argv) and argv[0] == "sweep"
+    if is_sweep:
+        argv = argv[1:]
+        ap.add_argument("--seeds", default="1..200", help="A..B, inclusive")
+        ap.add_argument("--jobs", type=int, default=2, help="worker processes")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=45.0, help="simulated seconds")
+    ap.add_argument("--quiet", type=float, default=25.0, help="fault-free seconds at the end")
+    ap.add_argument("--faults", default="default", help=f"comma list of {', '.join(fl.ALL_KINDS)}; or none")
+    ap.add_argument("--fault-rate", type=float, default=0.3, help="faults per simulated second")
+    ap.add_argument("--workload", default="mixed", choices=["mixed", "contention", "vmid-race"])
+    ap.add_argument("--keep", default=None, help="only these fault numbers of the schedule")
+    ap.add_argument("--plant", default="", help="test only: plant a known bug (skip-vmid-check, ack-before-sync)")
+    if not is_sweep:
+        ap.add_argument("--trace", default=None, help="write the trace to this file")
+        ap.add_argument("--shrink", action="store_true", help="on failure, reduce the fault schedule")
+        ap.add_argument("--no-self-check", action="store_true")
+    args = ap.parse_args(argv)
+    if is_sweep:
+        return sweep(args)
+    opts = options_from(args)
+    result, problems = run_one(opts, check=not args.no_self_check)
+    report(opts, result, problems)
+    if problems and args.shrink:
+        small = shrink(opts)
+        print(f"minimal schedule ({len(small.keep)} faults):")
+        for fault in World(small).faults:
+            print(f"  {fault.describe()}")
+        print(f"reproduce: {repro_command(small)}")
+    return 1 if problems else 0

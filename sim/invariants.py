@@ -1,0 +1,117 @@
+"""Invariants, checked while the simulation runs and once it has settled.
+
+Each names a promise the engine makes: one leader per term; every replica applies the same entry
+(and gets the same results) at each log index; a request id is decided once; no two guests share a
+VMID; a guest lock has one holder; a write acknowledged to a client is in every replica's final
+state; every task ends; after the faults stop the cluster converges within `CONVERGE_BOUND`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from engine import commands as cmd
+from engine.codec import packb
+from engine.machine import REQUEST_MEMORY_SECONDS
+from engine.state import State
+
+# After the last fault: reconnect (0.5 s retry), elections (0.4-1.4 s, a returning node with a higher
+# term may force one more), client retries (4 s bridge deadline, then 0.5-1.5 s), the longest guest
+# operation (12 s ACPI shutdown bounded by its 10 s timeout, 3 s boot) and the outcome's commit.
+CONVERGE_BOUND = 20.0
+
+
+def digest(obj) -> str:
+    return hashlib.sha1(packb(obj)).hexdigest()
+
+
+class Checker:
+    def __init__(self, world) -> None:
+        self.world = world
+        self.violations: list[str] = []
+        self._seen: set[str] = set()
+        self.leader_of_term: dict[int, str] = {}
+        self.canonical: dict[int, tuple[str, str]] = {}
+        self.decided_at: dict[str, int] = {}
+        self.acked: dict[str, dict] = {}
+        self.entries_checked = 0
+
+    def violation(self, message: str) -> None:
+        if message not in self._seen:
+            self._seen.add(message)
+            self.violations.append(f"t={self.world.loop.now:.3f} {message}")
+            self.world.trace(f"VIOLATION {message}")
+
+    # ---- after every step --------------------------------------------------------------------
+    def step(self) -> None:
+        for node in self.world.up_nodes():
+            log = node.replog
+            if log._isLeader():
+                term = log.raftCurrentTerm
+                holder = self.leader_of_term.setdefault(term, node.name)
+                if holder != node.name:
+                    self.violation(f"two leaders in term {term}: {holder} and {node.name}")
+
+    # ---- on every apply ------------------------------------------------------------------------
+    def entry(self, node: str, index: int, payload: bytes, results: list[dict]) -> None:
+        key = (hashlib.sha1(payload).hexdigest()[:16], digest(results)[:16])
+        self.entries_checked += 1
+        first = self.canonical.setdefault(index, (key[0] + key[1], node))
+        if first[0] != key[0] + key[1]:
+            self.violation(f"replicas disagree at log index {index}: {first[1]} applied {first[0]}, "
+                           f"{node} applied {key[0] + key[1]}")
+        self.world.trace(f"apply {node} {index} {key[0]} {key[1]}")
+
+    def before(self, state: State, command: cmd.Command) -> dict:
+        """What the invariants need from the state a command is about to be decided against."""
+        vmid = getattr(command, "vmid", None)
+        guest = state.guests.get(vmid) if isinstance(vmid, int) else None
+        return {"exists": guest is not None, "lock": guest["conf"].get("lock") if guest else None}
+
+    def fresh(self, node: str, index: int, command: cmd.Command, before: dict, result: dict) -> None:
+        """A command decided for the first time on this replica (not answered from the request memory)."""
+        rid = command.request_id
+        first = self.decided_at.setdefault(rid, index)
+        if first != index:
+            self.violation(f"request {rid} decided twice: at log index {first} and {index}")
+        if "ok" not in result:
+            return
+        if isinstance(command, cmd.CreateGuest) and before["exists"]:
+            self.violation(f"two guests share VMID {command.vmid}: create {rid} succeeded over an existing guest")
+        if isinstance(command, cmd.ReserveVmid) and before["exists"] and command.vmid is not None:
+            self.violation(f"VMID {command.vmid} reserved while a guest has it ({rid})")
+        if isinstance(command, cmd.LockGuest) and before["lock"]:
+            self.violation(f"lock on VM {command.vmid} taken by {rid} while '{before['lock']}' was held")
+        if isinstance(command, cmd.StartTask) and command.lock and before["lock"] and not command.skiplock:
+            self.violation(f"task lock on VM {command.vmid} taken by {rid} while '{before['lock']}' was held")
+
+    # ---- client side ---------------------------------------------------------------------------
+    def ack(self, rid: str, result: dict) -> None:
+        prior = self.acked.setdefault(rid, result)
+        if prior != result:
+            self.violation(f"request {rid} answered differently: {prior} then {result}")
+
+    # ---- at the end ----------------------------------------------------------------------------
+    def final(self) -> None:
+        world = self.world
+        nodes = world.up_nodes()
+        if len(nodes) != len(world.nodes):
+            self.violation("not every node is up at the end")
+        states = {n.name: digest(n.machine.state.to_dict()) for n in nodes}
+        if len(set(states.values())) > 1:
+            self.violation(f"final states differ: {sorted(states.items())}")
+        for node in nodes:
+            state = node.machine.state
+            newest = max((r[0] for r in state.requests.values()), default=0.0)
+            for rid, result in sorted(self.acked.items()):
+                seen = state.requests.get(rid)
+                if seen is None:
+                    if not world.request_ts.get(rid, newest) < newest - REQUEST_MEMORY_SECONDS:
+                        self.violation(f"acknowledged request {rid} missing on {node.name}")
+                elif seen[1] != result:
+                    self.violation(f"acknowledged request {rid} has another result on {node.name}: {seen[1]}")
+            running = sorted(u for u, t in state.tasks.items() if t["status"] == "running")
+            if running:
+                self.violation(f"tasks never ended on {node.name}: {running[:3]}")
+        if world.pending:
+            self.violation(f"client requests never answered: {sorted(world.pending)[:5]}")

@@ -1,0 +1,264 @@
+"""The simulated world: one loop driving N real engines, the clients, the faults and the checks."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from engine import commands as cmd
+from engine import decide, journal
+from engine import pysyncobj_hooks as hooks
+from engine.replog import default_conf
+from sim import faults as fl
+from sim.invariants import CONVERGE_BOUND, Checker, digest
+from sim.loop import Loop, stream
+from sim.net import Network, make_transport_class
+from sim.node import SimNode
+from sim.workload import Client
+
+
+@dataclass
+class Options:
+    seed: int = 1
+    nodes: int = 3
+    duration: float = 60.0
+    faults: list[str] = field(default_factory=lambda: list(fl.DEFAULT_KINDS))
+    workload: str = "mixed"
+    quiet: float = 25.0  # fault-free seconds at the end, in which the cluster must converge
+    fault_rate: float = 0.25  # faults per simulated second
+    keep: set[int] | None = None  # only these faults of the schedule (shrinking)
+    plant: list[str] = field(default_factory=list)
+    trace_file: str | None = None
+    stop_at: float | None = None  # end early (the determinism self-check)
+    clients_per_node: int = 2
+    client_rate: float = 1.5  # operations per client per simulated second
+
+
+@dataclass
+class Result:
+    violations: list[str]
+    trace_hash: str
+    sim_seconds: float
+    wall_seconds: float
+    messages: int
+    stats: dict
+    faults: list[fl.Fault]
+    converged_after: float | None
+
+
+class _PysyncobjErrors(logging.Handler):
+    """pysyncobj's own error reports become violations, except one benign under TCP (see README)."""
+
+    BENIGN = "truncating already-applied log entries"
+
+    def __init__(self, checker: Checker) -> None:
+        super().__init__(logging.ERROR)
+        self.checker = checker
+        self.benign = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(self.BENIGN):
+            self.benign += 1
+        else:
+            self.checker.violation(f"pysyncobj: {message}")
+
+
+class World:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.seed = opts.seed
+        self.loop = Loop()
+        self.root = tempfile.mkdtemp(prefix=f"gpve-sim-{opts.seed}-", dir=_tmp_root())
+        self._hash = hashlib.sha256()
+        self._trace_out = open(opts.trace_file, "w") if opts.trace_file else None
+        self.names = [f"node{i + 1}" for i in range(opts.nodes)]
+        self.current: str | None = None
+        self.wall_offset: dict[str, float] = {}
+        self.mono_offset: dict[str, float] = {}
+        self.checker = Checker(self)
+        self.network = Network(self.loop, stream(opts.seed, "network"), self.names, self.trace,
+                               self._received, self.enter)
+        self.transport_class = make_transport_class(self.network)
+        self.raft_conf = default_conf(autoTick=False, logCompactionMinEntries=400, logCompactionMinTime=60.0)
+        self.nodes = {name: SimNode(self, name) for name in self.names}
+        self.pending: dict[str, bool] = {}
+        self.request_ts: dict[str, float] = {}
+        self.cuts: dict[tuple[str, str], int] = {}
+        self.upids = 0
+        self.ticks = 0
+        self.clients_stopped = False
+        self.converged_at: float | None = None
+        self.faults_end = max(0.0, opts.duration - opts.quiet)
+        plan = fl.schedule(opts.seed, opts.nodes, 2.0, self.faults_end, opts.faults, opts.fault_rate)
+        self.faults = [f for f in plan if opts.keep is None or f.index in opts.keep]
+
+    # ---- clocks and tracing ------------------------------------------------------------------
+    def mono(self) -> float:
+        """pysyncobj's monotonic clock, as seen by the node it is running for."""
+        return self.loop.now + self.mono_offset.get(self.current, 0.0) if self.current else self.loop.now
+
+    def enter(self, name: str | None) -> str | None:
+        prev, self.current = self.current, name
+        return prev
+
+    def trace(self, line: str) -> None:
+        text = f"{self.loop.now:.6f} {line}\n"
+        self._hash.update(text.encode())
+        if self._trace_out is not None:
+            self._trace_out.write(text)
+
+    def trace_hash(self) -> str:
+        return self._hash.hexdigest()
+
+    # ---- queries -------------------------------------------------------------------------------
+    def up_nodes(self) -> list[SimNode]:
+        return [self.nodes[n] for n in self.names if self.nodes[n].up]
+
+    def leader(self) -> str | None:
+        leaders = sorted((n.replog.raftCurrentTerm, n.name) for n in self.up_nodes() if n.replog._isLeader())
+        return leaders[-1][1] if leaders else None
+
+    # ---- actions used by faults and nodes --------------------------------------------------------
+    def block(self, a: str, b: str) -> None:
+        self.cuts[(a, b)] = self.cuts.get((a, b), 0) + 1
+        self.network.block(a, b)
+
+    def unblock(self, a: str, b: str) -> None:
+        count = self.cuts.get((a, b), 0) - 1
+        if count <= 0:
+            self.cuts.pop((a, b), None)
+            self.network.unblock(a, b)
+        else:
+            self.cuts[(a, b)] = count
+
+    def restart(self, name: str) -> None:
+        node = self.nodes[name]
+        if not node.up:
+            node.start()
+
+    def _received(self, name: str) -> None:
+        self.nodes[name].tick()  # the poller returns on input: pysyncobj ticks right away
+
+    def submit_until_done(self, node: SimNode, command: cmd.Command, then) -> None:
+        """A node's own write (bootstrap, task outcome): retried with its request id while the process lives."""
+        incarnation = node.incarnation
+
+        def attempt() -> None:
+            if node.up and node.incarnation == incarnation:
+                node.bridge.submit(command, answered)
+
+        def answered(result, why) -> None:
+            if result is not None:
+                then()
+            else:
+                self.loop.after(0.5, attempt)
+        attempt()
+
+    def bootstrap(self, node: SimNode) -> None:
+        """What `engine.node.Node.bootstrap` does at every start: record the cluster and this node."""
+        tag = f"{node.name}-{node.incarnation}"
+        init = cmd.InitCluster(request_id=f"init-{tag}", ts=node.wall(), cluster_name="sim",
+                               ticket_key_pem="sim-key", csrf_secret="sim-secret")
+        register = cmd.RegisterNode(request_id=f"register-{tag}", ts=node.wall(), name=node.name, ip="10.0.0.1",
+                                    api_port=8006, raft_addr=node.name)
+        self.submit_until_done(node, init, lambda: self.submit_until_done(node, register, lambda: None))
+
+    # ---- the run -------------------------------------------------------------------------------
+    def _faults_off(self) -> None:
+        self.trace("faults off")
+        self.clients_stopped = True
+        for a, b in sorted(self.cuts):
+            self.network.unblock(a, b)
+        self.cuts.clear()
+        self.network.heal_all()
+        for name in self.names:
+            self.restart(name)
+        self.loop.after(0.5, self._probe)
+
+    def _probe(self) -> None:
+        if self._converged():
+            if self.converged_at is None:
+                self.converged_at = self.loop.now
+                self.trace("converged")
+        else:
+            self.converged_at = None
+        self.loop.after(0.5, self._probe)
+
+    def _converged(self) -> bool:
+        nodes = self.up_nodes()
+        if len(nodes) != len(self.names) or self.pending or self.leader() is None:
+            return False
+        if len({(n.replog.raftCommitIndex, n.replog.raftLastApplied) for n in nodes}) != 1:
+            return False
+        if any(t["status"] == "running" for t in nodes[0].machine.state.tasks.values()):
+            return False
+        return len({digest(n.machine.state.to_dict()) for n in nodes}) == 1
+
+    def run(self) -> Result:
+        opts = self.opts
+        saved = (set(decide.PLANTED_BUGS), set(journal.PLANTED_BUGS))
+        decide.PLANTED_BUGS.update(b for b in opts.plant if b != "ack-before-sync")
+        journal.PLANTED_BUGS.update(b for b in opts.plant if b == "ack-before-sync")
+        handler = _PysyncobjErrors(self.checker)
+        pslog = logging.getLogger("pysyncobj")
+        pslog.addHandler(handler)
+        pslog.propagate = False
+        hooks.set_clock(self.mono)
+        started = time.perf_counter()
+        try:
+            for name in self.names:
+                self.nodes[name].start()
+            crng = stream(self.seed, "clients")
+            for i in range(opts.clients_per_node * opts.nodes):
+                rate = opts.client_rate * crng.uniform(0.5, 1.5)
+                Client(self, i, stream(self.seed, f"client/{i}"), opts.workload, rate)
+            for fault in self.faults:
+                self.loop.at(fault.at, fl.inject, self, fault)
+            self.loop.at(self.faults_end, self._faults_off)
+            end = opts.duration if opts.stop_at is None else min(opts.stop_at, opts.duration)
+            self.loop.run_until(end, self.checker.step)
+            if opts.stop_at is None:
+                self._final_checks()
+        finally:
+            pslog.removeHandler(handler)
+            decide.PLANTED_BUGS.clear()
+            decide.PLANTED_BUGS.update(saved[0])
+            journal.PLANTED_BUGS.clear()
+            journal.PLANTED_BUGS.update(saved[1])
+            self.close()
+        wall = time.perf_counter() - started
+        net = self.network
+        stats = {"sent": net.sent, "delivered": net.delivered, "lost": net.lost, "resets": net.resets,
+                 "bytes": net.bytes, "ticks": self.ticks, "steps": self.loop.steps,
+                 "entries_checked": self.checker.entries_checked, "acked": len(self.checker.acked),
+                 "leaders": len(self.checker.leader_of_term), "faults": len(self.faults),
+                 "power_losses": sum(n.disk.power_losses for n in self.nodes.values()),
+                 "torn_tails": sum(n.disk.torn_tails for n in self.nodes.values()),
+                 "guest_crashes": sum(n.qemu.crashes for n in self.nodes.values()),
+                 "rewritten_applied_entries": handler.benign}
+        conv = None if self.converged_at is None else round(self.converged_at - self.faults_end, 3)
+        return Result(list(self.checker.violations), self.trace_hash(), self.loop.now, wall, net.delivered,
+                      stats, self.faults, conv)
+
+    def _final_checks(self) -> None:
+        if self.converged_at is None or self.converged_at - self.faults_end > CONVERGE_BOUND:
+            self.checker.violation(f"no convergence within {CONVERGE_BOUND:.0f} s after the faults stopped")
+        self.checker.final()
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            if node.up:
+                node.journal.close()
+        if self._trace_out is not None:
+            self._trace_out.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _tmp_root() -> str | None:
+    import os
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
