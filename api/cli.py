@@ -164,9 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--log-level", default="info")
     s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
                    "default), or 'off'")
+    from api import cluster_cli
+
+    cluster_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args)
+    elif args.command == "cluster":
+        cluster_cli.run(args)
 
 
 if __name__ == "__main__":

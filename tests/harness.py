@@ -95,8 +95,8 @@ class NodeProcess:
             time.sleep(0.2)
         raise TimeoutError(f"{self.name} not ready: {last!r}; see {self.log_path}")
 
-    def api(self, timeout: float = 10) -> ProxmoxAPI:
-        return ProxmoxAPI("127.0.0.1", port=self.api_port, user="root@pam", password=self.password,
+    def api(self, timeout: float = 10, password: str | None = None) -> ProxmoxAPI:
+        return ProxmoxAPI("127.0.0.1", port=self.api_port, user="root@pam", password=password or self.password,
                           verify_ssl=False, timeout=timeout)
 
     def session(self) -> requests.Session:
@@ -119,10 +119,13 @@ class NodeProcess:
 
 
 class Cluster:
-    def __init__(self, base_dir: str, size: int) -> None:
+    """`size` node processes: one static cluster (`--peers`), or standalone nodes that join through the API."""
+
+    def __init__(self, base_dir: str, size: int, standalone: bool = False) -> None:
         ports = free_ports(2 * size)
         names = [f"n{i + 1}" for i in range(size)]
-        peers = ",".join(f"{n}=127.0.0.1:{ports[size + i]}" for i, n in enumerate(names)) if size > 1 else None
+        peers = ",".join(f"{n}=127.0.0.1:{ports[size + i]}" for i, n in enumerate(names)) \
+            if size > 1 and not standalone else None
         self.nodes = [NodeProcess(n, os.path.join(base_dir, n), ports[i], ports[size + i], peers)
                       for i, n in enumerate(names)]
 

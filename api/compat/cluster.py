@@ -75,11 +75,14 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
             guests = [(g["node"], guest_summary(g)) for _, g in sorted(s.guests.items())]
             pools = sorted(s.access.get("pool", {}))
         if kind != "pool":
+            online = {name: ctx.node.node_online(name) for name in {n for n, _ in guests}}
             for node_name, summary in guests:
                 if not ctx.can("VM.Audit", f"/vms/{summary['vmid']}"):
                     continue
                 summary["maxcpu"] = summary.pop("cpus")
                 row = {"id": f"qemu/{summary['vmid']}", "type": "qemu", "node": node_name, **summary}
+                if not online[node_name]:
+                    row["status"] = "unknown"  # as Proxmox shows guests of a node it cannot reach
                 if summary["vmid"] in pool_of:
                     row["pool"] = pool_of[summary["vmid"]]
                 rows.append(row)
