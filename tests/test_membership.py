@@ -63,7 +63,7 @@ def test_create_join_four_nodes_remove_one_and_watch_liveness(five):
                                                   fingerprint=fingerprint)
         expected = sorted(n.name for n in five.nodes[: i + 2])
         for node in five.nodes[: i + 2]:
-            wait_for(lambda node=node: members(node) == expected)
+            wait_for(lambda node=node, expected=expected: members(node) == expected)
     for node in five.nodes:
         status = node.api().cluster.status.get()
         assert status[0]["name"] == "prod" and status[0]["nodes"] == 5 and status[0]["quorate"] == 1
