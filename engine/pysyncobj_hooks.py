@@ -24,6 +24,7 @@ PRIVATE_NAMES = {
     "module": ["createJournal", "monotonicTime"],
     "SyncObj": ["_SyncObj__sendAppendEntries", "_SyncObj__generateRaftTimeout", "_poller",
                 "_SyncObj__raftLog"],
+    "Transport": ["_onMessageReceived"],
 }
 
 _journals: dict[str, Journal] = {}
@@ -83,6 +84,16 @@ class _IdlePoller:
 def detach_poller(obj: SyncObj) -> None:
     """Make `obj` (driven by `doTick`) skip its socket poll: the simulator owns all I/O."""
     obj._poller = _IdlePoller()
+
+
+def guard_snapshot_commit(obj: SyncObj, message) -> None:
+    """An append_entries without `prevLogIdx` (a snapshot chunk) must not move the commit index.
+
+    pysyncobj applies its `commit_index` with no log-matching check; the next regular append_entries,
+    checked against the follower's log, advances the commit index instead.
+    """
+    if isinstance(message, dict) and message.get("type") == "append_entries" and "prevLogIdx" not in message:
+        message["commit_index"] = min(message.get("commit_index", 0), obj.raftCommitIndex)
 
 
 def version_ok() -> bool:

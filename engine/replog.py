@@ -35,7 +35,29 @@ class SyncBeforeSend:
         return super().send(node, message)
 
 
-class DurableTCPTransport(SyncBeforeSend, TCPTransport):
+class CommitGuard:
+    """Transport mixin: work around pysyncobj advancing a follower's commit index on snapshot messages.
+
+    pysyncobj 0.3.17 takes `commit_index` from every append_entries, also from those that carry a
+    snapshot instead of entries, where it never checked that the follower's log matches the leader's:
+    a follower holding stale entries of an old term then commits and applies them (found by the
+    simulator, seed 3 of 5 nodes; see sim/README.md). Such messages get the follower's own commit index.
+    """
+
+    def __init__(self, syncObj, selfNode, otherNodes):  # noqa: N803 - pysyncobj's names
+        self._guarded_log = syncObj
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def _onMessageReceived(self, node, message):  # noqa: N802 - pysyncobj's name
+        hooks.guard_snapshot_commit(self._guarded_log, message)
+        super()._onMessageReceived(node, message)
+
+
+# Every transport the engine uses (TCP in production, the simulator's) is built on these.
+ENGINE_TRANSPORT_MIXINS = (SyncBeforeSend, CommitGuard)
+
+
+class DurableTCPTransport(SyncBeforeSend, CommitGuard, TCPTransport):
     pass
 
 

@@ -48,7 +48,11 @@ class Checker:
             log = node.replog
             if log._isLeader():
                 term = log.raftCurrentTerm
-                holder = self.leader_of_term.setdefault(term, node.name)
+                holder = self.leader_of_term.get(term)
+                if holder is None:
+                    self.leader_of_term[term] = holder = node.name
+                    self.world.trace(f"leader {node.name} term {term} log {log.journal.entries[-1][1]} "
+                                     f"commit {log.raftCommitIndex}")
                 if holder != node.name:
                     self.violation(f"two leaders in term {term}: {holder} and {node.name}")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pysyncobj.transport import Transport
 
-from engine.replog import SyncBeforeSend
+from engine.replog import ENGINE_TRANSPORT_MIXINS
 from sim.loop import Loop
 
 CONNECTION_TIMEOUT = 3.5
@@ -234,5 +234,5 @@ class SimTransportBase(Transport):
 
 
 def make_transport_class(network: Network) -> type:
-    """The class pysyncobj instantiates: durable before send (as in production), over `network`."""
-    return type("SimTransport", (SyncBeforeSend, SimTransportBase), {"network": network})
+    """The class pysyncobj instantiates: the production mixins (sync before send, commit guard) over `network`."""
+    return type("SimTransport", (*ENGINE_TRANSPORT_MIXINS, SimTransportBase), {"network": network})
