@@ -35,7 +35,7 @@ def repro_command(opts: Options) -> str:
     return " ".join(parts)
 
 
-def self_check(opts: Options, full: Result, prefix_hash: str) -> str | None:
+def self_check(opts: Options, prefix_hash: str) -> str | None:
     """Run the first seconds again: the trace up to there must be byte-identical."""
     again = World(Options(**{**opts.__dict__, "trace_file": None, "stop_at": SELF_CHECK_SECONDS})).run()
     if again.trace_hash != prefix_hash:
@@ -45,13 +45,10 @@ def self_check(opts: Options, full: Result, prefix_hash: str) -> str | None:
 
 
 def run_one(opts: Options, check: bool = True) -> tuple[Result, list[str]]:
-    world = World(opts)
-    marks: dict[str, str] = {}
-    world.loop.at(SELF_CHECK_SECONDS, lambda: marks.setdefault("hash", world.trace_hash()))
-    result = world.run()
+    result = World(opts).run()
     problems = list(result.violations)
-    if check and "hash" in marks:
-        mismatch = self_check(opts, result, marks["hash"])
+    if check and result.prefix_hash is not None:
+        mismatch = self_check(opts, result.prefix_hash)
         if mismatch:
             problems.append(mismatch)
     return result, problems

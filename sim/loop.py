@@ -35,8 +35,13 @@ class Loop:
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self.at(self.now, fn, *args)
 
-    def run_until(self, end: float, after_step: Callable[[], None]) -> None:
+    def run_until(self, end: float, after_step: Callable[[], None],
+                  checkpoint: tuple[float, Callable[[], None]] | None = None) -> None:
+        """Run every event due by `end`; `checkpoint` = (t, fn) runs fn once before the first event at or after t."""
         while self._queue and self._queue[0][0] <= end:
+            if checkpoint is not None and self._queue[0][0] >= checkpoint[0]:
+                checkpoint[1]()
+                checkpoint = None
             when, _, fn, args = heapq.heappop(self._queue)
             self.now = when
             fn(*args)

@@ -33,7 +33,7 @@ class Options:
     keep: set[int] | None = None  # only these faults of the schedule (shrinking)
     plant: list[str] = field(default_factory=list)
     trace_file: str | None = None
-    stop_at: float | None = None  # end early (the determinism self-check)
+    stop_at: float | None = None  # end before this time (the determinism self-check)
     clients_per_node: int = 2
     client_rate: float = 1.5  # operations per client per simulated second
 
@@ -48,6 +48,7 @@ class Result:
     stats: dict
     faults: list[fl.Fault]
     converged_after: float | None
+    prefix_hash: str | None
 
 
 class _PysyncobjErrors(logging.Handler):
@@ -93,6 +94,8 @@ class World:
         self.ticks = 0
         self.clients_stopped = False
         self.converged_at: float | None = None
+        self.prefix_at = 5.0  # the trace hash before this time is kept for the determinism self-check
+        self.prefix_hash: str | None = None
         self.faults_end = max(0.0, opts.duration - opts.quiet)
         plan = fl.schedule(opts.seed, opts.nodes, 2.0, self.faults_end, opts.faults, opts.fault_rate)
         self.faults = [f for f in plan if opts.keep is None or f.index in opts.keep]
@@ -111,6 +114,9 @@ class World:
         self._hash.update(text.encode())
         if self._trace_out is not None:
             self._trace_out.write(text)
+
+    def _mark_prefix(self) -> None:
+        self.prefix_hash = self.trace_hash()
 
     def trace_hash(self) -> str:
         return self._hash.hexdigest()
@@ -220,8 +226,8 @@ class World:
             for fault in self.faults:
                 self.loop.at(fault.at, fl.inject, self, fault)
             self.loop.at(self.faults_end, self._faults_off)
-            end = opts.duration if opts.stop_at is None else min(opts.stop_at, opts.duration)
-            self.loop.run_until(end, self.checker.step)
+            end = opts.duration if opts.stop_at is None else min(opts.stop_at - 1e-9, opts.duration)
+            self.loop.run_until(end, self.checker.step, (self.prefix_at, self._mark_prefix))
             if opts.stop_at is None:
                 self._final_checks()
         finally:
@@ -243,7 +249,7 @@ class World:
                  "rewritten_applied_entries": handler.benign}
         conv = None if self.converged_at is None else round(self.converged_at - self.faults_end, 3)
         return Result(list(self.checker.violations), self.trace_hash(), self.loop.now, wall, net.delivered,
-                      stats, self.faults, conv)
+                      stats, self.faults, conv, self.prefix_hash)
 
     def _final_checks(self) -> None:
         if self.converged_at is None or self.converged_at - self.faults_end > CONVERGE_BOUND:
