@@ -62,7 +62,9 @@ async def _raw_params(path_params: dict[str, str]) -> dict[str, Any]:
         raw[key] = values[0] if len(values) == 1 else values
     if request.method in ("POST", "PUT", "DELETE"):
         ctype = request.headers.get("Content-Type", "")
-        if "json" in ctype:
+        if ctype.startswith("application/octet-stream"):
+            pass  # a raw upload: the handler reads the body itself
+        elif "json" in ctype:
             data = await request.get_data(as_text=False)
             try:
                 body = json.loads(data.decode("utf-8")) if data.strip() else {}

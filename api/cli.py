@@ -132,6 +132,7 @@ def _guest_runtime(node, data_dir: str):
     from types import SimpleNamespace
 
     from api.context import Runtime
+    from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
     from hypervisor.operations import Operations, make_resolver
@@ -144,7 +145,7 @@ def _guest_runtime(node, data_dir: str):
     storages = {"local": local}
     bridge = AsyncioBridge()
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
-    reconciler = Reconciler(node, Operations(driver, storages).handlers())
+    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
     watcher = GuestWatcher(node, driver, reconciler)
     return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
 

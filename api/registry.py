@@ -16,10 +16,12 @@ def load_endpoints() -> Registry:
         pools,
         qemu,
         qemu_config,
+        qemu_migrate,
         qemu_power,
         qemu_snapshots,
         storage,
     )
     from api.native import cluster as native_cluster  # noqa: F401
+    from api.native import migration  # noqa: F401
 
     return API

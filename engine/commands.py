@@ -149,6 +149,7 @@ class FinishTask(Command):
     snapshots: dict = field(default_factory=dict)  # vmid -> full snapshot table
     created: list = field(default_factory=list)  # [{vmid, node, config}]
     deleted: list = field(default_factory=list)  # [vmid]
+    moved: dict = field(default_factory=dict)  # vmid -> the node that owns it now (migration)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -167,6 +167,12 @@ def _(c: cmd.StartTask, s: State) -> Decision:
             and conf.get("template"):
         raise bad_request("you can't start a vm if it's a template" if c.type == "qmstart"
                           else f"VM {c.vmid} is a template")
+    if c.type == "qmigrate":
+        target = c.intent.get("target")
+        if target not in s.nodes or target == c.node:
+            raise bad_request("Parameter verification failed", {"target": f"invalid target node '{target}'"})
+        if running and not c.intent.get("online"):
+            raise bad_request("can't migrate running VM without --online")
     name = c.intent.get("snapname")
     if c.type == "qmsnapshot":
         if name == "current" or name in snaps:
@@ -208,6 +214,9 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
             events.append(ev.GuestConfigChanged(vmid=vmid, config=conf))
     for vmid, snaps in sorted((int(k), v) for k, v in c.snapshots.items()):
         events.append(ev.GuestSnapshotsChanged(vmid=vmid, snapshots=dict(snaps)))
+    for vmid, node in sorted((int(k), v) for k, v in c.moved.items()):
+        if vmid in s.guests and node in s.nodes:
+            events.append(ev.GuestMoved(vmid=vmid, node=node))
     for vmid, status in sorted((int(k), v) for k, v in c.power.items()):
         events.append(ev.GuestPowerChanged(vmid=vmid, status=status))
     vmid = task.get("vmid")

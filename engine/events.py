@@ -73,6 +73,13 @@ class GuestConfigChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GuestMoved(Event):
+    TYPE = "guest.moved"
+    vmid: int
+    node: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class GuestDeleted(Event):
     TYPE = "guest.deleted"
     vmid: int

@@ -30,6 +30,7 @@ class Outcome:
     snapshots: dict = field(default_factory=dict)
     created: list = field(default_factory=list)
     deleted: list = field(default_factory=list)
+    moved: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
 
@@ -135,7 +136,8 @@ class Reconciler:
         log.info("task finished", task_type=task["type"], exitstatus=exitstatus)
         finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=time.time(), user=task["user"], upid=upid,
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=outcome.configs,
-                                snapshots=outcome.snapshots, created=outcome.created, deleted=outcome.deleted)
+                                snapshots=outcome.snapshots, created=outcome.created, deleted=outcome.deleted,
+                                moved=outcome.moved)
         await self._submit_until_done(finish)
         self.active.pop(upid, None)
 

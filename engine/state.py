@@ -153,6 +153,13 @@ def _(e: ev.GuestConfigChanged, s: State) -> State:
 
 
 @apply.register
+def _(e: ev.GuestMoved, s: State) -> State:
+    if e.vmid in s.guests:
+        s.guests[e.vmid]["node"] = e.node
+    return s
+
+
+@apply.register
 def _(e: ev.GuestDeleted, s: State) -> State:
     s.guests.pop(e.vmid, None)
     return s

@@ -13,6 +13,9 @@ import re
 import time
 import uuid
 
+import trio
+
+from engine.errors import Rejection
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
 from engine.volumes import alloc_requests, owned_volumes, volume_of
 from hypervisor import propstr
@@ -30,7 +33,7 @@ def _failing_cleanly(fn):
     async def wrapper(self, task: TaskRun) -> Outcome:
         try:
             return await fn(self, task)
-        except (GuestError, StorageError) as exc:
+        except (GuestError, StorageError, Rejection) as exc:
             raise TaskFailed(str(exc)) from None
     return wrapper
 
@@ -58,16 +61,17 @@ def make_resolver(storages: dict[str, DirStorage]):
 
 
 class Operations:
-    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage]) -> None:
+    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], peers=None) -> None:
         self.driver = driver
         self.storages = storages
+        self.peers = peers  # calls to other members (migration)
 
     def handlers(self) -> dict[str, Handler]:
         return {"qmcreate": self.create, "qmstart": self.start, "qmstop": self.stop, "qmshutdown": self.shutdown,
                 "qmreboot": self.reboot, "qmreset": self.reset, "qmsuspend": self.suspend, "qmresume": self.resume,
                 "qmdestroy": self.destroy, "qmconfig": self.config, "resize": self.resize,
                 "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
-                "qmclone": self.clone, "qmtemplate": self.template}
+                "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate}
 
     # ---- helpers --------------------------------------------------------------------------
     def storage_of(self, volid: str) -> DirStorage:
@@ -392,3 +396,44 @@ class Operations:
             task.log(f"{key}: '{volid}' is now '{base}'")
         conf["template"] = 1
         return Outcome(configs={vmid: conf})
+
+    @_failing_cleanly
+    async def migrate(self, task: TaskRun) -> Outcome:
+        """Offline: copy local volumes to the target, then hand it the guest. Online: QEMU live migration
+        to a QEMU started with `-incoming` on the target; ownership moves when QEMU reports completion."""
+        vmid, guest, intent = task.vmid, task.guest, task.intent
+        target = intent["target"]
+        volumes = self._all_volumes(vmid, guest)
+        if not self.driver.running(vmid):
+            for volid in volumes:
+                path, _ = self.resolve(volid)
+                task.log(f"copying volume '{volid}' to node '{target}'")
+                await self.peers.send_file(target, f"/v1/migration/{vmid}/volume", {"volid": volid}, path)
+            for volid in volumes:
+                await self.storage_of(volid).free(volid)
+            task.log(f"VM {vmid} now belongs to node '{target}'")
+            return Outcome(moved={vmid: target})
+        if volumes and not intent.get("with-local-disks"):
+            raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(volumes)}) without with-local-disks")
+        if volumes:
+            raise TaskFailed("live migration of local disks is not supported yet - migrate offline")
+        answer = await self.peers.call(target, "POST", f"/v1/migration/{vmid}/incoming")
+        uri = answer["uri"]
+        task.log(f"target QEMU on '{target}' waits at {uri}")
+        try:
+            await self.driver.qmp(vmid, "migrate", {"uri": uri})
+            while True:
+                state = await self.driver.qmp(vmid, "query-migrate")
+                status = state.get("status")
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled"):
+                    raise TaskFailed(f"migration {status}: {state.get('error-desc', '')}".strip())
+                await trio.sleep(0.1)
+        except (TaskFailed, GuestError) as exc:
+            await self.peers.call(target, "POST", f"/v1/migration/{vmid}/abort")
+            raise TaskFailed(f"online migrate failure - {exc}") from None
+        task.log(f"migration finished, downtime {state.get('downtime', 0)} ms, "
+                 f"{state.get('ram', {}).get('transferred', 0)} bytes of RAM sent")
+        await self.driver.stop(vmid)  # the source QEMU is paused after handing over
+        return Outcome(moved={vmid: target}, power={vmid: "running"})

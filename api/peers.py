@@ -1,0 +1,50 @@
+"""Calls from this node to another member's API, as root@pam with a ticket of the cluster's key."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from api.auth import make_csrf_token, make_ticket
+from engine.errors import Rejection
+
+
+class PeerClient:
+    def __init__(self, node) -> None:
+        self.node = node
+        self.http = httpx.AsyncClient(verify=False, timeout=httpx.Timeout(120.0, connect=5.0))
+
+    def _headers(self) -> dict[str, str]:
+        key, csrf = self.node.auth_secrets()
+        now = time.time()
+        return {"Cookie": f"PVEAuthCookie={make_ticket(key, 'root@pam', now)}",
+                "CSRFPreventionToken": make_csrf_token(csrf, "root@pam", now)}
+
+    def url(self, node_name: str, path: str) -> str:
+        with self.node.read() as s:
+            member = s.nodes.get(node_name)
+        if member is None:
+            raise Rejection(400, f"no such cluster node '{node_name}'")
+        return f"https://{member['ip']}:{member['api_port']}{path}"
+
+    async def send_file(self, node_name: str, path: str, params: dict, file_path: str) -> dict:
+        """PUT a file as the raw request body, streamed in chunks."""
+        async def chunks():
+            with open(file_path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+
+        headers = {"Content-Type": "application/octet-stream"}
+        return await self.call(node_name, "PUT", path, params=params, content=chunks(), headers=headers)
+
+    async def call(self, node_name: str, method: str, path: str, headers: dict | None = None, **kwargs):
+        """`path` is absolute (`/v1/...`); answers the JSON body, raises Rejection on an error answer."""
+        try:
+            response = await self.http.request(method, self.url(node_name, path),
+                                               headers={**self._headers(), **(headers or {})}, **kwargs)
+        except httpx.HTTPError as exc:
+            raise Rejection(502, f"node '{node_name}' is unreachable - {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise Rejection(response.status_code, f"node '{node_name}': {response.reason_phrase}")
+        return response.json()

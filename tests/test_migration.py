@@ -1,0 +1,82 @@
+"""Moving guests between the nodes of a real three-node cluster: live (QEMU migration) and offline."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from proxmoxer.tools import Tasks
+
+from tests.guest import build_guest, kernel_args, qemu_missing, serial_text, ticks, wait_serial
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or "")]
+
+
+def done(px, node: str, upid: str, timeout: float = 120) -> dict:
+    status = Tasks.blocking_status(px, upid, timeout=timeout, polling_interval=0.2)
+    assert status is not None, f"task {upid} did not end"
+    return status
+
+
+def test_live_migration_keeps_the_guest_running_and_moves_its_config(three_nodes):
+    guest_dir = build_guest()
+    n1, n2, n3 = three_nodes.nodes
+    px = n1.api()  # every call goes through node 1; requests for n2 and n3 are forwarded there
+    vmid = int(px.cluster.nextid.get())
+    upid = px.nodes("n2").qemu.create(vmid=vmid, name="traveller", memory=256, kvm=0, serial0="socket",
+                                      args=kernel_args(guest_dir))
+    assert done(px, "n2", upid)["exitstatus"] == "OK"
+    assert done(px, "n2", px.nodes("n2").qemu(vmid).status.start.post())["exitstatus"] == "OK"
+    wait_serial(n2, vmid, r"GPVE-TICK 3 ")
+    check = px.nodes("n2").qemu(vmid).migrate.get(target="n3")
+    assert check["running"] and "n3" in check["allowed_nodes"] and check["local_disks"] == []
+    before = max(n for n, _ in ticks(n2, vmid))
+    upid = px.nodes("n2").qemu(vmid).migrate.post(target="n3", online=1)
+    status = done(px, "n2", upid)
+    log = [line["t"] for line in px.nodes("n2").tasks(upid).log.get()]
+    assert status["exitstatus"] == "OK", log
+    assert any("downtime" in line for line in log)
+    # the guest never restarted: its counter goes on, on node 3, without a second boot
+    wait_serial(n3, vmid, r"GPVE-TICK \d+ ")
+    time.sleep(2)
+    after = ticks(n3, vmid)
+    assert after and after[0][0] >= before and after[-1][0] > after[0][0]
+    assert "GPVE-GUEST-READY" not in serial_text(n3, vmid)
+    current = px.nodes("n3").qemu(vmid).status.current.get()
+    assert current["status"] == "running" and current["qmpstatus"] == "running"
+    assert px.nodes("n3").qemu(vmid).config.get()["name"] == "traveller"
+    assert "lock" not in px.nodes("n3").qemu(vmid).config.get()
+    for node in three_nodes.nodes:
+        rows = {r["vmid"]: r for r in node.api().cluster.resources.get(type="vm")}
+        assert rows[vmid]["node"] == "n3" and rows[vmid]["status"] == "running"
+    assert vmid not in {g["vmid"] for g in px.nodes("n2").qemu.get()}
+    assert done(px, "n3", px.nodes("n3").qemu(vmid).status.stop.post())["exitstatus"] == "OK"
+
+
+def test_offline_migration_moves_volumes_and_a_failed_one_changes_nothing(three_nodes):
+    guest_dir = build_guest()
+    n1, n2, n3 = three_nodes.nodes
+    px = n1.api()
+    vmid = int(px.cluster.nextid.get())
+    upid = px.nodes("n2").qemu.create(vmid=vmid, name="with-disk", memory=256, kvm=0, serial0="socket",
+                                      virtio0="local:1", args=kernel_args(guest_dir))
+    assert done(px, "n2", upid)["exitstatus"] == "OK"
+    volume = f"vm-{vmid}-disk-0.qcow2"
+    on = {n.name: os.path.join(n.data_dir, "storage", "local", "images", str(vmid), volume) for n in (n2, n3)}
+    assert os.path.exists(on["n2"])
+    # a running guest with a local disk cannot go live: the task fails, the guest runs on, unlocked
+    assert done(px, "n2", px.nodes("n2").qemu(vmid).status.start.post())["exitstatus"] == "OK"
+    status = done(px, "n2", px.nodes("n2").qemu(vmid).migrate.post(target="n3", online=1))
+    assert "local disks" in status["exitstatus"]
+    assert px.nodes("n2").qemu(vmid).status.current.get()["status"] == "running"
+    assert "lock" not in px.nodes("n2").qemu(vmid).config.get()
+    assert done(px, "n2", px.nodes("n2").qemu(vmid).status.stop.post())["exitstatus"] == "OK"
+    # offline: the volume travels, the config follows
+    status = done(px, "n2", px.nodes("n2").qemu(vmid).migrate.post(target="n3"))
+    assert status["exitstatus"] == "OK"
+    assert os.path.exists(on["n3"]) and not os.path.exists(on["n2"])
+    assert px.nodes("n3").qemu(vmid).config.get()["virtio0"].startswith(f"local:{vmid}/{volume}")
+    assert done(px, "n3", px.nodes("n3").qemu(vmid).status.start.post())["exitstatus"] == "OK"
+    wait_serial(n3, vmid, r"GPVE-GUEST-READY disk=/dev/vda")
+    assert done(px, "n3", px.nodes("n3").qemu(vmid).status.stop.post())["exitstatus"] == "OK"
