@@ -66,7 +66,7 @@ def serve(args: argparse.Namespace) -> None:
         load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
                     certificate_fingerprint(cert))
-    node = Node(spec, ticket_key, csrf_secret)
+    node = Node(spec, ticket_key, csrf_secret, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
     runtime, guest_services = _guest_runtime(node, data_dir)
     app = create_app(node, load_endpoints(), root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     bind = f"{args.listen}:{args.api_port}"
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--api-port", type=int, default=8006)
     s.add_argument("--raft-port", type=int, default=5404)
     s.add_argument("--peers", help="name=host:raftport,... for a static cluster (this node included)")
+    s.add_argument("--raft-bind", help="host:port to listen on for Raft when it differs from the address the "
+                   "peers use (behind a proxy or NAT)")
     s.add_argument("--cluster-name", default="gpve")
     s.add_argument("--root-password-file", help="read root@pam's password from this file")
     s.add_argument("--log-level", default="info")

@@ -39,6 +39,7 @@ class NodeProcess:
     raft_port: int
     peers: str | None = None
     rate_limits: str | None = "off"  # the suite's own load would trip the defaults; tests of limits set them
+    raft_bind: str | None = None
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 
@@ -61,6 +62,8 @@ class NodeProcess:
             args += ["--peers", self.peers]
         if self.rate_limits is not None:
             args += ["--rate-limits", self.rate_limits]
+        if self.raft_bind:
+            args += ["--raft-bind", self.raft_bind]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
@@ -121,13 +124,16 @@ class NodeProcess:
 class Cluster:
     """`size` node processes: one static cluster (`--peers`), or standalone nodes that join through the API."""
 
-    def __init__(self, base_dir: str, size: int, standalone: bool = False) -> None:
-        ports = free_ports(2 * size)
+    def __init__(self, base_dir: str, size: int, standalone: bool = False, proxied: bool = False) -> None:
+        """With `proxied`, each node's Raft id is a proxy port and it binds another (see tests/faultproxy.py)."""
+        ports = free_ports(3 * size)
         names = [f"n{i + 1}" for i in range(size)]
         peers = ",".join(f"{n}=127.0.0.1:{ports[size + i]}" for i, n in enumerate(names)) \
             if size > 1 and not standalone else None
-        self.nodes = [NodeProcess(n, os.path.join(base_dir, n), ports[i], ports[size + i], peers)
+        self.nodes = [NodeProcess(n, os.path.join(base_dir, n), ports[i], ports[size + i], peers,
+                                  raft_bind=f"127.0.0.1:{ports[2 * size + i]}" if proxied else None)
                       for i, n in enumerate(names)]
+        self.proxy_routes = {f"127.0.0.1:{ports[size + i]}": ports[2 * size + i] for i in range(size)}
 
     def start(self) -> Cluster:
         for node in self.nodes:

@@ -11,6 +11,7 @@ import pytest
 import requests
 from proxmoxer import ResourceException
 
+from tests.faultproxy import FaultProxy
 from tests.harness import Cluster
 
 pytestmark = pytest.mark.slow
@@ -181,3 +182,41 @@ def test_without_quorum_writes_fail_fast_and_reads_work(three_nodes):
     n2.wait_ready()
     wait_for(lambda: px.cluster.status.get()[0]["quorate"] == 1, timeout=15)
     wait_for(lambda: px.nodes("n1").qemu.create(vmid=vmid + 2, name="after-outage"), timeout=15)
+
+
+def test_a_partitioned_minority_refuses_writes_serves_reads_and_catches_up(tmp_path):
+    cluster = Cluster(str(tmp_path), 5, proxied=True)
+    proxy = FaultProxy(cluster.proxy_routes)
+    try:
+        cluster.start()
+        n1, n2, n3, n4, n5 = cluster.nodes
+        px1, px4 = n1.api(), n4.api()
+        vmid = int(px1.cluster.nextid.get())
+        px1.nodes("n4").qemu.create(vmid=vmid, name="before")
+        wait_for(lambda: vmid in {g["vmid"] for g in px4.nodes("n4").qemu.get()})
+        ids = {n.name: f"127.0.0.1:{n.raft_port}" for n in cluster.nodes}
+        proxy.partition([ids["n4"], ids["n5"]], [ids["n1"], ids["n2"], ids["n3"]])
+        wait_for(lambda: px4.cluster.status.get()[0]["quorate"] == 0, timeout=15)
+        # the minority: writes fail fast with 503, reads are served
+        started = time.monotonic()
+        with pytest.raises(ResourceException) as exc:
+            px4.nodes("n4").qemu(vmid).config.put(description="during partition")
+        assert exc.value.status_code == 503 and time.monotonic() - started < 1.0
+        assert px4.nodes("n4").qemu(vmid).config.get()["name"] == "before"
+        # the majority goes on writing
+        written = []
+        for i in range(5):
+            new = int(px1.cluster.nextid.get())
+            px1.nodes("n1").qemu.create(vmid=new, name=f"majority-{i}")
+            written.append(new)
+        assert px1.cluster.status.get()[0]["quorate"] == 1
+        # heal: the minority catches up by itself, nothing acknowledged is lost
+        proxy.heal()
+        for node in cluster.nodes:
+            wait_for(lambda node=node: set(written) <= set(guests_seen_by(node)) and
+                     node.api().cluster.status.get()[0]["quorate"] == 1, timeout=30)
+        px4.nodes("n4").qemu(vmid).config.put(description="after heal")
+        assert px1.nodes("n4").qemu(vmid).config.get()["description"] == "after heal"
+    finally:
+        cluster.stop()
+        proxy.close()
