@@ -171,5 +171,7 @@ class SimNode:
         return self.up and self.replog.writable()
 
     def on_events(self, command, events) -> None:
-        if self.up:
+        """Wake the reconciler when a task for this node starts or is to be aborted (it also polls each second)."""
+        if self.up and any((e.TYPE == "task.started" and e.node == self.name) or e.TYPE == "task.abort_requested"
+                           for e in events):
             self.reconciler.state_changed()
