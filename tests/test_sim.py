@@ -70,3 +70,9 @@ def test_shrink_keeps_a_failing_subset():
 def test_commit_guard_hook_name_still_exists():
     for name in hooks.PRIVATE_NAMES["Transport"]:
         assert hasattr(transport_module.Transport, name)
+
+
+def test_sweep_of_200_seeds_with_faults_finds_no_violation():
+    out = _sim(["sweep", "--seeds", "1..200", "--jobs", "2"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "200 seeds, 0 failing" in out.stdout
