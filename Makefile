@@ -5,7 +5,7 @@ PORT ?= 8006
 RAFT_PORT ?= 5404
 PYTEST_ARGS ?=
 
-.PHONY: run setup test lint sim-sweep
+.PHONY: run setup test lint sim-sweep bench
 
 setup:
 	@scripts/setup.sh
@@ -23,3 +23,11 @@ test:
 
 lint:
 	.venv/bin/ruff check .
+
+sim-sweep:
+	.venv/bin/python -m sim sweep --seeds 1..200 --jobs 2
+
+bench:
+	@scripts/setup.sh bench
+	@.venv/bin/python scripts/build_test_guest.py >/dev/null
+	.venv/bin/python -m bench all

@@ -180,10 +180,20 @@ def _(e: ev.TaskStarted, s: State) -> State:
     s.tasks[e.upid] = {"upid": e.upid, "node": e.node, "type": e.type, "id": e.id, "user": e.user,
                        "starttime": e.starttime, "status": "running", "log": [], "vmid": e.vmid, "lock": e.lock,
                        "intent": dict(e.intent), "abort": False}
-    node_tasks = [u for u, t in s.tasks.items() if t["node"] == e.node and t["status"] == "stopped"]
-    for upid in node_tasks[: max(0, len(node_tasks) - TASK_HISTORY_PER_NODE)]:
-        del s.tasks[upid]
+    if len(s.tasks) > (TASK_HISTORY_PER_NODE + TASK_HISTORY_PER_NODE // 10) * max(1, len(s.nodes)):
+        _forget_old_tasks(s)  # now and then, not per task: keeps apply O(1) on average
     return s
+
+
+def _forget_old_tasks(s: State) -> None:
+    """Keep the newest TASK_HISTORY_PER_NODE finished tasks of each node (the log has them in order)."""
+    finished: dict[str, list[str]] = {}
+    for upid, task in s.tasks.items():
+        if task["status"] == "stopped":
+            finished.setdefault(task["node"], []).append(upid)
+    for upids in finished.values():
+        for upid in upids[: max(0, len(upids) - TASK_HISTORY_PER_NODE)]:
+            del s.tasks[upid]
 
 
 @apply.register

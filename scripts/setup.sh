@@ -2,13 +2,17 @@
 # Sets up everything gpve needs on a Debian machine: system packages, then .venv with the project.
 #   scripts/setup.sh          runtime only
 #   scripts/setup.sh test     runtime plus what the tests need
+#   scripts/setup.sh bench    runtime, test needs, and the benchmarks' peers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=${1:-}
 
 packages=$(grep -v '^#' scripts/debian-packages.txt | xargs)
-if [ "$want_test" = test ] && [ -f scripts/debian-test-packages.txt ]; then
+if [ "$want_test" = test ] || [ "$want_test" = bench ]; then
     packages="$packages $(grep -v '^#' scripts/debian-test-packages.txt | xargs)"
+fi
+if [ "$want_test" = bench ]; then
+    packages="$packages $(grep -v '^#' scripts/debian-bench-packages.txt | xargs)"
 fi
 missing=""
 for p in $packages; do
@@ -30,7 +34,7 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-if [ "$want_test" = test ]; then
+if [ "$want_test" = test ] || [ "$want_test" = bench ]; then
     quiet_pip -e '.[test]'
     # the npm `proxmox-api` client, for the client-compatibility test (cached outside the repo)
     npm_dir="${GPVE_NPM_DIR:-$HOME/.cache/gpve/npm}"

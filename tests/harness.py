@@ -64,6 +64,7 @@ class NodeProcess:
             args += ["--rate-limits", self.rate_limits]
         if self.raft_bind:
             args += ["--raft-bind", self.raft_bind]
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 

@@ -8,9 +8,6 @@ import shlex
 import subprocess
 import sys
 
-import pysyncobj.transport as transport_module
-
-from engine import pysyncobj_hooks as hooks
 from sim.cli import repro_command
 from sim.world import Options, World
 
@@ -65,11 +62,6 @@ def test_shrink_keeps_a_failing_subset():
     small = shrink(opts)
     assert World(Options(**{**small.__dict__})).run().violations
     assert len(small.keep) <= len(World(opts).faults)
-
-
-def test_commit_guard_hook_name_still_exists():
-    for name in hooks.PRIVATE_NAMES["Transport"]:
-        assert hasattr(transport_module.Transport, name)
 
 
 def test_sweep_of_200_seeds_with_faults_finds_no_violation():
