@@ -183,7 +183,9 @@ def _(c: cmd.StartTask, s: State) -> Decision:
     if c.newid is not None:
         if s.vmid_taken(c.newid, c.ts, c.user):
             raise conflict(f"unable to create VM {c.newid}: config file already exists")
-        events.append(ev.VmidReserved(vmid=c.newid, user=c.user, expires=c.ts + 86400 * 365))
+        # Held for the task, not for its user: the same user must not create or reserve the VMID meanwhile
+        # (Proxmox writes the clone's locked config at once). Found by the simulator, seed 8 (sim/README.md).
+        events.append(ev.VmidReserved(vmid=c.newid, user=f"task:{c.upid}", expires=c.ts + 86400 * 365))
     if c.lock:
         events.append(ev.GuestLockChanged(vmid=c.vmid, lock=c.lock))
     intent = dict(c.intent)

@@ -9,6 +9,10 @@ log addresses to its node, runs them (here against `SimQemu`), and appends their
 `FinishTask` with request id `finish/<upid>`, retried until the cluster takes it; a task found after a
 restart that started before it is closed as interrupted; an abort request cancels the run. It also
 reports guest power changes seen outside tasks (`ObserveGuest`), as the guest watcher does.
+
+Task kinds: create, start, stop, shutdown, and the config-changing ones whose outcomes mirror
+`hypervisor/operations.py` (snapshot, rollback, snapshot delete, clone, offline migration); storage is not
+modelled, only the config, snapshot table, ownership and power changes they report.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ BOOT_SECONDS = (0.5, 3.0)
 STOP_SECONDS = (0.05, 0.5)
 SHUTDOWN_SECONDS = (0.5, 12.0)
 ALLOC_SECONDS = (0.05, 0.4)
+SNAPSHOT_SECONDS = (0.1, 2.0)
+CLONE_SECONDS = (0.2, 3.0)
+MIGRATE_SECONDS = (0.5, 5.0)
+SNAPSHOT_TASKS = ("qmsnapshot", "qmrollback", "qmdelsnapshot")
+SNAPSHOT_META = ("snaptime", "vmstate", "description", "parent")  # as hypervisor/operations.py
 
 
 class GuestError(Exception):
@@ -140,10 +149,11 @@ class SimReconciler:
                 continue
             run = Run(upid, 0)
             self.active[upid] = run
-            self._execute(run, dict(task, intent=dict(task["intent"])),
-                          dict(state.guests.get(task.get("vmid"), {}).get("conf", {})))
+            guest = state.guests.get(task.get("vmid")) or {}
+            self._execute(run, dict(task, intent=dict(task["intent"])), dict(guest.get("conf", {})),
+                          {k: dict(v) for k, v in sorted(guest.get("snapshots", {}).items())}, guest.get("node"))
 
-    def _execute(self, run: Run, task: dict, conf: dict) -> None:
+    def _execute(self, run: Run, task: dict, conf: dict, snaps: dict, owner: str | None) -> None:
         vmid, kind = task.get("vmid"), task["type"]
         if task["starttime"] < self.started_at:
             self._finish(run, task, "task interrupted - node restarted while it ran", {})
@@ -166,8 +176,84 @@ class SimReconciler:
             power = "running" if op == "start" else "stopped"
             self.qemu.run(vmid, op, lambda err: self._finish(run, task, err, {"power": {vmid: power}}),
                           timeout=float(task["intent"].get("timeout") or 10))
+        elif kind in SNAPSHOT_TASKS:
+            took = self.node.rng.uniform(*SNAPSHOT_SECONDS)
+            try:
+                changes = getattr(self, f"_{kind}")(run, task, vmid, conf, snaps)
+            except GuestError as exc:
+                self.loop.after(took, self._finish, run, task, str(exc), {})
+                return
+            if changes.pop("start", False):  # a rollback to a snapshot with RAM: stop, restore, start
+                self.qemu.run(vmid, "stop", lambda err: self.qemu.run(
+                    vmid, "start", lambda err2: self._finish(run, task, err or err2, changes)))
+            elif kind == "qmrollback":
+                self.qemu.run(vmid, "stop", lambda err: self._finish(run, task, err, changes))
+            else:
+                self.loop.after(took, self._finish, run, task, None, changes)
+        elif kind == "qmclone":
+            newid = int(task["intent"]["newid"])
+            clone = {k: v for k, v in conf.items() if k not in ("lock", "parent", "template")}
+            for key in sorted(k for k in clone if k.startswith("scsi")):
+                clone[key] = str(clone[key]).replace(f"vm-{vmid}-", f"vm-{newid}-").replace(f":{vmid}/", f":{newid}/")
+                run.lines.append(f"{key}: full clone to '{clone[key]}'")
+            clone["name"] = task["intent"].get("name") or f"Copy-of-VM-{conf.get('name', vmid)}"
+            node = task["intent"].get("target") or owner
+            took = self.node.rng.uniform(*CLONE_SECONDS)
+            self.loop.after(took, self._finish, run, task, None,
+                            {"created": [{"vmid": newid, "node": node, "config": clone}]})
+        elif kind == "qmigrate":
+            target = task["intent"]["target"]
+            if self.qemu.status(vmid) != "stopped":
+                self._finish(run, task, "live migration of local disks is not supported yet - migrate offline", {})
+                return
+            run.lines.append(f"VM {vmid} now belongs to node '{target}'")
+            took = self.node.rng.uniform(*MIGRATE_SECONDS)
+            self.loop.after(took, self._finish, run, task, None, {"moved": {vmid: target}})
         else:
             self._finish(run, task, f"unknown task type '{kind}'", {})
+
+    # ---- snapshots, as hypervisor/operations.py computes them ---------------------------------------
+    def _qmsnapshot(self, run: Run, task: dict, vmid: int, conf: dict, snaps: dict) -> dict:
+        name = task["intent"]["snapname"]
+        vmstate = bool(task["intent"].get("vmstate")) and self.qemu.status(vmid) == "running"
+        snap = {k: v for k, v in conf.items() if k not in ("lock", "parent")}
+        snap["snaptime"] = int(self.node.wall())
+        if conf.get("parent"):
+            snap["parent"] = conf["parent"]
+        if vmstate:
+            snap["vmstate"] = 1
+        snaps[name] = snap
+        conf["parent"] = name
+        run.lines.append(f"snapshot '{name}' of VM {vmid}" + (" with RAM" if vmstate else ""))
+        return {"configs": {vmid: conf}, "snapshots": {vmid: snaps}}
+
+    def _qmrollback(self, run: Run, task: dict, vmid: int, conf: dict, snaps: dict) -> dict:
+        name = task["intent"]["snapname"]
+        if name not in snaps:
+            raise GuestError(f"snapshot '{name}' does not exist")
+        snap = snaps[name]
+        new = {k: v for k, v in snap.items() if k not in SNAPSHOT_META}
+        new["parent"] = name
+        run.lines.append(f"rolled back VM {vmid} to snapshot '{name}'")
+        start = bool(snap.get("vmstate") or task["intent"].get("start"))
+        return {"configs": {vmid: new}, "power": {vmid: "running" if start else "stopped"}, "start": start}
+
+    def _qmdelsnapshot(self, run: Run, task: dict, vmid: int, conf: dict, snaps: dict) -> dict:
+        name = task["intent"]["snapname"]
+        if name not in snaps:
+            raise GuestError(f"snapshot '{name}' does not exist")
+        snap = snaps.pop(name)
+        for other in snaps.values():
+            if other.get("parent") == name:
+                other.pop("parent", None)
+                if snap.get("parent"):
+                    other["parent"] = snap["parent"]
+        if conf.get("parent") == name:
+            conf.pop("parent")
+            if snap.get("parent"):
+                conf["parent"] = snap["parent"]
+        run.lines.append(f"deleted snapshot '{name}'")
+        return {"configs": {vmid: conf}, "snapshots": {vmid: snaps}}
 
     def _finish(self, run: Run, task: dict, error: str | None, changes: dict) -> None:
         if not self.alive() or self.active.get(run.upid) is not run:

@@ -19,6 +19,9 @@ from engine.state import State
 # term may force one more), client retries (4 s bridge deadline, then 0.5-1.5 s), the longest guest
 # operation (12 s ACPI shutdown bounded by its 10 s timeout, 3 s boot) and the outcome's commit.
 CONVERGE_BOUND = 20.0
+# Locks only tasks take in the simulated workload (clients lock with backup/migrate/snapshot): none may
+# remain once every task has ended.
+TASK_ONLY_LOCKS = ("clone", "create", "rollback", "snapshot-delete")
 
 
 def digest(obj) -> str:
@@ -70,9 +73,17 @@ class Checker:
         """What the invariants need from the state a command is about to be decided against."""
         vmid = getattr(command, "vmid", None)
         guest = state.guests.get(vmid) if isinstance(vmid, int) else None
-        return {"exists": guest is not None, "lock": guest["conf"].get("lock") if guest else None}
+        out = {"exists": guest is not None, "lock": guest["conf"].get("lock") if guest else None}
+        if isinstance(command, cmd.StartTask) and command.newid is not None:
+            out["newid_exists"] = command.newid in state.guests
+        if isinstance(command, cmd.FinishTask):
+            task = state.tasks.get(command.upid)
+            out["task"] = dict(task, intent=dict(task["intent"])) if task and task["status"] == "running" else None
+            out["created_exist"] = sorted(int(i["vmid"]) for i in command.created if int(i["vmid"]) in state.guests)
+        return out
 
-    def fresh(self, node: str, index: int, command: cmd.Command, before: dict, result: dict) -> None:
+    def fresh(self, node: str, index: int, command: cmd.Command, before: dict, result: dict,
+              state: State | None = None) -> None:
         """A command decided for the first time on this replica (not answered from the request memory)."""
         rid = command.request_id
         first = self.decided_at.setdefault(rid, index)
@@ -80,6 +91,8 @@ class Checker:
             self.violation(f"request {rid} decided twice: at log index {first} and {index}")
         if "ok" not in result:
             return
+        if state is not None:
+            self._after(command, before, state)
         if isinstance(command, cmd.CreateGuest) and before["exists"]:
             self.violation(f"two guests share VMID {command.vmid}: create {rid} succeeded over an existing guest")
         if isinstance(command, cmd.ReserveVmid) and before["exists"] and command.vmid is not None:
@@ -88,6 +101,33 @@ class Checker:
             self.violation(f"lock on VM {command.vmid} taken by {rid} while '{before['lock']}' was held")
         if isinstance(command, cmd.StartTask) and command.lock and before["lock"] and not command.skiplock:
             self.violation(f"task lock on VM {command.vmid} taken by {rid} while '{before['lock']}' was held")
+
+    def _after(self, command: cmd.Command, before: dict, state: State) -> None:
+        """Invariants over the state a successful command left behind."""
+        rid = command.request_id
+        if isinstance(command, (cmd.CreateGuest, cmd.FinishTask, cmd.RemoveNode)):
+            for vmid, guest in sorted(state.guests.items()):
+                if guest["node"] not in state.nodes:
+                    self.violation(f"VM {vmid} belongs to node '{guest['node']}', not a cluster node ({rid})")
+        if isinstance(command, cmd.StartTask) and before.get("newid_exists"):
+            self.violation(f"clone {rid} reserved VMID {command.newid} that a guest has")
+        if isinstance(command, cmd.FinishTask) and before.get("task"):
+            task = before["task"]
+            vmid = task.get("vmid")
+            guest = state.guests.get(vmid)
+            if task.get("lock") and guest is not None and guest["conf"].get("lock"):
+                self.violation(f"lock '{guest['conf']['lock']}' on VM {vmid} outlived task {task['upid']}")
+            for newid in before["created_exist"]:
+                self.violation(f"cloned VMID {newid} collides with an existing guest ({task['upid']})")
+            if guest is not None:
+                self._check_snapshots(vmid, guest, rid)
+
+    def _check_snapshots(self, vmid: int, guest: dict, rid: str) -> None:
+        snaps = guest.get("snapshots", {})
+        links = [("current", guest["conf"].get("parent"))] + [(n, s.get("parent")) for n, s in sorted(snaps.items())]
+        for name, parent in links:
+            if parent is not None and parent not in snaps:
+                self.violation(f"VM {vmid}: '{name}' has parent '{parent}', which is no snapshot ({rid})")
 
     # ---- client side ---------------------------------------------------------------------------
     def ack(self, rid: str, result: dict) -> None:
@@ -114,6 +154,10 @@ class Checker:
                         self.violation(f"acknowledged request {rid} missing on {node.name}")
                 elif seen[1] != result:
                     self.violation(f"acknowledged request {rid} has another result on {node.name}: {seen[1]}")
+            for vmid, guest in sorted(state.guests.items()):
+                if guest["conf"].get("lock") in TASK_ONLY_LOCKS:
+                    self.violation(f"VM {vmid} still locked ({guest['conf']['lock']}) on {node.name} with no task")
+                self._check_snapshots(vmid, guest, "final")
             running = sorted(u for u, t in state.tasks.items() if t["status"] == "running")
             if running:
                 self.violation(f"tasks never ended on {node.name}: {running[:3]}")

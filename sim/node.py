@@ -65,7 +65,7 @@ class SimMachine(Machine):
             return super().execute(command)
         before = checker.before(self.state, command)
         result = super().execute(command)
-        checker.fresh(self.node.name, self.node.applying, command, before, result)
+        checker.fresh(self.node.name, self.node.applying, command, before, result, self.state)
         return result
 
 

@@ -17,12 +17,14 @@ LOCKS = ("backup", "migrate", "snapshot")
 # op -> weight, per workload
 WORKLOADS: dict[str, dict[str, int]] = {
     "mixed": {"create": 20, "reserve_create": 6, "update": 12, "update_digest": 12, "delete": 8, "lock": 8,
-              "unlock": 8, "task": 18, "abort": 2, "reserve": 4},
+              "unlock": 8, "task": 18, "abort": 2, "reserve": 4, "snapshot": 4, "rollback": 2, "delsnapshot": 2,
+              "clone": 3, "migrate": 3},
     "contention": {"create": 10, "reserve_create": 10, "update": 10, "update_digest": 30, "delete": 5, "lock": 15,
-                   "unlock": 15, "task": 5},
+                   "unlock": 15, "task": 5, "snapshot": 6, "rollback": 4, "delsnapshot": 4, "clone": 4, "migrate": 4},
     "vmid-race": {"create": 30, "reserve_create": 30, "delete": 20, "reserve": 20},
 }
 POOL = {"mixed": 24, "contention": 6, "vmid-race": 10}
+SNAPNAMES = ("s1", "s2", "s3", "s4")
 
 
 class Client:
@@ -42,7 +44,7 @@ class Client:
         world.pending[rid] = True
 
         def attempt() -> None:
-            node = world.nodes[self.rng.choice(world.names)]
+            node = world.nodes[self.rng.choice(world.serving())]
             if not node.up:
                 world.loop.after(self.rng.uniform(0.5, 1.5), attempt)  # connection refused
                 return
@@ -90,7 +92,7 @@ class Client:
 
     def owner(self, node, vmid: int) -> str:
         guest = node.machine.state.guests.get(vmid)
-        return guest["node"] if guest else self.rng.choice(self.world.names)
+        return guest["node"] if guest else self.rng.choice(self.world.serving())
 
     def upid(self, node, kind: str, vmid: int) -> tuple[str, int]:
         self.world.upids += 1
@@ -106,7 +108,7 @@ class Client:
         if self.rng.random() < 0.3:
             config["scsi0"] = "local:1"
         start = self.rng.random() < 0.3
-        target = self.rng.choice(self.world.names)
+        target = self.rng.choice(self.world.serving())
 
         def build(node) -> cmd.Command:
             upid, starttime = self.upid(node, "qmcreate", vmid)
@@ -186,3 +188,40 @@ class Client:
             upid = self.rng.choice(running) if running else "UPID:none:0:0:0:x:0:root@pam:"
             return cmd.AbortTask(request_id="", ts=node.wall(), upid=upid)
         self.call(build)
+
+    # ---- guest tasks with a lock: snapshots, clone, migration (hypervisor/operations.py's handlers) ----
+    def _guest_task(self, kind: str, lock: str, intent_of: Callable[[object, dict | None], dict],
+                    newid: bool = False, digest: bool = False) -> None:
+        def build(node) -> cmd.Command:
+            vmid, guest = self.known_guest(node)
+            upid, starttime = self.upid(node, kind, vmid)
+            return cmd.StartTask(request_id="", ts=node.wall(), node=self.owner(node, vmid), upid=upid,
+                                 starttime=starttime, type=kind, vmid=vmid, lock=lock, intent=intent_of(node, guest),
+                                 newid=self.vmid() if newid else None,
+                                 digest=guest_digest(guest) if digest and guest else None)
+        self.call(build)
+
+    def _snapname(self, guest: dict | None) -> str:
+        names = sorted((guest or {}).get("snapshots", {}))
+        return self.rng.choice(names) if names and self.rng.random() < 0.85 else self.rng.choice(SNAPNAMES)
+
+    def op_snapshot(self) -> None:
+        vmstate = self.rng.random() < 0.3
+        self._guest_task("qmsnapshot", "snapshot",
+                         lambda node, guest: {"snapname": self.rng.choice(SNAPNAMES), "vmstate": int(vmstate)})
+
+    def op_rollback(self) -> None:
+        self._guest_task("qmrollback", "rollback", lambda node, guest: {"snapname": self._snapname(guest)})
+
+    def op_delsnapshot(self) -> None:
+        self._guest_task("qmdelsnapshot", "snapshot-delete", lambda node, guest: {"snapname": self._snapname(guest)})
+
+    def op_clone(self) -> None:
+        self._guest_task("qmclone", "clone", lambda node, guest: {"name": f"clone-c{self.cid}"}, newid=True)
+
+    def op_migrate(self) -> None:
+        def intent(node, guest) -> dict:
+            here = (guest or {}).get("node")
+            targets = [n for n in self.world.serving() if n != here] or self.world.serving()
+            return {"target": self.rng.choice(targets)}
+        self._guest_task("qmigrate", "migrate", intent, digest=self.rng.random() < 0.5)

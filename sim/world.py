@@ -125,6 +125,10 @@ class World:
     def up_nodes(self) -> list[SimNode]:
         return [self.nodes[n] for n in self.names if self.nodes[n].up]
 
+    def serving(self) -> list[str]:
+        """Nodes clients talk to and place guests on."""
+        return self.names
+
     def leader(self) -> str | None:
         leaders = sorted((n.replog.raftCurrentTerm, n.name) for n in self.up_nodes() if n.replog._isLeader())
         return leaders[-1][1] if leaders else None

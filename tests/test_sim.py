@@ -68,3 +68,9 @@ def test_sweep_of_200_seeds_with_faults_finds_no_violation():
     out = _sim(["sweep", "--seeds", "1..200", "--jobs", "2"])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "200 seeds, 0 failing" in out.stdout
+
+
+def test_regression_clone_vmid_reserved_for_the_task_not_its_user():
+    """Seed 8: a create by the clone's own user took the clone's new VMID; the clone's guest was lost."""
+    result = World(Options(seed=8, duration=45, fault_rate=0.3)).run()
+    assert result.violations == []
