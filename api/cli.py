@@ -45,7 +45,6 @@ def serve(args: argparse.Namespace) -> None:
     from api.ratelimit import RateLimiter, parse_limits
     from api.registry import load_endpoints
     from api.server import run_server, server_config
-    from engine.bridge import NoQuorum
     from engine.node import Node, NodeSpec, load_peers
 
     data_dir = os.path.abspath(args.data_dir)
@@ -83,12 +82,7 @@ def serve(args: argparse.Namespace) -> None:
     async def adopt_ca(ca_cert: str, ca_key: str) -> None:
         adopt_cluster_ca(ssl_dir, ca_cert, ca_key, args.name, [args.listen])
         spec.fingerprint = certificate_fingerprint(cert)
-        while True:
-            try:
-                await node.submit(node.registration())
-                break
-            except NoQuorum:
-                await trio.sleep(0.5)
+        await node.submit_until_done(node.registration(), retry_every=0.5)
 
         async def restart_soon() -> None:
             await trio.sleep(0.5)  # let the join request's answer leave first

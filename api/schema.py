@@ -217,3 +217,10 @@ VMID_PATH = Param("vmid", "integer", optional=False, minimum=100, maximum=999_99
                   location="path", description="The (unique) ID of the VM.")
 UPID_PATH = Param("upid", optional=False, location="path", description="The task's unique ID.")
 UPID_RETURN = {"type": "string", "description": "The task's UPID."}
+
+
+def split_list(value) -> list[str]:
+    """Proxmox list parameters: `a,b;c d`, or repeated keys (a list)."""
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    return [v for v in str(value or "").replace(";", ",").replace(" ", ",").split(",") if v]

@@ -22,6 +22,7 @@ import trio
 
 from engine import commands as cmd
 from engine.bridge import LogBridge, NoQuorum
+from engine.errors import Rejection
 from engine.journal import DurableJournal
 from engine.machine import Machine
 from engine.replog import ReplicatedLog
@@ -175,6 +176,18 @@ class Node:
     async def submit(self, command: cmd.Command) -> dict:
         return await self.bridge.submit(command)
 
+    async def submit_until_done(self, command: cmd.Command, retry_every: float = 1.0) -> dict | None:
+        """For what must land (a task's outcome, an observation, this node's registration): retry with
+        the same request id, so it applies once, until the cluster takes it. A refusal is logged."""
+        while True:
+            try:
+                return await self.submit(command)
+            except NoQuorum:
+                await trio.sleep(retry_every)
+            except Rejection as exc:
+                log.error("command refused", command=command.TYPE, error=exc.message)
+                return None
+
     def new_upid(self, node: str, task_type: str, task_id: str, user: str) -> tuple[str, int]:
         starttime = int(time.time())
         pstart = (self._pstart + next(self._task_seq)) & 0xFFFFFFFF
@@ -195,14 +208,8 @@ class Node:
                             csrf_secret=self._csrf_secret),
             self.registration(),
         ]
-        for command in commands:
-            while True:
-                try:
-                    await self.submit(command)
-                    break
-                except NoQuorum as exc:  # the other members are still starting
-                    log.info("bootstrap waiting for quorum", command=command.TYPE, error=str(exc))
-                    await trio.sleep(0.5)
+        for command in commands:  # the other members may still be starting
+            await self.submit_until_done(command, retry_every=0.5)
         log.info("node registered", node=spec.name)
         self.remember_members()
 

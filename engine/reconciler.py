@@ -15,8 +15,6 @@ import structlog
 import trio
 
 from engine import commands as cmd
-from engine.bridge import NoQuorum
-from engine.errors import Rejection
 
 log = structlog.get_logger("gpve.reconciler")
 
@@ -138,20 +136,8 @@ class Reconciler:
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=outcome.configs,
                                 snapshots=outcome.snapshots, created=outcome.created, deleted=outcome.deleted,
                                 moved=outcome.moved)
-        await self._submit_until_done(finish)
+        await self.node.submit_until_done(finish)
         self.active.pop(upid, None)
-
-    async def _submit_until_done(self, command: cmd.Command) -> None:
-        """An outcome must land: retry (same request id, so once) until the cluster takes it."""
-        while True:
-            try:
-                await self.node.submit(command)
-                return
-            except NoQuorum:
-                await trio.sleep(1.0)
-            except Rejection as exc:
-                log.error("outcome rejected", error=exc.message)
-                return
 
 
 def _copy_guest(guest: dict | None) -> dict | None:

@@ -13,7 +13,6 @@ import structlog
 import trio
 
 from engine import commands as cmd
-from engine.bridge import NoQuorum
 from hypervisor.qemu import GuestError, QemuDriver
 
 log = structlog.get_logger("gpve.watch")
@@ -34,14 +33,9 @@ class GuestWatcher:
         return any(run.vmid == vmid for run, _ in self.reconciler.active.values())
 
     async def _observe(self, vmid: int, status: str, reason: str) -> None:
-        command = cmd.ObserveGuest(request_id=f"observe/{self.node.name}/{vmid}/{time.time_ns()}", ts=time.time(),
-                                   node=self.node.name, vmid=vmid, status=status, reason=reason)
-        while True:
-            try:
-                await self.node.submit(command)
-                return
-            except NoQuorum:
-                await trio.sleep(1.0)
+        await self.node.submit_until_done(cmd.ObserveGuest(
+            request_id=f"observe/{self.node.name}/{vmid}/{time.time_ns()}", ts=time.time(), node=self.node.name,
+            vmid=vmid, status=status, reason=reason))
 
     async def reattach(self) -> None:
         for vmid, status in sorted(self._my_guests().items()):

@@ -19,6 +19,21 @@ GPVE = [sys.executable, "-m", "api.cli"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
+    """Poll until `predicate()` is truthy (exceptions count as not yet: a node may be restarting)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {last!r}")
+
+
 def free_ports(count: int) -> list[int]:
     socks, ports = [], []
     for _ in range(count):

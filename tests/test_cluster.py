@@ -12,23 +12,9 @@ import requests
 from proxmoxer import ResourceException
 
 from tests.faultproxy import FaultProxy
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # a node may be restarting
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s: {last!r}")
 
 
 def guests_seen_by(node) -> dict[int, str]:

@@ -10,23 +10,9 @@ import pytest
 import requests
 from proxmoxer import ResourceException
 
-from tests.harness import REPO, Cluster
+from tests.harness import REPO, Cluster, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # a node restarting its server after a join
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s: {last!r}")
 
 
 def members(node) -> list[str]:

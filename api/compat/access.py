@@ -11,7 +11,7 @@ from api.context import Ctx
 from api.errors import forbidden, unauthorized
 from api.passwords import check_password, hash_password, hash_secret
 from api.registry import API
-from api.schema import Param, ParamErrors, Permission
+from api.schema import Param, ParamErrors, Permission, split_list
 from engine import access as acc
 from engine.errors import not_found
 from engine.roles import BUILTIN_ROLES, capabilities, privileges_on, role_privileges, user_active
@@ -29,12 +29,6 @@ USER_FIELDS = [Param("comment", max_length=2048), Param("email", max_length=254)
 USER_MODIFY = Permission("User.Modify", "/access/groups")
 OBJ = {"type": "object"}
 LIST = {"type": "array", "items": {"type": "object"}}
-
-
-def _list(value) -> list[str]:
-    if isinstance(value, list):
-        value = ",".join(value)
-    return [v for v in str(value or "").replace(";", ",").replace(" ", ",").split(",") if v]
 
 
 @API.endpoint("GET", "/version", returns=OBJ)
@@ -152,7 +146,7 @@ async def create_user(ctx: Ctx, p: dict) -> None:
     """Create a user (realm `pve` keeps its password here, hashed with scrypt)."""
     fields = {k: v for k, v in p.items() if k not in ("userid", "password")}
     if "groups" in fields:
-        fields["groups"] = _list(fields["groups"])
+        fields["groups"] = split_list(fields["groups"])
     hashed = await trio.to_thread.run_sync(hash_password, p["password"]) if p.get("password") else None
     await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
                                       create=True, fields=fields, password_hash=hashed))
@@ -180,7 +174,7 @@ async def update_user(ctx: Ctx, p: dict) -> None:
     """Change a user's settings."""
     fields = {k: v for k, v in p.items() if k not in ("userid", "append")}
     if "groups" in fields:
-        fields["groups"] = _list(fields["groups"])
+        fields["groups"] = split_list(fields["groups"])
     await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
                                       fields=fields, append_groups=bool(p.get("append"))))
 
@@ -315,7 +309,7 @@ async def list_roles(ctx: Ctx, p: dict) -> list:
 async def create_role(ctx: Ctx, p: dict) -> None:
     """Create a role from privileges."""
     await ctx.node.submit(acc.SetRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"],
-                                      privs=_list(p.get("privs")), create=True))
+                                      privs=split_list(p.get("privs")), create=True))
 
 
 @API.endpoint("GET", "/access/roles/{roleid}", params=[ROLEID], returns=OBJ)
@@ -334,7 +328,7 @@ async def get_role(ctx: Ctx, p: dict) -> dict:
 async def update_role(ctx: Ctx, p: dict) -> None:
     """Change a custom role's privileges."""
     await ctx.node.submit(acc.SetRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"],
-                                      privs=_list(p.get("privs")), append=bool(p.get("append"))))
+                                      privs=split_list(p.get("privs")), append=bool(p.get("append"))))
 
 
 @API.endpoint("DELETE", "/access/roles/{roleid}", params=[ROLEID], permission=Permission("Sys.Modify", "/access"),
@@ -366,11 +360,11 @@ async def list_acl(ctx: Ctx, p: dict) -> list:
               permission=Permission("Permissions.Modify", "{path}"), returns={"type": "null"})
 async def update_acl(ctx: Ctx, p: dict) -> None:
     """Grant (or with `delete`, revoke) roles on a path."""
-    users, groups, tokens = _list(p.get("users")), _list(p.get("groups")), _list(p.get("tokens"))
+    users, groups, tokens = split_list(p.get("users")), split_list(p.get("groups")), split_list(p.get("tokens"))
     if not (users or groups or tokens):
         raise ParamErrors({"users": "no users, groups or tokens specified"})
     await ctx.node.submit(acc.ChangeAcl(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, path=p["path"],
-                                        roles=_list(p["roles"]), users=users, groups=groups, tokens=tokens,
+                                        roles=split_list(p["roles"]), users=users, groups=groups, tokens=tokens,
                                         propagate=bool(p.get("propagate", 1)), delete=bool(p.get("delete"))))
 
 

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 from api.context import Ctx
 from api.registry import API
-from api.schema import Param, Permission
+from api.schema import Param, Permission, split_list
 from engine import access as acc
 from engine.errors import not_found
 
 POOLID = Param("poolid", optional=False, pattern=r"[A-Za-z0-9.\-_]+", location="path")
-
-
-def _ints(value) -> list[int]:
-    if isinstance(value, list):
-        value = ",".join(value)
-    return [int(v) for v in str(value or "").replace(";", ",").split(",") if v.strip().isdigit()]
-
-
-def _strs(value) -> list[str]:
-    if isinstance(value, list):
-        value = ",".join(value)
-    return [v for v in str(value or "").replace(";", ",").split(",") if v]
 
 
 @API.endpoint("GET", "/pools", params=[Param("poolid"), Param("type", enum=("qemu", "lxc", "storage"))], paged=True,
@@ -67,9 +55,10 @@ async def get_pool(ctx: Ctx, p: dict) -> dict:
               permission=Permission("Pool.Allocate", "/pool/{poolid}"), returns={"type": "null"})
 async def update_pool(ctx: Ctx, p: dict) -> None:
     """Add (or with `delete`, remove) guests and storages."""
+    vms = [int(v) for v in split_list(p.get("vms")) if v.isdigit()]
     await ctx.node.submit(acc.SetPool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=p["poolid"],
-                                      comment=p.get("comment"), vms=_ints(p.get("vms")),
-                                      storage=_strs(p.get("storage")), remove=bool(p.get("delete"))))
+                                      comment=p.get("comment"), vms=vms, storage=split_list(p.get("storage")),
+                                      remove=bool(p.get("delete"))))
 
 
 @API.endpoint("DELETE", "/pools/{poolid}", params=[POOLID], permission=Permission("Pool.Allocate", "/pool/{poolid}"),
