@@ -21,7 +21,7 @@ def options_from(args: argparse.Namespace, seed: int | None = None) -> Options:
     return Options(seed=args.seed if seed is None else seed, nodes=args.nodes, duration=args.duration,
                    faults=list(kinds), workload=args.workload, quiet=args.quiet, fault_rate=args.fault_rate,
                    keep=fl.parse_keep(args.keep), plant=[p for p in args.plant.split(",") if p],
-                   trace_file=getattr(args, "trace", None))
+                   trace_file=getattr(args, "trace", None), membership=args.membership)
 
 
 def repro_command(opts: Options) -> str:
@@ -30,6 +30,8 @@ def repro_command(opts: Options) -> str:
              f"--faults {','.join(opts.faults) or 'none'}"]
     if opts.keep is not None:
         parts.append(f"--keep {','.join(str(i) for i in sorted(opts.keep)) or ','}")
+    if opts.membership:
+        parts.append("--membership")
     if opts.plant:
         parts.append(f"--plant {','.join(opts.plant)}")
     return " ".join(parts)
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faults", default="default", help=f"comma list of {', '.join(fl.ALL_KINDS)}; or none")
     ap.add_argument("--fault-rate", type=float, default=0.3, help="faults per simulated second")
     ap.add_argument("--workload", default="mixed", choices=["mixed", "contention", "vmid-race"])
+    ap.add_argument("--membership", action="store_true", help="two nodes join and two leave during the run")
     ap.add_argument("--keep", default=None, help="only these fault numbers of the schedule")
     ap.add_argument("--plant", default="", help="test only: plant a known bug (skip-vmid-check, ack-before-sync)")
     if not is_sweep:

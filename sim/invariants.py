@@ -139,8 +139,14 @@ class Checker:
     def final(self) -> None:
         world = self.world
         nodes = world.up_nodes()
-        if len(nodes) != len(world.nodes):
+        if len(nodes) != len(world.names):
             self.violation("not every node is up at the end")
+        for node in nodes:
+            registered = sorted(node.machine.state.nodes)
+            raft = sorted(n.id for n in node.replog.otherNodes)
+            if registered != sorted(world.names) or raft != [n for n in sorted(world.names) if n != node.name]:
+                self.violation(f"membership on {node.name}: registered {registered}, raft peers {raft}, "
+                               f"expected {sorted(world.names)}")
         states = {n.name: digest(n.machine.state.to_dict()) for n in nodes}
         if len(set(states.values())) > 1:
             self.violation(f"final states differ: {sorted(states.items())}")

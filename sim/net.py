@@ -226,11 +226,19 @@ class SimTransportBase(Transport):
         self.network.send(self.name, node.id, message)
         return True
 
-    def addNode(self, node) -> None:  # noqa: N802 - membership changes are not simulated
-        pass
+    def addNode(self, node) -> None:  # noqa: N802 - pysyncobj's name
+        """A member added (dynamic membership): from now on its connection counts, as TCPTransport's does."""
+        if node.id in self.peers:
+            return
+        self.peers[node.id] = node
+        pair = (min(self.name, node.id), max(self.name, node.id))
+        if self.network.links[pair].up:
+            self.connected_to(node.id, True)
 
     def dropNode(self, node) -> None:  # noqa: N802
-        pass
+        """A member removed: its connection is dropped without a disconnect callback, as TCPTransport does."""
+        self.peers.pop(node.id, None)
+        self.connected.discard(node.id)
 
 
 def make_transport_class(network: Network) -> type:

@@ -83,6 +83,7 @@ class SimNode:
         self._tick_scheduled = False
         self.replog: SimLog | None = None
         self.machine: SimMachine | None = None
+        self.peers = list(world.names)  # cluster.json: the members this node last knew, itself included
 
     # ---- clocks ----------------------------------------------------------------------------
     def wall(self) -> float:
@@ -94,7 +95,7 @@ class SimNode:
         world = self.world
         self.journal = SimJournal(self.raft_dir, self.disk, lambda: world.loop.now)
         self.machine = SimMachine(self)
-        others = [n for n in world.names if n != self.name]
+        others = [n for n in self.peers if n != self.name]
         prev = world.enter(self.name)
         try:
             self.replog = SimLog(stream(world.seed, f"raft/{self.name}/{self.incarnation}"), self.machine,
@@ -171,7 +172,12 @@ class SimNode:
         return self.up and self.replog.writable()
 
     def on_events(self, command, events) -> None:
-        """Wake the reconciler when a task for this node starts or is to be aborted (it also polls each second)."""
+        """Wake the reconciler when a task for this node starts or is to be aborted (it also polls each second);
+        keep cluster.json in step with the members in the log (`Node.remember_members`)."""
+        if any(e.TYPE in ("node.registered", "node.removed") for e in events):
+            members = sorted(self.machine.state.nodes)
+            if self.name in members and members != self.peers:
+                self.peers = members
         if self.up and any((e.TYPE == "task.started" and e.node == self.name) or e.TYPE == "task.abort_requested"
                            for e in events):
             self.reconciler.state_changed()

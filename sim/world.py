@@ -16,6 +16,7 @@ from engine.replog import default_conf
 from sim import faults as fl
 from sim.invariants import CONVERGE_BOUND, Checker, digest
 from sim.loop import Loop, stream
+from sim.membership import Membership
 from sim.net import Network, make_transport_class
 from sim.node import SimNode
 from sim.workload import Client
@@ -36,6 +37,7 @@ class Options:
     stop_at: float | None = None  # end before this time (the determinism self-check)
     clients_per_node: int = 2
     client_rate: float = 1.5  # operations per client per simulated second
+    membership: bool = False  # two nodes join and two leave during the run (sim/membership.py)
 
 
 @dataclass
@@ -77,16 +79,23 @@ class World:
         self.root = tempfile.mkdtemp(prefix=f"gpve-sim-{opts.seed}-", dir=_tmp_root())
         self._hash = hashlib.sha256()
         self._trace_out = open(opts.trace_file, "w") if opts.trace_file else None
-        self.names = [f"node{i + 1}" for i in range(opts.nodes)]
+        spares = 2 if opts.membership else 0
+        self.all_names = [f"node{i + 1}" for i in range(opts.nodes + spares)]
+        self.names = self.all_names[: opts.nodes]  # the members of the moment
+        self.joined = set(self.names)  # members that finished joining (clients use them)
+        self.leaving: set[str] = set()
+        self.powered_off: set[str] = set()  # shut down on purpose (leaving): faults must not restart them
         self.current: str | None = None
         self.wall_offset: dict[str, float] = {}
         self.mono_offset: dict[str, float] = {}
         self.checker = Checker(self)
-        self.network = Network(self.loop, stream(opts.seed, "network"), self.names, self.trace,
+        self.network = Network(self.loop, stream(opts.seed, "network"), self.all_names, self.trace,
                                self._received, self.enter)
         self.transport_class = make_transport_class(self.network)
         self.raft_conf = default_conf(autoTick=False, logCompactionMinEntries=400, logCompactionMinTime=60.0)
-        self.nodes = {name: SimNode(self, name) for name in self.names}
+        self.nodes = {name: SimNode(self, name) for name in self.all_names}
+        self.membership_rng = stream(opts.seed, "membership")
+        self.membership: Membership | None = None
         self.pending: dict[str, bool] = {}
         self.request_ts: dict[str, float] = {}
         self.cuts: dict[tuple[str, str], int] = {}
@@ -127,7 +136,7 @@ class World:
 
     def serving(self) -> list[str]:
         """Nodes clients talk to and place guests on."""
-        return self.names
+        return [n for n in self.names if n in self.joined and n not in self.leaving]
 
     def leader(self) -> str | None:
         leaders = sorted((n.replog.raftCurrentTerm, n.name) for n in self.up_nodes() if n.replog._isLeader())
@@ -148,7 +157,7 @@ class World:
 
     def restart(self, name: str) -> None:
         node = self.nodes[name]
-        if not node.up:
+        if not node.up and name in self.names and name not in self.powered_off:
             node.start()
 
     def _received(self, name: str) -> None:
@@ -203,6 +212,8 @@ class World:
         nodes = self.up_nodes()
         if len(nodes) != len(self.names) or self.pending or self.leader() is None:
             return False
+        if self.membership is not None and self.membership.busy:
+            return False
         if len({(n.replog.raftCommitIndex, n.replog.raftLastApplied) for n in nodes}) != 1:
             return False
         if any(t["status"] == "running" for t in nodes[0].machine.state.tasks.values()):
@@ -227,6 +238,8 @@ class World:
             for i in range(opts.clients_per_node * opts.nodes):
                 rate = opts.client_rate * crng.uniform(0.5, 1.5)
                 Client(self, i, stream(self.seed, f"client/{i}"), opts.workload, rate)
+            if opts.membership:
+                self.membership = Membership(self, self._membership_plan())
             for fault in self.faults:
                 self.loop.at(fault.at, fl.inject, self, fault)
             self.loop.at(self.faults_end, self._faults_off)
@@ -250,10 +263,19 @@ class World:
                  "power_losses": sum(n.disk.power_losses for n in self.nodes.values()),
                  "torn_tails": sum(n.disk.torn_tails for n in self.nodes.values()),
                  "guest_crashes": sum(n.qemu.crashes for n in self.nodes.values()),
-                 "rewritten_applied_entries": handler.benign}
+                 "rewritten_applied_entries": handler.benign,
+                 "membership": list(self.membership.done) if self.membership else []}
         conv = None if self.converged_at is None else round(self.converged_at - self.faults_end, 3)
         return Result(list(self.checker.violations), self.trace_hash(), self.loop.now, wall, net.delivered,
                       stats, self.faults, conv, self.prefix_hash)
+
+    def _membership_plan(self) -> list[tuple[float, str, str]]:
+        """Grow by two nodes, then shrink by two (the second leaver drawn among the members), with faults on."""
+        rng, end, n = self.membership_rng, self.faults_end, self.opts.nodes
+        new = self.all_names[n:]
+        second = rng.choice([x for x in self.all_names if x != new[1]])
+        return [(round(end * 0.15, 3), "join", new[0]), (round(end * 0.3, 3), "join", new[1]),
+                (round(end * 0.5, 3), "leave", new[1]), (round(end * 0.7, 3), "leave", second)]
 
     def _final_checks(self) -> None:
         if self.converged_at is None or self.converged_at - self.faults_end > CONVERGE_BOUND:

@@ -74,3 +74,10 @@ def test_regression_clone_vmid_reserved_for_the_task_not_its_user():
     """Seed 8: a create by the clone's own user took the clone's new VMID; the clone's guest was lost."""
     result = World(Options(seed=8, duration=45, fault_rate=0.3)).run()
     assert result.violations == []
+
+
+def test_membership_grow_to_five_and_shrink_back_with_faults():
+    """Two nodes join and two leave (one of them drawn among all members) while faults run; invariants hold."""
+    result = World(Options(seed=1, duration=90, quiet=40, fault_rate=0.3, membership=True)).run()
+    assert result.violations == []
+    assert len(result.stats["membership"]) == 4

@@ -1,0 +1,222 @@
+"""Nodes joining and leaving, as the API does it (`api/compat/cluster_config.py`, `engine.node.Node`).
+
+Join (`POST /cluster/config/join` on the new node, then `POST /cluster/config/nodes/{node}` on a member):
+the new node starts an empty log whose peers are the members the contact lists plus itself; the
+contact adds its raft address through pysyncobj's dynamic membership (`change_membership('add')`,
+retried every 0.3 s for 30 s as `Node.change_membership` does), then submits `RegisterNode`. A failed
+join is retried by the admin with another contact.
+
+Leave (`DELETE /cluster/config/nodes/{node}`): the node is drained first (its guests stopped and
+migrated offline to the other nodes, as an admin must: `RemoveNode` is refused while it owns guests),
+powered off (Proxmox's documented order: shut the node down, then `pvecm delnode`), then a member
+submits `RemoveNode` and `change_membership('remove')`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pysyncobj import FAIL_REASON
+
+from engine import commands as cmd
+from engine.upid import Upid
+
+CHANGE_TIMEOUT = 30.0  # Node.change_membership's default
+CHANGE_RETRY = 0.3
+ADMIN_RETRY = 2.0
+
+
+class Membership:
+    def __init__(self, world, plan: list[tuple[float, str, str]]) -> None:
+        self.world = world
+        self.loop = world.loop
+        self.rng = world.membership_rng
+        self.busy = 0  # operations under way (the cluster has not converged while any runs)
+        self.done: list[str] = []
+        self.seq = 0
+        for at, op, name in plan:
+            self.busy += 1
+            self.loop.at(at, self.join if op == "join" else self.leave, name)
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _contact(self, avoid: str) -> object | None:
+        up = [n for n in self.world.serving() if n != avoid and self.world.nodes[n].up]
+        return self.world.nodes[self.rng.choice(up)] if up else None
+
+    def _change(self, node, op: str, name: str, then, failed) -> None:
+        """`engine.node.Node.change_membership` on `node`: propose, wait, retry until the deadline."""
+        deadline = self.loop.now + CHANGE_TIMEOUT
+        incarnation = node.incarnation
+        state = {"finished": False}
+
+        def attempt() -> None:
+            if not (node.up and node.incarnation == incarnation):
+                return  # the HTTP request died with the process: the watchdog reports it
+            if self.loop.now >= deadline:
+                finish(False)
+                return
+            marker = {"answered": False}
+
+            def callback(_result, err) -> None:
+                if marker["answered"]:
+                    return
+                marker["answered"] = True
+                self.loop.soon(answered, err)
+
+            prev = self.world.enter(node.name)
+            try:
+                node.replog.change_membership(op, name, callback)
+            finally:
+                self.world.enter(prev)
+            node.tick_soon()
+            self.loop.at(deadline, lambda: marker["answered"] or finish(False))
+
+        def answered(err) -> None:
+            if err == FAIL_REASON.SUCCESS:
+                finish(True)
+            else:
+                self.loop.after(CHANGE_RETRY, attempt)
+
+        def finish(ok: bool) -> None:
+            if not state["finished"]:
+                state["finished"] = True
+                self.world.trace(f"membership {op} {name} via {node.name}: {'ok' if ok else 'failed'}")
+                (then if ok else failed)()
+
+        self.loop.at(deadline + 0.001, lambda: finish(False))
+        attempt()
+
+    def _submit(self, command: cmd.Command, then, failed, avoid: str = "") -> None:
+        """An admin request through a member's API (one attempt; `failed` on no answer or rejection)."""
+        node = self._contact(avoid)
+        if node is None:
+            failed(False)
+            return
+        self.world.request_ts.setdefault(command.request_id, command.ts)
+
+        def answered(result, why) -> None:
+            if result is None or "ok" not in result:
+                self.world.trace(f"membership {command.TYPE} {command.request_id}: "
+                                 f"{why or result['error']['message'][:60]}")
+                failed(result is not None)
+            else:
+                then()
+        node.bridge.submit(dataclasses.replace(command, ts=node.wall()), answered)
+
+    # ---- join ----------------------------------------------------------------------------------
+    def join(self, name: str) -> None:
+        world = self.world
+        contact = self._contact(name)
+        if contact is None:
+            self.loop.after(ADMIN_RETRY, self.join, name)
+            return
+        node = world.nodes[name]
+        if contact.name not in contact.machine.state.nodes:
+            # A contact that has not caught up lists no members: joining with that list makes a one-node
+            # cluster of its own (seed 18 with --membership did). The API does not check this; see README.
+            self.loop.after(ADMIN_RETRY, self.join, name)
+            return
+        if name not in world.names:  # join_cluster: follow the cluster's log, with its members as peers
+            members = sorted(contact.machine.state.nodes)
+            node.peers = sorted(set(members) | {name})
+            world.names.append(name)
+            world.names.sort()
+            world.trace(f"join {name} peers {','.join(node.peers)}")
+            world.restart(name)
+        self.seq += 1
+        rid = f"admin-join-{name}-{self.seq}"
+
+        def register() -> None:
+            command = cmd.RegisterNode(request_id=rid, ts=0.0, name=name, ip="10.0.0.1", api_port=8006,
+                                     raft_addr=name)
+            self._submit(command, joined, retry, avoid=name)
+
+        def joined() -> None:
+            world.joined.add(name)
+            self._finished(f"join {name}")
+
+        def retry(*_) -> None:
+            self.loop.after(ADMIN_RETRY, self.join, name)
+
+        if name in contact.machine.state.nodes:  # add_node: the raft change only if not yet a member
+            register()
+        else:
+            self._change(contact, "add", name, register, retry)
+
+    # ---- leave ---------------------------------------------------------------------------------
+    def leave(self, name: str) -> None:
+        world = self.world
+        world.joined.discard(name)  # no new guests or requests for it
+        world.leaving.add(name)
+        world.trace(f"leave {name}: draining")
+        self._drain(name)
+
+    def _drain(self, name: str) -> None:
+        world = self.world
+        node = world.nodes[name]
+        targets = [n for n in world.serving() if n != name]
+        if not node.up or not targets:
+            self.loop.after(ADMIN_RETRY, self._drain, name)
+            return
+        state = node.machine.state
+        owned = sorted(v for v, g in state.guests.items() if g["node"] == name)
+        if not owned:
+            self._remove(name)
+            return
+        busy = {t.get("vmid") for t in state.tasks.values() if t["status"] == "running"}
+        for vmid in owned:
+            guest = state.guests[vmid]
+            if vmid in busy:
+                continue
+            if guest["conf"].get("lock"):  # a client's lock with no task behind it: the admin's `qm unlock`
+                self.seq += 1
+                node.bridge.submit(cmd.UnlockGuest(request_id=f"admin-unlock-{name}-{self.seq}", ts=node.wall(),
+                                                   vmid=vmid), lambda result, why: None)
+                continue
+            kind = "qmstop" if guest.get("status") == "running" else "qmigrate"
+            self.world.upids += 1
+            upid = str(Upid(name, 999, self.world.upids, int(node.wall()), kind, str(vmid), "root@pam"))
+            intent = {"target": self.rng.choice(targets)} if kind == "qmigrate" else {}
+            command = cmd.StartTask(request_id=f"admin-{upid}", ts=node.wall(), node=name, upid=upid,
+                                    starttime=int(node.wall()), type=kind, vmid=vmid,
+                                    lock="migrate" if kind == "qmigrate" else None, intent=intent)
+            node.bridge.submit(command, lambda result, why: None)
+        self.loop.after(ADMIN_RETRY, self._drain, name)
+
+    def _remove(self, name: str) -> None:
+        world = self.world
+        node = world.nodes[name]
+        world.powered_off.add(name)
+        node.stop("clean")
+        self.seq += 1
+        rid = f"admin-remove-{name}-{self.seq}"
+
+        def raft_remove() -> None:
+            contact = self._contact(name)
+            if contact is None:
+                self.loop.after(ADMIN_RETRY, raft_remove)
+                return
+            self._change(contact, "remove", name, removed, lambda: self.loop.after(ADMIN_RETRY, raft_remove))
+
+        def removed() -> None:
+            world.names.remove(name)
+            world.leaving.discard(name)
+            self._finished(f"leave {name}")
+
+        def failed(rejected: bool) -> None:
+            if not rejected:  # no answer: the same request again (its id makes it happen once)
+                self.loop.after(ADMIN_RETRY, submit)
+                return
+            # e.g. a guest landed on it meanwhile: power it on and drain again
+            world.powered_off.discard(name)
+            world.restart(name)
+            self.loop.after(ADMIN_RETRY, self._drain, name)
+
+        def submit() -> None:
+            self._submit(cmd.RemoveNode(request_id=rid, ts=0.0, name=name), raft_remove, failed, avoid=name)
+        submit()
+
+    def _finished(self, what: str) -> None:
+        self.busy -= 1
+        self.done.append(what)
+        self.world.trace(f"membership {what} done")
