@@ -52,8 +52,9 @@ def test_proxmoxer_against_every_node(three_nodes):
 class CreateLoad:
     """Racing clients: each takes a VMID from /cluster/nextid and creates with it on a random node.
 
-    A client that loses its connection or gets 503 retries on another node with the same request id,
-    as real clients do; the answer it finally gets is recorded.
+    A client that loses its connection or gets 502/503 retries on another node with the same request id,
+    as real clients do (a retry that lands after the first attempt did answers with the first result);
+    the answer it finally gets is recorded.
     """
 
     def __init__(self, cluster: Cluster, total: int, workers: int) -> None:
@@ -68,8 +69,9 @@ class CreateLoad:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             node = rng.choice(self.cluster.nodes)
-            try:
-                r = self.sessions[node.name].request(method, node.url + path, timeout=10, **kwargs)
+            try:  # `{node}` in the path is the node we talk to: a retry may go to another one
+                r = self.sessions[node.name].request(method, node.url + path.format(node=node.name), timeout=10,
+                                                     **kwargs)
             except requests.RequestException:
                 time.sleep(0.1)
                 continue
@@ -84,7 +86,7 @@ class CreateLoad:
         while (attempt := next(self.attempts)) < self.total:
             vmid = int(self._request(rng, "GET", "/cluster/nextid").json()["data"])
             name = f"load-{attempt}"
-            r = self._request(rng, "POST", "/nodes/n1/qemu", data={"vmid": vmid, "name": name},
+            r = self._request(rng, "POST", "/nodes/{node}/qemu", data={"vmid": vmid, "name": name},
                               headers={"X-Request-ID": f"load-{attempt}"})
             with self.lock:
                 self.outcomes.append((attempt, vmid, r.status_code, r.json().get("message", "")))
