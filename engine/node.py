@@ -131,6 +131,9 @@ class Node:
         token = trio.lowlevel.current_trio_token()
         deadline = trio.current_time() + timeout
         while True:
+            member = any(n.id == raft_addr for n in self.replog.otherNodes)
+            if member == (op == "add"):
+                return  # already done (say, by an earlier attempt whose answer was lost)
             done, outcome = trio.Event(), {}
 
             def callback(_result, err, done=done, outcome=outcome) -> None:

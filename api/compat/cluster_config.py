@@ -24,6 +24,7 @@ from api.registry import API
 from api.schema import Param, ParamErrors, Permission
 from api.tls import certificate_fingerprint
 from engine import commands as cmd
+from engine.bridge import NoQuorum
 from engine.errors import not_found
 
 log = structlog.get_logger("gpve.cluster")
@@ -54,6 +55,10 @@ def _join_info(ctx: Ctx) -> dict:
     with ctx.node.read() as s:
         nodes = sorted((dict(n) for n in s.nodes.values()), key=lambda n: n["nodeid"])
         name, version = s.cluster_name, s.version
+    if not any(n["name"] == ctx.node.name for n in nodes):
+        # a node that has just (re)started has not replayed its log yet: an empty member list here
+        # would make a joiner found a cluster of its own (found by the simulator, seed 18)
+        raise NoQuorum("cluster not ready - this node has not caught up with the cluster yet")
     nodelist = [{"name": n["name"], "nodeid": str(n["nodeid"]), "pve_addr": n["ip"], "ring0_addr": n["ip"],
                  "quorum_votes": "1", "pve_fp": n.get("fingerprint", ""), "raft_addr": n["raft_addr"],
                  "api_port": n["api_port"]} for n in nodes]
@@ -157,6 +162,8 @@ async def join_cluster(ctx: Ctx, p: dict) -> str:
         info = await http.get(base + "/cluster/config/join", headers=headers)
         info.raise_for_status()
         members = {n["name"]: n["raft_addr"] for n in info.json()["data"]["nodelist"]}
+        if not members:
+            raise ApiError(503, f"'{host}' does not know its cluster's members yet - try again")
         if ctx.node.name in members:
             raise ApiError(409, f"a node named '{ctx.node.name}' is already in that cluster")
         spec = ctx.node.spec
