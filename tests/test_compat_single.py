@@ -66,6 +66,9 @@ def test_bad_parameters_get_one_message_each(single_node):
     assert set(body["errors"]) == {"vmid", "memory", "cores", "ostype", "nosuchkey"}
     assert body["errors"]["vmid"] == "value must have a minimum value of 100"
     assert r.reason == "Parameter verification failed"
+    r = s.post(single_node.url + "/nodes/n1/qemu", data={"vmid": "4243", "memory": "lots"})
+    assert r.status_code == 400 and set(r.json()["errors"]) == {"memory"}
+    assert 4243 not in {g["vmid"] for g in s.get(single_node.url + "/nodes/n1/qemu").json()["data"]}
 
 
 def test_unknown_guest_config_is_404(single_node):
@@ -103,7 +106,9 @@ def test_login_failures_and_csrf(single_node):
     bare.trust_env = False
     bare.cookies.set("PVEAuthCookie", ticket)
     assert bare.get(url + "/nodes").status_code == 200
-    assert bare.post(url + "/nodes/n1/qemu", data={"vmid": 4242}).status_code == 401
+    refused = bare.post(url + "/nodes/n1/qemu", data={"vmid": 4242})
+    assert refused.status_code == 401 and refused.json()["status"] == 401 and refused.json()["message"]
+    assert 4242 not in {g["vmid"] for g in bare.get(url + "/nodes/n1/qemu").json()["data"]}  # nothing written
     # a forged ticket (changed user) is refused
     forged = ticket.replace("root@pam", "admin@pam")
     r = requests.get(url + "/nodes", cookies={"PVEAuthCookie": forged}, verify=False)

@@ -180,6 +180,10 @@ def test_locks_missing_bridge_resize_config_and_task_abort(node, guest_dir):
     with pytest.raises(ResourceException) as exc:
         vm.status.start.post()
     assert exc.value.status_code == 423 and f"VM {vmid} is locked (backup)" in exc.value.content
+    with pytest.raises(ResourceException) as exc:
+        vm.snapshot.post(snapname="during-backup")
+    assert exc.value.status_code == 423 and f"VM {vmid} is locked (backup)" in exc.value.content
+    assert [s["name"] for s in vm.snapshot.get()] == ["current"]  # nothing changed
     vm.config.put(delete="lock", skiplock=1)
     # growing a disk, and a new disk added through the config
     ok(px, vm.resize.put(disk="virtio0", size="+1G"))
@@ -196,6 +200,14 @@ def test_locks_missing_bridge_resize_config_and_task_abort(node, guest_dir):
     vm.config.put(delete="net0")
     # a running task can be stopped
     start(px, node, vmid)
+    pid = vm.status.current.get()["pid"]
+    status = done(px, vm.status.start.post())  # starting it again: the task fails, the guest is untouched
+    assert status["exitstatus"] == f"VM {vmid} already running"
+    assert vm.status.current.get()["pid"] == pid
+    with pytest.raises(ResourceException) as exc:  # deleting it while it runs
+        vm.delete()
+    assert exc.value.status_code == 409 and f"VM {vmid} is running - destroy failed" in exc.value.content
+    assert vm.config.get()["name"] == f"g{vmid}" and vm.status.current.get()["pid"] == pid
     upid = vm.status.shutdown.post(timeout=120)
     time.sleep(1)
     px.nodes("n1").tasks(upid).delete()

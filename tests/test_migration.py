@@ -52,6 +52,12 @@ def test_live_migration_keeps_the_guest_running_and_moves_its_config(three_nodes
         assert rows[vmid]["node"] == "n3" and rows[vmid]["status"] == "running"
     assert vmid not in {g["vmid"] for g in px.nodes("n2").qemu.get()}
     assert done(px, "n3", px.nodes("n3").qemu(vmid).status.stop.post())["exitstatus"] == "OK"
+    # a guest without local disks clones to another node too, with a cluster-wide next id
+    newid = int(px.cluster.nextid.get())
+    upid = px.nodes("n3").qemu(vmid).clone.post(newid=newid, name="copy-on-n1", target="n1")
+    assert done(px, "n3", upid)["exitstatus"] == "OK"
+    assert px.nodes("n1").qemu(newid).config.get()["name"] == "copy-on-n1"
+    assert {r["vmid"]: r["node"] for r in px.cluster.resources.get(type="vm")}[newid] == "n1"
 
 
 def test_offline_migration_moves_volumes_and_a_failed_one_changes_nothing(three_nodes):

@@ -11,7 +11,7 @@ from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
 from engine import commands as cmd
-from engine.volumes import alloc_requests
+from engine.volumes import alloc_requests, owned_volumes
 
 DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
               + [f"sata{i}" for i in range(6)] + ["efidisk0", "tpmstate0"])
@@ -118,7 +118,14 @@ async def clone_vm(ctx: Ctx, p: dict) -> str:
     if not full and not is_template:
         raise ParamErrors({"full": "linked clones need a template as source"})
     if p.get("target") and p["target"] != p["node"]:
-        raise ParamErrors({"target": "cloning to another node is not supported yet"})
+        with ctx.node.read() as s:
+            known = p["target"] in s.nodes
+        if not known:
+            raise ParamErrors({"target": f"no such cluster node '{p['target']}'"})
+        local = owned_volumes(p["vmid"], guest["conf"])
+        if local:  # as Proxmox: another node cannot reach this node's local storage
+            raise ParamErrors({"target": f"can't clone to node '{p['target']}' (VM uses local storage: "
+                                         f"{', '.join(local)})"})
     if p.get("pool") or p.get("snapname"):
         raise ParamErrors({k: f"'{k}' is not supported yet" for k in ("pool", "snapname") if p.get(k)})
     intent = {"name": p.get("name"), "description": p.get("description"), "linked": not full,
