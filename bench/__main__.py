@@ -6,6 +6,8 @@
            catch up.
 - migrate: downtime of a live migration of the test guest (peer: the same QEMU migration driven by
            hand over QMP, without gpve).
+- guests:  start-to-running and stop-to-stopped through the API, against the same QEMU command line run
+           by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from bench import join, migrate, writes
+from bench import guest_ops, join, migrate, writes
 
 
 def table(title: str, rows: list[tuple]) -> None:
@@ -27,11 +29,15 @@ def table(title: str, rows: list[tuple]) -> None:
 
 def main(argv: list[str]) -> None:
     which = argv[0] if argv else "all"
+    if which not in ("writes", "join", "migrate", "guests", "all"):
+        raise SystemExit(__doc__)
     with tempfile.TemporaryDirectory(prefix="gpve-bench-") as base:
         if which in ("writes", "all"):
             table("Replicated writes, 3 nodes on loopback", writes.run(base))
         if which in ("join", "all"):
             table("Joining a node to a cluster with 10,000 guests / keys", join.run(base))
+        if which in ("guests", "all"):
+            table("Guest operations, test guest under software emulation (median of 5)", guest_ops.run(base))
         if which in ("migrate", "all"):
             table("Live migration of the test guest (software emulation, 256 MiB)", migrate.run(base))
 
