@@ -7,6 +7,7 @@ logs what it does, and returns the changes for the log (`Outcome`).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 import re
@@ -415,12 +416,27 @@ class Operations:
             return Outcome(moved={vmid: target})
         if volumes and not intent.get("with-local-disks"):
             raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(volumes)}) without with-local-disks")
-        if volumes:
-            raise TaskFailed("live migration of local disks is not supported yet - migrate offline")
-        answer = await self.peers.call(target, "POST", f"/v1/migration/{vmid}/incoming")
-        uri = answer["uri"]
-        task.log(f"target QEMU on '{target}' waits at {uri}")
+        disks = [(key, volume_of(guest["conf"][key])) for key in disk_keys(guest["conf"])
+                 if volume_of(guest["conf"][key]) in volumes]
+        sizes = {volid: await self.storage_of(volid).size(volid) for _, volid in disks}
+        answer = await self.peers.call(target, "POST", f"/v1/migration/{vmid}/incoming", data={"volumes": json.dumps(
+            [{"key": key, "volid": volid, "size": sizes[volid]} for key, volid in disks])})
+        uri, nbd = answer["uri"], answer.get("nbd", {})
+        task.log(f"target QEMU on '{target}' waits at {uri}" + (f"; disks by NBD: {sorted(nbd)}" if nbd else ""))
         try:
+            for key, _ in disks:  # copy the disks while the guest runs; writes keep being mirrored
+                await self.driver.qmp(vmid, "drive-mirror", {"device": f"drive-{key}", "target": nbd[key],
+                                                             "format": "raw", "mode": "existing", "sync": "full",
+                                                             "job-id": f"mirror-{key}"})
+            while disks:
+                jobs = {j["device"]: j for j in await self.driver.qmp(vmid, "query-block-jobs")}
+                if all(jobs.get(f"mirror-{key}", {}).get("ready") for key, _ in disks):
+                    break
+                if any(f"mirror-{key}" not in jobs for key, _ in disks):
+                    raise TaskFailed("a disk mirror stopped before it was in sync")
+                await trio.sleep(0.1)
+            if disks:
+                task.log(f"local disks in sync on '{target}': {', '.join(v for _, v in disks)}")
             await self.driver.qmp(vmid, "migrate", {"uri": uri})
             while True:
                 state = await self.driver.qmp(vmid, "query-migrate")
@@ -430,10 +446,23 @@ class Operations:
                 if status in ("failed", "cancelled"):
                     raise TaskFailed(f"migration {status}: {state.get('error-desc', '')}".strip())
                 await trio.sleep(0.1)
-        except (TaskFailed, GuestError) as exc:
+            for key, _ in disks:  # in sync and the guest paused: end the mirrors without switching to them
+                await self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}"})
+            await self.peers.call(target, "POST", f"/v1/migration/{vmid}/resume",
+                                  data={"exports": json.dumps([f"drive-{key}" for key, _ in disks])})
+        except (TaskFailed, GuestError, Rejection) as exc:
+            for key, _ in disks:
+                try:
+                    await self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}", "force": True})
+                except GuestError:
+                    pass
             await self.peers.call(target, "POST", f"/v1/migration/{vmid}/abort")
+            for _, volid in disks:
+                await self.peers.call(target, "DELETE", f"/v1/migration/{vmid}/volume", params={"volid": volid})
             raise TaskFailed(f"online migrate failure - {exc}") from None
         task.log(f"migration finished, downtime {state.get('downtime', 0)} ms, "
                  f"{state.get('ram', {}).get('transferred', 0)} bytes of RAM sent")
         await self.driver.stop(vmid)  # the source QEMU is paused after handing over
+        for _, volid in disks:
+            await self.storage_of(volid).free(volid)
         return Outcome(moved={vmid: target}, power={vmid: "running"})

@@ -227,8 +227,8 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
         argv += _net(key, str(conf[key]), host, vmid, bootindex, paths.run_dir)
     if loadvm:
         argv += ["-loadvm", loadvm]
-    if incoming:  # the target of a live migration waits for the guest's state here
-        argv += ["-incoming", incoming]
+    if incoming:  # the target of a live migration waits, paused, for the guest's state here
+        argv += ["-incoming", incoming, "-S"]
     if conf.get("args"):
         argv += shlex.split(str(conf["args"]))
     return argv

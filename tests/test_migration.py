@@ -60,7 +60,7 @@ def test_live_migration_keeps_the_guest_running_and_moves_its_config(three_nodes
     assert {r["vmid"]: r["node"] for r in px.cluster.resources.get(type="vm")}[newid] == "n1"
 
 
-def test_offline_migration_moves_volumes_and_a_failed_one_changes_nothing(three_nodes):
+def test_local_disks_migrate_live_and_offline_and_a_failed_migration_changes_nothing(three_nodes):
     guest_dir = build_guest()
     n1, n2, n3 = three_nodes.nodes
     px = n1.api()
@@ -71,18 +71,27 @@ def test_offline_migration_moves_volumes_and_a_failed_one_changes_nothing(three_
     volume = f"vm-{vmid}-disk-0.qcow2"
     on = {n.name: os.path.join(n.data_dir, "storage", "local", "images", str(vmid), volume) for n in (n2, n3)}
     assert os.path.exists(on["n2"])
-    # a running guest with a local disk cannot go live: the task fails, the guest runs on, unlocked
     assert done(px, "n2", px.nodes("n2").qemu(vmid).status.start.post())["exitstatus"] == "OK"
+    # live, without with-local-disks: the task fails, the guest runs on where it was, unlocked
     status = done(px, "n2", px.nodes("n2").qemu(vmid).migrate.post(target="n3", online=1))
     assert "local disks" in status["exitstatus"]
     assert px.nodes("n2").qemu(vmid).status.current.get()["status"] == "running"
     assert "lock" not in px.nodes("n2").qemu(vmid).config.get()
-    assert done(px, "n2", px.nodes("n2").qemu(vmid).status.stop.post())["exitstatus"] == "OK"
-    # offline: the volume travels, the config follows
-    status = done(px, "n2", px.nodes("n2").qemu(vmid).migrate.post(target="n3"))
-    assert status["exitstatus"] == "OK"
+    # live, with its local disk mirrored to the target: what the guest wrote travels with it
+    px.nodes("n2").qemu(vmid).monitor.post(command='qemu-io drive-virtio0 "write -P 0x41 0 512"')
+    wait_serial(n2, vmid, r"disk=AAAAAAAAAAAAAAAA")
+    status = done(px, "n2", px.nodes("n2").qemu(vmid).migrate.post(target="n3", online=1, **{"with-local-disks": 1}))
+    assert status["exitstatus"] == "OK", px.nodes("n2").tasks(status["upid"]).log.get()
+    wait_serial(n3, vmid, r"GPVE-TICK \d+ disk=AAAAAAAAAAAAAAAA")
+    assert "GPVE-GUEST-READY" not in serial_text(n3, vmid)
     assert os.path.exists(on["n3"]) and not os.path.exists(on["n2"])
-    assert px.nodes("n3").qemu(vmid).config.get()["virtio0"].startswith(f"local:{vmid}/{volume}")
-    assert done(px, "n3", px.nodes("n3").qemu(vmid).status.start.post())["exitstatus"] == "OK"
-    wait_serial(n3, vmid, r"GPVE-GUEST-READY disk=/dev/vda")
+    assert px.nodes("n3").qemu(vmid).status.current.get()["status"] == "running"
     assert done(px, "n3", px.nodes("n3").qemu(vmid).status.stop.post())["exitstatus"] == "OK"
+    # offline: the volume travels back, the config follows
+    status = done(px, "n3", px.nodes("n3").qemu(vmid).migrate.post(target="n2"))
+    assert status["exitstatus"] == "OK"
+    assert os.path.exists(on["n2"]) and not os.path.exists(on["n3"])
+    assert px.nodes("n2").qemu(vmid).config.get()["virtio0"].startswith(f"local:{vmid}/{volume}")
+    assert done(px, "n2", px.nodes("n2").qemu(vmid).status.start.post())["exitstatus"] == "OK"
+    wait_serial(n2, vmid, r"GPVE-TICK \d+ disk=AAAAAAAAAAAAAAAA")
+    assert done(px, "n2", px.nodes("n2").qemu(vmid).status.stop.post())["exitstatus"] == "OK"

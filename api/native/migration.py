@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -12,6 +13,7 @@ from api.registry import API
 from api.schema import Param, Permission
 from engine.errors import Rejection
 from hypervisor.qemu import GuestError
+from hypervisor.storage import run
 
 INCOMING = Permission("Sys.Incoming", "/")
 VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999, location="path")
@@ -33,20 +35,62 @@ def _not_owned_here(ctx: Ctx, vmid: int) -> None:
 
 
 @API.endpoint("POST", "/migration/{vmid}/incoming", native=True, permission=INCOMING,
-              params=[VMID, Param("source", format="pve-node")],
-              returns={"type": "object", "properties": {"uri": {"type": "string"}}})
+              params=[VMID, Param("source", format="pve-node"),
+                      Param("volumes", description="JSON list of {key, volid, size}: local disks to receive by NBD")],
+              returns={"type": "object", "properties": {"uri": {"type": "string"}, "nbd": {"type": "object"}}})
 async def incoming(ctx: Ctx, p: dict) -> dict:
-    """Start the guest here, waiting for its state (`-incoming`); answers where to send it."""
-    _not_owned_here(ctx, p["vmid"])
+    """Start the guest here, paused and waiting for its state (`-incoming`); with local disks, make empty
+    volumes and export them over NBD for the source to mirror into. Answers where to send what."""
+    vmid = p["vmid"]
+    _not_owned_here(ctx, vmid)
     with ctx.node.read() as s:
-        conf = dict(s.guests[p["vmid"]]["conf"])
+        conf = dict(s.guests[vmid]["conf"])
+    volumes = json.loads(p.get("volumes") or "[]")
+    for vol in volumes:
+        storage = ctx.rt.storages.get(vol["volid"].partition(":")[0])
+        if storage is None or storage.volume_vmid(vol["volid"]) != vmid:
+            raise Rejection(400, f"volume '{vol['volid']}' does not belong to VM {vmid}")
+        path = storage.volume_path(vol["volid"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        await run("qemu-img", "create", "-q", "-f", storage.volume_format(vol["volid"]), path, str(vol["size"]))
     ip = ctx.node.spec.ip
     uri = f"tcp:{ip}:{_free_port(ip)}"
+    driver = ctx.rt.driver
     try:
-        await ctx.rt.driver.start(p["vmid"], {k: v for k, v in conf.items() if k != "lock"}, incoming=uri)
+        await driver.start(vmid, {k: v for k, v in conf.items() if k != "lock"}, incoming=uri)
+        nbd = {}
+        if volumes:
+            port = _free_port(ip)
+            await driver.qmp(vmid, "nbd-server-start", {"addr": {"type": "inet", "data": {"host": ip,
+                                                                                       "port": str(port)}}})
+            nodes = {b["device"]: b["inserted"]["node-name"] for b in await driver.qmp(vmid, "query-block")
+                     if b.get("inserted")}
+            for vol in volumes:
+                name = f"drive-{vol['key']}"
+                await driver.qmp(vmid, "block-export-add", {"type": "nbd", "id": name, "node-name": nodes[name],
+                                                            "name": name, "writable": True})
+                nbd[vol["key"]] = f"nbd:{ip}:{port}:exportname={name}"
+    except GuestError as exc:
+        await driver.stop(vmid)
+        raise Rejection(500, f"migration target: {exc}") from None
+    return {"uri": uri, "nbd": nbd}
+
+
+@API.endpoint("POST", "/migration/{vmid}/resume", native=True, permission=INCOMING,
+              params=[VMID, Param("exports", description="JSON list of the NBD export ids to remove")],
+              returns={"type": "object"})
+async def resume(ctx: Ctx, p: dict) -> dict:
+    """After the state has arrived: end the disk exports and let the guest run here."""
+    driver = ctx.rt.driver
+    try:
+        for export in json.loads(p.get("exports") or "[]"):
+            await driver.qmp(p["vmid"], "block-export-del", {"id": export})
+        if p.get("exports") and json.loads(p["exports"]):
+            await driver.qmp(p["vmid"], "nbd-server-stop")
+        await driver.qmp(p["vmid"], "cont")
     except GuestError as exc:
         raise Rejection(500, f"migration target: {exc}") from None
-    return {"uri": uri}
+    return {}
 
 
 @API.endpoint("POST", "/migration/{vmid}/abort", native=True, permission=INCOMING, params=[VMID],
@@ -77,3 +121,15 @@ async def receive_volume(ctx: Ctx, p: dict) -> dict:
         os.fsync(f.fileno())
     os.replace(path + ".part", path)
     return {"size": size}
+
+
+@API.endpoint("DELETE", "/migration/{vmid}/volume", native=True, permission=INCOMING,
+              params=[VMID, Param("volid", optional=False)], returns={"type": "object"})
+async def drop_volume(ctx: Ctx, p: dict) -> dict:
+    """Remove a volume made for a migration that failed."""
+    _not_owned_here(ctx, p["vmid"])
+    storage = ctx.rt.storages.get(p["volid"].partition(":")[0])
+    if storage is None or storage.volume_vmid(p["volid"]) != p["vmid"]:
+        raise Rejection(400, f"volume '{p['volid']}' does not belong to VM {p['vmid']}")
+    await storage.free(p["volid"])
+    return {}
