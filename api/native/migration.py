@@ -25,6 +25,14 @@ def _free_port(ip: str) -> int:
         return s.getsockname()[1]
 
 
+def _storage_for(ctx: Ctx, vmid: int, volid: str):
+    """The storage holding `volid`, which must be a volume of guest `vmid`."""
+    storage = ctx.rt.storages.get(volid.partition(":")[0])
+    if storage is None or storage.volume_vmid(volid) != vmid:
+        raise Rejection(400, f"volume '{volid}' does not belong to VM {vmid}")
+    return storage
+
+
 def _not_owned_here(ctx: Ctx, vmid: int) -> None:
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
@@ -47,9 +55,7 @@ async def incoming(ctx: Ctx, p: dict) -> dict:
         conf = dict(s.guests[vmid]["conf"])
     volumes = json.loads(p.get("volumes") or "[]")
     for vol in volumes:
-        storage = ctx.rt.storages.get(vol["volid"].partition(":")[0])
-        if storage is None or storage.volume_vmid(vol["volid"]) != vmid:
-            raise Rejection(400, f"volume '{vol['volid']}' does not belong to VM {vmid}")
+        storage = _storage_for(ctx, vmid, vol["volid"])
         path = storage.volume_path(vol["volid"])
         os.makedirs(os.path.dirname(path), exist_ok=True)
         await run("qemu-img", "create", "-q", "-f", storage.volume_format(vol["volid"]), path, str(vol["size"]))
@@ -81,6 +87,7 @@ async def incoming(ctx: Ctx, p: dict) -> dict:
               returns={"type": "object"})
 async def resume(ctx: Ctx, p: dict) -> dict:
     """After the state has arrived: end the disk exports and let the guest run here."""
+    _not_owned_here(ctx, p["vmid"])
     driver = ctx.rt.driver
     try:
         for export in json.loads(p.get("exports") or "[]"):
@@ -88,8 +95,8 @@ async def resume(ctx: Ctx, p: dict) -> dict:
         if p.get("exports") and json.loads(p["exports"]):
             await driver.qmp(p["vmid"], "nbd-server-stop")
         await driver.qmp(p["vmid"], "cont")
-    except GuestError as exc:
-        raise Rejection(500, f"migration target: {exc}") from None
+    except GuestError as exc:  # nothing waits here for this guest
+        raise Rejection(409, f"migration target: {exc}") from None
     return {}
 
 
@@ -107,10 +114,7 @@ async def abort(ctx: Ctx, p: dict) -> dict:
 async def receive_volume(ctx: Ctx, p: dict) -> dict:
     """Receive a guest volume (offline migration): the request body is the image, stored under the same volid."""
     _not_owned_here(ctx, p["vmid"])
-    storage = ctx.rt.storages.get(p["volid"].partition(":")[0])
-    if storage is None or storage.volume_vmid(p["volid"]) != p["vmid"]:
-        raise Rejection(400, f"volume '{p['volid']}' does not belong to VM {p['vmid']}")
-    path = storage.volume_path(p["volid"])
+    path = _storage_for(ctx, p["vmid"], p["volid"]).volume_path(p["volid"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     size = 0
     with open(path + ".part", "wb") as f:
@@ -128,8 +132,5 @@ async def receive_volume(ctx: Ctx, p: dict) -> dict:
 async def drop_volume(ctx: Ctx, p: dict) -> dict:
     """Remove a volume made for a migration that failed."""
     _not_owned_here(ctx, p["vmid"])
-    storage = ctx.rt.storages.get(p["volid"].partition(":")[0])
-    if storage is None or storage.volume_vmid(p["volid"]) != p["vmid"]:
-        raise Rejection(400, f"volume '{p['volid']}' does not belong to VM {p['vmid']}")
-    await storage.free(p["volid"])
+    await _storage_for(ctx, p["vmid"], p["volid"]).free(p["volid"])
     return {}
