@@ -445,11 +445,12 @@ class Operations:
                     break
                 if status in ("failed", "cancelled"):
                     raise TaskFailed(f"migration {status}: {state.get('error-desc', '')}".strip())
-                await trio.sleep(0.1)
+                await trio.sleep(0.02)
             for key, _ in disks:  # in sync and the guest paused: end the mirrors without switching to them
                 await self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}"})
-            await self.peers.call(target, "POST", f"/v1/migration/{vmid}/resume",
-                                  data={"exports": json.dumps([f"drive-{key}" for key, _ in disks])})
+            if disks:  # the target waits, paused, until its exports are gone
+                await self.peers.call(target, "POST", f"/v1/migration/{vmid}/resume",
+                                      data={"exports": json.dumps([f"drive-{key}" for key, _ in disks])})
         except (TaskFailed, GuestError, Rejection) as exc:
             for key, _ in disks:
                 try:

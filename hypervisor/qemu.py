@@ -141,12 +141,13 @@ class QemuDriver:
         return str(out or "")
 
     # ---- lifecycle ----------------------------------------------------------------------
-    async def start(self, vmid: int, conf: dict, loadvm: str | None = None, incoming: str | None = None) -> int:
+    async def start(self, vmid: int, conf: dict, loadvm: str | None = None, incoming: str | None = None,
+                    paused: bool = False) -> int:
         if self.running(vmid):
             raise GuestError(f"VM {vmid} already running")
         try:
             argv = build_argv(vmid, conf, self.resolve, host_facts(), self.paths(vmid), self.qemu_binary, loadvm,
-                              incoming)
+                              incoming, paused)
         except (StartError, Exception) as exc:
             raise GuestError(str(exc)) from None
         for key, value in conf.items():

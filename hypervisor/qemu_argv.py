@@ -154,7 +154,8 @@ def tap_script(value: str) -> str:
 
 
 def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, paths: RunPaths,
-               qemu: str = "qemu-system-x86_64", loadvm: str | None = None, incoming: str | None = None) -> list[str]:
+               qemu: str = "qemu-system-x86_64", loadvm: str | None = None, incoming: str | None = None,
+               paused: bool = False) -> list[str]:
     """The full QEMU command line for `conf`; raises StartError for configs that cannot run."""
     kvm = int(conf.get("kvm", 1))
     if kvm and not host.kvm_available:
@@ -227,8 +228,10 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
         argv += _net(key, str(conf[key]), host, vmid, bootindex, paths.run_dir)
     if loadvm:
         argv += ["-loadvm", loadvm]
-    if incoming:  # the target of a live migration waits, paused, for the guest's state here
-        argv += ["-incoming", incoming, "-S"]
+    if incoming:  # the target of a live migration waits for the guest's state here
+        argv += ["-incoming", incoming]
+    if paused:  # ... and stays paused after it arrived, until told to go on
+        argv += ["-S"]
     if conf.get("args"):
         argv += shlex.split(str(conf["args"]))
     return argv

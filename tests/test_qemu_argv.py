@@ -95,3 +95,9 @@ def test_serial_vga_smbios_vmgenid_agent_ostype_and_args():
 
 def test_loadvm_for_a_snapshot_with_state():
     assert pairs(build_argv(100, {}, resolve, HOST, PATHS, loadvm="snap1"), "-loadvm") == ["snap1"]
+
+
+def test_migration_target_waits_for_the_state_and_may_stay_paused():
+    a = build_argv(100, {}, resolve, HOST, PATHS, incoming="tcp:127.0.0.1:4000")
+    assert pairs(a, "-incoming") == ["tcp:127.0.0.1:4000"] and "-S" not in a
+    assert "-S" in build_argv(100, {}, resolve, HOST, PATHS, incoming="tcp:127.0.0.1:4000", paused=True)

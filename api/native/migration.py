@@ -63,7 +63,8 @@ async def incoming(ctx: Ctx, p: dict) -> dict:
     uri = f"tcp:{ip}:{_free_port(ip)}"
     driver = ctx.rt.driver
     try:
-        await driver.start(vmid, {k: v for k, v in conf.items() if k != "lock"}, incoming=uri)
+        # with disks to receive, the guest must not run here before their exports are gone
+        await driver.start(vmid, {k: v for k, v in conf.items() if k != "lock"}, incoming=uri, paused=bool(volumes))
         nbd = {}
         if volumes:
             port = _free_port(ip)
