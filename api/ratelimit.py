@@ -49,10 +49,6 @@ class RateLimiter:
         self.limits = limits
         self.windows: dict[tuple[str, str], list[float]] = {}  # key -> [window start, count]
 
-    @property
-    def enabled(self) -> bool:
-        return self.limits is not None
-
     def check(self, klass: str, key: str, now: float) -> Verdict | None:
         """Count one request and say whether it may pass."""
         if self.limits is None:

@@ -63,9 +63,6 @@ class QemuDriver:
         return RunPaths(qmp=os.path.join(self.run_dir, f"{vmid}.qmp"),
                         pidfile=os.path.join(self.run_dir, f"{vmid}.pid"), run_dir=self.run_dir)
 
-    def serial_log(self, vmid: int, port: int = 0) -> str:
-        return os.path.join(self.run_dir, f"{vmid}.serial{port}.log")
-
     def pid(self, vmid: int) -> int | None:
         """The pid of this guest's QEMU if it runs (checked against its command line)."""
         try:

@@ -22,7 +22,6 @@ from api.context import Ctx
 from api.errors import ApiError
 from api.registry import API
 from api.schema import Param, ParamErrors, Permission
-from api.tls import certificate_fingerprint
 from engine import commands as cmd
 from engine.bridge import NoQuorum
 from engine.errors import not_found
@@ -175,7 +174,3 @@ async def join_cluster(ctx: Ctx, p: dict) -> str:
         answer = added.json()["data"]
     await ctx.rt.adopt_ca(answer["ca_cert"], answer["ca_key"])
     return f"node '{spec.name}' joined cluster '{answer['totem']['cluster_name']}'"
-
-
-def node_fingerprint(data_dir: str) -> str:
-    return certificate_fingerprint(os.path.join(data_dir, "ssl", "pve-ssl.pem"))
