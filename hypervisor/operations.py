@@ -18,6 +18,7 @@ import trio
 
 from engine.errors import Rejection
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
+from engine.snapshots import drop_snapshot
 from engine.volumes import alloc_requests, owned_volumes, volume_of
 from hypervisor import propstr
 from hypervisor.qemu import GuestError, QemuDriver
@@ -307,8 +308,7 @@ class Operations:
         vmid, guest = task.vmid, task.guest
         name = task.intent["snapname"]
         conf, snaps = dict(guest["conf"]), dict(guest["snapshots"])
-        snap = snaps.pop(name)
-        disks_of = {k: v for k, v in snap.items() if k not in SNAPSHOT_META}
+        disks_of = {k: v for k, v in snaps[name].items() if k not in SNAPSHOT_META}
         if self.driver.running(vmid):
             out = await self.driver.hmp(vmid, f"delvm {name}")
             if "Error" in out and not task.intent.get("force"):
@@ -317,15 +317,7 @@ class Operations:
             for _, path in self._snapshot_disks(disks_of):
                 if os.path.exists(path):
                     await run("qemu-img", "snapshot", "-d", name, path)
-        for other in snaps.values():
-            if other.get("parent") == name:
-                other.pop("parent", None)
-                if snap.get("parent"):
-                    other["parent"] = snap["parent"]
-        if conf.get("parent") == name:
-            conf.pop("parent")
-            if snap.get("parent"):
-                conf["parent"] = snap["parent"]
+        conf, snaps = drop_snapshot(conf, snaps, name)
         task.log(f"deleted snapshot '{name}'")
         return Outcome(configs={vmid: conf}, snapshots={vmid: snaps})
 

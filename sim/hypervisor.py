@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine import commands as cmd
+from engine.snapshots import drop_snapshot
 
 BOOT_SECONDS = (0.5, 3.0)
 STOP_SECONDS = (0.05, 0.5)
@@ -242,16 +243,7 @@ class SimReconciler:
         name = task["intent"]["snapname"]
         if name not in snaps:
             raise GuestError(f"snapshot '{name}' does not exist")
-        snap = snaps.pop(name)
-        for other in snaps.values():
-            if other.get("parent") == name:
-                other.pop("parent", None)
-                if snap.get("parent"):
-                    other["parent"] = snap["parent"]
-        if conf.get("parent") == name:
-            conf.pop("parent")
-            if snap.get("parent"):
-                conf["parent"] = snap["parent"]
+        conf, snaps = drop_snapshot(conf, snaps, name)
         run.lines.append(f"deleted snapshot '{name}'")
         return {"configs": {vmid: conf}, "snapshots": {vmid: snaps}}
 

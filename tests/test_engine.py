@@ -120,3 +120,14 @@ def test_rejection_round_trip():
     assert Rejection.from_dict(rej.to_dict()) == rej
     with pytest.raises(Rejection):
         raise rej
+
+
+def test_dropping_a_snapshot_hands_its_children_to_its_parent():
+    from engine.snapshots import drop_snapshot
+    snaps = {"a": {"snaptime": 1}, "b": {"parent": "a", "snaptime": 2}, "c": {"parent": "b", "snaptime": 3}}
+    conf, left = drop_snapshot({"parent": "b", "name": "x"}, snaps, "b")
+    assert left == {"a": {"snaptime": 1}, "c": {"parent": "a", "snaptime": 3}}
+    assert conf == {"parent": "a", "name": "x"}
+    assert snaps["c"]["parent"] == "b"  # the inputs stay as they were
+    conf, left = drop_snapshot(conf, left, "a")
+    assert "parent" not in conf and "parent" not in left["c"]
