@@ -96,5 +96,31 @@ def guard_snapshot_commit(obj: SyncObj, message) -> None:
         message["commit_index"] = min(message.get("commit_index", 0), obj.raftCommitIndex)
 
 
+def guard_next_index(obj: SyncObj, node, message) -> None:
+    """On the leader: a rejection may not raise a follower's next index above an earlier rejection's.
+
+    pysyncobj's leader sends a lagging follower every batch at once (one append_entries per
+    `appendEntriesBatchSizeBytes`) and sets `nextIndex` from each `next_node_idx` reply with `reset`. A
+    follower whose last entry, index N, is of an old term answers the first batch "conflict at N" and the
+    next ones "my log ends at N" (N + 1); the last answer wins, the leader resends from N + 1 and both
+    replies come again: the follower never catches up while the leader's backlog spans more than one batch
+    (simulator, `--membership` seed 8; see sim/README.md). A lower next index is always safe (the leader
+    only resends entries), so until a success (or a new term) a rejection's index is capped by the lowest
+    one seen.
+    """
+    if not (isinstance(message, dict) and message.get("type") == "next_node_idx") or not obj._isLeader():
+        return
+    floors = obj.__dict__.setdefault("_engine_reject_floor", {})
+    key, term = getattr(node, "id", node), obj.raftCurrentTerm
+    if message.get("success"):
+        floors.pop(key, None)
+    elif message.get("reset"):
+        floor = floors.get(key)
+        if floor is not None and floor[0] == term and message["next_node_idx"] > floor[1]:
+            message["next_node_idx"] = floor[1]
+        else:
+            floors[key] = (term, message["next_node_idx"])
+
+
 def version_ok() -> bool:
     return VERSION == PINNED_VERSION

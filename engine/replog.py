@@ -36,7 +36,8 @@ class SyncBeforeSend:
 
 
 class CommitGuard:
-    """Transport mixin: work around pysyncobj advancing a follower's commit index on snapshot messages.
+    """Transport mixin: work around pysyncobj advancing a follower's commit index on snapshot messages
+    (and, on the leader, a catch-up livelock: `pysyncobj_hooks.guard_next_index`).
 
     pysyncobj 0.3.17 takes `commit_index` from every append_entries, also from those that carry a
     snapshot instead of entries, where it never checked that the follower's log matches the leader's:
@@ -50,6 +51,7 @@ class CommitGuard:
 
     def _onMessageReceived(self, node, message):  # noqa: N802 - pysyncobj's name
         hooks.guard_snapshot_commit(self._guarded_log, message)
+        hooks.guard_next_index(self._guarded_log, node, message)
         super()._onMessageReceived(node, message)
 
 

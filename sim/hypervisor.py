@@ -156,6 +156,7 @@ class SimReconciler:
 
     def _execute(self, run: Run, task: dict, conf: dict, snaps: dict, owner: str | None) -> None:
         vmid, kind = task.get("vmid"), task["type"]
+        self.started_at = min(self.started_at, int(self.node.wall()))  # as the engine: a clock stepped back
         if task["starttime"] < self.started_at:
             self._finish(run, task, "task interrupted - node restarted while it ran", {})
             return

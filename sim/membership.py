@@ -3,12 +3,13 @@
 Join (`POST /cluster/config/join` on the new node, then `POST /cluster/config/nodes/{node}` on a member):
 the new node starts an empty log whose peers are the members the contact lists plus itself; the
 contact adds its raft address through pysyncobj's dynamic membership (`change_membership('add')`,
-retried every 0.3 s for 30 s as `Node.change_membership` does), then submits `RegisterNode`. A failed
+retried every 0.3 s for 30 s as `Node.change_membership` does, done at once when the raft member set
+already reflects the change), then submits `RegisterNode`. A failed
 join is retried by the admin with another contact.
 
 Leave (`DELETE /cluster/config/nodes/{node}`): the node is drained first (its guests stopped and
-migrated offline to the other nodes, as an admin must: `RemoveNode` is refused while it owns guests),
-powered off (Proxmox's documented order: shut the node down, then `pvecm delnode`), then a member
+migrated offline to the other nodes, as an admin must: `RemoveNode` is refused while it owns guests or runs
+tasks), powered off (Proxmox's documented order: shut the node down, then `pvecm delnode`), then a member
 submits `RemoveNode` and `change_membership('remove')`.
 """
 
@@ -31,12 +32,20 @@ class Membership:
         self.world = world
         self.loop = world.loop
         self.rng = world.membership_rng
-        self.busy = 0  # operations under way (the cluster has not converged while any runs)
+        self.busy = 0  # operations not finished yet (the cluster has not converged while any remains)
         self.done: list[str] = []
+        self.finished_at = 0.0  # when the last operation ended (the convergence bound starts after it)
         self.seq = 0
-        for at, op, name in plan:
-            self.busy += 1
-            self.loop.at(at, self.join if op == "join" else self.leave, name)
+        # One operation at a time, as an admin does it: each starts at its planned time or when the previous
+        # one ended, whichever is later (a leave of a node whose join is still retrying would race it).
+        self.queue = sorted(plan)
+        self.busy = len(self.queue)
+        self._next()
+
+    def _next(self) -> None:
+        if self.queue:
+            at, op, name = self.queue.pop(0)
+            self.loop.at(max(at, self.loop.now), self.join if op == "join" else self.leave, name)
 
     # ---- helpers -------------------------------------------------------------------------------
     def _contact(self, avoid: str) -> object | None:
@@ -54,6 +63,9 @@ class Membership:
                 return  # the HTTP request died with the process: the watchdog reports it
             if self.loop.now >= deadline:
                 finish(False)
+                return
+            if any(n.id == name for n in node.replog.otherNodes) == (op == "add"):
+                finish(True)  # already done (say, by an earlier attempt whose answer was lost), as the engine
                 return
             marker = {"answered": False}
 
@@ -160,7 +172,7 @@ class Membership:
             return
         state = node.machine.state
         owned = sorted(v for v, g in state.guests.items() if g["node"] == name)
-        if not owned:
+        if not owned:  # tasks still running on it: `RemoveNode` refuses, and the node is powered on again
             self._remove(name)
             return
         busy = {t.get("vmid") for t in state.tasks.values() if t["status"] == "running"}
@@ -219,4 +231,6 @@ class Membership:
     def _finished(self, what: str) -> None:
         self.busy -= 1
         self.done.append(what)
+        self.finished_at = self.loop.now
         self.world.trace(f"membership {what} done")
+        self._next()

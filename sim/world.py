@@ -265,7 +265,7 @@ class World:
                  "guest_crashes": sum(n.qemu.crashes for n in self.nodes.values()),
                  "rewritten_applied_entries": handler.benign,
                  "membership": list(self.membership.done) if self.membership else []}
-        conv = None if self.converged_at is None else round(self.converged_at - self.faults_end, 3)
+        conv = None if self.converged_at is None else round(self.converged_at - self._settle_from(), 3)
         return Result(list(self.checker.violations), self.trace_hash(), self.loop.now, wall, net.delivered,
                       stats, self.faults, conv, self.prefix_hash)
 
@@ -277,9 +277,15 @@ class World:
         return [(round(end * 0.15, 3), "join", new[0]), (round(end * 0.3, 3), "join", new[1]),
                 (round(end * 0.5, 3), "leave", new[1]), (round(end * 0.7, 3), "leave", second)]
 
+    def _settle_from(self) -> float:
+        """Where the convergence bound starts: the faults' end, or the last membership change's end if later
+        (a drain that faults delayed, its guests' shutdowns and migrations, are admin work, not convergence)."""
+        return max(self.faults_end, self.membership.finished_at if self.membership else 0.0)
+
     def _final_checks(self) -> None:
-        if self.converged_at is None or self.converged_at - self.faults_end > CONVERGE_BOUND:
-            self.checker.violation(f"no convergence within {CONVERGE_BOUND:.0f} s after the faults stopped")
+        if self.converged_at is None or self.converged_at - self._settle_from() > CONVERGE_BOUND:
+            self.checker.violation(f"no convergence within {CONVERGE_BOUND:.0f} s after the faults stopped"
+                                   + (" and the membership changes ended" if self.membership else ""))
         self.checker.final()
 
     def close(self) -> None:

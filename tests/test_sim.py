@@ -81,3 +81,18 @@ def test_membership_grow_to_five_and_shrink_back_with_faults():
     result = World(Options(seed=1, duration=90, quiet=40, fault_rate=0.3, membership=True)).run()
     assert result.violations == []
     assert len(result.stats["membership"]) == 4
+
+
+def test_regression_membership_seeds():
+    """`--membership` seeds that found problems: 8, the leader's catch-up livelock in pysyncobj (worked around in
+    `pysyncobj_hooks.guard_next_index`); 30, a wall clock stepped back made the reconciler close every new
+    task as interrupted; 32, `RemoveNode` of a node with a task still running left the task running forever."""
+    for seed in (8, 30, 32):
+        result = World(Options(seed=seed, duration=90, quiet=40, fault_rate=0.3, membership=True)).run()
+        assert result.violations == [], (seed, result.violations)
+
+
+def test_membership_sweep_of_40_seeds_finds_no_violation():
+    out = _sim(["sweep", "--seeds", "1..40", "--jobs", "2", "--membership", "--duration", "90", "--quiet", "40"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "40 seeds, 0 failing" in out.stdout
