@@ -38,6 +38,15 @@ def _guest(state: State, vmid: int, node: str | None = None) -> dict:
     return guest
 
 
+def _changeable_guest(s: State, vmid: int, node: str, skiplock: bool, digest: str | None) -> dict:
+    """The guest, if it exists on `node`, is not locked and (given a digest) was not changed meanwhile."""
+    guest = _guest(s, vmid, node)
+    _check_unlocked(guest, skiplock)
+    if digest and digest != guest_digest(guest):
+        raise bad_request("detected modified configuration - file changed by other user? Try again.")
+    return guest
+
+
 def _check_unlocked(guest: dict, skiplock: bool = False) -> None:
     lock = guest["conf"].get("lock")
     if lock and not skiplock:
@@ -139,10 +148,7 @@ def _(c: cmd.CreateGuest, s: State) -> Decision:
 
 @decide.register
 def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
-    guest = _guest(s, c.vmid, c.node)
-    _check_unlocked(guest, c.skiplock)
-    if c.digest and c.digest != guest_digest(guest):
-        raise bad_request("detected modified configuration - file changed by other user? Try again.")
+    guest = _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
     overlap = sorted(set(c.set) & set(c.delete))
     if overlap:
         raise bad_request("Parameter verification failed",
@@ -156,10 +162,7 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
 
 @decide.register
 def _(c: cmd.StartTask, s: State) -> Decision:
-    guest = _guest(s, c.vmid, c.node)
-    _check_unlocked(guest, c.skiplock)
-    if c.digest and c.digest != guest_digest(guest):
-        raise bad_request("detected modified configuration - file changed by other user? Try again.")
+    guest = _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
     conf, snaps = guest["conf"], guest.get("snapshots", {})
     running = guest.get("status") == "running"
     if c.type == "qmdestroy" and running:
