@@ -86,7 +86,7 @@ def _(c: cmd.RemoveNode, s: State) -> Decision:
         raise conflict(f"node '{c.name}' still owns guests ({', '.join(map(str, owned))}) - move or remove them first")
     # A task recorded for the node only ends through that node's daemon: removed, it would run forever
     # (found by the simulator, --membership seed 32: a migration moved the guest away under a shutdown).
-    running = sorted(u for u, t in s.tasks.items() if t["node"] == c.name and t["status"] == "running")
+    running = sorted(u for u in s.running_tasks if s.tasks[u]["node"] == c.name)
     if running:
         raise conflict(f"node '{c.name}' still has running tasks ({', '.join(running[:3])}) - wait for them first")
     return [ev.NodeRemoved(name=c.name)], {}

@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -75,21 +75,27 @@ def _process_start_ticks() -> int:
 
 
 class Node:
+    machine_class: Callable[..., Machine] = Machine
+
     def __init__(self, spec: NodeSpec, ticket_key_pem: str, csrf_secret: str, **raft_conf) -> None:
         self.spec = spec
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
-        self.machine = Machine(on_events=self._on_events)
+        self.machine = self.machine_class(on_events=self._on_events)
         self.journal, self.replog = self._open_log()
         self.bridge = LogBridge(self.replog)
         self.pid = os.getpid()
         self._pstart = _process_start_ticks()
         self._task_seq = itertools.count()
-        self.started = time.time()
+        self.started = self.wall()
         self._changed = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
+
+    def wall(self) -> float:
+        """This node's wall clock (the simulator gives each node its own)."""
+        return time.time()
 
     def bind_trio(self) -> None:
         """Call from inside the node's trio loop: state changes get signalled there."""
@@ -192,21 +198,20 @@ class Node:
                 return None
 
     def new_upid(self, node: str, task_type: str, task_id: str, user: str) -> tuple[str, int]:
-        starttime = int(time.time())
+        starttime = int(self.wall())
         pstart = (self._pstart + next(self._task_seq)) & 0xFFFFFFFF
         upid = str(Upid(node, self.pid, pstart, starttime, task_type, task_id, user))
         structlog.contextvars.bind_contextvars(upid=upid)
         return upid, starttime
 
-    @staticmethod
-    def new_request_id() -> str:
+    def new_request_id(self) -> str:
         return uuid.uuid4().hex
 
     async def bootstrap(self) -> None:
         """Record this node and the cluster's auth secrets in the log, retrying until quorum."""
         spec = self.spec
         commands = [
-            cmd.InitCluster(request_id=f"init-{spec.name}-{uuid.uuid4().hex}", ts=time.time(),
+            cmd.InitCluster(request_id=f"init-{spec.name}-{self.new_request_id()}", ts=self.wall(),
                             cluster_name=spec.cluster_name, ticket_key_pem=self._ticket_key_pem,
                             csrf_secret=self._csrf_secret),
             self.registration(),
@@ -226,8 +231,8 @@ class Node:
 
     def registration(self) -> cmd.RegisterNode:
         spec = self.spec
-        return cmd.RegisterNode(request_id=f"register-{spec.name}-{uuid.uuid4().hex}", ts=time.time(), name=spec.name,
-                                ip=spec.ip, api_port=spec.api_port, raft_addr=spec.raft_addr,
+        return cmd.RegisterNode(request_id=f"register-{spec.name}-{self.new_request_id()}", ts=self.wall(),
+                                name=spec.name, ip=spec.ip, api_port=spec.api_port, raft_addr=spec.raft_addr,
                                 fingerprint=spec.fingerprint)
 
     def _on_events(self, command: cmd.Command, events: list) -> None:

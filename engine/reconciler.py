@@ -7,7 +7,6 @@ and a node that restarts finds its interrupted tasks and closes them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -65,7 +64,7 @@ class Reconciler:
         self.node = node
         self.handlers = handlers
         self.active: dict[str, tuple[TaskRun, trio.CancelScope]] = {}
-        self.started_at = int(time.time())
+        self.started_at = int(node.wall())
 
     def live_log(self, upid: str) -> list[str] | None:
         """Lines of a task still running here (the log holds them only once it ends)."""
@@ -90,8 +89,8 @@ class Reconciler:
     def _mine(self) -> list[dict]:
         with self.node.read() as s:
             out = []
-            for task in s.tasks.values():
-                if task["status"] == "running" and task["node"] == self.node.name:
+            for task in map(s.tasks.__getitem__, s.running_tasks):
+                if task["node"] == self.node.name:
                     copy = dict(task, intent=dict(task["intent"]))
                     guest = s.guests.get(task["vmid"]) if task.get("vmid") is not None else None
                     copy["guest"] = _copy_guest(guest)
@@ -108,7 +107,7 @@ class Reconciler:
         try:
             # A wall clock stepped back below the daemon's start (NTP) must not make every new task look older
             # than the daemon until the clock catches up (found by the simulator, --membership seed 30).
-            self.started_at = min(self.started_at, int(time.time()))
+            self.started_at = min(self.started_at, int(self.node.wall()))
             if task["starttime"] < self.started_at:
                 raise TaskFailed("task interrupted - node restarted while it ran")
             handler = self.handlers.get(task["type"])
@@ -135,7 +134,7 @@ class Reconciler:
             run.log("TASK OK")
             exitstatus = "OK"
         log.info("task finished", task_type=task["type"], exitstatus=exitstatus)
-        finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=time.time(), user=task["user"], upid=upid,
+        finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=self.node.wall(), user=task["user"], upid=upid,
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=outcome.configs,
                                 snapshots=outcome.snapshots, created=outcome.created, deleted=outcome.deleted,
                                 moved=outcome.moved)

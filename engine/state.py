@@ -36,6 +36,12 @@ class State:
     access: dict[str, dict] = field(default_factory=dict)
     applied: int = 0
 
+    def __post_init__(self) -> None:
+        # Derived, not part of the snapshot: the running tasks, so that a node's reconciler, woken at every
+        # applied change, need not scan the whole task history (an ordered dict: iteration must not depend on
+        # string hashing).
+        self.running_tasks: dict[str, None] = {u: None for u, t in self.tasks.items() if t["status"] == "running"}
+
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
@@ -180,6 +186,7 @@ def _(e: ev.TaskStarted, s: State) -> State:
     s.tasks[e.upid] = {"upid": e.upid, "node": e.node, "type": e.type, "id": e.id, "user": e.user,
                        "starttime": e.starttime, "status": "running", "log": [], "vmid": e.vmid, "lock": e.lock,
                        "intent": dict(e.intent), "abort": False}
+    s.running_tasks[e.upid] = None
     if len(s.tasks) > (TASK_HISTORY_PER_NODE + TASK_HISTORY_PER_NODE // 10) * max(1, len(s.nodes)):
         _forget_old_tasks(s)  # now and then, not per task: keeps apply O(1) on average
     return s
@@ -199,6 +206,7 @@ def _forget_old_tasks(s: State) -> None:
 @apply.register
 def _(e: ev.TaskFinished, s: State) -> State:
     task = s.tasks.get(e.upid)
+    s.running_tasks.pop(e.upid, None)
     if task is not None:
         task.update(status="stopped", endtime=e.endtime, exitstatus=e.exitstatus, log=list(e.log))
     return s

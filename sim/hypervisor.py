@@ -1,27 +1,25 @@
-"""A simulated hypervisor and the node runtime that drives it from the log.
+"""A simulated hypervisor, and the task handlers the real `engine.reconciler.Reconciler` runs against it.
 
 `SimQemu` keeps each guest's power state and makes operations take time as QEMU does (boot, hard
 stop, ACPI shutdown that may time out); guests can crash. QEMU processes outlive a crash of the gpve
 daemon, but not a power loss of the host.
 
-`SimReconciler` follows the protocol of `engine.reconciler.Reconciler`: it picks up running tasks the
-log addresses to its node, runs them (here against `SimQemu`), and appends their outcome as
-`FinishTask` with request id `finish/<upid>`, retried until the cluster takes it; a task found after a
-restart that started before it is closed as interrupted; an abort request cancels the run. It also
-reports guest power changes seen outside tasks (`ObserveGuest`), as the guest watcher does.
-
-Task kinds: create, start, stop, shutdown, and the config-changing ones whose outcomes mirror
-`hypervisor/operations.py` (snapshot, rollback, snapshot delete, clone, offline migration); storage is not
-modelled, only the config, snapshot table, ownership and power changes they report.
+`SimOperations` stands in for `hypervisor/operations.py`: the same task kinds with the same outcomes
+(config, snapshot table, created guests, ownership and power changes), computed the same way; storage is
+not modelled. `watch_guests` stands in for `hypervisor/watch.py`: guest power seen outside this node's
+tasks goes into the log.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import trio
 
 from engine import commands as cmd
+from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
 from engine.snapshots import drop_snapshot
 
 BOOT_SECONDS = (0.5, 3.0)
@@ -31,12 +29,9 @@ ALLOC_SECONDS = (0.05, 0.4)
 SNAPSHOT_SECONDS = (0.1, 2.0)
 CLONE_SECONDS = (0.2, 3.0)
 MIGRATE_SECONDS = (0.5, 5.0)
-SNAPSHOT_TASKS = ("qmsnapshot", "qmrollback", "qmdelsnapshot")
+RESIZE_SECONDS = (0.05, 0.5)
 SNAPSHOT_META = ("snaptime", "vmstate", "description", "parent")  # as hypervisor/operations.py
-
-
-class GuestError(Exception):
-    pass
+WATCH_SECONDS = 1.0
 
 
 @dataclass
@@ -54,8 +49,11 @@ class SimQemu:
     def status(self, vmid: int) -> str:
         return self.guests.get(vmid, Guest()).status
 
+    def running(self, vmid: int) -> bool:
+        return self.status(vmid) != "stopped"
+
     def run(self, vmid: int, op: str, done: Callable[[str | None], None], timeout: float = 10.0) -> None:
-        """Start an operation; `done(error or None)` when it completes."""
+        """Start an operation; `done(error or None)` when it completes. It goes on if the caller gives up."""
         guest = self.guests.setdefault(vmid, Guest())
         if op == "start":
             if guest.status != "stopped":
@@ -63,7 +61,7 @@ class SimQemu:
                 return
             guest.status = "starting"
             took = self.rng.uniform(*BOOT_SECONDS)
-            self.loop.after(took, self._settle, vmid, guest.generation, "running", done, None)
+            self.loop.after(took, self._settle, vmid, guest.generation, "running", done)
         elif op in ("stop", "shutdown"):
             if guest.status == "stopped":
                 done(None)
@@ -73,17 +71,29 @@ class SimQemu:
                 self.loop.after(timeout, done, f"VM {vmid} qmp command 'system_powerdown' failed - got timeout")
                 return
             guest.status = "stopping"
-            self.loop.after(took, self._settle, vmid, guest.generation, "stopped", done, None)
+            self.loop.after(took, self._settle, vmid, guest.generation, "stopped", done)
         else:
             done(f"unknown operation {op}")
 
-    def _settle(self, vmid: int, generation: int, status: str, done, error) -> None:
+    async def op(self, vmid: int, op: str, timeout: float = 10.0) -> None:
+        """`run`, awaited by a task handler; a failure fails the task."""
+        finished, outcome = trio.Event(), {}
+
+        def done(error: str | None) -> None:
+            outcome["error"] = error
+            finished.set()
+        self.run(vmid, op, done, timeout)
+        await finished.wait()
+        if outcome["error"]:
+            raise TaskFailed(outcome["error"])
+
+    def _settle(self, vmid: int, generation: int, status: str, done) -> None:
         guest = self.guests.get(vmid)
         if guest is None or guest.generation != generation:
             done(f"VM {vmid} quit unexpectedly")
             return
         guest.status = status
-        done(error)
+        done(None)
 
     def crash(self, vmid: int) -> bool:
         guest = self.guests.get(vmid)
@@ -98,185 +108,153 @@ class SimQemu:
             self.crash(vmid)
 
 
-@dataclass
-class Run:
-    upid: str
-    generation: int
-    cancelled: bool = False
-    lines: list[str] = field(default_factory=list)
+class SimOperations:
+    """The handlers of `hypervisor/operations.py`, on `SimQemu` and simulated time."""
 
+    def __init__(self, host) -> None:
+        self.host = host
+        self.qemu: SimQemu = host.qemu
+        self.rng = host.rng
 
-class SimReconciler:
-    """One per node incarnation: dies with the daemon process."""
+    def handlers(self) -> dict[str, Handler]:
+        return {"qmcreate": self.create, "qmstart": self.start, "qmstop": self.stop, "qmshutdown": self.shutdown,
+                "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
+                "qmclone": self.clone, "qmigrate": self.migrate, "resize": self.resize, "qmtemplate": self.template}
 
-    def __init__(self, node) -> None:
-        self.node = node
-        self.loop = node.world.loop
-        self.qemu: SimQemu = node.qemu
-        self.incarnation = node.incarnation
-        self.started_at = int(node.wall())
-        self.active: dict[str, Run] = {}
-        self._scan_scheduled = False
-        self.observing: set[int] = set()
-        self.loop.after(1.0, self._periodic)
+    async def _take(self, span: tuple[float, float]) -> None:
+        await trio.sleep(self.rng.uniform(*span))
 
-    def alive(self) -> bool:
-        return self.node.up and self.node.incarnation == self.incarnation
+    async def create(self, task: TaskRun) -> Outcome:
+        vmid, conf = task.vmid, dict(task.guest["conf"])
+        for i, key in enumerate(task.intent.get("alloc", [])):
+            await self._take(ALLOC_SECONDS)
+            conf[key] = f"local:{vmid}/vm-{vmid}-disk-{i}.raw,size=1G"
+            task.log(f"{key}: allocated volume 'local:{vmid}/vm-{vmid}-disk-{i}.raw' (1G)")
+        outcome = Outcome(configs={vmid: conf})
+        if task.intent.get("start"):
+            conf.pop("lock", None)
+            await self.qemu.op(vmid, "start")
+            outcome.power[vmid] = "running"
+        return outcome
 
-    def state_changed(self) -> None:
-        if not self._scan_scheduled:
-            self._scan_scheduled = True
-            self.loop.soon(self._scan)
+    async def start(self, task: TaskRun) -> Outcome:
+        await self.qemu.op(task.vmid, "start")
+        return Outcome(power={task.vmid: "running"})
 
-    def _periodic(self) -> None:
-        if self.alive():
-            self._scan()
-            self._watch()
-            self.loop.after(1.0, self._periodic)
+    async def stop(self, task: TaskRun) -> Outcome:
+        await self.qemu.op(task.vmid, "stop")
+        return Outcome(power={task.vmid: "stopped"})
 
-    def _scan(self) -> None:
-        self._scan_scheduled = False
-        if not self.alive():
-            return
-        state = self.node.machine.state
-        for upid, task in list(state.tasks.items()):
-            if task["status"] != "running" or task["node"] != self.node.name:
-                continue
-            run = self.active.get(upid)
-            if run is not None:
-                if task["abort"] and not run.cancelled:
-                    run.cancelled = True
-                    self.loop.soon(self._finish, run, task, "received interrupt", {})
-                continue
-            run = Run(upid, 0)
-            self.active[upid] = run
-            guest = state.guests.get(task.get("vmid")) or {}
-            self._execute(run, dict(task, intent=dict(task["intent"])), dict(guest.get("conf", {})),
-                          {k: dict(v) for k, v in sorted(guest.get("snapshots", {}).items())}, guest.get("node"))
+    async def shutdown(self, task: TaskRun) -> Outcome:
+        await self.qemu.op(task.vmid, "shutdown", float(task.intent.get("timeout") or 10))
+        return Outcome(power={task.vmid: "stopped"})
 
-    def _execute(self, run: Run, task: dict, conf: dict, snaps: dict, owner: str | None) -> None:
-        vmid, kind = task.get("vmid"), task["type"]
-        self.started_at = min(self.started_at, int(self.node.wall()))  # as the engine: a clock stepped back
-        if task["starttime"] < self.started_at:
-            self._finish(run, task, "task interrupted - node restarted while it ran", {})
-            return
-        if kind == "qmcreate":
-            keys = list(task["intent"].get("alloc", []))
-            took = sum(self.node.rng.uniform(*ALLOC_SECONDS) for _ in keys)
-            for i, key in enumerate(keys):
-                conf[key] = f"local:{vmid}/vm-{vmid}-disk-{i}.raw,size=1G"
-                run.lines.append(f"{key}: allocated volume 'local:{vmid}/vm-{vmid}-disk-{i}.raw' (1G)")
-            if task["intent"].get("start"):
-                conf.pop("lock", None)
-                self.loop.after(took, self.qemu.run, vmid, "start",
-                                lambda err: self._finish(run, task, err, {"configs": {vmid: conf},
-                                                                          "power": {vmid: "running"}}))
-            else:
-                self.loop.after(took, self._finish, run, task, None, {"configs": {vmid: conf}})
-        elif kind in ("qmstart", "qmstop", "qmshutdown"):
-            op = kind[2:]
-            power = "running" if op == "start" else "stopped"
-            self.qemu.run(vmid, op, lambda err: self._finish(run, task, err, {"power": {vmid: power}}),
-                          timeout=float(task["intent"].get("timeout") or 10))
-        elif kind in SNAPSHOT_TASKS:
-            took = self.node.rng.uniform(*SNAPSHOT_SECONDS)
-            try:
-                changes = getattr(self, f"_{kind}")(run, task, vmid, conf, snaps)
-            except GuestError as exc:
-                self.loop.after(took, self._finish, run, task, str(exc), {})
-                return
-            if changes.pop("start", False):  # a rollback to a snapshot with RAM: stop, restore, start
-                self.qemu.run(vmid, "stop", lambda err: self.qemu.run(
-                    vmid, "start", lambda err2: self._finish(run, task, err or err2, changes)))
-            elif kind == "qmrollback":
-                self.qemu.run(vmid, "stop", lambda err: self._finish(run, task, err, changes))
-            else:
-                self.loop.after(took, self._finish, run, task, None, changes)
-        elif kind == "qmclone":
-            newid = int(task["intent"]["newid"])
-            clone = {k: v for k, v in conf.items() if k not in ("lock", "parent", "template")}
-            for key in sorted(k for k in clone if k.startswith("scsi")):
-                clone[key] = str(clone[key]).replace(f"vm-{vmid}-", f"vm-{newid}-").replace(f":{vmid}/", f":{newid}/")
-                run.lines.append(f"{key}: full clone to '{clone[key]}'")
-            clone["name"] = task["intent"].get("name") or f"Copy-of-VM-{conf.get('name', vmid)}"
-            node = task["intent"].get("target") or owner
-            took = self.node.rng.uniform(*CLONE_SECONDS)
-            self.loop.after(took, self._finish, run, task, None,
-                            {"created": [{"vmid": newid, "node": node, "config": clone}]})
-        elif kind == "qmigrate":
-            target = task["intent"]["target"]
-            if self.qemu.status(vmid) != "stopped":
-                self._finish(run, task, "live migration of local disks is not supported yet - migrate offline", {})
-                return
-            run.lines.append(f"VM {vmid} now belongs to node '{target}'")
-            took = self.node.rng.uniform(*MIGRATE_SECONDS)
-            self.loop.after(took, self._finish, run, task, None, {"moved": {vmid: target}})
-        else:
-            self._finish(run, task, f"unknown task type '{kind}'", {})
+    async def resize(self, task: TaskRun) -> Outcome:
+        vmid, conf = task.vmid, dict(task.guest["conf"])
+        disk = task.intent["disk"]
+        if disk not in conf:
+            raise TaskFailed(f"disk '{disk}' does not exist")
+        await self._take(RESIZE_SECONDS)
+        volid, _, _ = str(conf[disk]).partition(",")
+        conf[disk] = f"{volid},size={task.intent['size']}"
+        task.log(f"resized {disk} to {task.intent['size']}")
+        return Outcome(configs={vmid: conf})
+
+    async def template(self, task: TaskRun) -> Outcome:
+        vmid, guest = task.vmid, task.guest
+        if self.qemu.running(vmid):
+            raise TaskFailed("you can't convert a running VM to a template")
+        if guest.get("snapshots"):
+            raise TaskFailed("you can't convert a VM to template if VM has snapshots")
+        conf = dict(guest["conf"])
+        for key in sorted(k for k in conf if k.startswith("scsi")):
+            conf[key] = str(conf[key]).replace(f"vm-{vmid}-disk-", f"base-{vmid}-disk-")
+        conf["template"] = 1
+        return Outcome(configs={vmid: conf})
 
     # ---- snapshots, as hypervisor/operations.py computes them ---------------------------------------
-    def _qmsnapshot(self, run: Run, task: dict, vmid: int, conf: dict, snaps: dict) -> dict:
-        name = task["intent"]["snapname"]
-        vmstate = bool(task["intent"].get("vmstate")) and self.qemu.status(vmid) == "running"
+    async def snapshot(self, task: TaskRun) -> Outcome:
+        vmid, conf, snaps = task.vmid, dict(task.guest["conf"]), dict(task.guest["snapshots"])
+        name = task.intent["snapname"]
+        vmstate = bool(task.intent.get("vmstate")) and self.qemu.status(vmid) == "running"
+        await self._take(SNAPSHOT_SECONDS)
         snap = {k: v for k, v in conf.items() if k not in ("lock", "parent")}
-        snap["snaptime"] = int(self.node.wall())
+        snap["snaptime"] = int(self.host.wall())
         if conf.get("parent"):
             snap["parent"] = conf["parent"]
         if vmstate:
             snap["vmstate"] = 1
         snaps[name] = snap
         conf["parent"] = name
-        run.lines.append(f"snapshot '{name}' of VM {vmid}" + (" with RAM" if vmstate else ""))
-        return {"configs": {vmid: conf}, "snapshots": {vmid: snaps}}
+        task.log(f"snapshot '{name}' of VM {vmid}" + (" with RAM" if vmstate else ""))
+        return Outcome(configs={vmid: conf}, snapshots={vmid: snaps})
 
-    def _qmrollback(self, run: Run, task: dict, vmid: int, conf: dict, snaps: dict) -> dict:
-        name = task["intent"]["snapname"]
+    async def rollback(self, task: TaskRun) -> Outcome:
+        vmid, snaps, name = task.vmid, task.guest["snapshots"], task.intent["snapname"]
         if name not in snaps:
-            raise GuestError(f"snapshot '{name}' does not exist")
+            await self._take(SNAPSHOT_SECONDS)
+            raise TaskFailed(f"snapshot '{name}' does not exist")
         snap = snaps[name]
         new = {k: v for k, v in snap.items() if k not in SNAPSHOT_META}
         new["parent"] = name
-        run.lines.append(f"rolled back VM {vmid} to snapshot '{name}'")
-        start = bool(snap.get("vmstate") or task["intent"].get("start"))
-        return {"configs": {vmid: new}, "power": {vmid: "running" if start else "stopped"}, "start": start}
+        start = bool(snap.get("vmstate") or task.intent.get("start"))
+        await self.qemu.op(vmid, "stop")
+        if start:  # a snapshot with RAM: restore it and run
+            await self.qemu.op(vmid, "start")
+        task.log(f"rolled back VM {vmid} to snapshot '{name}'")
+        return Outcome(configs={vmid: new}, power={vmid: "running" if start else "stopped"})
 
-    def _qmdelsnapshot(self, run: Run, task: dict, vmid: int, conf: dict, snaps: dict) -> dict:
-        name = task["intent"]["snapname"]
-        if name not in snaps:
-            raise GuestError(f"snapshot '{name}' does not exist")
-        conf, snaps = drop_snapshot(conf, snaps, name)
-        run.lines.append(f"deleted snapshot '{name}'")
-        return {"configs": {vmid: conf}, "snapshots": {vmid: snaps}}
+    async def delsnapshot(self, task: TaskRun) -> Outcome:
+        vmid, name = task.vmid, task.intent["snapname"]
+        await self._take(SNAPSHOT_SECONDS)
+        if name not in task.guest["snapshots"]:
+            raise TaskFailed(f"snapshot '{name}' does not exist")
+        conf, snaps = drop_snapshot(dict(task.guest["conf"]), dict(task.guest["snapshots"]), name)
+        task.log(f"deleted snapshot '{name}'")
+        return Outcome(configs={vmid: conf}, snapshots={vmid: snaps})
 
-    def _finish(self, run: Run, task: dict, error: str | None, changes: dict) -> None:
-        if not self.alive() or self.active.get(run.upid) is not run:
-            return
-        if run.cancelled and error != "received interrupt":
-            return  # the interrupt already closed it
-        if error is not None:
-            changes = {}
-            run.lines.append(f"TASK ERROR: {error}")
-            exitstatus = error
-        else:
-            run.lines.append("TASK OK")
-            exitstatus = "OK"
-        finish = cmd.FinishTask(request_id=f"finish/{run.upid}", ts=self.node.wall(), user=task["user"],
-                                upid=run.upid, exitstatus=exitstatus, log=run.lines, **changes)
-        self.node.world.submit_until_done(self.node, finish, lambda: self.active.pop(run.upid, None))
+    # ---- clone and migration ----------------------------------------------------------------------
+    async def clone(self, task: TaskRun) -> Outcome:
+        vmid, conf = task.vmid, task.guest["conf"]
+        newid = int(task.intent["newid"])
+        copy = {k: v for k, v in conf.items() if k not in ("lock", "parent", "template")}
+        for key in sorted(k for k in copy if k.startswith("scsi")):
+            copy[key] = str(copy[key]).replace(f"vm-{vmid}-", f"vm-{newid}-").replace(f":{vmid}/", f":{newid}/")
+            task.log(f"{key}: full clone to '{copy[key]}'")
+        copy["name"] = task.intent.get("name") or f"Copy-of-VM-{conf.get('name', vmid)}"
+        node = task.intent.get("target") or task.guest["node"]
+        await self._take(CLONE_SECONDS)
+        return Outcome(created=[{"vmid": newid, "node": node, "config": copy}])
 
-    def _watch(self) -> None:
-        """Guest power seen outside tasks (a crash, a guest's own poweroff) goes into the log."""
-        state = self.node.machine.state
-        busy = {t.get("vmid") for t in state.tasks.values() if t["status"] == "running"}
-        for vmid, guest in sorted(state.guests.items()):
-            if guest["node"] != self.node.name or vmid in busy:
-                continue
-            seen = self.qemu.status(vmid)
-            if seen in ("running", "stopped") and seen != guest.get("status", "stopped") \
-                    and vmid not in self.observing:
-                self.observing.add(vmid)
-                reason = "crashed" if seen == "stopped" else "running"
-                observe = cmd.ObserveGuest(request_id=f"observe/{self.node.name}/{vmid}/{self.node.wall():.3f}",
-                                           ts=self.node.wall(), node=self.node.name, vmid=vmid, status=seen,
-                                           reason=reason)
-                self.node.world.submit_until_done(self.node, observe, lambda v=vmid: self.observing.discard(v))
+    async def migrate(self, task: TaskRun) -> Outcome:
+        vmid, target = task.vmid, task.intent["target"]
+        if self.qemu.running(vmid):
+            raise TaskFailed("live migration of local disks is not supported yet - migrate offline")
+        await self._take(MIGRATE_SECONDS)
+        task.log(f"VM {vmid} now belongs to node '{target}'")
+        return Outcome(moved={vmid: target})
+
+
+async def watch_guests(process) -> None:
+    """`hypervisor/watch.py`: a guest whose power differs from the log outside this node's tasks (a crash,
+    a guest's own power-off, one found running after a restart) is reported with `ObserveGuest`."""
+    host, reported = process.host, set()
+
+    async def observe(vmid: int, status: str) -> None:
+        reason = "crashed" if status == "stopped" else "running"
+        await process.submit_until_done(cmd.ObserveGuest(
+            request_id=f"observe/{host.name}/{vmid}/{host.wall():.3f}", ts=host.wall(), node=host.name, vmid=vmid,
+            status=status, reason=reason))
+        reported.discard(vmid)
+
+    async with trio.open_nursery() as nursery:
+        while True:
+            await trio.sleep(WATCH_SECONDS)
+            busy = {run.vmid for run, _ in process.reconciler.active.values()}
+            with process.read() as s:
+                mine = sorted((v, g.get("status", "stopped")) for v, g in s.guests.items() if g["node"] == host.name)
+            for vmid, status in mine:
+                seen = host.qemu.status(vmid)
+                if vmid not in busy and vmid not in reported and seen in ("running", "stopped") and seen != status:
+                    reported.add(vmid)
+                    nursery.start_soon(observe, vmid, seen)

@@ -1,21 +1,54 @@
-"""The simulated clock and event queue.
+"""The simulated clock and event queue, and the trio run they drive.
 
 Time only moves when nothing is runnable: the loop jumps to the next timer or delivery, so hours of
 cluster life take seconds. Equal times run in scheduling order (a sequence number breaks ties), never
 in an order that depends on hashing or object identity.
+
+The nodes' trio code (`engine.bridge.LogBridge`, `engine.reconciler.Reconciler`, `engine.node.Node`)
+runs in one `trio.run` whose clock is this loop's: the driver runs the loop's events one at a time and,
+whenever trio has a runnable task or a deadline due before the next event, lets trio run until every
+task is blocked again, at the same simulated instant. Trio's scheduler is made deterministic (its batch order comes from the seed).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable
 from typing import Any
+
+import trio
+import trio._core._run as trio_run
+import trio.testing
 
 
 def stream(seed: int, name: str) -> random.Random:
     """An independent random stream per subsystem: one more draw in one place reshuffles nothing else."""
     return random.Random(f"gpve-sim/{seed}/{name}")
+
+
+class SimClock(trio.abc.Clock):
+    """Trio's clock is the loop's: only the driver moves it."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self.loop.now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        return 0.0 if deadline <= self.loop.now else 86400.0  # the driver never lets trio block
+
+
+def deterministic_trio(seed: int) -> None:
+    """Trio shuffles each batch of runnable tasks; under the simulator the shuffle follows the seed
+    (the switch trio itself offers its Hypothesis integration)."""
+    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True
+    trio_run._r.seed(f"gpve-sim/{seed}/trio")
 
 
 class Loop:
@@ -24,6 +57,7 @@ class Loop:
         self._queue: list[tuple[float, int, Callable[..., Any], tuple]] = []
         self._seq = 0
         self.steps = 0
+        self.trio_rounds = 0
 
     def at(self, when: float, fn: Callable[..., Any], *args: Any) -> None:
         self._seq += 1
@@ -35,13 +69,30 @@ class Loop:
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self.at(self.now, fn, *args)
 
-    def run_until(self, end: float, after_step: Callable[[], None],
-                  checkpoint: tuple[float, Callable[[], None]] | None = None) -> None:
-        """Run every event due by `end`; `checkpoint` = (t, fn) runs fn once before the first event at or after t."""
-        while self._queue and self._queue[0][0] <= end:
-            if checkpoint is not None and self._queue[0][0] >= checkpoint[0]:
+    async def run_until(self, end: float, after_step: Callable[[], None],
+                        checkpoint: tuple[float, Callable[[], None]] | None = None) -> None:
+        """Run every event (and every trio task) due by `end`; `checkpoint` = (t, fn) runs fn once before the
+        first event or trio timer at or after t. Must run as a task of the trio run whose clock is `SimClock(self)`."""
+        runner = trio_run.GLOBAL_RUN_CONTEXT.runner  # its run queue, callback queue and deadlines, read directly
+        while True:
+            if runner.runq or runner.entry_queue.size():
+                self.trio_rounds += 1
+                await trio.testing.wait_all_tasks_blocked()  # trio's turn, at this same instant
+                after_step()
+                continue
+            next_event = self._queue[0][0] if self._queue else math.inf
+            next_timer = runner.deadlines.next_deadline()
+            if min(next_event, next_timer) > end:
+                break
+            if checkpoint is not None and min(next_event, next_timer) >= checkpoint[0]:
                 checkpoint[1]()
                 checkpoint = None
+            if next_timer < next_event:
+                self.now = max(self.now, next_timer)
+                self.trio_rounds += 1
+                await trio.testing.wait_all_tasks_blocked()  # the timer expires: its task runs
+                after_step()
+                continue
             when, _, fn, args = heapq.heappop(self._queue)
             self.now = when
             fn(*args)

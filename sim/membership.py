@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from pysyncobj import FAIL_REASON
+import trio
 
 from engine import commands as cmd
+from engine.bridge import NoQuorum
+from engine.node import save_peers
 from engine.upid import Upid
 
-CHANGE_TIMEOUT = 30.0  # Node.change_membership's default
-CHANGE_RETRY = 0.3
 ADMIN_RETRY = 2.0
 
 
@@ -53,50 +53,26 @@ class Membership:
         return self.world.nodes[self.rng.choice(up)] if up else None
 
     def _change(self, node, op: str, name: str, then, failed) -> None:
-        """`engine.node.Node.change_membership` on `node`: propose, wait, retry until the deadline."""
-        deadline = self.loop.now + CHANGE_TIMEOUT
-        incarnation = node.incarnation
-        state = {"finished": False}
+        """`engine.node.Node.change_membership` on `node`'s process (the request dies with the process)."""
+        process = node.process
 
-        def attempt() -> None:
-            if not (node.up and node.incarnation == incarnation):
-                return  # the HTTP request died with the process: the watchdog reports it
-            if self.loop.now >= deadline:
-                finish(False)
-                return
-            if any(n.id == name for n in node.replog.otherNodes) == (op == "add"):
-                finish(True)  # already done (say, by an earlier attempt whose answer was lost), as the engine
-                return
-            marker = {"answered": False}
-
-            def callback(_result, err) -> None:
-                if marker["answered"]:
-                    return
-                marker["answered"] = True
-                self.loop.soon(answered, err)
-
-            prev = self.world.enter(node.name)
+        async def change() -> None:
             try:
-                node.replog.change_membership(op, name, callback)
-            finally:
-                self.world.enter(prev)
-            node.tick_soon()
-            self.loop.at(deadline, lambda: marker["answered"] or finish(False))
-
-        def answered(err) -> None:
-            if err == FAIL_REASON.SUCCESS:
-                finish(True)
-            else:
-                self.loop.after(CHANGE_RETRY, attempt)
-
-        def finish(ok: bool) -> None:
-            if not state["finished"]:
-                state["finished"] = True
-                self.world.trace(f"membership {op} {name} via {node.name}: {'ok' if ok else 'failed'}")
-                (then if ok else failed)()
-
-        self.loop.at(deadline + 0.001, lambda: finish(False))
-        attempt()
+                await process.change_membership(op, name)
+            except NoQuorum:  # no commit within 30 s: the admin tries again
+                self.world.trace(f"membership {op} {name} via {node.name}: failed")
+                failed()
+                return
+            except trio.Cancelled:  # the contact died with the request
+                self.world.trace(f"membership {op} {name} via {node.name}: connection reset")
+                failed()
+                raise
+            self.world.trace(f"membership {op} {name} via {node.name}: ok")
+            then()
+        if process.nursery is None:
+            self.loop.soon(failed)
+        else:
+            process.nursery.start_soon(change)
 
     def _submit(self, command: cmd.Command, then, failed, avoid: str = "") -> None:
         """An admin request through a member's API (one attempt; `failed` on no answer or rejection)."""
@@ -113,7 +89,7 @@ class Membership:
                 failed(result is not None)
             else:
                 then()
-        node.bridge.submit(dataclasses.replace(command, ts=node.wall()), answered)
+        node.request(dataclasses.replace(command, ts=node.wall()), answered)
 
     # ---- join ----------------------------------------------------------------------------------
     def join(self, name: str) -> None:
@@ -130,7 +106,7 @@ class Membership:
             return
         if name not in world.names:  # join_cluster: follow the cluster's log, with its members as peers
             members = sorted(contact.machine.state.nodes)
-            node.peers = sorted(set(members) | {name})
+            save_peers(node.dir, {n: n for n in set(members) | {name}})
             world.names.append(name)
             world.names.sort()
             world.trace(f"join {name} peers {','.join(node.peers)}")
@@ -182,7 +158,7 @@ class Membership:
                 continue
             if guest["conf"].get("lock"):  # a client's lock with no task behind it: the admin's `qm unlock`
                 self.seq += 1
-                node.bridge.submit(cmd.UnlockGuest(request_id=f"admin-unlock-{name}-{self.seq}", ts=node.wall(),
+                node.request(cmd.UnlockGuest(request_id=f"admin-unlock-{name}-{self.seq}", ts=node.wall(),
                                                    vmid=vmid), lambda result, why: None)
                 continue
             kind = "qmstop" if guest.get("status") == "running" else "qmigrate"
@@ -192,7 +168,7 @@ class Membership:
             command = cmd.StartTask(request_id=f"admin-{upid}", ts=node.wall(), node=name, upid=upid,
                                     starttime=int(node.wall()), type=kind, vmid=vmid,
                                     lock="migrate" if kind == "qmigrate" else None, intent=intent)
-            node.bridge.submit(command, lambda result, why: None)
+            node.request(command, lambda result, why: None)
         self.loop.after(ADMIN_RETRY, self._drain, name)
 
     def _remove(self, name: str) -> None:

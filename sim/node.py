@@ -1,28 +1,41 @@
-"""One simulated node: the real `ReplicatedLog` and `Machine`, on a simulated disk, network and clock."""
+"""One simulated host and the gpve process running on it.
+
+The host (`SimNode`) outlives processes: its disk, its hypervisor and its name. Each start runs a new
+`SimProcess`, which is the production `engine.node.Node` (its `LogBridge`, its bootstrap, its
+membership changes, its state-change signal) and the production `engine.reconciler.Reconciler`, as
+trio tasks of the simulator's one trio run. Only what a process touches outside itself is simulated:
+its `ReplicatedLog` talks over the simulated network and journals to the simulated disk, its clock is the
+host's, and its task handlers drive the simulated hypervisor.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-import threading
 import zlib
 from collections.abc import Callable
 
-from pysyncobj.node import Node
+import trio
+from pysyncobj.node import Node as RaftNode
 
 from engine import pysyncobj_hooks as hooks
+from engine.bridge import NoQuorum
 from engine.commands import Command
+from engine.errors import Rejection
 from engine.machine import Machine
+from engine.node import Node, NodeSpec, load_peers
+from engine.reconciler import Reconciler
 from engine.replog import ReplicatedLog
-from sim.bridge import SimBridge
 from sim.disk import DiskImage, SimJournal
-from sim.hypervisor import SimQemu, SimReconciler
+from sim.hypervisor import SimOperations, SimQemu, watch_guests
 from sim.loop import stream
 from sim.net import CONNECTION_TIMEOUT
 
 EPOCH = 1_700_000_000.0  # wall-clock time at simulated t=0
+Answer = Callable[[dict | None, str], None]  # (result, or None when the request failed, and why)
 
 
-class RaftId(Node):
+class RaftId(RaftNode):
     """A node id whose hash does not depend on PYTHONHASHSEED (pysyncobj iterates sets of these)."""
 
     def __hash__(self) -> int:
@@ -30,11 +43,21 @@ class RaftId(Node):
 
 
 class SimLog(ReplicatedLog):
-    """The production log; only its election timeout comes from the node's seeded stream."""
+    """The production log; its election timeout comes from the node's seeded stream, it runs on its host's
+    clock, and a queued command wakes it as the production wake-up pipe does (a tick right after)."""
 
-    def __init__(self, raft_rng, *args, **kwargs) -> None:
-        self._raft_rng = raft_rng
+    def __init__(self, host: SimNode, raft_rng, *args, **kwargs) -> None:
+        self._host, self._raft_rng = host, raft_rng
         super().__init__(*args, **kwargs)
+        self._wake = host.tick_soon
+
+    def propose(self, payload: bytes, callback: Callable) -> None:
+        with self._host.running():
+            super().propose(payload, callback)
+
+    def change_membership(self, op: str, raft_addr: str, callback: Callable) -> None:
+        with self._host.running():
+            super().change_membership(op, raft_addr, callback)
 
 
 def _seeded_timeout(obj: SimLog) -> float:
@@ -48,25 +71,84 @@ hooks.override_raft_timeout(SimLog, _seeded_timeout)
 class SimMachine(Machine):
     """The production state machine, reporting each applied entry and command to the invariant checker."""
 
-    def __init__(self, node: SimNode) -> None:
-        super().__init__(on_events=node.on_events)
-        self.node = node
+    def __init__(self, host: SimNode, on_events) -> None:
+        super().__init__(on_events=on_events)
+        self.host = host
 
     def execute_entry(self, payload: bytes) -> list[dict]:
-        index = self.node.replog.raftLastApplied + 1
-        self.node.applying = index
+        index = self.host.replog.raftLastApplied + 1
+        self.host.applying = index
         results = super().execute_entry(payload)
-        self.node.world.checker.entry(self.node.name, index, payload, results)
+        self.host.world.checker.entry(self.host.name, index, payload, results)
         return results
 
     def execute(self, command: Command) -> dict:
-        checker = self.node.world.checker
+        checker = self.host.world.checker
         if command.request_id in self.state.requests:
             return super().execute(command)
         before = checker.before(self.state, command)
         result = super().execute(command)
-        checker.fresh(self.node.name, self.node.applying, command, before, result, self.state)
+        checker.fresh(self.host.name, self.host.applying, command, before, result, self.state)
         return result
+
+
+class SimProcess(Node):
+    """`engine.node.Node` on a simulated host: the host's clock, disk and network, deterministic ids."""
+
+    def __init__(self, host: SimNode, peers: list[str]) -> None:
+        self.host = host
+        self.machine_class = functools.partial(SimMachine, host)
+        self._ids = 0
+        spec = NodeSpec(name=host.name, data_dir=host.dir, ip="10.0.0.1", api_port=8006, raft_port=0,
+                        peers={n: n for n in peers}, cluster_name="sim")
+        super().__init__(spec, "sim-key", "sim-secret", **host.world.raft_conf)
+        self.reconciler = Reconciler(self, SimOperations(host).handlers())
+        self.nursery: trio.Nursery | None = None
+        self.scope = trio.CancelScope()
+
+    def wall(self) -> float:
+        return self.host.wall()
+
+    def new_request_id(self) -> str:
+        self._ids += 1
+        return f"{self.host.incarnation}.{self._ids}"
+
+    def _open_log(self):
+        host, world = self.host, self.host.world
+        journal = SimJournal(host.raft_dir, host.disk, lambda: world.loop.now)
+        others = [addr for name, addr in sorted(self.spec.peers.items()) if name != self.name]
+        with host.running():
+            replog = SimLog(host, stream(world.seed, f"raft/{host.name}/{host.incarnation}"), self.machine, journal,
+                            os.path.join(host.raft_dir, "snapshot"), self.spec.raft_addr, others, lock=self.lock,
+                            transport_class=world.transport_class, node_class=RaftId, **self._raft_conf)
+        hooks.detach_poller(replog)
+        return journal, replog
+
+    async def main(self) -> None:
+        """The process: its bridge, reconciler and guest watcher, and the bootstrap every start runs."""
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                self.bind_trio()
+                await nursery.start(self.bridge.run)
+                await nursery.start(self.reconciler.run)
+                nursery.start_soon(watch_guests, self)
+                nursery.start_soon(self.bootstrap)
+
+    async def serve(self, command: Command, answer: Answer) -> None:
+        """One API request: its command through the real bridge; a 503 or a dead process is a failure the
+        client retries, any other answer is final."""
+        try:
+            result = {"ok": await self.bridge.submit(command)}
+        except NoQuorum as exc:
+            answer(None, exc.message)
+            return
+        except Rejection as exc:
+            result = {"error": exc.to_dict()}
+        except trio.Cancelled:
+            answer(None, "connection reset")
+            raise
+        answer(result, "")
 
 
 class SimNode:
@@ -74,6 +156,7 @@ class SimNode:
         self.world, self.name = world, name
         self.dir = os.path.join(world.root, name)
         self.raft_dir = os.path.join(self.dir, "raft")
+        os.makedirs(self.raft_dir, exist_ok=True)
         self.disk = DiskImage(self.raft_dir)
         self.rng = stream(world.seed, f"node/{name}")
         self.qemu = SimQemu(world.loop, stream(world.seed, f"qemu/{name}"))
@@ -81,37 +164,40 @@ class SimNode:
         self.incarnation = 0
         self.applying = 0
         self._tick_scheduled = False
-        self.replog: SimLog | None = None
-        self.machine: SimMachine | None = None
-        self.peers = list(world.names)  # cluster.json: the members this node last knew, itself included
+        self.process: SimProcess | None = None
+        self.initial_peers = list(world.names)  # before the first cluster.json: the founding members
+
+    @property
+    def replog(self) -> SimLog:
+        return self.process.replog
+
+    @property
+    def machine(self) -> SimMachine:
+        return self.process.machine
+
+    @property
+    def peers(self) -> list[str]:
+        """cluster.json: the members this node last knew, itself included."""
+        return sorted(load_peers(self.dir) or {n: n for n in self.initial_peers})
 
     # ---- clocks ----------------------------------------------------------------------------
     def wall(self) -> float:
         return EPOCH + self.world.loop.now + self.world.wall_offset.get(self.name, 0.0)
 
+    def running(self):
+        """pysyncobj code of this node runs on this node's monotonic clock."""
+        return self.world.running(self.name)
+
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.incarnation += 1
-        world = self.world
-        self.journal = SimJournal(self.raft_dir, self.disk, lambda: world.loop.now)
-        self.machine = SimMachine(self)
-        others = [n for n in self.peers if n != self.name]
-        prev = world.enter(self.name)
-        try:
-            self.replog = SimLog(stream(world.seed, f"raft/{self.name}/{self.incarnation}"), self.machine,
-                                 self.journal, os.path.join(self.raft_dir, "snapshot"), self.name, others,
-                                 lock=threading.RLock(), transport_class=world.transport_class, node_class=RaftId,
-                                 **world.raft_conf)
-        finally:
-            world.enter(prev)
-        hooks.detach_poller(self.replog)
+        self.process = SimProcess(self, self.peers)
         self.up = True
-        self.bridge = SimBridge(self)
-        self.reconciler = SimReconciler(self)
+        world = self.world
         world.trace(f"start {self.name} #{self.incarnation}")
+        world.nursery.start_soon(self.process.main)
         period = world.raft_conf.get("autoTickPeriod", 0.05)
         world.loop.after(self.rng.uniform(0.0, period), self._periodic_tick, self.incarnation, period)
-        world.bootstrap(self)
 
     def stop(self, how: str) -> None:
         """`kill` (process killed), `power` (host loses power) or `clean` (orderly shutdown)."""
@@ -120,18 +206,22 @@ class SimNode:
         self.world.trace(f"stop {self.name} {how}")
         self.up = False
         if how == "clean":
-            prev = self.world.enter(self.name)
-            try:
+            with self.running():
                 self.replog.destroy()
-            finally:
-                self.world.enter(prev)
+        self.process.scope.cancel()
         self.world.network.detach(self.name, CONNECTION_TIMEOUT if how == "power" else 0.001)
-        self.journal.close()
-        self.bridge.abandon()
+        self.process.journal.close()
         if how == "power":
-            self.disk.power_loss(self.journal.path, self.journal.commit_path, self.world.loop.now,
+            self.disk.power_loss(self.process.journal.path, self.process.journal.commit_path, self.world.loop.now,
                                  stream(self.world.seed, f"disk/{self.name}/{self.disk.power_losses}"))
             self.qemu.power_loss()
+
+    def request(self, command: Command, answer: Answer) -> None:
+        """An API request reaching this host: served by its process, refused when none runs."""
+        if self.up and self.process.nursery is not None:
+            self.process.nursery.start_soon(self.process.serve, command, answer)
+        else:
+            self.world.loop.soon(answer, None, "connection refused")
 
     # ---- driving pysyncobj -----------------------------------------------------------------
     def _periodic_tick(self, incarnation: int, period: float) -> None:
@@ -142,11 +232,8 @@ class SimNode:
     def tick(self) -> None:
         if not self.up:
             return
-        prev = self.world.enter(self.name)
-        try:
+        with self.running():
             self.replog.doTick(0.0)
-        finally:
-            self.world.enter(prev)
         self.world.ticks += 1
 
     def tick_soon(self) -> None:
@@ -160,24 +247,5 @@ class SimNode:
         if self.incarnation == incarnation:
             self.tick()
 
-    def propose(self, payload: bytes, callback: Callable) -> None:
-        prev = self.world.enter(self.name)
-        try:
-            self.replog.propose(payload, callback)
-        finally:
-            self.world.enter(prev)
-        self.tick_soon()
-
     def writable(self) -> bool:
         return self.up and self.replog.writable()
-
-    def on_events(self, command, events) -> None:
-        """Wake the reconciler when a task for this node starts or is to be aborted (it also polls each second);
-        keep cluster.json in step with the members in the log (`Node.remember_members`)."""
-        if any(e.TYPE in ("node.registered", "node.removed") for e in events):
-            members = sorted(self.machine.state.nodes)
-            if self.name in members and members != self.peers:
-                self.peers = members
-        if self.up and any((e.TYPE == "task.started" and e.node == self.name) or e.TYPE == "task.abort_requested"
-                           for e in events):
-            self.reconciler.state_changed()

@@ -50,7 +50,7 @@ class Client:
                 return
             command = dataclasses.replace(build(node), request_id=rid)
             world.request_ts.setdefault(rid, command.ts)
-            node.bridge.submit(command, answered)
+            node.request(command, answered)
 
         def answered(result: dict | None, why: str) -> None:
             if result is None:

@@ -7,15 +7,19 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from engine import commands as cmd
+import structlog
+import trio
+
 from engine import decide, journal
 from engine import pysyncobj_hooks as hooks
 from engine.replog import default_conf
 from sim import faults as fl
 from sim.invariants import CONVERGE_BOUND, Checker, digest
-from sim.loop import Loop, stream
+from sim.loop import Loop, SimClock, deterministic_trio, stream
 from sim.membership import Membership
 from sim.net import Network, make_transport_class
 from sim.node import SimNode
@@ -71,6 +75,23 @@ class _PysyncobjErrors(logging.Handler):
             self.checker.violation(f"pysyncobj: {message}")
 
 
+@contextmanager
+def engine_logs_to(checker: Checker) -> Iterator[None]:
+    """The engine's structlog events are dropped, except errors: a task handler that raised, a command the
+    node's own retry loop saw refused. Those become violations."""
+    def check(_logger, method: str, event: dict) -> dict:
+        if method in ("error", "exception", "critical"):
+            checker.violation(f"engine logged an error: {event.get('event')} "
+                              f"{ {k: v for k, v in sorted(event.items()) if k not in ('event', 'exc_info')} }")
+        raise structlog.DropEvent
+    saved = structlog.get_config()
+    structlog.configure(processors=[check], cache_logger_on_first_use=False)
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
 class World:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
@@ -102,6 +123,7 @@ class World:
         self.upids = 0
         self.ticks = 0
         self.clients_stopped = False
+        self.finished = False
         self.converged_at: float | None = None
         self.prefix_at = 5.0  # the trace hash before this time is kept for the determinism self-check
         self.prefix_hash: str | None = None
@@ -118,7 +140,18 @@ class World:
         prev, self.current = self.current, name
         return prev
 
+    @contextmanager
+    def running(self, name: str) -> Iterator[None]:
+        """Code of node `name` runs inside: pysyncobj's monotonic clock is that node's."""
+        prev = self.enter(name)
+        try:
+            yield
+        finally:
+            self.enter(prev)
+
     def trace(self, line: str) -> None:
+        if self.finished:
+            return  # the run's teardown (cancelled requests) is not part of it
         text = f"{self.loop.now:.6f} {line}\n"
         self._hash.update(text.encode())
         if self._trace_out is not None:
@@ -163,30 +196,6 @@ class World:
     def _received(self, name: str) -> None:
         self.nodes[name].tick()  # the poller returns on input: pysyncobj ticks right away
 
-    def submit_until_done(self, node: SimNode, command: cmd.Command, then) -> None:
-        """A node's own write (bootstrap, task outcome): retried with its request id while the process lives."""
-        incarnation = node.incarnation
-
-        def attempt() -> None:
-            if node.up and node.incarnation == incarnation:
-                node.bridge.submit(command, answered)
-
-        def answered(result, why) -> None:
-            if result is not None:
-                then()
-            else:
-                self.loop.after(0.5, attempt)
-        attempt()
-
-    def bootstrap(self, node: SimNode) -> None:
-        """What `engine.node.Node.bootstrap` does at every start: record the cluster and this node."""
-        tag = f"{node.name}-{node.incarnation}"
-        init = cmd.InitCluster(request_id=f"init-{tag}", ts=node.wall(), cluster_name="sim",
-                               ticket_key_pem="sim-key", csrf_secret="sim-secret")
-        register = cmd.RegisterNode(request_id=f"register-{tag}", ts=node.wall(), name=node.name, ip="10.0.0.1",
-                                    api_port=8006, raft_addr=node.name)
-        self.submit_until_done(node, init, lambda: self.submit_until_done(node, register, lambda: None))
-
     # ---- the run -------------------------------------------------------------------------------
     def _faults_off(self) -> None:
         self.trace("faults off")
@@ -230,23 +239,11 @@ class World:
         pslog.addHandler(handler)
         pslog.propagate = False
         hooks.set_clock(self.mono)
+        deterministic_trio(self.seed)
         started = time.perf_counter()
         try:
-            for name in self.names:
-                self.nodes[name].start()
-            crng = stream(self.seed, "clients")
-            for i in range(opts.clients_per_node * opts.nodes):
-                rate = opts.client_rate * crng.uniform(0.5, 1.5)
-                Client(self, i, stream(self.seed, f"client/{i}"), opts.workload, rate)
-            if opts.membership:
-                self.membership = Membership(self, self._membership_plan())
-            for fault in self.faults:
-                self.loop.at(fault.at, fl.inject, self, fault)
-            self.loop.at(self.faults_end, self._faults_off)
-            end = opts.duration if opts.stop_at is None else min(opts.stop_at - 1e-9, opts.duration)
-            self.loop.run_until(end, self.checker.step, (self.prefix_at, self._mark_prefix))
-            if opts.stop_at is None:
-                self._final_checks()
+            with engine_logs_to(self.checker):
+                trio.run(self._main, clock=SimClock(self.loop))
         finally:
             pslog.removeHandler(handler)
             decide.PLANTED_BUGS.clear()
@@ -268,6 +265,28 @@ class World:
         conv = None if self.converged_at is None else round(self.converged_at - self._settle_from(), 3)
         return Result(list(self.checker.violations), self.trace_hash(), self.loop.now, wall, net.delivered,
                       stats, self.faults, conv, self.prefix_hash)
+
+    async def _main(self) -> None:
+        opts = self.opts
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for name in self.names:
+                self.nodes[name].start()
+            crng = stream(self.seed, "clients")
+            for i in range(opts.clients_per_node * opts.nodes):
+                rate = opts.client_rate * crng.uniform(0.5, 1.5)
+                Client(self, i, stream(self.seed, f"client/{i}"), opts.workload, rate)
+            if opts.membership:
+                self.membership = Membership(self, self._membership_plan())
+            for fault in self.faults:
+                self.loop.at(fault.at, fl.inject, self, fault)
+            self.loop.at(self.faults_end, self._faults_off)
+            end = opts.duration if opts.stop_at is None else min(opts.stop_at - 1e-9, opts.duration)
+            await self.loop.run_until(end, self.checker.step, (self.prefix_at, self._mark_prefix))
+            if opts.stop_at is None:
+                self._final_checks()
+            self.finished = True
+            nursery.cancel_scope.cancel()
 
     def _membership_plan(self) -> list[tuple[float, str, str]]:
         """Grow by two nodes, then shrink by two (the second leaver drawn among the members), with faults on."""
@@ -291,7 +310,7 @@ class World:
     def close(self) -> None:
         for node in self.nodes.values():
             if node.up:
-                node.journal.close()
+                node.process.journal.close()
         if self._trace_out is not None:
             self._trace_out.close()
         shutil.rmtree(self.root, ignore_errors=True)
