@@ -57,7 +57,10 @@ class LogBridge:
         task_status.started()
         while True:
             while not self._pending or self._busy():
-                with trio.move_on_after(0.25):  # a lost callback must not hold its slot for ever
+                if self._inflight:
+                    with trio.move_on_after(0.25):  # a lost callback must not hold its slot for ever
+                        await self._changed.wait()
+                else:
                     await self._changed.wait()
                 self._changed = trio.Event()
             taken, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]

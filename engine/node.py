@@ -92,6 +92,7 @@ class Node:
         self.started = self.wall()
         self._changed = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._signal_pending = False
 
     def wall(self) -> float:
         """This node's wall clock (the simulator gives each node its own)."""
@@ -106,6 +107,7 @@ class Node:
         return self._changed
 
     def _signal_change(self) -> None:
+        self._signal_pending = False
         self._changed.set()
         self._changed = trio.Event()
         self.remember_members()
@@ -240,7 +242,8 @@ class Node:
         for event in events:
             log.debug("event applied", event_type=event.TYPE, request_id=command.request_id)
         token = self._token
-        if token is not None:
+        if token is not None and not self._signal_pending:  # one wake-up covers every change applied before it
+            self._signal_pending = True
             try:
                 token.run_sync_soon(self._signal_change)
             except trio.RunFinishedError:

@@ -58,9 +58,10 @@ def attach_wakeup(obj: SyncObj) -> Callable[[], None]:
     return notifier.notify
 
 
-def set_clock(clock: Callable[[], float]) -> None:
-    """Replace pysyncobj's monotonic clock (the simulator's clock)."""
-    _syncobj.monotonicTime = clock
+def set_clock(clock: Callable[[], float]) -> Callable[[], float]:
+    """Replace pysyncobj's monotonic clock (the simulator's clock); returns the one replaced."""
+    previous, _syncobj.monotonicTime = _syncobj.monotonicTime, clock
+    return previous
 
 
 def override_raft_timeout(cls: type, timeout: Callable[[SyncObj], float]) -> None:

@@ -6,8 +6,10 @@ in an order that depends on hashing or object identity.
 
 The nodes' trio code (`engine.bridge.LogBridge`, `engine.reconciler.Reconciler`, `engine.node.Node`)
 runs in one `trio.run` whose clock is this loop's: the driver runs the loop's events one at a time and,
-whenever trio has a runnable task or a deadline due before the next event, lets trio run until every
-task is blocked again, at the same simulated instant. Trio's scheduler is made deterministic (its batch order comes from the seed).
+whenever trio has a deadline due before the next event, or has had work (a runnable task, a callback from
+pysyncobj) for `TRIO_LATENCY`, lets trio run until every task is blocked again: the loop's thread and the
+trio thread of a real node do not take turns after every step either. Trio's scheduler is made
+deterministic (its batch order comes from the seed).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import trio
 import trio._core._run as trio_run
 import trio.testing
+
+TRIO_LATENCY = 0.001  # work for trio (a callback, a woken task) waits at most this long for trio's turn
 
 
 def stream(seed: int, name: str) -> random.Random:
@@ -44,11 +49,18 @@ class SimClock(trio.abc.Clock):
         return 0.0 if deadline <= self.loop.now else 86400.0  # the driver never lets trio block
 
 
-def deterministic_trio(seed: int) -> None:
+@contextmanager
+def deterministic_trio(seed: int) -> Iterator[None]:
     """Trio shuffles each batch of runnable tasks; under the simulator the shuffle follows the seed
     (the switch trio itself offers its Hypothesis integration)."""
+    saved = trio_run._ALLOW_DETERMINISTIC_SCHEDULING, trio_run._r.getstate()
     trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True
     trio_run._r.seed(f"gpve-sim/{seed}/trio")
+    try:
+        yield
+    finally:
+        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved[0]
+        trio_run._r.setstate(saved[1])
 
 
 class Loop:
@@ -72,15 +84,19 @@ class Loop:
     async def run_until(self, end: float, after_step: Callable[[], None],
                         checkpoint: tuple[float, Callable[[], None]] | None = None) -> None:
         """Run every event (and every trio task) due by `end`; `checkpoint` = (t, fn) runs fn once before the
-        first event or trio timer at or after t. Must run as a task of the trio run whose clock is `SimClock(self)`."""
+        first event or trio timer at or after t; `after_step` runs after each event (trio tasks run no pysyncobj
+        code, which only loop events drive). Must run as a task of the trio run whose clock is `SimClock(self)`."""
         runner = trio_run.GLOBAL_RUN_CONTEXT.runner  # its run queue, callback queue and deadlines, read directly
+        trio_due = math.inf  # when trio, having work, gets its turn at the latest
         while True:
-            if runner.runq or runner.entry_queue.size():
-                self.trio_rounds += 1
-                await trio.testing.wait_all_tasks_blocked()  # trio's turn, at this same instant
-                after_step()
-                continue
             next_event = self._queue[0][0] if self._queue else math.inf
+            if trio_due == math.inf and (runner.runq or runner.entry_queue.size()):
+                trio_due = self.now + TRIO_LATENCY
+            if next_event > trio_due and trio_due <= end:
+                trio_due = math.inf
+                self.trio_rounds += 1
+                await trio.testing.wait_all_tasks_blocked()  # trio's turn: every task runs until blocked
+                continue
             next_timer = runner.deadlines.next_deadline()
             if min(next_event, next_timer) > end:
                 break
@@ -90,8 +106,8 @@ class Loop:
             if next_timer < next_event:
                 self.now = max(self.now, next_timer)
                 self.trio_rounds += 1
+                trio_due = math.inf
                 await trio.testing.wait_all_tasks_blocked()  # the timer expires: its task runs
-                after_step()
                 continue
             when, _, fn, args = heapq.heappop(self._queue)
             self.now = when

@@ -80,12 +80,13 @@ def engine_logs_to(checker: Checker) -> Iterator[None]:
     """The engine's structlog events are dropped, except errors: a task handler that raised, a command the
     node's own retry loop saw refused. Those become violations."""
     def check(_logger, method: str, event: dict) -> dict:
-        if method in ("error", "exception", "critical"):
+        if method != "warning":
             checker.violation(f"engine logged an error: {event.get('event')} "
                               f"{ {k: v for k, v in sorted(event.items()) if k not in ('event', 'exc_info')} }")
         raise structlog.DropEvent
     saved = structlog.get_config()
-    structlog.configure(processors=[check], cache_logger_on_first_use=False)
+    structlog.configure(processors=[check], wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        cache_logger_on_first_use=False)
     try:
         yield
     finally:
@@ -238,13 +239,13 @@ class World:
         pslog = logging.getLogger("pysyncobj")
         pslog.addHandler(handler)
         pslog.propagate = False
-        hooks.set_clock(self.mono)
-        deterministic_trio(self.seed)
+        real_clock = hooks.set_clock(self.mono)
         started = time.perf_counter()
         try:
-            with engine_logs_to(self.checker):
+            with engine_logs_to(self.checker), deterministic_trio(self.seed):
                 trio.run(self._main, clock=SimClock(self.loop))
         finally:
+            hooks.set_clock(real_clock)
             pslog.removeHandler(handler)
             decide.PLANTED_BUGS.clear()
             decide.PLANTED_BUGS.update(saved[0])
