@@ -167,7 +167,16 @@ def _(e: ev.GuestMoved, s: State) -> State:
 
 @apply.register
 def _(e: ev.GuestDeleted, s: State) -> State:
+    """A guest goes with its permissions (Proxmox's `remove_vm_access`): its ACL subtree and its pool
+    membership, so that a later guest with the same VMID does not inherit them."""
     s.guests.pop(e.vmid, None)
+    acl = s.access.get("acl", {})
+    for path in [p for p in acl if p == f"/vms/{e.vmid}" or p.startswith(f"/vms/{e.vmid}/")]:
+        del acl[path]
+    pools = s.access.get("pool", {})
+    for name, pool in list(pools.items()):
+        if e.vmid in pool["vms"]:
+            pools[name] = {**pool, "vms": [v for v in pool["vms"] if v != e.vmid]}
     return s
 
 

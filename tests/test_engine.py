@@ -131,3 +131,21 @@ def test_dropping_a_snapshot_hands_its_children_to_its_parent():
     assert snaps["c"]["parent"] == "b"  # the inputs stay as they were
     conf, left = drop_snapshot(conf, left, "a")
     assert "parent" not in conf and "parent" not in left["c"]
+
+
+def test_destroying_a_guest_drops_its_acls_and_pool_membership():
+    """As Proxmox's remove_vm_access: a later guest with the same VMID must not inherit old permissions."""
+    from engine.access import ChangeAcl, SetPool, SetUser
+
+    m = machine_with_node()
+    run(m, create("r1", 100), create("r2", 101),
+        SetUser(request_id="u", ts=3, userid="ann@pve", create=True),
+        SetPool(request_id="p", ts=3, poolid="team", create=True, vms=[100, 101]),
+        ChangeAcl(request_id="a1", ts=3, path="/vms/100", roles=["PVEVMUser"], users=["ann@pve"]),
+        ChangeAcl(request_id="a2", ts=3, path="/vms/101", roles=["PVEVMUser"], users=["ann@pve"]))
+    [gone] = run(m, c.DeleteGuest(request_id="d", ts=4, node="n1", vmid=100, upid="U-d", starttime=4))
+    assert "ok" in gone
+    assert m.state.access["pool"]["team"]["vms"] == [101]
+    assert "/vms/100" not in m.state.access["acl"] and "/vms/101" in m.state.access["acl"]
+    run(m, create("r3", 100))
+    assert "/vms/100" not in m.state.access["acl"]
