@@ -61,6 +61,13 @@ class SetClusterName(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Barrier(Command):
+    """Changes nothing: once its answer is back, the proposer has applied everything committed before it."""
+
+    TYPE = "log.barrier"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReserveVmid(Command):
     """Reserve a VMID for `lease` seconds: the lowest free one, or the given one if free."""
 
@@ -146,6 +153,9 @@ class FinishTask(Command):
     log: list = field(default_factory=list)
     power: dict = field(default_factory=dict)  # vmid -> running | stopped
     configs: dict = field(default_factory=dict)  # vmid -> full new config
+    # vmid -> {"set": {key: value}, "delete": [key]}: what the task changed in its guest's config, applied over the
+    # config of the moment, so that an edit made while the task ran is kept (a full config would undo it)
+    patches: dict = field(default_factory=dict)
     snapshots: dict = field(default_factory=dict)  # vmid -> full snapshot table
     created: list = field(default_factory=list)  # [{vmid, node, config}]
     deleted: list = field(default_factory=list)  # [vmid]

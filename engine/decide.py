@@ -47,6 +47,14 @@ def _changeable_guest(s: State, vmid: int, node: str, skiplock: bool, digest: st
     return guest
 
 
+def _check_no_task(s: State, vmid: int, doing: str) -> None:
+    """Destroying a guest waits for its running tasks: a task without a lock (start, resize, ...) would otherwise
+    go on for a guest that is gone (found by the simulator: a resize whose guest vanished under it)."""
+    busy = next((u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid), None)
+    if busy is not None:
+        raise conflict(f"VM {vmid} has a running task ({busy}) - {doing} failed")
+
+
 def _check_unlocked(guest: dict, skiplock: bool = False) -> None:
     lock = guest["conf"].get("lock")
     if lock and not skiplock:
@@ -90,6 +98,11 @@ def _(c: cmd.RemoveNode, s: State) -> Decision:
     if running:
         raise conflict(f"node '{c.name}' still has running tasks ({', '.join(running[:3])}) - wait for them first")
     return [ev.NodeRemoved(name=c.name)], {}
+
+
+@decide.register
+def _(c: cmd.Barrier, s: State) -> Decision:
+    return [], {}
 
 
 @decide.register
@@ -167,6 +180,8 @@ def _(c: cmd.StartTask, s: State) -> Decision:
     running = guest.get("status") == "running"
     if c.type == "qmdestroy" and running:
         raise conflict(f"VM {c.vmid} is running - destroy failed")
+    if c.type == "qmdestroy":
+        _check_no_task(s, c.vmid, "destroy")
     if c.type == "qmtemplate" and running:
         raise conflict("you can't convert a running VM to a template")
     if c.type == "qmclone" and c.intent.get("linked") and not conf.get("template"):
@@ -204,6 +219,16 @@ def _(c: cmd.StartTask, s: State) -> Decision:
     return events, {"upid": c.upid}
 
 
+def _keeping_lock(s: State, vmid: int, conf: dict) -> dict:
+    """A task's outcome never sets or drops the guest's lock itself; the lock goes when the task ends."""
+    keep_lock = s.guests.get(vmid, {}).get("conf", {}).get("lock")
+    conf = dict(conf)
+    conf.pop("lock", None)
+    if keep_lock:
+        conf["lock"] = keep_lock
+    return conf
+
+
 @decide.register
 def _(c: cmd.FinishTask, s: State) -> Decision:
     task = s.tasks.get(c.upid)
@@ -216,12 +241,14 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
             events.append(ev.GuestCreated(vmid=vmid, node=item["node"], config=dict(item["config"])))
     for vmid, conf in sorted((int(k), v) for k, v in c.configs.items()):
         if vmid in s.guests or any(int(i["vmid"]) == vmid for i in c.created):
-            keep_lock = s.guests.get(vmid, {}).get("conf", {}).get("lock")
-            conf = dict(conf)
-            conf.pop("lock", None)
-            if keep_lock:
-                conf["lock"] = keep_lock
-            events.append(ev.GuestConfigChanged(vmid=vmid, config=conf))
+            events.append(ev.GuestConfigChanged(vmid=vmid, config=_keeping_lock(s, vmid, conf)))
+    for vmid, patch in sorted((int(k), v) for k, v in c.patches.items()):
+        if vmid in s.guests:
+            conf = dict(s.guests[vmid]["conf"])
+            conf.update(patch.get("set", {}))
+            for key in patch.get("delete", []):
+                conf.pop(key, None)
+            events.append(ev.GuestConfigChanged(vmid=vmid, config=_keeping_lock(s, vmid, conf)))
     for vmid, snaps in sorted((int(k), v) for k, v in c.snapshots.items()):
         events.append(ev.GuestSnapshotsChanged(vmid=vmid, snapshots=dict(snaps)))
     for vmid, node in sorted((int(k), v) for k, v in c.moved.items()):
@@ -277,6 +304,7 @@ def _(c: cmd.ObserveGuest, s: State) -> Decision:
 def _(c: cmd.DeleteGuest, s: State) -> Decision:
     guest = _guest(s, c.vmid, c.node)
     _check_unlocked(guest, c.skiplock)
+    _check_no_task(s, c.vmid, "destroy")
     return [
         ev.TaskStarted(upid=c.upid, node=c.node, type="qmdestroy", id=str(c.vmid), user=c.user,
                        starttime=c.starttime),

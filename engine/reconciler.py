@@ -134,12 +134,28 @@ class Reconciler:
             run.log("TASK OK")
             exitstatus = "OK"
         log.info("task finished", task_type=task["type"], exitstatus=exitstatus)
+        configs, patches = _as_patches(outcome.configs, run)
         finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=self.node.wall(), user=task["user"], upid=upid,
-                                exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=outcome.configs,
-                                snapshots=outcome.snapshots, created=outcome.created, deleted=outcome.deleted,
-                                moved=outcome.moved)
+                                exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=configs,
+                                patches=patches, snapshots=outcome.snapshots, created=outcome.created,
+                                deleted=outcome.deleted, moved=outcome.moved)
         await self.node.submit_until_done(finish)
         self.active.pop(upid, None)
+
+
+def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:
+    """The task's guest's new config as the keys the handler changed from the copy it was given: an edit of
+    other keys made while the task ran must survive its outcome (found by the simulator: a resize undid a
+    memory change acknowledged meanwhile). Configs of other guests stay whole."""
+    whole, patches = {}, {}
+    for vmid, conf in configs.items():
+        if run.guest is None or vmid != run.vmid:
+            whole[vmid] = conf
+            continue
+        base = run.guest["conf"]
+        patches[vmid] = {"set": {k: v for k, v in conf.items() if k != "lock" and base.get(k) != v},
+                         "delete": sorted(k for k in base if k not in conf and k != "lock")}
+    return whole, patches
 
 
 def _copy_guest(guest: dict | None) -> dict | None:

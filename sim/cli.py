@@ -8,6 +8,7 @@ import sys
 import time
 
 from sim import faults as fl
+from sim.workload import WORKLOADS
 from sim.world import Options, Result, World
 
 SELF_CHECK_SECONDS = 5.0
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", type=float, default=25.0, help="fault-free seconds at the end")
     ap.add_argument("--faults", default="default", help=f"comma list of {', '.join(fl.ALL_KINDS)}; or none")
     ap.add_argument("--fault-rate", type=float, default=0.3, help="faults per simulated second")
-    ap.add_argument("--workload", default="mixed", choices=["mixed", "contention", "vmid-race"])
+    ap.add_argument("--workload", default="mixed", choices=sorted(WORKLOADS))
     ap.add_argument("--membership", action="store_true", help="two nodes join and two leave during the run")
     ap.add_argument("--keep", default=None, help="only these fault numbers of the schedule")
     ap.add_argument("--plant", default="", help="test only: plant a known bug (skip-vmid-check, ack-before-sync)")

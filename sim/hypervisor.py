@@ -151,13 +151,17 @@ class SimOperations:
 
     async def resize(self, task: TaskRun) -> Outcome:
         vmid, conf = task.vmid, dict(task.guest["conf"])
-        disk = task.intent["disk"]
+        disk, size = task.intent["disk"], str(task.intent["size"])
         if disk not in conf:
             raise TaskFailed(f"disk '{disk}' does not exist")
+        volid, _, props = str(conf[disk]).partition(",")
+        current = int(dict(p.split("=", 1) for p in props.split(",") if "=" in p).get("size", "1G").rstrip("G"))
+        new = current + int(size[1:-1]) if size.startswith("+") else int(size[:-1])
+        if new < current:
+            raise TaskFailed("shrinking disks is not supported")
         await self._take(RESIZE_SECONDS)
-        volid, _, _ = str(conf[disk]).partition(",")
-        conf[disk] = f"{volid},size={task.intent['size']}"
-        task.log(f"resized {disk} to {task.intent['size']}")
+        conf[disk] = f"{volid},size={new}G"
+        task.log(f"resized {disk} from {current}G to {new}G")
         return Outcome(configs={vmid: conf})
 
     async def template(self, task: TaskRun) -> Outcome:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+from engine import access
 from engine import commands as cmd
 from engine.codec import packb
 from engine.machine import REQUEST_MEMORY_SECONDS
@@ -22,6 +23,9 @@ CONVERGE_BOUND = 20.0
 # Locks only tasks take in the simulated workload (clients lock with backup/migrate/snapshot): none may
 # remain once every task has ended.
 TASK_ONLY_LOCKS = ("clone", "create", "rollback", "snapshot-delete")
+ACCESS_COMMANDS = (access.SetUser, access.DeleteUser, access.SetGroup, access.DeleteGroup, access.SetRole,
+                   access.DeleteRole, access.ChangeAcl, access.SetPool, access.DeletePool, access.SetToken,
+                   access.DeleteToken)
 
 
 def digest(obj) -> str:
@@ -38,6 +42,8 @@ class Checker:
         self.decided_at: dict[str, int] = {}
         self.acked: dict[str, dict] = {}
         self.entries_checked = 0
+        self.task_started_at: dict[str, int] = {}  # upid -> log index of its StartTask
+        self.updates: dict[int, list[tuple[int, str, dict]]] = {}  # vmid -> (index, request id, {key: (old, new)})
 
     def violation(self, message: str) -> None:
         if message not in self._seen:
@@ -72,8 +78,12 @@ class Checker:
     def before(self, state: State, command: cmd.Command) -> dict:
         """What the invariants need from the state a command is about to be decided against."""
         vmid = getattr(command, "vmid", None)
+        if isinstance(command, cmd.FinishTask):
+            vmid = state.tasks.get(command.upid, {}).get("vmid")
         guest = state.guests.get(vmid) if isinstance(vmid, int) else None
-        out = {"exists": guest is not None, "lock": guest["conf"].get("lock") if guest else None}
+        out = {"exists": guest is not None, "lock": guest["conf"].get("lock") if guest else None,
+               "conf": dict(guest["conf"]) if guest and isinstance(command, (cmd.UpdateGuestConfig, cmd.FinishTask))
+               else None}
         if isinstance(command, cmd.StartTask) and command.newid is not None:
             out["newid_exists"] = command.newid in state.guests
         if isinstance(command, cmd.FinishTask):
@@ -92,7 +102,7 @@ class Checker:
         if "ok" not in result:
             return
         if state is not None:
-            self._after(command, before, state)
+            self._after(command, before, state, index)
         if isinstance(command, cmd.CreateGuest) and before["exists"]:
             self.violation(f"two guests share VMID {command.vmid}: create {rid} succeeded over an existing guest")
         if isinstance(command, cmd.ReserveVmid) and before["exists"] and command.vmid is not None:
@@ -102,9 +112,25 @@ class Checker:
         if isinstance(command, cmd.StartTask) and command.lock and before["lock"] and not command.skiplock:
             self.violation(f"task lock on VM {command.vmid} taken by {rid} while '{before['lock']}' was held")
 
-    def _after(self, command: cmd.Command, before: dict, state: State) -> None:
+    def _after(self, command: cmd.Command, before: dict, state: State, index: int) -> None:
         """Invariants over the state a successful command left behind."""
         rid = command.request_id
+        if isinstance(command, cmd.StartTask):
+            self.task_started_at[command.upid] = index
+        if isinstance(command, cmd.UpdateGuestConfig) and command.vmid in state.guests:
+            after = state.guests[command.vmid]["conf"]
+            changed = {k: (before["conf"].get(k), after.get(k)) for k in sorted(set(before["conf"]) | set(after))
+                       if before["conf"].get(k) != after.get(k)}
+            self.updates.setdefault(command.vmid, []).append((index, rid, changed))
+        if isinstance(command, cmd.FinishTask) and before.get("task") and before["conf"] is not None:
+            self._check_lost_updates(before["task"], before["conf"], state)
+        if isinstance(command, ACCESS_COMMANDS + (cmd.DeleteGuest, cmd.FinishTask)):
+            self._check_access(state, rid)
+        gone = [command.vmid] if isinstance(command, cmd.DeleteGuest) else \
+            [int(v) for v in command.deleted] if isinstance(command, cmd.FinishTask) else []
+        for vmid in gone:
+            if vmid not in state.guests and f"/vms/{vmid}" in state.access.get("acl", {}):
+                self.violation(f"destroyed VM {vmid} left its ACL behind ({rid})")
         if isinstance(command, (cmd.CreateGuest, cmd.FinishTask, cmd.RemoveNode)):
             for vmid, guest in sorted(state.guests.items()):
                 if guest["node"] not in state.nodes:
@@ -121,6 +147,45 @@ class Checker:
                 self.violation(f"cloned VMID {newid} collides with an existing guest ({task['upid']})")
             if guest is not None:
                 self._check_snapshots(vmid, guest, rid)
+
+    def _check_lost_updates(self, task: dict, conf_before: dict, state: State) -> None:
+        """A task's outcome must not undo a config change acknowledged while it ran (a lost update)."""
+        vmid = task.get("vmid")
+        guest = state.guests.get(vmid)
+        started = self.task_started_at.get(task["upid"])
+        if guest is None or started is None:
+            return
+        after = guest["conf"]
+        for index, rid, changed in self.updates.get(vmid, []):
+            for key, (old, new) in changed.items():
+                if index > started and key != "lock" and conf_before.get(key) == new and after.get(key) == old \
+                        and old != new:
+                    self.violation(f"task {task['upid']} undid {key}={new!r} of VM {vmid}, acknowledged to {rid} "
+                                   "while the task ran (lost update)")
+
+    def _check_access(self, state: State, rid: str) -> None:
+        """Every ACL names an existing subject and role; groups, tokens and pools name what exists; a destroyed
+        guest leaves no ACL or pool membership behind (Proxmox's `remove_vm_access`)."""
+        from engine.roles import BUILTIN_ROLES
+
+        tables = state.access
+        users, groups = tables.get("user", {}), tables.get("group", {})
+        roles = set(BUILTIN_ROLES) | set(tables.get("role", {}))
+        for path, entries in sorted(tables.get("acl", {}).items()):
+            for e in entries:
+                userid, _, tokenid = e["ugid"].partition("!")
+                exists = {"user": e["ugid"] in users or e["ugid"] == "root@pam", "group": e["ugid"] in groups,
+                          "token": tokenid in users.get(userid, {}).get("tokens", {})}[e["type"]]
+                if not exists or e["roleid"] not in roles:
+                    self.violation(f"ACL on {path} names a missing {e['type']} or role: {e} ({rid})")
+        for userid, user in sorted(users.items()):
+            for group in user.get("groups", []):
+                if group not in groups:
+                    self.violation(f"user {userid} is in missing group {group} ({rid})")
+        for poolid, pool in sorted(tables.get("pool", {}).items()):
+            for vmid in pool["vms"]:
+                if vmid not in state.guests:
+                    self.violation(f"pool {poolid} holds VM {vmid}, which does not exist ({rid})")
 
     def _check_snapshots(self, vmid: int, guest: dict, rid: str) -> None:
         snaps = guest.get("snapshots", {})

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from engine import commands as cmd
 from engine.state import guest_digest
 from engine.upid import Upid
+from sim.access_ops import ACCESS_OPS, AccessOps
 
 LOCKS = ("backup", "migrate", "snapshot")
 
@@ -18,16 +19,18 @@ LOCKS = ("backup", "migrate", "snapshot")
 WORKLOADS: dict[str, dict[str, int]] = {
     "mixed": {"create": 20, "reserve_create": 6, "update": 12, "update_digest": 12, "delete": 8, "lock": 8,
               "unlock": 8, "task": 18, "abort": 2, "reserve": 4, "snapshot": 4, "rollback": 2, "delsnapshot": 2,
-              "clone": 3, "migrate": 3},
+              "clone": 3, "migrate": 3, "resize": 3, "template": 1, **{op: 1 for op in ACCESS_OPS}},
     "contention": {"create": 10, "reserve_create": 10, "update": 10, "update_digest": 30, "delete": 5, "lock": 15,
-                   "unlock": 15, "task": 5, "snapshot": 6, "rollback": 4, "delsnapshot": 4, "clone": 4, "migrate": 4},
+                   "unlock": 15, "task": 5, "snapshot": 6, "rollback": 4, "delsnapshot": 4, "clone": 4, "migrate": 4,
+                   "resize": 6, "template": 1},
     "vmid-race": {"create": 30, "reserve_create": 30, "delete": 20, "reserve": 20},
+    "access": {"create": 10, "delete": 8, **{op: 6 for op in ACCESS_OPS}},
 }
-POOL = {"mixed": 24, "contention": 6, "vmid-race": 10}
+POOL = {"mixed": 24, "contention": 6, "vmid-race": 10, "access": 8}
 SNAPNAMES = ("s1", "s2", "s3", "s4")
 
 
-class Client:
+class Client(AccessOps):
     def __init__(self, world, cid: int, rng: random.Random, workload: str, rate: float) -> None:
         self.world, self.cid, self.rng, self.rate = world, cid, rng, rate
         self.ops = sorted(WORKLOADS[workload].items())
@@ -190,7 +193,7 @@ class Client:
         self.call(build)
 
     # ---- guest tasks with a lock: snapshots, clone, migration (hypervisor/operations.py's handlers) ----
-    def _guest_task(self, kind: str, lock: str, intent_of: Callable[[object, dict | None], dict],
+    def _guest_task(self, kind: str, lock: str | None, intent_of: Callable[[object, dict | None], dict],
                     newid: bool = False, digest: bool = False) -> None:
         def build(node) -> cmd.Command:
             vmid, guest = self.known_guest(node)
@@ -225,3 +228,10 @@ class Client:
             targets = [n for n in self.world.serving() if n != here] or self.world.serving()
             return {"target": self.rng.choice(targets)}
         self._guest_task("qmigrate", "migrate", intent, digest=self.rng.random() < 0.5)
+
+    def op_resize(self) -> None:
+        self._guest_task("resize", None, lambda node, guest: {"disk": "scsi0", "size": self.rng.choice(["+1G", "4G"])},
+                         digest=self.rng.random() < 0.3)
+
+    def op_template(self) -> None:
+        self._guest_task("qmtemplate", None, lambda node, guest: {})

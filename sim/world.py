@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -81,8 +82,9 @@ def engine_logs_to(checker: Checker) -> Iterator[None]:
     node's own retry loop saw refused. Those become violations."""
     def check(_logger, method: str, event: dict) -> dict:
         if method != "warning":
-            checker.violation(f"engine logged an error: {event.get('event')} "
-                              f"{ {k: v for k, v in sorted(event.items()) if k not in ('event', 'exc_info')} }")
+            fields = {k: v for k, v in sorted(event.items()) if k not in ("event", "exc_info")}
+            raised = f" - {sys.exc_info()[1]!r}" if event.get("exc_info") or method == "exception" else ""
+            checker.violation(f"engine logged an error: {event.get('event')} {fields}{raised}")
         raise structlog.DropEvent
     saved = structlog.get_config()
     structlog.configure(processors=[check], wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

@@ -149,3 +149,29 @@ def test_destroying_a_guest_drops_its_acls_and_pool_membership():
     assert "/vms/100" not in m.state.access["acl"] and "/vms/101" in m.state.access["acl"]
     run(m, create("r3", 100))
     assert "/vms/100" not in m.state.access["acl"]
+
+
+def test_a_guest_is_not_destroyed_under_a_running_task():
+    """Found by the simulator (seed 87 before the fix): a resize took no lock, the guest was destroyed while it
+    ran, and its handler got no guest. Destroying now waits for the guest's tasks, as Proxmox's config lock."""
+    m = machine_with_node()
+    run(m, create("r1", 100, scsi0="local:100/vm-100-disk-0.raw,size=1G"))
+    run(m, c.StartTask(request_id="t", ts=3, node="n1", upid="U-t", starttime=3, type="resize", vmid=100,
+                       intent={"disk": "scsi0", "size": "+1G"}))
+    [refused] = run(m, c.DeleteGuest(request_id="d", ts=4, node="n1", vmid=100, upid="U-d", starttime=4))
+    assert refused["error"]["status"] == 409 and "U-t" in refused["error"]["message"]
+    run(m, c.FinishTask(request_id="f", ts=5, upid="U-t", exitstatus="OK"))
+    [gone] = run(m, c.DeleteGuest(request_id="d2", ts=6, node="n1", vmid=100, upid="U-d2", starttime=6))
+    assert "ok" in gone and 100 not in m.state.guests
+
+
+def test_a_task_outcome_patches_the_config_and_keeps_edits_made_meanwhile():
+    m = machine_with_node()
+    run(m, create("r1", 100, memory=512, scsi0="local:100/vm-100-disk-0.raw,size=1G", description="old"))
+    run(m, c.StartTask(request_id="t", ts=3, node="n1", upid="U-t", starttime=3, type="resize", vmid=100,
+                       intent={"disk": "scsi0", "size": "+1G"}))
+    run(m, c.UpdateGuestConfig(request_id="u", ts=4, node="n1", vmid=100, set={"memory": 2048}))
+    [done] = run(m, c.FinishTask(request_id="f", ts=5, upid="U-t", exitstatus="OK", patches={
+        100: {"set": {"scsi0": "local:100/vm-100-disk-0.raw,size=2G"}, "delete": ["description"]}}))
+    assert "ok" in done
+    assert m.state.guests[100]["conf"] == {"memory": 2048, "scsi0": "local:100/vm-100-disk-0.raw,size=2G"}
