@@ -304,6 +304,8 @@ def _(c: cmd.ObserveGuest, s: State) -> Decision:
 def _(c: cmd.DeleteGuest, s: State) -> Decision:
     guest = _guest(s, c.vmid, c.node)
     _check_unlocked(guest, c.skiplock)
+    if guest.get("status") == "running":
+        raise conflict(f"VM {c.vmid} is running - destroy failed")
     _check_no_task(s, c.vmid, "destroy")
     return [
         ev.TaskStarted(upid=c.upid, node=c.node, type="qmdestroy", id=str(c.vmid), user=c.user,

@@ -65,6 +65,7 @@ class Reconciler:
         self.handlers = handlers
         self.active: dict[str, tuple[TaskRun, trio.CancelScope]] = {}
         self.started_at = int(node.wall())
+        self._freed = trio.Event()  # set when a task ends here: the guest's next task may start
 
     def live_log(self, upid: str) -> list[str] | None:
         """Lines of a task still running here (the log holds them only once it ends)."""
@@ -72,19 +73,28 @@ class Reconciler:
         return list(entry[0].lines) if entry else None
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Start the tasks the log gives this node, one at a time per guest, in log order: a guest's second
+        task waits for its first, as Proxmox's config lock makes it wait (found by the simulator: a start and a
+        template conversion ran together and left a running template that nothing could stop)."""
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                changed = self.node.state_changed()
+                changed, self._freed = self.node.state_changed(), trio.Event()
+                busy = {run.vmid for run, _ in self.active.values()}
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
                         if task["abort"]:
                             self.active[upid][1].cancel()
                         continue
-                    nursery.start_soon(self._execute, task)
+                    if task.get("vmid") in busy and not task["abort"]:
+                        continue  # waits for the guest's earlier task (an aborted one just ends)
+                    busy.add(task.get("vmid"))
+                    run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"])
+                    self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
+                    nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
-                    await changed.wait()
+                    await _first_of(changed, self._freed)
 
     def _mine(self) -> list[dict]:
         with self.node.read() as s:
@@ -97,11 +107,8 @@ class Reconciler:
                     out.append(copy)
             return out
 
-    async def _execute(self, task: dict) -> None:
+    async def _execute(self, task: dict, run: TaskRun, scope: trio.CancelScope) -> None:
         upid = task["upid"]
-        run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"])
-        scope = trio.CancelScope()
-        self.active[upid] = (run, scope)
         structlog.contextvars.bind_contextvars(upid=upid)
         outcome, error = Outcome(), None
         try:
@@ -110,6 +117,8 @@ class Reconciler:
             self.started_at = min(self.started_at, int(self.node.wall()))
             if task["starttime"] < self.started_at:
                 raise TaskFailed("task interrupted - node restarted while it ran")
+            if task["abort"]:
+                raise TaskFailed("received interrupt")
             handler = self.handlers.get(task["type"])
             if handler is None:
                 raise TaskFailed(f"unknown task type '{task['type']}'")
@@ -141,6 +150,7 @@ class Reconciler:
                                 deleted=outcome.deleted, moved=outcome.moved)
         await self.node.submit_until_done(finish)
         self.active.pop(upid, None)
+        self._freed.set()
 
 
 def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:
@@ -156,6 +166,15 @@ def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:
         patches[vmid] = {"set": {k: v for k, v in conf.items() if k != "lock" and base.get(k) != v},
                          "delete": sorted(k for k in base if k not in conf and k != "lock")}
     return whole, patches
+
+
+async def _first_of(*events: trio.Event) -> None:
+    async with trio.open_nursery() as nursery:
+        for event in events:
+            async def wait(event=event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+            nursery.start_soon(wait)
 
 
 def _copy_guest(guest: dict | None) -> dict | None:

@@ -36,7 +36,7 @@ WATCH_SECONDS = 1.0
 
 @dataclass
 class Guest:
-    status: str = "stopped"  # stopped | starting | running | stopping
+    status: str = "stopped"  # stopped | starting | running | stopping | incoming
     generation: int = 0
 
 
@@ -95,13 +95,25 @@ class SimQemu:
         guest.status = status
         done(None)
 
-    def crash(self, vmid: int) -> bool:
+    def crash(self, vmid: int, counted: bool = True) -> bool:
         guest = self.guests.get(vmid)
         if guest is None or guest.status == "stopped":
             return False
         guest.status, guest.generation = "stopped", guest.generation + 1
-        self.crashes += 1
+        self.crashes += counted
         return True
+
+    def incoming(self, vmid: int) -> Guest:
+        """A QEMU started paused with `-incoming`, waiting for the source's memory."""
+        guest = self.guests[vmid] = Guest("incoming", self.guests.get(vmid, Guest()).generation + 1)
+        return guest
+
+    def take_over(self, vmid: int, guest: Guest) -> None:
+        guest.status = "running"
+
+    def discard(self, vmid: int, guest: Guest) -> None:
+        if self.guests.get(vmid) is guest and guest.status == "incoming":
+            guest.status, guest.generation = "stopped", guest.generation + 1
 
     def power_loss(self) -> None:
         for vmid in sorted(self.guests):
@@ -119,7 +131,8 @@ class SimOperations:
     def handlers(self) -> dict[str, Handler]:
         return {"qmcreate": self.create, "qmstart": self.start, "qmstop": self.stop, "qmshutdown": self.shutdown,
                 "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
-                "qmclone": self.clone, "qmigrate": self.migrate, "resize": self.resize, "qmtemplate": self.template}
+                "qmclone": self.clone, "qmigrate": self.migrate, "resize": self.resize, "qmtemplate": self.template,
+                "qmdestroy": self.destroy}
 
     async def _take(self, span: tuple[float, float]) -> None:
         await trio.sleep(self.rng.uniform(*span))
@@ -148,6 +161,14 @@ class SimOperations:
     async def shutdown(self, task: TaskRun) -> Outcome:
         await self.qemu.op(task.vmid, "shutdown", float(task.intent.get("timeout") or 10))
         return Outcome(power={task.vmid: "stopped"})
+
+    async def destroy(self, task: TaskRun) -> Outcome:
+        if self.qemu.running(task.vmid):
+            raise TaskFailed(f"VM {task.vmid} is running - destroy failed")
+        for key in sorted(k for k in task.guest["conf"] if k.startswith("scsi")):
+            await self._take(ALLOC_SECONDS)
+            task.log(f"removing volume of {key}")
+        return Outcome(deleted=[task.vmid])
 
     async def resize(self, task: TaskRun) -> Outcome:
         vmid, conf = task.vmid, dict(task.guest["conf"])
@@ -231,12 +252,35 @@ class SimOperations:
         return Outcome(created=[{"vmid": newid, "node": node, "config": copy}])
 
     async def migrate(self, task: TaskRun) -> Outcome:
+        """Offline: hand the guest over. Online: a paused QEMU waits on the target, memory is copied, and at
+        the end the source stops as the target runs (hypervisor/operations.py's QMP steps, as one switch)."""
         vmid, target = task.vmid, task.intent["target"]
-        if self.qemu.running(vmid):
-            raise TaskFailed("live migration of local disks is not supported yet - migrate offline")
-        await self._take(MIGRATE_SECONDS)
-        task.log(f"VM {vmid} now belongs to node '{target}'")
-        return Outcome(moved={vmid: target})
+        if not self.qemu.running(vmid):
+            await self._take(MIGRATE_SECONDS)
+            task.log(f"VM {vmid} now belongs to node '{target}'")
+            return Outcome(moved={vmid: target})
+        if not task.intent.get("online"):
+            raise TaskFailed("can't migrate running VM without --online")
+        dest = self.host.world.nodes[target]
+        if not dest.up:
+            raise TaskFailed(f"online migrate failure - node '{target}' is not reachable")
+        if dest.qemu.running(vmid):
+            raise TaskFailed(f"online migrate failure - VM {vmid} already running on '{target}'")
+        incoming = dest.qemu.incoming(vmid)
+        source = self.qemu.guests[vmid].generation
+        try:
+            await self._take(MIGRATE_SECONDS)
+        except BaseException:  # aborted, or this daemon died: the target's QEMU is stopped
+            dest.qemu.discard(vmid, incoming)
+            raise
+        if not (dest.up and dest.qemu.guests.get(vmid) is incoming and incoming.status == "incoming"
+                and self.qemu.guests[vmid].generation == source):
+            dest.qemu.discard(vmid, incoming)
+            raise TaskFailed("online migrate failure - the source or the target QEMU went away")
+        dest.qemu.take_over(vmid, incoming)
+        self.qemu.crash(vmid, counted=False)  # the source QEMU quits after handing over
+        task.log(f"migration finished; VM {vmid} now runs on node '{target}'")
+        return Outcome(moved={vmid: target}, power={vmid: "running"})
 
 
 async def watch_guests(process) -> None:

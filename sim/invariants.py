@@ -22,7 +22,7 @@ from engine.state import State
 CONVERGE_BOUND = 20.0
 # Locks only tasks take in the simulated workload (clients lock with backup/migrate/snapshot): none may
 # remain once every task has ended.
-TASK_ONLY_LOCKS = ("clone", "create", "rollback", "snapshot-delete")
+TASK_ONLY_LOCKS = ("clone", "create", "destroyed", "rollback", "snapshot-delete")
 ACCESS_COMMANDS = (access.SetUser, access.DeleteUser, access.SetGroup, access.DeleteGroup, access.SetRole,
                    access.DeleteRole, access.ChangeAcl, access.SetPool, access.DeletePool, access.SetToken,
                    access.DeleteToken)
@@ -64,6 +64,17 @@ class Checker:
                                      f"commit {log.raftCommitIndex}")
                 if holder != node.name:
                     self.violation(f"two leaders in term {term}: {holder} and {node.name}")
+
+    def hypervisors(self) -> None:
+        """A guest runs in at most one QEMU of the cluster: two would write the same disks."""
+        where: dict[int, list[str]] = {}
+        for node in self.world.nodes.values():
+            for vmid, guest in node.qemu.guests.items():
+                if guest.status in ("starting", "running", "stopping"):
+                    where.setdefault(vmid, []).append(node.name)
+        for vmid, hosts in sorted(where.items()):
+            if len(hosts) > 1:
+                self.violation(f"VM {vmid} runs on {' and '.join(sorted(hosts))} at once")
 
     # ---- on every apply ------------------------------------------------------------------------
     def entry(self, node: str, index: int, payload: bytes, results: list[dict]) -> None:

@@ -147,12 +147,8 @@ class Client(AccessOps):
         self._update(True)
 
     def op_delete(self) -> None:
-        def build(node) -> cmd.Command:
-            vmid, _ = self.known_guest(node)
-            upid, starttime = self.upid(node, "qmdestroy", vmid)
-            return cmd.DeleteGuest(request_id="", ts=node.wall(), node=self.owner(node, vmid), vmid=vmid, upid=upid,
-                                   starttime=starttime)
-        self.call(build)
+        """`DELETE /nodes/{node}/qemu/{vmid}`: a destroy task on the owning node."""
+        self._guest_task("qmdestroy", "destroyed", lambda node, guest: {"purge": 0})
 
     def op_lock(self) -> None:
         lock = self.rng.choice(LOCKS)
@@ -226,7 +222,8 @@ class Client(AccessOps):
         def intent(node, guest) -> dict:
             here = (guest or {}).get("node")
             targets = [n for n in self.world.serving() if n != here] or self.world.serving()
-            return {"target": self.rng.choice(targets)}
+            online = int((guest or {}).get("status") == "running" or self.rng.random() < 0.2)
+            return {"target": self.rng.choice(targets), "online": online}
         self._guest_task("qmigrate", "migrate", intent, digest=self.rng.random() < 0.5)
 
     def op_resize(self) -> None:

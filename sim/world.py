@@ -26,6 +26,8 @@ from sim.net import Network, make_transport_class
 from sim.node import SimNode
 from sim.workload import Client
 
+HYPERVISOR_CHECK_PERIOD = 0.1  # how often the simulated QEMUs of all hosts are compared
+
 
 @dataclass
 class Options:
@@ -211,6 +213,10 @@ class World:
             self.restart(name)
         self.loop.after(0.5, self._probe)
 
+    def _check_hypervisors(self) -> None:
+        self.checker.hypervisors()
+        self.loop.after(HYPERVISOR_CHECK_PERIOD, self._check_hypervisors)
+
     def _probe(self) -> None:
         if self._converged():
             if self.converged_at is None:
@@ -284,6 +290,7 @@ class World:
             for fault in self.faults:
                 self.loop.at(fault.at, fl.inject, self, fault)
             self.loop.at(self.faults_end, self._faults_off)
+            self.loop.after(HYPERVISOR_CHECK_PERIOD, self._check_hypervisors)
             end = opts.duration if opts.stop_at is None else min(opts.stop_at - 1e-9, opts.duration)
             await self.loop.run_until(end, self.checker.step, (self.prefix_at, self._mark_prefix))
             if opts.stop_at is None:

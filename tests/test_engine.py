@@ -175,3 +175,17 @@ def test_a_task_outcome_patches_the_config_and_keeps_edits_made_meanwhile():
         100: {"set": {"scsi0": "local:100/vm-100-disk-0.raw,size=2G"}, "delete": ["description"]}}))
     assert "ok" in done
     assert m.state.guests[100]["conf"] == {"memory": 2048, "scsi0": "local:100/vm-100-disk-0.raw,size=2G"}
+
+
+def test_destroy_refuses_a_running_guest_and_its_lock_keeps_tasks_out():
+    """Found by the simulator (seeds 177 and 172): a running guest could be destroyed, and a start could begin
+    while a destroy ran; its QEMU then outlived the guest. The destroy task holds `lock: destroyed`, as Proxmox."""
+    m = machine_with_node()
+    run(m, create("r1", 100), c.ObserveGuest(request_id="o", ts=3, node="n1", vmid=100, status="running"))
+    [running] = run(m, c.DeleteGuest(request_id="d", ts=4, node="n1", vmid=100, upid="U-d", starttime=4))
+    assert running["error"]["status"] == 409 and "running" in running["error"]["message"]
+    run(m, c.ObserveGuest(request_id="o2", ts=5, node="n1", vmid=100, status="stopped"))
+    run(m, c.StartTask(request_id="x", ts=6, node="n1", upid="U-x", starttime=6, type="qmdestroy", vmid=100,
+                       lock="destroyed"))
+    [start] = run(m, c.StartTask(request_id="s", ts=7, node="n1", upid="U-s", starttime=7, type="qmstart", vmid=100))
+    assert start["error"]["status"] == 423 and "destroyed" in start["error"]["message"]

@@ -85,9 +85,10 @@ def test_membership_grow_to_five_and_shrink_back_with_faults():
 
 def test_regression_membership_seeds():
     """`--membership` seeds that found problems: 8, the leader's catch-up livelock in pysyncobj (worked around in
-    `pysyncobj_hooks.guard_next_index`); 17, a membership change's "already done" shortcut taken on a node that
-    had not yet applied the change it was asked to undo; 30, a wall clock stepped back made the reconciler close every new
-    task as interrupted; 32, `RemoveNode` of a node with a task still running left the task running forever."""
+    `pysyncobj_hooks.guard_next_index`); 17, a membership change's "already done" shortcut taken on a node
+    that had not yet applied the change it was asked to undo; 30, a wall clock stepped back made the reconciler
+    close every new task as interrupted; 32, `RemoveNode` of a node with a task still running left the task
+    running forever."""
     for seed in (8, 17, 30, 32):
         result = World(Options(seed=seed, duration=90, quiet=40, fault_rate=0.3, membership=True)).run()
         assert result.violations == [], (seed, result.violations)
@@ -96,8 +97,11 @@ def test_regression_membership_seeds():
 def test_regression_seeds_of_the_real_runtime():
     """Found once the simulator ran the real trio runtime: seed 87 (mixed), a guest destroyed under its running
     resize; seeds 147 and 186 (mixed) and 190 (contention), a template or resize outcome undid a config edit
-    acknowledged while it ran. (Membership seed 17, a removal skipped by a lagging node, is above.)"""
-    for seed, workload in ((87, "mixed"), (147, "mixed"), (186, "mixed"), (190, "contention")):
+    acknowledged while it ran; 172 (mixed), a start task ran while the guest was being destroyed (no lock), its
+    QEMU outlived the guest and ran beside a new guest with the same VMID; 177 (mixed), a guest destroyed while
+    running. (Membership seed 17, a removal skipped by a lagging node, is above.)"""
+    for seed, workload in ((87, "mixed"), (147, "mixed"), (172, "mixed"), (177, "mixed"), (186, "mixed"),
+                           (190, "contention")):
         result = World(Options(seed=seed, duration=45, fault_rate=0.3, workload=workload)).run()
         assert result.violations == [], (seed, result.violations)
 

@@ -100,7 +100,7 @@ async def destroy_vm(ctx: Ctx, p: dict) -> str:
     """Destroy the guest and its volumes."""
     guest_or_404(ctx, p["node"], p["vmid"])
     intent = {"purge": p.get("purge", 0), "destroy-unreferenced-disks": p.get("destroy-unreferenced-disks", 0)}
-    return await start_task(ctx, p, "qmdestroy", intent)
+    return await start_task(ctx, p, "qmdestroy", intent, lock="destroyed")  # as Proxmox's destroy_vm
 
 
 @API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/clone",
