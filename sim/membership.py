@@ -36,16 +36,21 @@ class Membership:
         self.done: list[str] = []
         self.finished_at = 0.0  # when the last operation ended (the convergence bound starts after it)
         self.seq = 0
-        # One operation at a time, as an admin does it: each starts at its planned time or when the previous
-        # one ended, whichever is later (a leave of a node whose join is still retrying would race it).
-        self.queue = sorted(plan)
-        self.busy = len(self.queue)
-        self._next()
+        # Operations on different nodes overlap (two admins, or one who does not wait: a join while another node
+        # drains, two drains at once); operations on one node wait for each other (a leave of a node whose
+        # join is still retrying would race it).
+        self.busy = len(plan)
+        self.working: set[str] = set()
+        self.waiting: dict[str, list[str]] = {}
+        for at, op, name in sorted(plan):
+            self.loop.at(at, self._ready, op, name)
 
-    def _next(self) -> None:
-        if self.queue:
-            at, op, name = self.queue.pop(0)
-            self.loop.at(max(at, self.loop.now), self.join if op == "join" else self.leave, name)
+    def _ready(self, op: str, name: str) -> None:
+        if name in self.working:
+            self.waiting.setdefault(name, []).append(op)
+            return
+        self.working.add(name)
+        (self.join if op == "join" else self.leave)(name)
 
     # ---- helpers -------------------------------------------------------------------------------
     def _contact(self, avoid: str) -> object | None:
@@ -121,7 +126,7 @@ class Membership:
 
         def joined() -> None:
             world.joined.add(name)
-            self._finished(f"join {name}")
+            self._finished("join", name)
 
         def retry(*_) -> None:
             self.loop.after(ADMIN_RETRY, self.join, name)
@@ -189,7 +194,7 @@ class Membership:
         def removed() -> None:
             world.names.remove(name)
             world.leaving.discard(name)
-            self._finished(f"leave {name}")
+            self._finished("leave", name)
 
         def failed(rejected: bool) -> None:
             if not rejected:  # no answer: the same request again (its id makes it happen once)
@@ -204,9 +209,11 @@ class Membership:
             self._submit(cmd.RemoveNode(request_id=rid, ts=0.0, name=name), raft_remove, failed, avoid=name)
         submit()
 
-    def _finished(self, what: str) -> None:
+    def _finished(self, op: str, name: str) -> None:
         self.busy -= 1
-        self.done.append(what)
+        self.done.append(f"{op} {name}")
         self.finished_at = self.loop.now
-        self.world.trace(f"membership {what} done")
-        self._next()
+        self.world.trace(f"membership {op} {name} done")
+        self.working.discard(name)
+        if self.waiting.get(name):
+            self._ready(self.waiting[name].pop(0), name)

@@ -299,12 +299,13 @@ class World:
             nursery.cancel_scope.cancel()
 
     def _membership_plan(self) -> list[tuple[float, str, str]]:
-        """Grow by two nodes, then shrink by two (the second leaver drawn among the members), with faults on."""
+        """Grow by two nodes, then shrink by two (the second leaver drawn among the members), with faults on;
+        the two joins and the two leaves are planned close together, so that they often overlap."""
         rng, end, n = self.membership_rng, self.faults_end, self.opts.nodes
         new = self.all_names[n:]
         second = rng.choice([x for x in self.all_names if x != new[1]])
-        return [(round(end * 0.15, 3), "join", new[0]), (round(end * 0.3, 3), "join", new[1]),
-                (round(end * 0.5, 3), "leave", new[1]), (round(end * 0.7, 3), "leave", second)]
+        at = [round(end * rng.uniform(lo, lo + 0.15), 3) for lo in (0.1, 0.15, 0.45, 0.5)]
+        return [(at[0], "join", new[0]), (at[1], "join", new[1]), (at[2], "leave", new[1]), (at[3], "leave", second)]
 
     def _settle_from(self) -> float:
         """Where the convergence bound starts: the faults' end, or the last membership change's end if later
