@@ -108,9 +108,13 @@ class Node:
 
     def _signal_change(self) -> None:
         self._signal_pending = False
+        self.wake_waiters()
+        self.remember_members()
+
+    def wake_waiters(self) -> None:
+        """Wake whoever waits on `state_changed()` (they look again)."""
         self._changed.set()
         self._changed = trio.Event()
-        self.remember_members()
 
     def _open_log(self) -> tuple[DurableJournal, ReplicatedLog]:
         raft_dir = os.path.join(self.spec.data_dir, "raft")

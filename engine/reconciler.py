@@ -65,7 +65,6 @@ class Reconciler:
         self.handlers = handlers
         self.active: dict[str, tuple[TaskRun, trio.CancelScope]] = {}
         self.started_at = int(node.wall())
-        self._freed = trio.Event()  # set when a task ends here: the guest's next task may start
 
     def live_log(self, upid: str) -> list[str] | None:
         """Lines of a task still running here (the log holds them only once it ends)."""
@@ -79,7 +78,7 @@ class Reconciler:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                changed, self._freed = self.node.state_changed(), trio.Event()
+                changed = self.node.state_changed()
                 busy = {run.vmid for run, _ in self.active.values()}
                 for task in self._mine():
                     upid = task["upid"]
@@ -94,7 +93,7 @@ class Reconciler:
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
-                    await _first_of(changed, self._freed)
+                    await changed.wait()
 
     def _mine(self) -> list[dict]:
         with self.node.read() as s:
@@ -150,7 +149,7 @@ class Reconciler:
                                 deleted=outcome.deleted, moved=outcome.moved)
         await self.node.submit_until_done(finish)
         self.active.pop(upid, None)
-        self._freed.set()
+        self.node.wake_waiters()  # the guest's next task may start
 
 
 def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:
@@ -166,15 +165,6 @@ def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:
         patches[vmid] = {"set": {k: v for k, v in conf.items() if k != "lock" and base.get(k) != v},
                          "delete": sorted(k for k in base if k not in conf and k != "lock")}
     return whole, patches
-
-
-async def _first_of(*events: trio.Event) -> None:
-    async with trio.open_nursery() as nursery:
-        for event in events:
-            async def wait(event=event) -> None:
-                await event.wait()
-                nursery.cancel_scope.cancel()
-            nursery.start_soon(wait)
 
 
 def _copy_guest(guest: dict | None) -> dict | None:

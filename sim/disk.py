@@ -23,7 +23,7 @@ class DiskImage:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.durable = b""
+        self.durable = bytearray()  # changed in place: a sync copies only what it covers anew
         self.low: int | None = None  # lowest offset changed since the last fsync
         self.commit_history: list[tuple[float, int]] = []
         self.power_losses = 0
@@ -34,12 +34,12 @@ class DiskImage:
 
     def made_durable(self, fd: int, size: int) -> None:
         low = min(self.low if self.low is not None else size, size, len(self.durable))
-        self.durable = self.durable[:low] + os.pread(fd, size - low, low)
+        self.durable[low:] = os.pread(fd, size - low, low)
         self.low = None
 
     def rewritten(self, path: str) -> None:
         with open(path, "rb") as f:
-            self.durable = f.read()
+            self.durable = bytearray(f.read())
         self.low = None
 
     def power_loss(self, journal_path: str, commit_path: str, now: float, rng: random.Random) -> None:
@@ -47,7 +47,7 @@ class DiskImage:
         self.power_losses += 1
         with open(journal_path, "rb") as f:
             current = f.read()
-        image = self.durable
+        image = bytes(self.durable)
         if self.low is not None and rng.random() < 0.5 and len(current) > self.low:
             # some unsynced pages reached the disk: a prefix of the unsynced region, maybe mid-record
             keep = rng.randint(1, len(current) - self.low)
@@ -55,7 +55,7 @@ class DiskImage:
             self.torn_tails += 1
         with open(journal_path, "wb") as f:
             f.write(image)
-        self.durable, self.low = image, None
+        self.durable, self.low = bytearray(image), None
         if self.commit_history:
             horizon = now - rng.uniform(0.0, WRITEBACK_SECONDS)
             older = [value for when, value in self.commit_history if when <= horizon]

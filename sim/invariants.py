@@ -23,6 +23,7 @@ CONVERGE_BOUND = 20.0
 # Locks only tasks take in the simulated workload (clients lock with backup/migrate/snapshot): none may
 # remain once every task has ended.
 TASK_ONLY_LOCKS = ("clone", "create", "destroyed", "rollback", "snapshot-delete")
+UPDATES_KEPT = 16  # per guest, for the lost-update check (a task overlapping more edits of its guest is rare)
 ACCESS_COMMANDS = (access.SetUser, access.DeleteUser, access.SetGroup, access.DeleteGroup, access.SetRole,
                    access.DeleteRole, access.ChangeAcl, access.SetPool, access.DeletePool, access.SetToken,
                    access.DeleteToken)
@@ -38,12 +39,13 @@ class Checker:
         self.violations: list[str] = []
         self._seen: set[str] = set()
         self.leader_of_term: dict[int, str] = {}
-        self.canonical: dict[int, tuple[str, str]] = {}
+        self.canonical: dict[int, tuple[str, str, bytes, list]] = {}  # index -> (digests, node, payload, results)
         self.decided_at: dict[str, int] = {}
         self.acked: dict[str, dict] = {}
         self.entries_checked = 0
         self.task_started_at: dict[str, int] = {}  # upid -> log index of its StartTask
         self.updates: dict[int, list[tuple[int, str, dict]]] = {}  # vmid -> (index, request id, {key: (old, new)})
+        self._checked_after: set[str] = set()
 
     def violation(self, message: str) -> None:
         if message not in self._seen:
@@ -51,19 +53,19 @@ class Checker:
             self.violations.append(f"t={self.world.loop.now:.3f} {message}")
             self.world.trace(f"VIOLATION {message}")
 
-    # ---- after every step --------------------------------------------------------------------
-    def step(self) -> None:
-        for node in self.world.up_nodes():
-            log = node.replog
-            if log._isLeader():
-                term = log.raftCurrentTerm
-                holder = self.leader_of_term.get(term)
-                if holder is None:
-                    self.leader_of_term[term] = holder = node.name
-                    self.world.trace(f"leader {node.name} term {term} log {log.journal.entries[-1][1]} "
-                                     f"commit {log.raftCommitIndex}")
-                if holder != node.name:
-                    self.violation(f"two leaders in term {term}: {holder} and {node.name}")
+    # ---- after every tick --------------------------------------------------------------------
+    def ticked(self, node) -> None:
+        """After a node's tick (every delivery is followed by one): a leadership it took is recorded."""
+        log = node.replog
+        if log._isLeader():
+            term = log.raftCurrentTerm
+            holder = self.leader_of_term.get(term)
+            if holder is None:
+                self.leader_of_term[term] = holder = node.name
+                self.world.trace(f"leader {node.name} term {term} log {log.journal.entries[-1][1]} "
+                                 f"commit {log.raftCommitIndex}")
+            if holder != node.name:
+                self.violation(f"two leaders in term {term}: {holder} and {node.name}")
 
     def hypervisors(self) -> None:
         """A guest runs in at most one QEMU of the cluster: two would write the same disks."""
@@ -78,13 +80,18 @@ class Checker:
 
     # ---- on every apply ------------------------------------------------------------------------
     def entry(self, node: str, index: int, payload: bytes, results: list[dict]) -> None:
-        key = (hashlib.sha1(payload).hexdigest()[:16], digest(results)[:16])
+        """The first replica to apply an index sets what every other must apply there (compared by value; the
+        results are digested once per index, for the trace)."""
         self.entries_checked += 1
-        first = self.canonical.setdefault(index, (key[0] + key[1], node))
-        if first[0] != key[0] + key[1]:
+        first = self.canonical.get(index)
+        if first is None:
+            key = f"{hashlib.sha1(payload).hexdigest()[:16]} {digest(results)[:16]}"
+            self.canonical[index] = first = (key, node, payload, results)
+        elif first[2] != payload or first[3] != results:
+            key = f"{hashlib.sha1(payload).hexdigest()[:16]} {digest(results)[:16]}"
             self.violation(f"replicas disagree at log index {index}: {first[1]} applied {first[0]}, "
-                           f"{node} applied {key[0] + key[1]}")
-        self.world.trace(f"apply {node} {index} {key[0]} {key[1]}")
+                           f"{node} applied {key}")
+        self.world.trace(f"apply {node} {index} {first[0]}")
 
     def before(self, state: State, command: cmd.Command) -> dict:
         """What the invariants need from the state a command is about to be decided against."""
@@ -112,7 +119,8 @@ class Checker:
             self.violation(f"request {rid} decided twice: at log index {first} and {index}")
         if "ok" not in result:
             return
-        if state is not None:
+        if state is not None and rid not in self._checked_after:  # once per request: replicas agree anyway
+            self._checked_after.add(rid)
             self._after(command, before, state, index)
         if isinstance(command, cmd.CreateGuest) and before["exists"]:
             self.violation(f"two guests share VMID {command.vmid}: create {rid} succeeded over an existing guest")
@@ -132,7 +140,9 @@ class Checker:
             after = state.guests[command.vmid]["conf"]
             changed = {k: (before["conf"].get(k), after.get(k)) for k in sorted(set(before["conf"]) | set(after))
                        if before["conf"].get(k) != after.get(k)}
-            self.updates.setdefault(command.vmid, []).append((index, rid, changed))
+            recent = self.updates.setdefault(command.vmid, [])
+            recent.append((index, rid, changed))
+            del recent[:-UPDATES_KEPT]
         if isinstance(command, cmd.FinishTask) and before.get("task") and before["conf"] is not None:
             self._check_lost_updates(before["task"], before["conf"], state)
         if isinstance(command, ACCESS_COMMANDS + (cmd.DeleteGuest, cmd.FinishTask)):

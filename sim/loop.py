@@ -81,11 +81,9 @@ class Loop:
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self.at(self.now, fn, *args)
 
-    async def run_until(self, end: float, after_step: Callable[[], None],
-                        checkpoint: tuple[float, Callable[[], None]] | None = None) -> None:
+    async def run_until(self, end: float, checkpoint: tuple[float, Callable[[], None]] | None = None) -> None:
         """Run every event (and every trio task) due by `end`; `checkpoint` = (t, fn) runs fn once before the
-        first event or trio timer at or after t; `after_step` runs after each event (trio tasks run no pysyncobj
-        code, which only loop events drive). Must run as a task of the trio run whose clock is `SimClock(self)`."""
+        first event or trio timer at or after t. Must run as a task of the trio run whose clock is `SimClock(self)`."""
         runner = trio_run.GLOBAL_RUN_CONTEXT.runner  # its run queue, callback queue and deadlines, read directly
         trio_due = math.inf  # when trio, having work, gets its turn at the latest
         while True:
@@ -113,5 +111,4 @@ class Loop:
             self.now = when
             fn(*args)
             self.steps += 1
-            after_step()
         self.now = max(self.now, end)

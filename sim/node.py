@@ -243,6 +243,7 @@ class SimNode:
         finally:
             world.enter(prev)
         world.ticks += 1
+        world.checker.ticked(self)
 
     def tick_soon(self) -> None:
         """What pysyncobj's wake-up pipe does in production: a tick right after a command is queued."""

@@ -112,6 +112,7 @@ class World:
         self.leaving: set[str] = set()
         self.powered_off: set[str] = set()  # shut down on purpose (leaving): faults must not restart them
         self.current: str | None = None
+        self._mono_offset = 0.0  # the running node's monotonic clock offset (`enter` sets it)
         self.wall_offset: dict[str, float] = {}
         self.mono_offset: dict[str, float] = {}
         self.checker = Checker(self)
@@ -139,10 +140,11 @@ class World:
     # ---- clocks and tracing ------------------------------------------------------------------
     def mono(self) -> float:
         """pysyncobj's monotonic clock, as seen by the node it is running for."""
-        return self.loop.now + self.mono_offset.get(self.current, 0.0) if self.current else self.loop.now
+        return self.loop.now + self._mono_offset
 
     def enter(self, name: str | None) -> str | None:
         prev, self.current = self.current, name
+        self._mono_offset = self.mono_offset.get(name, 0.0) if name else 0.0
         return prev
 
     @contextmanager
@@ -292,7 +294,7 @@ class World:
             self.loop.at(self.faults_end, self._faults_off)
             self.loop.after(HYPERVISOR_CHECK_PERIOD, self._check_hypervisors)
             end = opts.duration if opts.stop_at is None else min(opts.stop_at - 1e-9, opts.duration)
-            await self.loop.run_until(end, self.checker.step, (self.prefix_at, self._mark_prefix))
+            await self.loop.run_until(end, (self.prefix_at, self._mark_prefix))
             if opts.stop_at is None:
                 self._final_checks()
             self.finished = True
