@@ -79,16 +79,18 @@ class Reconciler:
             task_status.started()
             while True:
                 changed = self.node.state_changed()
-                busy = {run.vmid for run, _ in self.active.values()}
+                busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None}
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
                         if task["abort"]:
                             self.active[upid][1].cancel()
                         continue
-                    if task.get("vmid") in busy and not task["abort"]:
+                    vmid = task.get("vmid")
+                    if vmid in busy and not task["abort"]:
                         continue  # waits for the guest's earlier task (an aborted one just ends)
-                    busy.add(task.get("vmid"))
+                    if vmid is not None:
+                        busy.add(vmid)
                     run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"])
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])

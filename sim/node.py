@@ -115,7 +115,7 @@ class SimProcess(Node):
 
     def new_request_id(self) -> str:
         self._ids += 1
-        return f"{self.host.incarnation}.{self._ids}"
+        return f"{self.host.name}.{self.host.incarnation}.{self._ids}"
 
     def _open_log(self):
         host, world = self.host, self.host.world
