@@ -1,11 +1,9 @@
 """Nodes joining and leaving, as the API does it (`api/compat/cluster_config.py`, `engine.node.Node`).
 
 Join (`POST /cluster/config/join` on the new node, then `POST /cluster/config/nodes/{node}` on a member):
-the new node starts an empty log whose peers are the members the contact lists plus itself; the
-contact adds its raft address through pysyncobj's dynamic membership (`change_membership('add')`,
-retried every 0.3 s for 30 s as `Node.change_membership` does, done at once when the raft member set
-already reflects the change), then submits `RegisterNode`. A failed
-join is retried by the admin with another contact.
+the new node starts an empty log whose peers (its `cluster.json`) are the members the contact lists plus
+itself; the contact's process runs the production `Node.change_membership('add')`, then `RegisterNode`
+is submitted. A failed join is retried by the admin with another contact.
 
 Leave (`DELETE /cluster/config/nodes/{node}`): the node is drained first (its guests stopped and
 migrated offline to the other nodes, as an admin must: `RemoveNode` is refused while it owns guests or runs

@@ -80,8 +80,8 @@ class _PysyncobjErrors(logging.Handler):
 
 @contextmanager
 def engine_logs_to(checker: Checker) -> Iterator[None]:
-    """The engine's structlog events are dropped, except errors: a task handler that raised, a command the
-    node's own retry loop saw refused. Those become violations."""
+    """The engine's structlog events are dropped; errors (a task handler that raised, a command the node's own
+    retry loop saw refused) become violations."""
     def check(_logger, method: str, event: dict) -> dict:
         if method != "warning":
             fields = {k: v for k, v in sorted(event.items()) if k not in ("event", "exc_info")}
