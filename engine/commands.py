@@ -160,6 +160,7 @@ class FinishTask(Command):
     created: list = field(default_factory=list)  # [{vmid, node, config}]
     deleted: list = field(default_factory=list)  # [vmid]
     moved: dict = field(default_factory=dict)  # vmid -> the node that owns it now (migration)
+    keep_lock: bool = False  # the guest's state is unknown (an interrupted migration): its lock stays for an admin
 
 
 @dataclass(frozen=True, kw_only=True)

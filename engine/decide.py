@@ -221,11 +221,11 @@ def _(c: cmd.StartTask, s: State) -> Decision:
 
 def _keeping_lock(s: State, vmid: int, conf: dict) -> dict:
     """A task's outcome never sets or drops the guest's lock itself; the lock goes when the task ends."""
-    keep_lock = s.guests.get(vmid, {}).get("conf", {}).get("lock")
+    held = s.guests.get(vmid, {}).get("conf", {}).get("lock")
     conf = dict(conf)
     conf.pop("lock", None)
-    if keep_lock:
-        conf["lock"] = keep_lock
+    if held:
+        conf["lock"] = held
     return conf
 
 
@@ -257,7 +257,7 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
     for vmid, status in sorted((int(k), v) for k, v in c.power.items()):
         events.append(ev.GuestPowerChanged(vmid=vmid, status=status))
     vmid = task.get("vmid")
-    if task.get("lock") and vmid in s.guests and vmid not in c.deleted:
+    if task.get("lock") and vmid in s.guests and vmid not in c.deleted and not c.keep_lock:
         events.append(ev.GuestLockChanged(vmid=vmid, lock=None))
     newid = task.get("intent", {}).get("newid")
     if newid is not None and newid in s.reservations:

@@ -29,6 +29,7 @@ class Outcome:
     deleted: list = field(default_factory=list)
     moved: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    keep_lock: bool = False  # the guest's state is unknown: its lock stays until an admin unlocks it
 
 
 @dataclass
@@ -117,6 +118,9 @@ class Reconciler:
             # than the daemon until the clock catches up (found by the simulator, --membership seed 30).
             self.started_at = min(self.started_at, int(self.node.wall()))
             if task["starttime"] < self.started_at:
+                if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
+                    raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
+                                     "check where it runs, then unlock it", Outcome(keep_lock=True))
                 raise TaskFailed("task interrupted - node restarted while it ran")
             if task["abort"]:
                 raise TaskFailed("received interrupt")
@@ -148,7 +152,7 @@ class Reconciler:
         finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=self.node.wall(), user=task["user"], upid=upid,
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=configs,
                                 patches=patches, snapshots=outcome.snapshots, created=outcome.created,
-                                deleted=outcome.deleted, moved=outcome.moved)
+                                deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
         self.active.pop(upid, None)
         self.node.wake_waiters()  # the guest's next task may start

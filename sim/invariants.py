@@ -162,7 +162,7 @@ class Checker:
             task = before["task"]
             vmid = task.get("vmid")
             guest = state.guests.get(vmid)
-            if task.get("lock") and guest is not None and guest["conf"].get("lock"):
+            if task.get("lock") and guest is not None and guest["conf"].get("lock") and not command.keep_lock:
                 self.violation(f"lock '{guest['conf']['lock']}' on VM {vmid} outlived task {task['upid']}")
             for newid in before["created_exist"]:
                 self.violation(f"cloned VMID {newid} collides with an existing guest ({task['upid']})")

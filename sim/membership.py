@@ -160,6 +160,10 @@ class Membership:
             if vmid in busy:
                 continue
             if guest["conf"].get("lock"):  # a client's lock with no task behind it: the admin's `qm unlock`
+                if guest["conf"]["lock"] == "migrate":  # maybe an interrupted migration: no copy may run elsewhere
+                    for other in sorted(world.nodes):
+                        if other != name and world.nodes[other].qemu.crash(vmid, counted=False):
+                            world.trace(f"admin stopped a copy of VM {vmid} running on {other}")
                 self.seq += 1
                 node.request(cmd.UnlockGuest(request_id=f"admin-unlock-{name}-{self.seq}", ts=node.wall(),
                                                    vmid=vmid), lambda result, why: None)

@@ -189,3 +189,16 @@ def test_destroy_refuses_a_running_guest_and_its_lock_keeps_tasks_out():
                        lock="destroyed"))
     [start] = run(m, c.StartTask(request_id="s", ts=7, node="n1", upid="U-s", starttime=7, type="qmstart", vmid=100))
     assert start["error"]["status"] == 423 and "destroyed" in start["error"]["message"]
+
+
+def test_an_interrupted_migration_keeps_its_lock():
+    """The guest may already run on the target: as Proxmox, `lock: migrate` stays until an admin unlocks it."""
+    m = machine_with_node()
+    run(m, c.RegisterNode(request_id="reg2", ts=1.0, name="n2", ip="127.0.0.2", api_port=8006, raft_addr="b:1"))
+    run(m, create("r1", 100))
+    run(m, c.StartTask(request_id="t", ts=3, node="n1", upid="U-t", starttime=3, type="qmigrate", vmid=100,
+                       lock="migrate", intent={"target": "n2"}))
+    run(m, c.FinishTask(request_id="f", ts=5, upid="U-t", exitstatus="task interrupted", keep_lock=True))
+    assert m.state.guests[100]["conf"]["lock"] == "migrate" and m.state.guests[100]["node"] == "n1"
+    [unlocked] = run(m, c.UnlockGuest(request_id="u", ts=6, vmid=100))
+    assert "ok" in unlocked and "lock" not in m.state.guests[100]["conf"]
