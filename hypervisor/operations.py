@@ -390,6 +390,15 @@ class Operations:
         conf["template"] = 1
         return Outcome(configs={vmid: conf})
 
+    async def _mirrors_gone(self, vmid: int, jobs: list[str], timeout: float = 30.0) -> None:
+        """`block-job-cancel` only asks: the mirror's NBD connection to the target stays open until the job has
+        ended, and the target cannot drop an export still in use."""
+        with trio.move_on_after(timeout):
+            while jobs and any(j["device"] in jobs for j in await self.driver.qmp(vmid, "query-block-jobs")):
+                await trio.sleep(0.02)
+            return
+        raise TaskFailed(f"disk mirrors did not end within {int(timeout)} s")
+
     @_failing_cleanly
     async def migrate(self, task: TaskRun) -> Outcome:
         """Offline: copy local volumes to the target, then hand it the guest. Online: QEMU live migration
@@ -440,6 +449,7 @@ class Operations:
                 await trio.sleep(0.02)
             for key, _ in disks:  # in sync and the guest paused: end the mirrors without switching to them
                 await self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}"})
+            await self._mirrors_gone(vmid, [f"mirror-{key}" for key, _ in disks])
             if disks:  # the target waits, paused, until its exports are gone
                 await self.peers.call(target, "POST", f"/v1/migration/{vmid}/resume",
                                       data={"exports": json.dumps([f"drive-{key}" for key, _ in disks])})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import socket
@@ -176,8 +177,11 @@ class Cluster:
         raise TimeoutError("no leader")
 
     def stop(self) -> None:
+        """Stop the daemons, then the guests they leave running (guests outlive a daemon, as in Proxmox)."""
         for node in self.nodes:
             node.stop()
+        for node in self.nodes:
+            kill_guests(node.data_dir)
 
     def kill_all(self) -> None:
         procs = [n.proc for n in self.nodes if n.proc and n.proc.poll() is None]
@@ -185,3 +189,17 @@ class Cluster:
             p.send_signal(signal.SIGKILL)
         for p in procs:
             p.wait(10)
+
+
+def kill_guests(data_dir: str) -> None:
+    """Kill the QEMU processes whose pidfiles lie under `data_dir` (checked against their command line)."""
+    for pidfile in glob.glob(os.path.join(data_dir, "**", "*.pid"), recursive=True):
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if pidfile.encode() not in f.read():
+                    continue
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
