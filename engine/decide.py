@@ -257,7 +257,8 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
     for vmid, status in sorted((int(k), v) for k, v in c.power.items()):
         events.append(ev.GuestPowerChanged(vmid=vmid, status=status))
     vmid = task.get("vmid")
-    if task.get("lock") and vmid in s.guests and vmid not in c.deleted and not c.keep_lock:
+    keep_lock = c.keep_lock and "release-migration-lock" not in PLANTED_BUGS
+    if task.get("lock") and vmid in s.guests and vmid not in c.deleted and not keep_lock:
         events.append(ev.GuestLockChanged(vmid=vmid, lock=None))
     newid = task.get("intent", {}).get("newid")
     if newid is not None and newid in s.reservations:

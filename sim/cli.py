@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", default="mixed", choices=sorted(WORKLOADS))
     ap.add_argument("--membership", action="store_true", help="two nodes join and two leave during the run")
     ap.add_argument("--keep", default=None, help="only these fault numbers of the schedule")
-    ap.add_argument("--plant", default="", help="test only: plant a known bug (skip-vmid-check, ack-before-sync)")
+    ap.add_argument("--plant", default="",
+                    help="test only: plant a known bug (skip-vmid-check, ack-before-sync, release-migration-lock)")
     if not is_sweep:
         ap.add_argument("--trace", default=None, help="write the trace to this file")
         ap.add_argument("--shrink", action="store_true", help="on failure, reduce the fault schedule")

@@ -11,7 +11,9 @@ from sim.loop import stream
 # Kinds in the default set: all keep TCP's contract. `reorder` and `dup` (datagram mode) do not.
 DEFAULT_KINDS = ("loss", "partition", "oneway", "clog", "slow", "kill", "powerloss", "stop", "cluster-restart",
                  "clockjump", "guestcrash")
-ALL_KINDS = DEFAULT_KINDS + ("reorder", "dup")
+# `handoverkill` kills the first node that hands a guest over in an online migration, right after the handover
+# and before the outcome commits: the window an interrupted migration leaves (see README).
+ALL_KINDS = DEFAULT_KINDS + ("reorder", "dup", "handoverkill")
 LEADER = -1  # target the leader of the moment
 
 
@@ -104,6 +106,8 @@ def inject(world, fault: Fault) -> None:
     elif kind == "clockjump":
         world.wall_offset[victim] = world.wall_offset.get(victim, 0.0) + fault.duration
         world.mono_offset[victim] = world.mono_offset.get(victim, 0.0) + min(abs(fault.duration), 3.0)
+    elif kind == "handoverkill":
+        world.kill_after_handover = abs(fault.duration)  # the down time; armed until the next handover
     elif kind == "guestcrash":
         qemu = world.nodes[victim].qemu
         running = [v for v in sorted(qemu.guests) if qemu.status(v) == "running"]

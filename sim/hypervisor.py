@@ -134,6 +134,16 @@ class SimOperations:
                 "qmclone": self.clone, "qmigrate": self.migrate, "resize": self.resize, "qmtemplate": self.template,
                 "qmdestroy": self.destroy}
 
+    def _maybe_killed_now(self) -> None:
+        """The `handoverkill` fault: this daemon dies before the outcome of the handover can commit."""
+        world = self.host.world
+        down, world.kill_after_handover = world.kill_after_handover, None
+        if down is not None:
+            world.handover_kills += 1
+            world.trace(f"handoverkill {self.host.name}")
+            world.loop.soon(self.host.stop, "kill")
+            world.loop.after(down, world.restart, self.host.name)
+
     async def _take(self, span: tuple[float, float]) -> None:
         await trio.sleep(self.rng.uniform(*span))
 
@@ -279,6 +289,7 @@ class SimOperations:
             raise TaskFailed("online migrate failure - the source or the target QEMU went away")
         dest.qemu.take_over(vmid, incoming)
         self.qemu.crash(vmid, counted=False)  # the source QEMU quits after handing over
+        self._maybe_killed_now()
         task.log(f"migration finished; VM {vmid} now runs on node '{target}'")
         return Outcome(moved={vmid: target}, power={vmid: "running"})
 

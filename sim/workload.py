@@ -25,8 +25,9 @@ WORKLOADS: dict[str, dict[str, int]] = {
                    "resize": 6, "template": 1},
     "vmid-race": {"create": 30, "reserve_create": 30, "delete": 20, "reserve": 20},
     "access": {"create": 10, "delete": 8, **{op: 6 for op in ACCESS_OPS}},
+    "migration": {"create": 10, "task": 30, "migrate": 30, "lock": 2, "unlock": 2, "delete": 2},
 }
-POOL = {"mixed": 24, "contention": 6, "vmid-race": 10, "access": 8}
+POOL = {"mixed": 24, "contention": 6, "vmid-race": 10, "access": 8, "migration": 6}
 SNAPNAMES = ("s1", "s2", "s3", "s4")
 
 

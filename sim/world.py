@@ -130,6 +130,8 @@ class World:
         self.ticks = 0
         self.clients_stopped = False
         self.finished = False
+        self.kill_after_handover: float | None = None  # armed by the `handoverkill` fault: the down time
+        self.handover_kills = 0
         self.converged_at: float | None = None
         self.prefix_at = 5.0  # the trace hash before this time is kept for the determinism self-check
         self.prefix_hash: str | None = None
@@ -271,7 +273,7 @@ class World:
                  "power_losses": sum(n.disk.power_losses for n in self.nodes.values()),
                  "torn_tails": sum(n.disk.torn_tails for n in self.nodes.values()),
                  "guest_crashes": sum(n.qemu.crashes for n in self.nodes.values()),
-                 "rewritten_applied_entries": handler.benign,
+                 "rewritten_applied_entries": handler.benign, "handover_kills": self.handover_kills,
                  "membership": list(self.membership.done) if self.membership else []}
         conv = None if self.converged_at is None else round(self.converged_at - self._settle_from(), 3)
         return Result(list(self.checker.violations), self.trace_hash(), self.loop.now, wall, net.delivered,

@@ -119,3 +119,17 @@ def test_membership_sweep_of_40_seeds_finds_no_violation():
     out = _sim(["sweep", "--seeds", "1..40", "--jobs", "2", "--membership", "--duration", "90", "--quiet", "40"])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "40 seeds, 0 failing" in out.stdout
+
+
+def test_an_interrupted_migration_keeps_its_lock_so_no_guest_runs_twice():
+    """`handoverkill` kills a node right after an online migration's handover, before its outcome commits: the
+    guest runs on the target but is recorded on the source. The kept `lock: migrate` stops anyone from starting
+    it there again; with the lock released (planted), the simulator sees the guest run on two nodes at once."""
+    def run(seed: int, plant: list[str]):
+        return World(Options(seed=seed, duration=45, fault_rate=0.3, faults=["handoverkill", "kill", "guestcrash"],
+                             workload="migration", plant=plant)).run()
+    for seed in (3, 4, 11):
+        kept = run(seed, [])
+        assert kept.violations == [] and kept.stats["handover_kills"] > 0, (seed, kept.violations)
+        released = run(seed, ["release-migration-lock"])
+        assert any("at once" in v for v in released.violations), (seed, released.violations)
