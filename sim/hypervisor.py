@@ -108,9 +108,6 @@ class SimQemu:
         guest = self.guests[vmid] = Guest("incoming", self.guests.get(vmid, Guest()).generation + 1)
         return guest
 
-    def take_over(self, vmid: int, guest: Guest) -> None:
-        guest.status = "running"
-
     def discard(self, vmid: int, guest: Guest) -> None:
         if self.guests.get(vmid) is guest and guest.status == "incoming":
             guest.status, guest.generation = "stopped", guest.generation + 1
@@ -287,7 +284,7 @@ class SimOperations:
                 and self.qemu.guests[vmid].generation == source):
             dest.qemu.discard(vmid, incoming)
             raise TaskFailed("online migrate failure - the source or the target QEMU went away")
-        dest.qemu.take_over(vmid, incoming)
+        incoming.status = "running"  # the target QEMU resumes
         self.qemu.crash(vmid, counted=False)  # the source QEMU quits after handing over
         self._maybe_killed_now()
         task.log(f"migration finished; VM {vmid} now runs on node '{target}'")

@@ -24,9 +24,9 @@ CONVERGE_BOUND = 20.0
 # remain once every task has ended.
 TASK_ONLY_LOCKS = ("clone", "create", "destroyed", "rollback", "snapshot-delete")
 UPDATES_KEPT = 16  # per guest, for the lost-update check (a task overlapping more edits of its guest is rare)
-ACCESS_COMMANDS = (access.SetUser, access.DeleteUser, access.SetGroup, access.DeleteGroup, access.SetRole,
-                   access.DeleteRole, access.ChangeAcl, access.SetPool, access.DeletePool, access.SetToken,
-                   access.DeleteToken)
+# every command `engine/access.py` defines (a new one is checked without being listed here)
+ACCESS_COMMANDS = tuple(c for c in vars(access).values()
+                        if isinstance(c, type) and issubclass(c, cmd.Command) and c.__module__ == access.__name__)
 
 
 def digest(obj) -> str:
@@ -146,12 +146,9 @@ class Checker:
         if isinstance(command, cmd.FinishTask) and before.get("task") and before["conf"] is not None:
             self._check_lost_updates(before["task"], before["conf"], state)
         if isinstance(command, ACCESS_COMMANDS + (cmd.DeleteGuest, cmd.FinishTask)):
-            self._check_access(state, rid)
-        gone = [command.vmid] if isinstance(command, cmd.DeleteGuest) else \
-            [int(v) for v in command.deleted] if isinstance(command, cmd.FinishTask) else []
-        for vmid in gone:
-            if vmid not in state.guests and f"/vms/{vmid}" in state.access.get("acl", {}):
-                self.violation(f"destroyed VM {vmid} left its ACL behind ({rid})")
+            gone = [command.vmid] if isinstance(command, cmd.DeleteGuest) else \
+                [int(v) for v in command.deleted] if isinstance(command, cmd.FinishTask) else []
+            self._check_access(state, rid, gone)
         if isinstance(command, (cmd.CreateGuest, cmd.FinishTask, cmd.RemoveNode)):
             for vmid, guest in sorted(state.guests.items()):
                 if guest["node"] not in state.nodes:
@@ -184,7 +181,7 @@ class Checker:
                     self.violation(f"task {task['upid']} undid {key}={new!r} of VM {vmid}, acknowledged to {rid} "
                                    "while the task ran (lost update)")
 
-    def _check_access(self, state: State, rid: str) -> None:
+    def _check_access(self, state: State, rid: str, gone: list[int]) -> None:
         """Every ACL names an existing subject and role; groups, tokens and pools name what exists; a destroyed
         guest leaves no ACL or pool membership behind (Proxmox's `remove_vm_access`)."""
         from engine.roles import BUILTIN_ROLES
@@ -207,6 +204,9 @@ class Checker:
             for vmid in pool["vms"]:
                 if vmid not in state.guests:
                     self.violation(f"pool {poolid} holds VM {vmid}, which does not exist ({rid})")
+        for vmid in gone:
+            if vmid not in state.guests and f"/vms/{vmid}" in tables.get("acl", {}):
+                self.violation(f"destroyed VM {vmid} left its ACL behind ({rid})")
 
     def _check_snapshots(self, vmid: int, guest: dict, rid: str) -> None:
         snaps = guest.get("snapshots", {})
