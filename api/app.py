@@ -33,6 +33,7 @@ from engine.roles import privileges_on, user_active
 
 JSON_TYPE = "application/json;charset=UTF-8"
 REASON_HEADER = "x-gpve-reason"
+REPLAY_WAIT = 10.0  # s a request is held while a restarted node replays its committed log
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 log = structlog.get_logger("gpve.api")
 
@@ -184,6 +185,8 @@ class Api:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         verdict: Verdict | None = None
+        if not self.node.caught_up() and not await self.node.wait_caught_up(REPLAY_WAIT):
+            return error_response(Rejection(503, "node not ready - still replaying its log, try again"), native)
         if not native:
             with self.node.read() as s:
                 members = {n: dict(m) for n, m in s.nodes.items()}

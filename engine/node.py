@@ -85,6 +85,7 @@ class Node:
         self._raft_conf = raft_conf
         self.machine = self.machine_class(on_events=self._on_events)
         self.journal, self.replog = self._open_log()
+        self._replay_to = self.journal.commit_index  # what this node knew committed when it stopped
         self.bridge = LogBridge(self.replog)
         self.pid = os.getpid()
         self._pstart = _process_start_ticks()
@@ -135,6 +136,7 @@ class Node:
         self.spec.peers = dict(peers)
         save_peers(self.spec.data_dir, peers)
         self.journal, self.replog = self._open_log()
+        self._replay_to = self.journal.commit_index
         self.bridge.replog = self.replog
         log.info("following the cluster's log", peers=sorted(peers))
 
@@ -148,7 +150,7 @@ class Node:
                 # follower may not have the entry adding the node it is asked to remove (found by the simulator,
                 # --membership seed 17: the removal was skipped, the add arrived later, the node stayed a member).
                 # A barrier through the log brings the view up to everything committed before it.
-                await self.submit(cmd.Barrier(request_id=self.new_request_id(), ts=self.wall()))
+                await self.read_barrier()
                 if self._is_member(raft_addr) == (op == "add"):
                     return
             done, outcome = trio.Event(), {}
@@ -170,11 +172,29 @@ class Node:
         return any(n.id == raft_addr for n in self.replog.otherNodes)
 
     # ---- reads ----------------------------------------------------------------------------
+    def caught_up(self) -> bool:
+        """The state includes every entry this node knew to be committed when it started (its own log
+        replayed), so nothing deleted or revoked before a restart can reappear in an answer."""
+        return self.replog.raftLastApplied >= self._replay_to
+
+    async def wait_caught_up(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for `caught_up()`; False if still replaying."""
+        with trio.move_on_after(timeout):
+            while not self.caught_up():
+                with trio.move_on_after(0.05):  # applied entries without events signal nothing
+                    await self.state_changed().wait()
+        return self.caught_up()
+
     @contextmanager
     def read(self) -> Iterator[State]:
         """The local projection, consistent for the duration of the block."""
         with self.lock:
             yield self.machine.state
+
+    async def read_barrier(self) -> None:
+        """Return once the local state holds every write acknowledged anywhere before the call: one
+        round trip through the log (a no-op command). Raises NoQuorum (503) without quorum."""
+        await self.submit(cmd.Barrier(request_id=self.new_request_id(), ts=self.wall()))
 
     def auth_secrets(self) -> tuple[str, str]:
         """The cluster's ticket key and CSRF secret, once the log has them."""

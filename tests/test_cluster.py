@@ -21,6 +21,21 @@ def guests_seen_by(node) -> dict[int, str]:
     return {r["vmid"]: r["name"] for r in node.api().cluster.resources.get(type="vm")}
 
 
+def test_nextid_never_offers_a_vmid_just_taken_through_another_node(three_nodes):
+    n1, n2, n3 = (node.session() for node in three_nodes.nodes)
+    url = {name: node.url for name, node in zip(("n1", "n2", "n3"), three_nodes.nodes, strict=True)}
+    taken: set[int] = set()
+    for _ in range(50):
+        vmid = int(n1.get(url["n1"] + "/cluster/nextid").json()["data"])
+        assert vmid not in taken
+        r = n2.post(url["n2"] + "/nodes/n2/qemu", data={"vmid": vmid})  # acknowledged through node 2
+        assert r.status_code == 200, r.text
+        taken.add(vmid)
+        assert int(n1.get(url["n1"] + "/cluster/nextid").json()["data"]) not in taken
+        r = n3.get(url["n3"] + "/cluster/nextid", params={"vmid": vmid})
+        assert r.status_code == 400 and r.json()["errors"] == {"vmid": f"VM {vmid} already exists"}
+
+
 def test_proxmoxer_against_every_node(three_nodes):
     cluster = three_nodes
     created = {}
@@ -198,6 +213,10 @@ def test_a_partitioned_minority_refuses_writes_serves_reads_and_catches_up(tmp_p
             px1.nodes("n1").qemu.create(vmid=new, name=f"majority-{i}")
             written.append(new)
         assert px1.cluster.status.get()[0]["quorate"] == 1
+        # the minority cannot know which VMIDs the majority took: nextid refuses instead of offering one
+        with pytest.raises(ResourceException) as exc:
+            px4.cluster.nextid.get()
+        assert exc.value.status_code == 503
         # heal: the minority catches up by itself, nothing acknowledged is lost
         proxy.heal()
         for node in cluster.nodes:

@@ -162,3 +162,18 @@ def test_first_start_created_secrets_privately(single_node):
         assert stat.S_IMODE(os.stat(os.path.join(single_node.data_dir, name)).st_mode) == 0o600
     cluster = single_node.api().cluster.status.get()
     assert cluster[0]["type"] == "cluster" and cluster[0]["quorate"] == 1
+
+
+def test_the_digest_read_with_a_guests_config_is_the_one_writes_check_also_with_snapshots(single_node):
+    px = single_node.api()
+    vmid = int(px.cluster.nextid.get())
+    Tasks.blocking_status(px, px.nodes("n1").qemu.create(vmid=vmid, name="snappy", cores=1), timeout=10)
+    Tasks.blocking_status(px, px.nodes("n1").qemu(vmid).snapshot.post(snapname="s1"), timeout=10)
+    digest = px.nodes("n1").qemu(vmid).config.get()["digest"]
+    px.nodes("n1").qemu(vmid).config.put(cores=2, digest=digest)
+    assert px.nodes("n1").qemu(vmid).config.get()["cores"] == 2
+    with pytest.raises(ResourceException) as exc:  # the digest read before the change is stale now
+        px.nodes("n1").qemu(vmid).config.put(cores=3, digest=digest)
+    assert exc.value.status_code == 400 and "detected modified configuration" in str(exc.value)
+    snap = px.nodes("n1").qemu(vmid).config.get(snapshot="s1")
+    assert snap["cores"] == 1 and snap["digest"] == px.nodes("n1").qemu(vmid).config.get()["digest"]

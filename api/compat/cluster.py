@@ -30,7 +30,11 @@ async def cluster_status(ctx: Ctx, p: dict) -> list:
               params=[Param("vmid", "integer", minimum=100, maximum=999_999_999, format="pve-vmid")],
               returns={"type": "string", "description": "The next free VMID."})
 async def next_id(ctx: Ctx, p: dict) -> str:
-    """The lowest free VMID; with `vmid`, check that one is free. Returns a string, as Proxmox does."""
+    """The lowest free VMID; with `vmid`, check that one is free. Returns a string, as Proxmox does.
+
+    Linearizable: a read barrier first, so a VMID taken through any node before this call is seen taken.
+    """
+    await ctx.node.read_barrier()
     with ctx.node.read() as s:
         if "vmid" in p:
             if s.vmid_taken(p["vmid"], ctx.now, ctx.user):

@@ -16,7 +16,7 @@ from engine import access as acc
 from engine import commands as cmd
 from engine.decide import conf_path
 from engine.errors import not_found
-from engine.state import config_digest
+from engine.state import guest_digest
 
 NET_MODELS = ("e1000", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "e1000e", "i82551", "i82557b",
               "i82559er", "ne2k_isa", "ne2k_pci", "pcnet", "rtl8139", "virtio", "vmxnet3")
@@ -95,10 +95,18 @@ async def list_vms(ctx: Ctx, p: dict) -> list:
     permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "object"},
 )
 async def get_vm_config(ctx: Ctx, p: dict) -> dict:
-    """The guest's configuration, with its `digest`."""
+    """The guest's configuration (or, with `snapshot`, that snapshot's), with the `digest` of the whole config
+    file that every digest-guarded write checks (Proxmox: `GET /nodes/{node}/qemu/{vmid}/config`)."""
     with ctx.node.read() as s:
         guest = s.guests.get(p["vmid"])
         if guest is None or guest["node"] != p["node"]:
             raise not_found(f"Configuration file '{conf_path(p['node'], p['vmid'])}' does not exist")
-        conf = dict(guest["conf"])
-    return {**conf, "digest": config_digest(conf)}
+        digest = guest_digest(guest)
+        if p.get("snapshot"):
+            snapshot = guest.get("snapshots", {}).get(p["snapshot"])
+            if snapshot is None:
+                raise ParamErrors({"snapshot": f"snapshot '{p['snapshot']}' does not exist"})
+            conf = dict(snapshot)
+        else:
+            conf = dict(guest["conf"])
+    return {**conf, "digest": digest}
