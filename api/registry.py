@@ -22,6 +22,9 @@ def load_endpoints() -> Registry:
         storage,
     )
     from api.native import cluster as native_cluster  # noqa: F401
-    from api.native import migration  # noqa: F401
+    from api.native import (
+        events,  # noqa: F401
+        migration,  # noqa: F401
+    )
 
     return API

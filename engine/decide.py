@@ -152,7 +152,7 @@ def _(c: cmd.CreateGuest, s: State) -> Decision:
             {"upid": c.upid, "vmid": c.vmid}
     events: list[ev.Event] = [
         ev.TaskStarted(upid=c.upid, node=c.node, type="qmcreate", id=str(c.vmid), user=c.user,
-                       starttime=c.starttime),
+                       starttime=c.starttime, vmid=c.vmid),
         ev.GuestCreated(vmid=c.vmid, node=c.node, config=config),
         ev.TaskFinished(upid=c.upid, endtime=int(c.ts), exitstatus="OK", log=["TASK OK"]),
     ]

@@ -24,6 +24,7 @@ class Machine:
                  on_events: Callable[[Command, list[Event]], None] | None = None) -> None:
         self.state = state or State()
         self.on_events = on_events
+        self.hub = None  # an engine.hub.EventHub: given each event with the state before it applies
 
     def execute(self, command: Command) -> dict:
         """Decide and apply one command; the result is `{"ok": ...}` or `{"error": ...}`."""
@@ -39,6 +40,8 @@ class Machine:
         except Exception as exc:  # a bug in decide: deterministic, so every replica rejects alike
             events, result = [], {"error": {"status": 500, "message": f"internal error: {type(exc).__name__}"}}
         for event in events:
+            if self.hub is not None:
+                self.hub.stage(event, s, command.ts)
             apply(event, s)
         s.applied += 1
         s.requests[command.request_id] = [command.ts, result]

@@ -23,6 +23,7 @@ import trio
 from engine import commands as cmd
 from engine.bridge import LogBridge, NoQuorum
 from engine.errors import Rejection
+from engine.hub import EventHub
 from engine.journal import DurableJournal
 from engine.machine import Machine
 from engine.replog import ReplicatedLog
@@ -83,7 +84,9 @@ class Node:
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
+        self.hub = EventHub()
         self.machine = self.machine_class(on_events=self._on_events)
+        self.machine.hub = self.hub
         self.journal, self.replog = self._open_log()
         self._replay_to = self.journal.commit_index  # what this node knew committed when it stopped
         self.bridge = LogBridge(self.replog)
@@ -133,6 +136,7 @@ class Node:
         shutil.rmtree(os.path.join(self.spec.data_dir, "raft"), ignore_errors=True)
         with self.lock:
             self.machine.state = State()
+            self.hub.reset(0)
         self.spec.peers = dict(peers)
         save_peers(self.spec.data_dir, peers)
         self.journal, self.replog = self._open_log()

@@ -102,7 +102,10 @@ class ReplicatedLog(SyncObj):
     @replicated
     def apply_entry(self, payload: bytes) -> list[dict]:
         with self.state_lock:
-            return self.machine.execute_entry(payload)
+            results = self.machine.execute_entry(payload)
+            if self.machine.hub is not None:
+                self.machine.hub.publish(self.raftLastApplied + 1)  # pysyncobj counts it applied after this
+            return results
 
     def propose(self, payload: bytes, callback: Callable) -> None:
         """Queue one log entry (a batch of commands); `callback(results, fail_reason)` on apply."""
@@ -149,5 +152,7 @@ class ReplicatedLog(SyncObj):
             doc = unpackb(f.read())
         with self.state_lock:
             self.machine.state = State.from_dict(doc["state"])
+            if self.machine.hub is not None:
+                self.machine.hub.reset(doc["last"][1])  # the last entry covered: (command, index, term)
         # Node objects, not ids: pysyncobj compares them with its own node to leave itself out
         return tuple(doc["last"]), tuple(doc["prev"]), [self._node_class(i) for i in doc["cluster"]]
