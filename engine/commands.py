@@ -128,7 +128,8 @@ class UnlockGuest(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class StartTask(Command):
-    """An intent for the owning node: run task `type` on guest `vmid`, holding `lock` meanwhile."""
+    """An intent for the owning node: run task `type` on guest `vmid`, holding its kind's lock meanwhile
+    (engine/tasks.py; `lock` is kept only so that logs written before task kinds still decode)."""
 
     TYPE = "task.start"
     node: str

@@ -11,6 +11,7 @@ from functools import singledispatch
 
 from engine import commands as cmd
 from engine import events as ev
+from engine import tasks
 from engine.errors import Rejection, bad_request, conflict, locked, not_found
 from engine.state import VMID_MAX, VMID_MIN, State, guest_digest
 from engine.volumes import alloc_requests
@@ -45,14 +46,6 @@ def _changeable_guest(s: State, vmid: int, node: str, skiplock: bool, digest: st
     if digest and digest != guest_digest(guest):
         raise bad_request("detected modified configuration - file changed by other user? Try again.")
     return guest
-
-
-def _check_no_task(s: State, vmid: int, doing: str) -> None:
-    """Destroying a guest waits for its running tasks: a task without a lock (start, resize, ...) would otherwise
-    go on for a guest that is gone (found by the simulator: a resize whose guest vanished under it)."""
-    busy = next((u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid), None)
-    if busy is not None:
-        raise conflict(f"VM {vmid} has a running task ({busy}) - {doing} failed")
 
 
 def _check_unlocked(guest: dict, skiplock: bool = False) -> None:
@@ -175,33 +168,14 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
 
 @decide.register
 def _(c: cmd.StartTask, s: State) -> Decision:
+    task_kind = tasks.kind(c.type)
     guest = _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
-    conf, snaps = guest["conf"], guest.get("snapshots", {})
-    running = guest.get("status") == "running"
-    if c.type == "qmdestroy" and running:
-        raise conflict(f"VM {c.vmid} is running - destroy failed")
-    if c.type == "qmdestroy":
-        _check_no_task(s, c.vmid, "destroy")
-    if c.type == "qmtemplate" and running:
-        raise conflict("you can't convert a running VM to a template")
-    if c.type == "qmclone" and c.intent.get("linked") and not conf.get("template"):
-        raise bad_request("Linked clone feature is not supported for this VM - it is not a template")
-    if c.type in ("qmstart", "qmshutdown", "qmreboot", "qmstop", "qmsuspend", "qmresume", "qmreset") \
-            and conf.get("template"):
+    task_kind.check_intent(c.intent, c.user)
+    if task_kind.power and guest["conf"].get("template"):
         raise bad_request("you can't start a vm if it's a template" if c.type == "qmstart"
                           else f"VM {c.vmid} is a template")
-    if c.type == "qmigrate":
-        target = c.intent.get("target")
-        if target not in s.nodes or target == c.node:
-            raise bad_request("Parameter verification failed", {"target": f"invalid target node '{target}'"})
-        if running and not c.intent.get("online"):
-            raise bad_request("can't migrate running VM without --online")
-    name = c.intent.get("snapname")
-    if c.type == "qmsnapshot":
-        if name == "current" or name in snaps:
-            raise bad_request(f"snapshot name '{name}' already used")
-    if c.type in ("qmrollback", "qmdelsnapshot") and name not in snaps:
-        raise not_found(f"snapshot '{name}' does not exist")
+    if task_kind.precheck is not None:
+        task_kind.precheck(s, guest, c.intent)
     events: list[ev.Event] = []
     if c.newid is not None:
         if s.vmid_taken(c.newid, c.ts, c.user):
@@ -209,13 +183,16 @@ def _(c: cmd.StartTask, s: State) -> Decision:
         # Held for the task, not for its user: the same user must not create or reserve the VMID meanwhile
         # (Proxmox writes the clone's locked config at once). Found by the simulator, seed 8 (sim/README.md).
         events.append(ev.VmidReserved(vmid=c.newid, user=f"task:{c.upid}", expires=c.ts + 86400 * 365))
-    if c.lock:
-        events.append(ev.GuestLockChanged(vmid=c.vmid, lock=c.lock))
+    if task_kind.lock:
+        events.append(ev.GuestLockChanged(vmid=c.vmid, lock=task_kind.lock))
+    if c.type == "qmstop" and c.intent.get("overrule-shutdown"):  # as Proxmox: abort the shutdowns under way
+        events += [ev.TaskAbortRequested(upid=u) for u in s.running_tasks
+                   if s.tasks[u].get("vmid") == c.vmid and s.tasks[u]["type"] == "qmshutdown"]
     intent = dict(c.intent)
     if c.newid is not None:
         intent["newid"] = c.newid
     events.append(ev.TaskStarted(upid=c.upid, node=c.node, type=c.type, id=str(c.vmid), user=c.user,
-                                 starttime=c.starttime, vmid=c.vmid, lock=c.lock, intent=intent))
+                                 starttime=c.starttime, vmid=c.vmid, lock=task_kind.lock, intent=intent))
     return events, {"upid": c.upid}
 
 
@@ -307,7 +284,7 @@ def _(c: cmd.DeleteGuest, s: State) -> Decision:
     _check_unlocked(guest, c.skiplock)
     if guest.get("status") == "running":
         raise conflict(f"VM {c.vmid} is running - destroy failed")
-    _check_no_task(s, c.vmid, "destroy")
+    tasks.check_no_task(s, c.vmid, "destroy")
     return [
         ev.TaskStarted(upid=c.upid, node=c.node, type="qmdestroy", id=str(c.vmid), user=c.user,
                        starttime=c.starttime),

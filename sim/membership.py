@@ -174,7 +174,7 @@ class Membership:
             intent = {"target": self.rng.choice(targets)} if kind == "qmigrate" else {}
             command = cmd.StartTask(request_id=f"admin-{upid}", ts=node.wall(), node=name, upid=upid,
                                     starttime=int(node.wall()), type=kind, vmid=vmid,
-                                    lock="migrate" if kind == "qmigrate" else None, intent=intent)
+                                    intent=intent)
             node.request(command, lambda result, why: None)
         self.loop.after(ADMIN_RETRY, self._drain, name)
 

@@ -149,7 +149,7 @@ class Client(AccessOps):
 
     def op_delete(self) -> None:
         """`DELETE /nodes/{node}/qemu/{vmid}`: a destroy task on the owning node."""
-        self._guest_task("qmdestroy", "destroyed", lambda node, guest: {"purge": 0})
+        self._guest_task("qmdestroy", lambda node, guest: {"purge": 0})
 
     def op_lock(self) -> None:
         lock = self.rng.choice(LOCKS)
@@ -190,13 +190,13 @@ class Client(AccessOps):
         self.call(build)
 
     # ---- guest tasks with a lock: snapshots, clone, migration (hypervisor/operations.py's handlers) ----
-    def _guest_task(self, kind: str, lock: str | None, intent_of: Callable[[object, dict | None], dict],
+    def _guest_task(self, kind: str, intent_of: Callable[[object, dict | None], dict],
                     newid: bool = False, digest: bool = False) -> None:
         def build(node) -> cmd.Command:
             vmid, guest = self.known_guest(node)
             upid, starttime = self.upid(node, kind, vmid)
             return cmd.StartTask(request_id="", ts=node.wall(), node=self.owner(node, vmid), upid=upid,
-                                 starttime=starttime, type=kind, vmid=vmid, lock=lock, intent=intent_of(node, guest),
+                                 starttime=starttime, type=kind, vmid=vmid, intent=intent_of(node, guest),
                                  newid=self.vmid() if newid else None,
                                  digest=guest_digest(guest) if digest and guest else None)
         self.call(build)
@@ -207,17 +207,17 @@ class Client(AccessOps):
 
     def op_snapshot(self) -> None:
         vmstate = self.rng.random() < 0.3
-        self._guest_task("qmsnapshot", "snapshot",
+        self._guest_task("qmsnapshot",
                          lambda node, guest: {"snapname": self.rng.choice(SNAPNAMES), "vmstate": int(vmstate)})
 
     def op_rollback(self) -> None:
-        self._guest_task("qmrollback", "rollback", lambda node, guest: {"snapname": self._snapname(guest)})
+        self._guest_task("qmrollback", lambda node, guest: {"snapname": self._snapname(guest)})
 
     def op_delsnapshot(self) -> None:
-        self._guest_task("qmdelsnapshot", "snapshot-delete", lambda node, guest: {"snapname": self._snapname(guest)})
+        self._guest_task("qmdelsnapshot", lambda node, guest: {"snapname": self._snapname(guest)})
 
     def op_clone(self) -> None:
-        self._guest_task("qmclone", "clone", lambda node, guest: {"name": f"clone-c{self.cid}"}, newid=True)
+        self._guest_task("qmclone", lambda node, guest: {"name": f"clone-c{self.cid}"}, newid=True)
 
     def op_migrate(self) -> None:
         def intent(node, guest) -> dict:
@@ -225,11 +225,11 @@ class Client(AccessOps):
             targets = [n for n in self.world.serving() if n != here] or self.world.serving()
             online = int((guest or {}).get("status") == "running" or self.rng.random() < 0.2)
             return {"target": self.rng.choice(targets), "online": online}
-        self._guest_task("qmigrate", "migrate", intent, digest=self.rng.random() < 0.5)
+        self._guest_task("qmigrate", intent, digest=self.rng.random() < 0.5)
 
     def op_resize(self) -> None:
-        self._guest_task("resize", None, lambda node, guest: {"disk": "scsi0", "size": self.rng.choice(["+1G", "4G"])},
+        self._guest_task("resize", lambda node, guest: {"disk": "scsi0", "size": self.rng.choice(["+1G", "4G"])},
                          digest=self.rng.random() < 0.3)
 
     def op_template(self) -> None:
-        self._guest_task("qmtemplate", None, lambda node, guest: {})
+        self._guest_task("qmtemplate", lambda node, guest: {})

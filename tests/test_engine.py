@@ -202,3 +202,43 @@ def test_an_interrupted_migration_keeps_its_lock():
     assert m.state.guests[100]["conf"]["lock"] == "migrate" and m.state.guests[100]["node"] == "n1"
     [unlocked] = run(m, c.UnlockGuest(request_id="u", ts=6, vmid=100))
     assert "ok" in unlocked and "lock" not in m.state.guests[100]["conf"]
+
+
+def start_task(rid: str, kind: str, user: str = "root@pam", **intent) -> c.StartTask:
+    return c.StartTask(request_id=rid, ts=3.0, user=user, node="n1", upid=f"U-{rid}", starttime=3, type=kind,
+                       vmid=100, intent=intent)
+
+
+@pytest.mark.parametrize("kind,intent,lock", [
+    ("qmsnapshot", {"snapname": "s1"}, "snapshot"), ("qmdestroy", {}, "destroyed"), ("qmclone", {}, "clone"),
+    ("qmigrate", {"target": "n2"}, "migrate"), ("qmstart", {}, None), ("resize", {"disk": "scsi0", "size": "+1G"}, None),
+])
+def test_each_task_kind_takes_the_lock_it_declares(kind, intent, lock):
+    m = machine_with_node()
+    run(m, c.RegisterNode(request_id="reg2", ts=1.0, name="n2", ip="127.0.0.2", api_port=8006, raft_addr="b:1"))
+    run(m, create("r1", 100))
+    [res] = run(m, start_task("t", kind, **intent))
+    assert "ok" in res, res
+    assert m.state.guests[100]["conf"].get("lock") == lock and m.state.tasks["U-t"]["lock"] == lock
+
+
+def test_a_task_parameter_the_node_cannot_honour_is_refused_and_root_only_ones_need_root():
+    m = machine_with_node()
+    run(m, create("r1", 100))
+    [unknown] = run(m, start_task("a", "qmstart", machine="q35"))
+    assert unknown["error"]["status"] == 400 and "machine" in unknown["error"]["errors"]
+    [not_root] = run(m, start_task("b", "qmstart", user="alice@pve", keepActive=1))
+    assert not_root["error"]["status"] == 403
+    assert not_root["error"]["errors"] == {"keepActive": "Only root may use this option."}
+    assert not m.state.running_tasks
+    [root] = run(m, start_task("c", "qmstart", keepActive=1))
+    assert "ok" in root
+
+
+def test_a_stop_with_overrule_shutdown_aborts_the_shutdown_under_way():
+    m = machine_with_node()
+    run(m, create("r1", 100))
+    m.state.guests[100]["status"] = "running"
+    run(m, start_task("s", "qmshutdown", timeout=60))
+    run(m, start_task("k", "qmstop", **{"overrule-shutdown": 1}))
+    assert m.state.tasks["U-s"]["abort"] is True

@@ -100,7 +100,7 @@ async def destroy_vm(ctx: Ctx, p: dict) -> str:
     """Destroy the guest and its volumes."""
     guest_or_404(ctx, p["node"], p["vmid"])
     intent = {"purge": p.get("purge", 0), "destroy-unreferenced-disks": p.get("destroy-unreferenced-disks", 0)}
-    return await start_task(ctx, p, "qmdestroy", intent, lock="destroyed")  # as Proxmox's destroy_vm
+    return await start_task(ctx, p, "qmdestroy", intent)
 
 
 @API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/clone",
@@ -130,7 +130,7 @@ async def clone_vm(ctx: Ctx, p: dict) -> str:
         raise ParamErrors({k: f"'{k}' is not supported yet" for k in ("pool", "snapname") if p.get(k)})
     intent = {"name": p.get("name"), "description": p.get("description"), "linked": not full,
               "storage": p.get("storage"), "format": p.get("format"), "target": p.get("target")}
-    return await start_task(ctx, p, "qmclone", intent, lock="clone", newid=p["newid"])
+    return await start_task(ctx, p, "qmclone", intent, newid=p["newid"])
 
 
 @API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/template", params=[NODE, VMID_PATH, Param("disk", enum=DISKS)],

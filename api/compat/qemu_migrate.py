@@ -46,4 +46,4 @@ async def migrate(ctx: Ctx, p: dict) -> str:
     if not ctx.node.node_online(p["target"]):
         raise ParamErrors({"target": f"target node '{p['target']}' is not online"})
     intent = {"target": p["target"], "online": p.get("online", 0), "with-local-disks": p.get("with-local-disks", 0)}
-    return await start_task(ctx, p, "qmigrate", intent, lock="migrate")
+    return await start_task(ctx, p, "qmigrate", intent)

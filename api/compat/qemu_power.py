@@ -6,7 +6,8 @@ from api.compat.guests import guest_summary
 from api.compat.tasks import start_task
 from api.context import Ctx
 from api.registry import API
-from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
+from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
+from engine import tasks
 from engine.decide import conf_path
 from engine.errors import Rejection, not_found
 from hypervisor.qemu import GuestError
@@ -80,9 +81,8 @@ async def monitor(ctx: Ctx, p: dict) -> str:
 def _power_endpoint(action: str, task_type: str, params: list[Param], doc: str) -> None:
     async def handler(ctx: Ctx, p: dict) -> str:
         guest_or_404(ctx, p["node"], p["vmid"])
-        if p.get("todisk"):
-            raise ParamErrors({"todisk": "suspend to disk is not supported yet"})
-        intent = {k: v for k, v in p.items() if k not in ("node", "vmid", "skiplock")}
+        intent = tasks.kind(task_type).intent_from({k: v for k, v in p.items() if k not in ("node", "vmid",
+                                                                                             "skiplock")})
         return await start_task(ctx, p, task_type, intent)
 
     handler.__name__ = f"vm_{action}"

@@ -51,7 +51,7 @@ async def create_snapshot(ctx: Ctx, p: dict) -> str:
     """Take a snapshot; with `vmstate`, of a running guest's RAM too."""
     guest_or_404(ctx, p["node"], p["vmid"])
     intent = {"snapname": p["snapname"], "description": p.get("description", ""), "vmstate": p.get("vmstate", 0)}
-    return await start_task(ctx, p, "qmsnapshot", intent, lock="snapshot")
+    return await start_task(ctx, p, "qmsnapshot", intent)
 
 
 @API.endpoint("GET", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}", params=[NODE, VMID_PATH, SNAPNAME],
@@ -88,8 +88,7 @@ async def update_snapshot_config(ctx: Ctx, p: dict) -> None:
 async def rollback_snapshot(ctx: Ctx, p: dict) -> str:
     """Return the guest to a snapshot; one with a saved VM state runs again from that state."""
     _snapshot(ctx, p)
-    return await start_task(ctx, p, "qmrollback", {"snapname": p["snapname"], "start": p.get("start", 0)},
-                            lock="rollback")
+    return await start_task(ctx, p, "qmrollback", {"snapname": p["snapname"], "start": p.get("start", 0)})
 
 
 @API.endpoint("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}",
@@ -98,5 +97,4 @@ async def rollback_snapshot(ctx: Ctx, p: dict) -> str:
 async def delete_snapshot(ctx: Ctx, p: dict) -> str:
     """Delete a snapshot; its children take its parent."""
     _snapshot(ctx, p)
-    return await start_task(ctx, p, "qmdelsnapshot", {"snapname": p["snapname"], "force": p.get("force", 0)},
-                            lock="snapshot-delete")
+    return await start_task(ctx, p, "qmdelsnapshot", {"snapname": p["snapname"], "force": p.get("force", 0)})

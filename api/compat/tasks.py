@@ -7,20 +7,24 @@ import trio
 from api.context import Ctx
 from api.schema import ParamErrors
 from engine import commands as cmd
+from engine import tasks
 from engine.errors import Rejection
 
 
-async def start_task(ctx: Ctx, p: dict, task_type: str, intent: dict | None = None, lock: str | None = None,
-                     newid: int | None = None, digest: str | None = None) -> str:
-    """Record the intent in the log; the guest's node runs it. Returns the UPID."""
+async def start_task(ctx: Ctx, p: dict, task_type: str, intent: dict | None = None, newid: int | None = None,
+                     digest: str | None = None) -> str:
+    """Record the intent in the log; the guest's node runs it, under the lock its kind declares (engine/tasks.py).
+    Returns the UPID. The kind's intent check runs here too, so a refusal costs no log entry."""
     node, vmid = p["node"], p["vmid"]
     skiplock = bool(p.get("skiplock"))
     if skiplock and ctx.user != "root@pam":
         raise ParamErrors({"skiplock": "Only root may use this option."})
+    intent = intent or {}
+    tasks.kind(task_type).check_intent(intent, ctx.user)
     upid, starttime = ctx.node.new_upid(node, task_type, str(vmid), ctx.user)
     result = await ctx.node.submit(cmd.StartTask(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, upid=upid, starttime=starttime,
-        type=task_type, vmid=vmid, lock=lock, intent=intent or {}, newid=newid, skiplock=skiplock, digest=digest))
+        type=task_type, vmid=vmid, intent=intent, newid=newid, skiplock=skiplock, digest=digest))
     return result["upid"]
 
 

@@ -1,0 +1,131 @@
+"""Task kinds, declared once: each names its lock, the fields of its intent, and its precheck (pure).
+
+`decide` (StartTask), the reconciler and the API look a kind up here; nothing else chooses a task's lock
+or accepts intent fields. A field the node cannot honour is not declared, so it is refused (400) instead
+of being recorded and dropped; fields Proxmox reserves for root@pam answer 403 to others.
+Lock names and root-only parameters follow qemu-server's `PVE/API2/Qemu.pm`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.errors import Rejection, bad_request, conflict, not_found
+
+ROOT = "root@pam"
+_B = (int, bool)  # booleans arrive as 0/1
+Precheck = Callable[[object, dict, dict], None]  # (state, guest, intent) -> None, raises Rejection
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    type: str  # Proxmox's task type: the UPID's type field
+    lock: str | None = None  # the guest lock held while the task runs
+    intent: dict[str, type | tuple[type, ...]] = field(default_factory=dict)  # fields and types; others refused
+    root_only: tuple[str, ...] = ()  # fields only root@pam may give (Proxmox: "Only root may use this option.")
+    precheck: Precheck | None = None
+    power: bool = False  # acts on a guest's power state (refused for templates)
+    description: str = ""
+
+    def intent_from(self, params: dict) -> dict:
+        """An intent from request parameters: an undeclared one that asks for nothing (0, "", None: the
+        default) is left out; any other stays, to be checked."""
+        return {k: v for k, v in params.items() if k in self.intent or v not in (None, 0, "", False)}
+
+    def check_intent(self, intent: dict, user: str) -> None:
+        """Raises 400 for a field this kind does not declare or of the wrong type, 403 for a root-only field
+        given by anyone but root@pam."""
+        unknown = sorted(k for k in intent if k not in self.intent)
+        if unknown:
+            raise bad_request("Parameter verification failed",
+                              {k: f"'{k}' is not supported by gpve for {self.type}" for k in unknown})
+        wrong = sorted(k for k, v in intent.items() if v is not None and not isinstance(v, self.intent[k]))
+        if wrong:
+            raise bad_request("Parameter verification failed", {k: "type check failed" for k in wrong})
+        given = [k for k in self.root_only if intent.get(k) not in (None, 0, "", False)]
+        if given and user != ROOT:
+            raise Rejection(403, f"Permission denied - only root@pam may use '{given[0]}'",
+                            {k: "Only root may use this option." for k in given})
+
+
+def _running(guest: dict) -> bool:
+    return guest.get("status") == "running"
+
+
+def check_no_task(s, vmid: int, doing: str) -> None:
+    """Destroying a guest waits for its running tasks: a task without a lock (start, resize, ...) would otherwise
+    go on for a guest that is gone (found by the simulator: a resize whose guest vanished under it)."""
+    busy = next((u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid), None)
+    if busy is not None:
+        raise conflict(f"VM {vmid} has a running task ({busy}) - {doing} failed")
+
+
+def _destroy(s, guest: dict, intent: dict) -> None:
+    if _running(guest):
+        raise conflict(f"VM {guest['vmid']} is running - destroy failed")
+    check_no_task(s, guest["vmid"], "destroy")
+
+
+def _template(s, guest: dict, intent: dict) -> None:
+    if _running(guest):
+        raise conflict("you can't convert a running VM to a template")
+
+
+def _clone(s, guest: dict, intent: dict) -> None:
+    if intent.get("linked") and not guest["conf"].get("template"):
+        raise bad_request("Linked clone feature is not supported for this VM - it is not a template")
+
+
+def _migrate(s, guest: dict, intent: dict) -> None:
+    target = intent.get("target")
+    if target not in s.nodes or target == guest["node"]:
+        raise bad_request("Parameter verification failed", {"target": f"invalid target node '{target}'"})
+    if _running(guest) and not intent.get("online"):
+        raise bad_request("can't migrate running VM without --online")
+
+
+def _new_snapshot(s, guest: dict, intent: dict) -> None:
+    name = intent.get("snapname")
+    if name == "current" or name in guest.get("snapshots", {}):
+        raise bad_request(f"snapshot name '{name}' already used")
+
+
+def _existing_snapshot(s, guest: dict, intent: dict) -> None:
+    if intent.get("snapname") not in guest.get("snapshots", {}):
+        raise not_found(f"snapshot '{intent.get('snapname')}' does not exist")
+
+
+_KINDS = [
+    TaskKind("qmcreate", "create", {"alloc": list, "start": _B}, description="create a guest: allocate volumes, start"),
+    TaskKind("qmstart", None, {"timeout": int, "keepActive": _B}, root_only=("keepActive",), power=True),
+    TaskKind("qmstop", None, {"timeout": int, "keepActive": _B, "overrule-shutdown": _B}, root_only=("keepActive",),
+             power=True),
+    TaskKind("qmshutdown", None, {"timeout": int, "forceStop": _B, "keepActive": _B}, root_only=("keepActive",),
+             power=True),
+    TaskKind("qmreboot", None, {"timeout": int}, power=True),
+    TaskKind("qmreset", None, {}, power=True),
+    TaskKind("qmsuspend", None, {}, power=True),
+    TaskKind("qmresume", None, {"nocheck": _B}, root_only=("nocheck",), power=True),
+    TaskKind("qmdestroy", "destroyed", {"purge": _B, "destroy-unreferenced-disks": _B}, precheck=_destroy),
+    TaskKind("qmconfig", None, {"set": dict, "delete": list}),
+    TaskKind("resize", None, {"disk": str, "size": str}),
+    TaskKind("qmsnapshot", "snapshot", {"snapname": str, "description": str, "vmstate": _B}, precheck=_new_snapshot),
+    TaskKind("qmrollback", "rollback", {"snapname": str, "start": _B}, precheck=_existing_snapshot),
+    TaskKind("qmdelsnapshot", "snapshot-delete", {"snapname": str, "force": _B}, precheck=_existing_snapshot),
+    TaskKind("qmclone", "clone", {"name": str, "description": str, "linked": _B, "storage": str, "format": str,
+                                  "target": str},
+             precheck=_clone),
+    TaskKind("qmtemplate", None, {"disk": str}, precheck=_template),
+    TaskKind("qmigrate", "migrate", {"target": str, "online": _B, "with-local-disks": _B}, precheck=_migrate),
+]
+KINDS: dict[str, TaskKind] = {k.type: k for k in _KINDS}
+POWER_TYPES = tuple(k.type for k in _KINDS if k.power)
+
+
+def kind(task_type: str) -> TaskKind:
+    """The declared kind; 400 for a task type gpve does not run."""
+    try:
+        return KINDS[task_type]
+    except KeyError:
+        raise bad_request(f"unknown task type '{task_type}'") from None
