@@ -169,6 +169,8 @@ class Api:
 
     def authorize(self, endpoint: Endpoint, user: str, params: dict[str, Any]) -> None:
         perm = endpoint.permission
+        if perm.check == "root" and user != "root@pam":
+            raise ApiError(403, "Permission check failed (user != root@pam)")
         if perm.check != "privilege" or perm.privilege is None:
             return
         path = perm.path.format(**params)

@@ -14,16 +14,30 @@ import trio
 from api.auth import new_ticket_key_pem
 from api.logs import configure_logging
 from api.tls import adopt_cluster_ca, certificate_fingerprint, ensure_node_certificate
+from engine.private import private_dir, read_or_create
+
+MIN_CLUSTER_KEY = 32  # characters of a --cluster-key-file
 
 
-def _read_or_create(path: str, make) -> str:
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(make())
-    with open(path) as f:
-        return f.read().strip()
+def cluster_raft_key(data_dir: str, peers_given: bool, key_file: str | None) -> str:
+    """The cluster's Raft key: from `key_file` (kept in `priv/raft.key` for later starts), else the one
+    this node made on first start. A static cluster (`--peers`) needs the same key file on every member."""
+    from engine.node import raft_key_path, save_raft_key
+
+    if key_file is None:
+        if peers_given:
+            raise SystemExit("--peers needs --cluster-key-file: every member of a static cluster must use the "
+                             "same Raft key (e.g. made once with `openssl rand -hex 32`)")
+        return read_or_create(raft_key_path(data_dir), lambda: secrets.token_hex(32))
+    try:
+        with open(key_file) as f:
+            key = f.read().strip()
+    except OSError as exc:
+        raise SystemExit(f"--cluster-key-file: cannot read '{key_file}' - {exc.strerror}") from None
+    if len(key) < MIN_CLUSTER_KEY:
+        raise SystemExit(f"--cluster-key-file: the key must have at least {MIN_CLUSTER_KEY} characters")
+    save_raft_key(data_dir, key)
+    return key
 
 
 def parse_peers(text: str | None, name: str, ip: str, raft_port: int) -> dict[str, str]:
@@ -47,25 +61,26 @@ def serve(args: argparse.Namespace) -> None:
     from api.server import run_server, server_config
     from engine.node import Node, NodeSpec, load_peers
 
-    data_dir = os.path.abspath(args.data_dir)
-    os.makedirs(data_dir, exist_ok=True)
+    data_dir = private_dir(os.path.abspath(args.data_dir))
+    private_dir(os.path.join(data_dir, "priv"), files=True)
     configure_logging(args.name, args.log_level)
     log = structlog.get_logger("gpve.cli")
+    raft_key = cluster_raft_key(data_dir, bool(args.peers), args.cluster_key_file)
     password_file = os.path.join(data_dir, "root-password")
     if args.root_password_file:
         with open(args.root_password_file) as f:
             root_password = f.read().strip()
     else:
-        root_password = _read_or_create(password_file, lambda: secrets.token_urlsafe(18))
-    ticket_key = _read_or_create(os.path.join(data_dir, "priv", "authkey.key"), new_ticket_key_pem)
-    csrf_secret = _read_or_create(os.path.join(data_dir, "priv", "pve-www.key"), lambda: secrets.token_hex(32))
+        root_password = read_or_create(password_file, lambda: secrets.token_urlsafe(18))
+    ticket_key = read_or_create(os.path.join(data_dir, "priv", "authkey.key"), new_ticket_key_pem)
+    csrf_secret = read_or_create(os.path.join(data_dir, "priv", "pve-www.key"), lambda: secrets.token_hex(32))
     ssl_dir = os.path.join(data_dir, "ssl")
     _ca, cert, key = ensure_node_certificate(ssl_dir, args.name, [args.listen])
     peers = parse_peers(args.peers, args.name, args.listen, args.raft_port) if args.peers else \
         load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
                     certificate_fingerprint(cert))
-    node = Node(spec, ticket_key, csrf_secret, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
+    node = Node(spec, ticket_key, csrf_secret, raft_key, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
     runtime, guest_services = _guest_runtime(node, data_dir)
     app = create_app(node, load_endpoints(), root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     bind = f"{args.listen}:{args.api_port}"
@@ -92,6 +107,7 @@ def serve(args: argparse.Namespace) -> None:
 
     runtime.adopt_ca = adopt_ca
     nursery_holder: dict = {}
+    runtime.spawn = lambda fn: nursery_holder["nursery"].start_soon(fn)
 
     async def main() -> None:
         node.bind_trio()
@@ -155,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--raft-port", type=int, default=5404)
     s.add_argument("--peers", help="name=host:raftport,... for a static cluster (this node included)")
     s.add_argument("--raft-bind", help="host:port to listen on for Raft when it differs from the address the "
-                   "peers use (behind a proxy or NAT)")
+                   "peers use (behind a proxy or NAT); by default the node's own Raft address")
+    s.add_argument("--cluster-key-file", help="the cluster's Raft key (at least 32 characters; needed with --peers, "
+                   "the same file on every member); kept in DATA_DIR/priv/raft.key")
     s.add_argument("--cluster-name", default="gpve")
     s.add_argument("--root-password-file", help="read root@pam's password from this file")
     s.add_argument("--log-level", default="info")

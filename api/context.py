@@ -18,6 +18,7 @@ class Runtime:
     storages: dict = field(default_factory=dict)
     reconciler: Any = None
     adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
+    spawn: Any = None  # (async fn of no arguments) -> None: run it in the node's nursery, past the request
 
 
 @dataclass

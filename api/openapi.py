@@ -91,7 +91,7 @@ def _operation(ep: Endpoint) -> dict:
         op["security"] = []
     else:
         op["x-permission"] = ({"privilege": perm.privilege, "path": perm.path} if perm.check == "privilege"
-                              else {"user": "all"})
+                              else {"user": "root@pam" if perm.check == "root" else "all"})
     return op
 
 

@@ -112,11 +112,15 @@ def _num(x: float) -> str:
 
 @dataclass(frozen=True)
 class Permission:
-    """A privilege on an ACL path (path may use `{param}`); `check="all"` means any logged-in user."""
+    """A privilege on an ACL path (path may use `{param}`); `check="all"` means any logged-in user,
+    `check="root"` root@pam alone (Proxmox's methods without a permission check; tokens are refused)."""
 
     privilege: str | None = None
     path: str = "/"
-    check: str = "privilege"  # privilege | all | public
+    check: str = "privilege"  # privilege | all | public | root
+
+
+ROOT_ONLY = Permission(check="root")
 
 
 Handler = Callable[..., Awaitable[Any]]

@@ -1,4 +1,7 @@
-"""TLS material of a node: a cluster CA and a node certificate signed by it, made on first start."""
+"""TLS material of a node: a cluster CA and a node certificate signed by it, made on first start.
+
+`ssl/` is 0700 and the private keys in it 0600 (`engine.private`).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-
-def _write_private(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+from engine.private import private_dir, write_private
 
 
 def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
@@ -26,7 +25,7 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
 
 def ensure_node_certificate(directory: str, node: str, ips: list[str]) -> tuple[str, str, str]:
     """Create (once) `pve-root-ca.pem`, `pve-ssl.pem` and `pve-ssl.key`; return their paths."""
-    os.makedirs(directory, exist_ok=True)
+    private_dir(directory, files=True)
     ca_cert_path = os.path.join(directory, "pve-root-ca.pem")
     ca_key_path = os.path.join(directory, "pve-root-ca.key")
     cert_path = os.path.join(directory, "pve-ssl.pem")
@@ -41,7 +40,7 @@ def ensure_node_certificate(directory: str, node: str, ips: list[str]) -> tuple[
               .not_valid_after(now + datetime.timedelta(days=3650))
               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
               .sign(ca_key, hashes.SHA256()))
-        _write_private(ca_key_path, _key_pem(ca_key))
+        write_private(ca_key_path, _key_pem(ca_key))
         with open(ca_cert_path, "wb") as f:
             f.write(ca.public_bytes(serialization.Encoding.PEM))
     if not os.path.exists(cert_path):
@@ -60,7 +59,7 @@ def ensure_node_certificate(directory: str, node: str, ips: list[str]) -> tuple[
                 .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=730))
                 .add_extension(x509.SubjectAlternativeName(names), critical=False)
                 .sign(ca_key, hashes.SHA256()))
-        _write_private(key_path, _key_pem(key))
+        write_private(key_path, _key_pem(key))
         with open(cert_path, "wb") as f:
             f.write(cert.public_bytes(serialization.Encoding.PEM))
     return ca_cert_path, cert_path, key_path
@@ -75,7 +74,7 @@ def certificate_fingerprint(cert_path: str) -> str:
 
 def adopt_cluster_ca(directory: str, ca_cert_pem: str, ca_key_pem: str, node: str, ips: list[str]) -> None:
     """Make the cluster's CA this node's (on join) and reissue the node certificate from it."""
-    _write_private(os.path.join(directory, "pve-root-ca.key"), ca_key_pem.encode())
+    write_private(os.path.join(directory, "pve-root-ca.key"), ca_key_pem.encode())
     with open(os.path.join(directory, "pve-root-ca.pem"), "w") as f:
         f.write(ca_cert_pem)
     for name in ("pve-ssl.pem", "pve-ssl.key"):

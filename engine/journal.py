@@ -16,6 +16,7 @@ import zlib
 from pysyncobj.journal import Journal
 
 from engine.codec import packb, unpackb
+from engine.private import fsync_dir, open_private, private_dir, write_private
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
 
@@ -24,29 +25,15 @@ _HEADER = struct.Struct("<II")  # payload length, crc32
 PLANTED_BUGS: set[str] = set()
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
-
-
 class DurableJournal(Journal):
-    """Entries `(command, idx, term)` in memory, mirrored to an append-only file."""
+    """Entries `(command, idx, term)` in memory, mirrored to an append-only file.
+
+    The files hold the cluster's state, secrets included: they are 0600 in a 0700 directory
+    (`engine.private`), also when compaction rewrites the journal.
+    """
 
     def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
+        private_dir(directory, files=True)
         self.directory = directory
         self.path = os.path.join(directory, "journal")
         self.meta_path = os.path.join(directory, "meta")
@@ -57,12 +44,12 @@ class DurableJournal(Journal):
         self.syncs = 0
         self.torn_records_dropped = 0
         self._load()
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = open_private(self.path, os.O_RDWR)
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
         meta = unpackb(open(self.meta_path, "rb").read()) if os.path.exists(self.meta_path) else {}
         self.term: int = meta.get("term", 0)
         self.voted_for: str | None = meta.get("voted_for")
-        self.commit_fd = os.open(self.commit_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.commit_fd = open_private(self.commit_path, os.O_RDWR)
         raw = os.pread(self.commit_fd, 8, 0)
         self.commit_index = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 1
 
@@ -115,7 +102,7 @@ class DurableJournal(Journal):
         keep = self.entries[entryTo:]
         tmp = self.path + ".tmp"
         offsets, pos = [], 0
-        with open(tmp, "wb") as f:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as f:
             for command, idx, term in keep:
                 body = packb([idx, term, command])
                 f.write(_HEADER.pack(len(body), zlib.crc32(body)) + body)
@@ -126,7 +113,7 @@ class DurableJournal(Journal):
         os.replace(tmp, self.path)
         fsync_dir(self.directory)
         os.close(self.fd)
-        self.fd = os.open(self.path, os.O_RDWR)
+        self.fd = open_private(self.path, os.O_RDWR)
         self.entries, self.offsets, self.size = list(keep), offsets, pos
 
     def __getitem__(self, item):
@@ -151,7 +138,7 @@ class DurableJournal(Journal):
         voted = getattr(votedForNodeId, "id", votedForNodeId)
         if (term, voted) != (self.term, self.voted_for):
             self.term, self.voted_for = term, voted
-            write_atomically(self.meta_path, packb({"term": term, "voted_for": voted}))
+            write_private(self.meta_path, packb({"term": term, "voted_for": voted}))
 
     def getCurrentTerm(self) -> int:  # noqa: N802
         return self.term

@@ -26,6 +26,7 @@ from engine.errors import Rejection
 from engine.hub import EventHub
 from engine.journal import DurableJournal
 from engine.machine import Machine
+from engine.private import private_dir, write_private
 from engine.replog import ReplicatedLog
 from engine.state import State
 from engine.upid import Upid
@@ -59,12 +60,16 @@ def load_peers(data_dir: str) -> dict[str, str] | None:
 
 
 def save_peers(data_dir: str, peers: dict[str, str]) -> None:
-    path = os.path.join(data_dir, "cluster.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"peers": dict(sorted(peers.items()))}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
+    write_private(os.path.join(data_dir, "cluster.json"), json.dumps({"peers": dict(sorted(peers.items()))}).encode())
+
+
+def raft_key_path(data_dir: str) -> str:
+    """The cluster's Raft key (hex): every member's the same; it keys the log transport's encryption."""
+    return os.path.join(data_dir, "priv", "raft.key")
+
+
+def save_raft_key(data_dir: str, key: str) -> None:
+    write_private(os.path.join(private_dir(os.path.join(data_dir, "priv")), "raft.key"), key.encode())
 
 
 def _process_start_ticks() -> int:
@@ -76,12 +81,18 @@ def _process_start_ticks() -> int:
 
 
 class Node:
+    """One node. `raft_key`: the cluster's Raft key, which keys the log transport's encryption (`gpve serve`
+    always gives one; the simulator's in-memory transport runs without). `raft_conf`: pysyncobj settings;
+    the log binds the node's own Raft address unless `bindAddress` is given."""
+
     machine_class: Callable[..., Machine] = Machine
 
-    def __init__(self, spec: NodeSpec, ticket_key_pem: str, csrf_secret: str, **raft_conf) -> None:
+    def __init__(self, spec: NodeSpec, ticket_key_pem: str, csrf_secret: str, raft_key: str | None = None,
+                 **raft_conf) -> None:
         self.spec = spec
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
+        self.raft_key = raft_key
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
         self.hub = EventHub()
@@ -124,12 +135,16 @@ class Node:
         raft_dir = os.path.join(self.spec.data_dir, "raft")
         journal = DurableJournal(raft_dir)
         others = [addr for name, addr in sorted(self.spec.peers.items()) if name != self.spec.name]
+        conf = {"bindAddress": self.spec.raft_addr, **self._raft_conf}  # never every address unless asked
+        if self.raft_key is not None:
+            conf["password"] = self.raft_key
         replog = ReplicatedLog(self.machine, journal, os.path.join(raft_dir, "snapshot"), self.spec.raft_addr, others,
-                               lock=self.lock, **self._raft_conf)
+                               lock=self.lock, **conf)
         return journal, replog
 
-    async def switch_to_cluster(self, peers: dict[str, str]) -> None:
-        """Joining: drop this node's own (guest-less) log and follow the cluster's from scratch."""
+    async def switch_to_cluster(self, peers: dict[str, str], raft_key: str) -> None:
+        """Joining: drop this node's own (guest-less) log and follow the cluster's from scratch, with the
+        cluster's Raft key (kept in `priv/raft.key` for the next start)."""
         old = self.replog
         await trio.to_thread.run_sync(old.destroy_synchronous)
         self.journal.close()
@@ -137,6 +152,8 @@ class Node:
         with self.lock:
             self.machine.state = State()
             self.hub.reset(0)
+        save_raft_key(self.spec.data_dir, raft_key)
+        self.raft_key = raft_key
         self.spec.peers = dict(peers)
         save_peers(self.spec.data_dir, peers)
         self.journal, self.replog = self._open_log()

@@ -1,9 +1,10 @@
 """Every place where gpve reaches into pysyncobj's private parts, in one module.
 
 pysyncobj (pinned at 0.3.17) gives no public way to inject a journal, to send append-entries
-right away in batch mode, to replace its clock or to seed its election timeout. These hooks do
-it by name. `tests/test_pysyncobj_hooks.py` checks each name still exists, so an upgrade that
-moves one fails loudly instead of silently losing durability or determinism.
+right away in batch mode, to replace its clock, to seed its election timeout or to refuse utility
+commands and read-only peers. These hooks do it by name. `tests/test_pysyncobj_hooks.py` checks each
+name still exists, so an upgrade that moves one fails loudly instead of silently losing durability,
+determinism or safety.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ PRIVATE_NAMES = {
     "SyncObj": ["_SyncObj__sendAppendEntries", "_SyncObj__generateRaftTimeout", "_poller",
                 "_SyncObj__raftLog"],
     "Transport": ["_onMessageReceived"],
+    "TCPTransport": ["_onIncomingMessageReceived", "_syncObj", "_nodeAddrToNode", "_unknownConnections"],
+    "TcpConnection": ["sendRandKey"],
 }
 
 _journals: dict[str, Journal] = {}
@@ -125,3 +128,21 @@ def guard_next_index(obj: SyncObj, node, message) -> None:
 
 def version_ok() -> bool:
     return VERSION == PINNED_VERSION
+
+
+def refuse_non_member(transport, conn, message) -> str | None:
+    """For the first messages of an incoming TCP connection: None to let pysyncobj handle `message` (the
+    key exchange, or a member's address), else why the connection was dropped (nothing was acted on).
+
+    pysyncobj would run a list as a utility command (`['add', 'host:port']`, `['status']`, ...) and stream
+    the whole log to a peer that says `'readonly'`. A list is unhashable: check the type before the lookup.
+    """
+    if transport._syncObj.encryptor and not conn.sendRandKey:
+        return None  # the peer's random key: decrypting it proved the peer holds the cluster key
+    if isinstance(message, str) and message in transport._nodeAddrToNode:
+        return None
+    conn.disconnect()
+    transport._unknownConnections.discard(conn)
+    if isinstance(message, list):
+        return "utility command"
+    return "read-only peer" if message == "readonly" else "not a member"

@@ -3,7 +3,13 @@
 Durability: entries go to `DurableJournal`, which is synced before any Raft message leaves this
 node (`SyncBeforeSend`) and before the commit index moves, so nothing is acknowledged before it
 is on disk on a majority. Snapshots are msgpack documents of the state, fsynced before the
-journal entries they cover are dropped.
+journal entries they cover are dropped; like the journal they are 0600 (`engine.private`).
+
+Peers: in production the log runs with pysyncobj's encryption keyed by the cluster's Raft key
+(`password=`): every message, the first of a connection included, is authenticated (Fernet's HMAC)
+before it is unpickled, so a peer without the key gets nothing deserialized. `MembersOnly` then
+admits only connections that introduce themselves as members: no utility commands (`status`,
+`add`, `remove`, ...), no read-only peers (which would be streamed the whole log).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import os
 import threading
 from collections.abc import Callable
 
+import structlog
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
@@ -20,7 +27,10 @@ from engine import pysyncobj_hooks as hooks
 from engine.codec import packb, unpackb
 from engine.journal import DurableJournal
 from engine.machine import Machine
+from engine.private import FILE_MODE, open_private
 from engine.state import State
+
+log = structlog.get_logger("gpve.raft")
 
 
 class SyncBeforeSend:
@@ -55,11 +65,26 @@ class CommitGuard:
         super()._onMessageReceived(node, message)
 
 
+class MembersOnly:
+    """TCP transport mixin: drop an incoming connection whose first message (after the key exchange)
+    is not a member's address: a utility command or a read-only peer, acted on by nobody.
+
+    Membership changes go through the node's API (root@pam) and `ReplicatedLog.change_membership`.
+    """
+
+    def _onIncomingMessageReceived(self, conn, message):  # noqa: N802 - pysyncobj's name
+        refused = hooks.refuse_non_member(self, conn, message)
+        if refused:
+            log.warning("raft connection refused", reason=refused)
+            return
+        super()._onIncomingMessageReceived(conn, message)
+
+
 # Every transport the engine uses (TCP in production, the simulator's) is built on these.
 ENGINE_TRANSPORT_MIXINS = (SyncBeforeSend, CommitGuard)
 
 
-class DurableTCPTransport(SyncBeforeSend, CommitGuard, TCPTransport):
+class DurableTCPTransport(SyncBeforeSend, CommitGuard, MembersOnly, TCPTransport):
     pass
 
 
@@ -142,12 +167,15 @@ class ReplicatedLog(SyncObj):
         with self.state_lock:
             doc = packb({"state": self.machine.state.to_dict(), "last": list(last), "prev": list(prev),
                          "cluster": sorted(n.id for n in cluster)})
-        with open(path, "wb") as f:
+        # `path` is pysyncobj's temporary name, renamed over the snapshot once written
+        with os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "wb") as f:
             f.write(doc)
             f.flush()
             os.fsync(f.fileno())
 
     def _read_snapshot(self, path: str):
+        # also called on a snapshot received from the leader, which pysyncobj itself wrote (umask's mode)
+        os.chmod(path, FILE_MODE)
         with open(path, "rb") as f:
             doc = unpackb(f.read())
         with self.state_lock:

@@ -1,8 +1,9 @@
 """A fault-injecting TCP proxy for the nodes' Raft traffic, all on loopback.
 
 Each node advertises a proxy address as its Raft id and binds its real port elsewhere
-(`--raft-bind`). pysyncobj's connecting side first sends its own node id, so the proxy knows both
-ends of every connection and can cut chosen pairs (a partition) and let them through again (heal).
+(`--raft-bind`). pysyncobj's connecting side sends its own node id at the start (after the key
+exchange: the proxy holds the cluster key), so the proxy knows both ends of every connection and can
+cut chosen pairs (a partition) and let them through again (heal).
 """
 
 from __future__ import annotations
@@ -14,25 +15,48 @@ import struct
 import threading
 import zlib
 
+from pysyncobj.encryptor import getEncryptor
 
-def _first_frame_sender(data: bytes) -> str | None:
-    """The node id in pysyncobj's first frame: 4-byte length, then zlib(pickle(address))."""
-    if len(data) < 4:
+
+class _SenderSniffer:
+    """The connecting node's id, from the bytes it sends: pysyncobj frames are a 4-byte length ('i') then
+    zlib(pickle). Unencrypted, the first frame is the id; keyed (`fernet`), the first frame is the client's
+    random key and the second its id, wrapped as (the server's random key, id)."""
+
+    def __init__(self, fernet=None) -> None:
+        self.fernet = fernet
+        self.buffer = b""
+        self.frames = 0
+
+    def feed(self, data: bytes) -> str | None:
+        """None until the id is known; "?" for what is not a node id."""
+        self.buffer += data
+        while len(self.buffer) >= 4:
+            (length,) = struct.unpack("i", self.buffer[:4])
+            if len(self.buffer) < 4 + length:
+                return None
+            body, self.buffer = self.buffer[4: 4 + length], self.buffer[4 + length:]
+            self.frames += 1
+            try:
+                value = pickle.loads(zlib.decompress(self.fernet.decrypt(body) if self.fernet else body))  # noqa: S301
+            except Exception:
+                return "?"
+            if self.fernet is None or self.frames == 2:
+                if self.fernet is not None:
+                    value = value[1] if isinstance(value, tuple) and len(value) == 2 else None
+                return value if isinstance(value, str) else "?"
         return None
-    (length,) = struct.unpack("i", data[:4])
-    if len(data) < 4 + length:
-        return None
-    try:
-        value = pickle.loads(zlib.decompress(data[4: 4 + length]))  # noqa: S301 - our own test traffic
-    except Exception:
-        return "?"
-    return value if isinstance(value, str) else "?"
 
 
 class FaultProxy:
-    def __init__(self, routes: dict[str, int]) -> None:
-        """`routes`: advertised id "127.0.0.1:P" -> the real port the node binds."""
+    def __init__(self, routes: dict[str, int], key_file: str | None = None) -> None:
+        """`routes`: advertised id "127.0.0.1:P" -> the real port the node binds; `key_file`: the cluster's
+        Raft key, to read the connecting node's id from its encrypted handshake."""
         self.routes = routes
+        self.fernet = None
+        if key_file:
+            with open(key_file) as f:
+                self.fernet = getEncryptor(f.read().strip())
         self.blocked: set[frozenset[str]] = set()
         self.lock = threading.Lock()
         self.pairs: list[tuple[socket.socket, socket.socket, str, str]] = []
@@ -79,51 +103,37 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(client, target, real), daemon=True).start()
 
     def _serve(self, client: socket.socket, target: str, real: int) -> None:
-        head = b""
-        source = None
-        client.settimeout(5)
         try:
-            while source is None:
-                chunk = client.recv(4096)
-                if not chunk:
-                    client.close()
-                    return
-                head += chunk
-                source = _first_frame_sender(head)
-            with self.lock:
-                cut = frozenset((source, target)) in self.blocked
-            if cut:
-                client.close()
-                return
             server = socket.create_connection(("127.0.0.1", real), timeout=5)
         except OSError:
             client.close()
             return
         client.settimeout(None)
         server.settimeout(None)
-        server.sendall(head)
-        with self.lock:
-            self.pairs.append((client, server, source, target))
-        self._pump(client, server)
-        with self.lock:
-            self.pairs = [p for p in self.pairs if p[0] is not client]
-
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        peers = {a: b, b: a}
+        sniffer = _SenderSniffer(self.fernet)
+        source = None
         try:
             while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
+                readable, _, _ = select.select([client, server], [], [], 1.0)
                 for s in readable:
                     data = s.recv(65536)
                     if not data:
                         raise OSError("closed")
-                    peers[s].sendall(data)
+                    (server if s is client else client).sendall(data)
+                    if s is client and source is None:
+                        source = sniffer.feed(data)
+                        if source is not None:
+                            with self.lock:
+                                if frozenset((source, target)) in self.blocked:
+                                    raise OSError("partitioned")
+                                self.pairs.append((client, server, source, target))
         except (OSError, ValueError):
             pass
         finally:
-            for s in (a, b):
+            for s in (client, server):
                 try:
                     s.close()
                 except OSError:
                     pass
+            with self.lock:
+                self.pairs = [p for p in self.pairs if p[0] is not client]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -47,6 +48,14 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def write_cluster_key(path: str) -> str:
+    """A new random Raft key for a static cluster, in a 0600 file; returns its path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
 @dataclass
 class NodeProcess:
     name: str
@@ -56,6 +65,7 @@ class NodeProcess:
     peers: str | None = None
     rate_limits: str | None = "off"  # the suite's own load would trip the defaults; tests of limits set them
     raft_bind: str | None = None
+    cluster_key_file: str | None = None  # the static cluster's Raft key (every member the same)
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 
@@ -80,6 +90,8 @@ class NodeProcess:
             args += ["--rate-limits", self.rate_limits]
         if self.raft_bind:
             args += ["--raft-bind", self.raft_bind]
+        if self.cluster_key_file:
+            args += ["--cluster-key-file", self.cluster_key_file]
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -147,8 +159,10 @@ class Cluster:
         names = [f"n{i + 1}" for i in range(size)]
         peers = ",".join(f"{n}=127.0.0.1:{ports[size + i]}" for i, n in enumerate(names)) \
             if size > 1 and not standalone else None
+        self.key_file = write_cluster_key(os.path.join(base_dir, "cluster.key")) if peers else None
         self.nodes = [NodeProcess(n, os.path.join(base_dir, n), ports[i], ports[size + i], peers,
-                                  raft_bind=f"127.0.0.1:{ports[2 * size + i]}" if proxied else None)
+                                  raft_bind=f"127.0.0.1:{ports[2 * size + i]}" if proxied else None,
+                                  cluster_key_file=self.key_file)
                       for i, n in enumerate(names)]
         self.proxy_routes = {f"127.0.0.1:{ports[size + i]}": ports[2 * size + i] for i in range(size)}
 

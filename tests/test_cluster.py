@@ -189,7 +189,7 @@ def test_without_quorum_writes_fail_fast_and_reads_work(three_nodes):
 
 def test_a_partitioned_minority_refuses_writes_serves_reads_and_catches_up(tmp_path):
     cluster = Cluster(str(tmp_path), 5, proxied=True)
-    proxy = FaultProxy(cluster.proxy_routes)
+    proxy = FaultProxy(cluster.proxy_routes, cluster.key_file)
     try:
         cluster.start()
         n1, n2, n3, n4, n5 = cluster.nodes

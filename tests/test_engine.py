@@ -211,7 +211,8 @@ def start_task(rid: str, kind: str, user: str = "root@pam", **intent) -> c.Start
 
 @pytest.mark.parametrize("kind,intent,lock", [
     ("qmsnapshot", {"snapname": "s1"}, "snapshot"), ("qmdestroy", {}, "destroyed"), ("qmclone", {}, "clone"),
-    ("qmigrate", {"target": "n2"}, "migrate"), ("qmstart", {}, None), ("resize", {"disk": "scsi0", "size": "+1G"}, None),
+    ("qmigrate", {"target": "n2"}, "migrate"), ("qmstart", {}, None),
+    ("resize", {"disk": "scsi0", "size": "+1G"}, None),
 ])
 def test_each_task_kind_takes_the_lock_it_declares(kind, intent, lock):
     m = machine_with_node()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pysyncobj.syncobj as syncobj_module
 from pysyncobj import SyncObj
-from pysyncobj.transport import Transport
+from pysyncobj.tcp_connection import TcpConnection
+from pysyncobj.transport import TCPTransport, Transport
 
 from engine import pysyncobj_hooks as hooks
 
@@ -16,10 +17,9 @@ def test_pysyncobj_is_the_pinned_version():
 def test_every_private_name_still_exists():
     for name in hooks.PRIVATE_NAMES["module"]:
         assert hasattr(syncobj_module, name), f"pysyncobj.syncobj.{name} is gone"
-    for name in hooks.PRIVATE_NAMES["SyncObj"]:  # methods, or attributes that __init__ sets
-        assert hasattr(SyncObj, name) or name in SyncObj.__init__.__code__.co_names, f"SyncObj.{name} is gone"
-    for name in hooks.PRIVATE_NAMES["Transport"]:
-        assert hasattr(Transport, name), f"Transport.{name} is gone"
+    for cls in (SyncObj, Transport, TCPTransport, TcpConnection):
+        for name in hooks.PRIVATE_NAMES[cls.__name__]:  # methods, or attributes that __init__ sets
+            assert hasattr(cls, name) or name in cls.__init__.__code__.co_names, f"{cls.__name__}.{name} is gone"
 
 
 def test_the_journal_hook_is_installed():

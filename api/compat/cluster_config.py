@@ -1,13 +1,16 @@
 """/cluster/config: create a cluster, join one through the API, list and remove its nodes.
 
-Joining (on the new node): check the member's certificate fingerprint, log in there as root@pam,
-switch this node's log over to the cluster's, then ask the member to add us to the Raft
-membership; the member hands back the cluster CA, which becomes ours, as does the ticket key
-that arrives with the log.
+Joining (on the new node): check the member's certificate fingerprint, log in there as root@pam and
+ask the member to add us (`POST /cluster/config/nodes/{node}`). Its answer, the only one that carries
+it, hands over the cluster's Raft key (the key of the log transport's encryption; Proxmox's addnode
+answers corosync's authkey likewise) and the cluster CA; the member starts the Raft membership change,
+which commits once we follow the cluster's log with that key. The CA becomes ours, and the ticket key
+arrives with the log. Every call here that changes the membership is root@pam's alone, as in Proxmox.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import ssl
@@ -21,13 +24,14 @@ from cryptography.hazmat.primitives import hashes
 from api.context import Ctx
 from api.errors import ApiError
 from api.registry import API
-from api.schema import Param, ParamErrors, Permission
+from api.schema import ROOT_ONLY, Param, ParamErrors, Permission
 from engine import commands as cmd
 from engine.bridge import NoQuorum
 from engine.errors import not_found
+from engine.node import Node
 
 log = structlog.get_logger("gpve.cluster")
-SYS_MODIFY = Permission("Sys.Modify", "/")
+JOIN_TIMEOUT = 60.0  # seconds for the cluster to admit a joining node once the member has answered
 SYS_AUDIT = Permission("Sys.Audit", "/")
 OBJ = {"type": "object"}
 LIST = {"type": "array", "items": {"type": "object"}}
@@ -42,7 +46,7 @@ async def config_index(ctx: Ctx, p: dict) -> list:
 @API.endpoint("POST", "/cluster/config",
               params=[Param("clustername", optional=False, pattern=r"[A-Za-z0-9\-]{1,15}"), Param("nodeid", "integer"),
                       Param("votes", "integer", minimum=1), Param("link0")],
-              permission=SYS_MODIFY, returns={"type": "string"})
+              permission=ROOT_ONLY, returns={"type": "string"})
 async def create_cluster(ctx: Ctx, p: dict) -> str:
     """Create a cluster named `clustername` on this (single) node."""
     await ctx.node.submit(cmd.SetClusterName(request_id=ctx.command_id, ts=ctx.now, user=ctx.user,
@@ -87,30 +91,43 @@ async def config_nodes(ctx: Ctx, p: dict) -> list:
                       Param("raft_addr", optional=False, pattern=r"[0-9a-zA-Z.\-:\[\]]+:\d+"),
                       Param("new_node_ip", optional=False), Param("apiport", "integer", minimum=1, maximum=65535),
                       Param("fingerprint", default=""), Param("force", "boolean")],
-              permission=SYS_MODIFY, returns=OBJ)
+              permission=ROOT_ONLY, returns=OBJ)
 async def add_node(ctx: Ctx, p: dict) -> dict:
-    """(Called by a joining node.) Add it to the Raft membership and the node list; hand over the CA."""
+    """(Called by a joining node.) Admit it to the Raft membership and the node list, in the background:
+    the change commits only once the joiner follows the log, keyed with the Raft key answered here
+    (`raft_key`, with the cluster CA and the join information)."""
     with ctx.node.read() as s:
-        if p["node"] in s.nodes and s.nodes[p["node"]]["raft_addr"] != p["raft_addr"]:
+        known = s.nodes.get(p["node"])
+        if known and known["raft_addr"] != p["raft_addr"]:
             raise ApiError(409, f"node '{p['node']}' already exists in the cluster")
-        members = {n["raft_addr"] for n in s.nodes.values()}
-    if p["raft_addr"] not in members:
-        await ctx.node.change_membership("add", p["raft_addr"])
-    await ctx.node.submit(cmd.RegisterNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=p["node"],
-                                           ip=p["new_node_ip"], api_port=p.get("apiport", 8006),
-                                           raft_addr=p["raft_addr"], fingerprint=p.get("fingerprint", "")))
+    info = _join_info(ctx)
+    if not known:
+        ctx.rt.spawn(functools.partial(_admit, ctx.node, p, ctx.user, ctx.command_id))
     ssl_dir = os.path.join(ctx.node.spec.data_dir, "ssl")
     with open(os.path.join(ssl_dir, "pve-root-ca.pem")) as f:
         ca_cert = f.read()
     with open(os.path.join(ssl_dir, "pve-root-ca.key")) as f:
         ca_key = f.read()
-    log.info("node joined", joined=p["node"], raft_addr=p["raft_addr"])
-    return {"ca_cert": ca_cert, "ca_key": ca_key, **_join_info(ctx)}
+    return {"ca_cert": ca_cert, "ca_key": ca_key, "raft_key": ctx.node.raft_key, **info}
+
+
+async def _admit(node: Node, p: dict, user: str, request_id: str) -> None:
+    """Add the joiner to the Raft membership (one change at a time), then register it."""
+    try:
+        await node.change_membership("add", p["raft_addr"])
+    except NoQuorum as exc:
+        log.error("join failed", joining=p["node"], raft_addr=p["raft_addr"], error=exc.message)
+        return
+    registered = await node.submit_until_done(cmd.RegisterNode(
+        request_id=request_id, ts=node.wall(), user=user, name=p["node"], ip=p["new_node_ip"],
+        api_port=p.get("apiport", 8006), raft_addr=p["raft_addr"], fingerprint=p.get("fingerprint", "")))
+    if registered is not None:  # a refusal is logged by submit_until_done
+        log.info("node joined", joined=p["node"], raft_addr=p["raft_addr"])
 
 
 @API.endpoint("DELETE", "/cluster/config/nodes/{node}",
               params=[Param("node", optional=False, format="pve-node", location="path")],
-              permission=SYS_MODIFY, returns={"type": "null"})
+              permission=ROOT_ONLY, returns={"type": "null"})
 async def remove_node(ctx: Ctx, p: dict) -> None:
     """Remove a node from the cluster (refused while it owns guests)."""
     with ctx.node.read() as s:
@@ -135,7 +152,7 @@ def _peer_fingerprint(host: str, port: int) -> str:
                       Param("fingerprint", optional=False, pattern=r"([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}"),
                       Param("nodeid", "integer", minimum=1), Param("votes", "integer", minimum=0),
                       Param("force", "boolean"), Param("link0")],
-              permission=SYS_MODIFY, returns={"type": "string"})
+              permission=ROOT_ONLY, returns={"type": "string"})
 async def join_cluster(ctx: Ctx, p: dict) -> str:
     """Join this node to the cluster of `hostname`, with root@pam's `password` there."""
     host, _, port_text = p["hostname"].rpartition(":") if ":" in p["hostname"] else (p["hostname"], "", "8006")
@@ -166,11 +183,15 @@ async def join_cluster(ctx: Ctx, p: dict) -> str:
         if ctx.node.name in members:
             raise ApiError(409, f"a node named '{ctx.node.name}' is already in that cluster")
         spec = ctx.node.spec
-        await ctx.node.switch_to_cluster({**members, spec.name: spec.raft_addr})
         added = await http.post(base + f"/cluster/config/nodes/{spec.name}", headers=headers,
                                 data={"raft_addr": spec.raft_addr, "new_node_ip": spec.ip, "apiport": spec.api_port})
         if added.status_code != 200:
             raise ApiError(added.status_code, f"the cluster refused the join: {added.reason_phrase}")
         answer = added.json()["data"]
-    await ctx.rt.adopt_ca(answer["ca_cert"], answer["ca_key"])
+    members = {n["name"]: n["raft_addr"] for n in answer["nodelist"]}
+    await ctx.node.switch_to_cluster({**members, spec.name: spec.raft_addr}, answer["raft_key"])
+    with trio.move_on_after(JOIN_TIMEOUT) as waited:
+        await ctx.rt.adopt_ca(answer["ca_cert"], answer["ca_key"])  # registers this node: done once admitted
+    if waited.cancelled_caught:
+        raise NoQuorum(f"cluster not ready - '{host}' did not admit this node within {JOIN_TIMEOUT:.0f} s")
     return f"node '{spec.name}' joined cluster '{answer['totem']['cluster_name']}'"
