@@ -198,6 +198,7 @@ def test_tokens_cannot_raise_themselves_touch_siblings_or_change_the_password(se
     assert [g["vmid"] for g in tok.nodes("n1").qemu.get() if g["vmid"] == audited] == [audited]
     assert tok.access.permissions.get(path="/vms")["/vms"] == {"VM.Audit": 1, "VM.GuestAgent.Audit": 1}
     assert erin.access.permissions.get(userid="erin@pve!ci", path="/vms")["/vms"]["VM.Audit"] == 1
+    assert tok.access.users.get() == [] and [u["userid"] for u in erin.access.users.get()] == ["erin@pve"]
     # ... and with User.Modify on its user, held by the user and granted to the token, it manages tokens;
     # a password still never
     root.access.acl.put(path="/access", roles="PVEUserAdmin", users="erin@pve")
