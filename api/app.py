@@ -12,17 +12,19 @@ import json
 import re
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import structlog
 from quart import Response, request, send_from_directory
 from quart_trio import QuartTrio
 from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from api import auth
+from api.bodies import PARAMS_BODY_LIMIT, merge, parse_body, parse_form, too_large
 from api.context import Ctx, Reply, Runtime
-from api.errors import ApiError, forbidden, unauthorized
+from api.errors import ApiError, forbidden, reason_phrase, unauthorized
 from api.forward import forward, target_node
 from api.passwords import hash_secret
 from api.ratelimit import RateLimiter, Verdict
@@ -43,7 +45,7 @@ def json_response(status: int, body: dict, reason: str | None = None, headers: d
     for key, value in (headers or {}).items():
         resp.headers[key] = value
     if reason:
-        resp.headers[REASON_HEADER] = reason
+        resp.headers[REASON_HEADER] = reason_phrase(reason)
     return resp
 
 
@@ -56,34 +58,29 @@ def error_response(err: Rejection, native: bool = False) -> Response:
     return json_response(err.status, body, reason=err.message)
 
 
-async def _raw_params(path_params: dict[str, str]) -> dict[str, Any]:
-    raw: dict[str, Any] = {}
-    for key in request.args:
-        values = request.args.getlist(key)
-        raw[key] = values[0] if len(values) == 1 else values
-    if request.method in ("POST", "PUT", "DELETE"):
-        ctype = request.headers.get("Content-Type", "")
-        if ctype.startswith("application/octet-stream"):
-            pass  # a raw upload: the handler reads the body itself
-        elif "json" in ctype:
-            data = await request.get_data(as_text=False)
-            try:
-                body = json.loads(data.decode("utf-8")) if data.strip() else {}
-            except (UnicodeDecodeError, ValueError):
-                raise ApiError(400, "malformed JSON body") from None
-            if not isinstance(body, dict):
-                raise ApiError(400, "JSON body must be an object")
-            raw.update(body)
-        else:
-            try:
-                form = await request.form
-            except (UnicodeDecodeError, ValueError):
-                raise ApiError(400, "malformed form body") from None
-            for key in form:
-                values = form.getlist(key)
-                raw[key] = values[0] if len(values) == 1 else values
-    raw.update(path_params)
-    return raw
+async def _read_body(limit: int) -> bytes:
+    """The whole body, at most `limit` bytes. A larger one is read to its end all the same (up to the app's
+    MAX_CONTENT_LENGTH), so that the client, still sending, hears the 413."""
+    chunks, size = [], 0
+    try:
+        async for chunk in request.body:
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+    except RequestEntityTooLarge:
+        raise too_large(limit) from None
+    if size > limit:
+        raise too_large(limit)
+    return b"".join(chunks)
+
+
+async def _raw_params(endpoint: Endpoint, path_params: dict[str, str]) -> dict[str, Any]:
+    """Parameters from the path, the query string and (for writes) the body; see api/bodies.py."""
+    query = parse_form(request.query_string, "query string")
+    body: dict[str, Any] = {}
+    if request.method in ("POST", "PUT", "DELETE") and not endpoint.raw_body:
+        body = parse_body(request.mimetype, request.mimetype_params, await _read_body(PARAMS_BODY_LIMIT))
+    return merge(path_params, query, body)
 
 
 class Api:
@@ -101,14 +98,16 @@ class Api:
         try:
             status, reason, headers, body = await forward(
                 self.http, member, request.method, path, request.query_string, request.headers,
-                await request.get_data(as_text=False), self.node.name)
+                await _read_body(PARAMS_BODY_LIMIT), self.node.name)
+        except ApiError as exc:
+            return error_response(exc)
         except httpx.HTTPError as exc:
             log.info("forward failed", target=member["name"], error=str(exc))
             return error_response(Rejection(502, f"node '{member['name']}' is unreachable - {type(exc).__name__}"))
         response = Response(body, status=status)
         for key, value in headers.items():
             response.headers[key] = value
-        response.headers[REASON_HEADER] = reason
+        response.headers[REASON_HEADER] = reason_phrase(reason)
         response.headers["X-Request-ID"] = request_id
         log.info("request forwarded", method=request.method, path="/" + path, target=member["name"], status=status)
         structlog.contextvars.clear_contextvars()
@@ -203,7 +202,7 @@ class Api:
                 raise ApiError(404, f"No '{request.method}' handler for '/{path}'")
             now = time.time()
             user = "" if endpoint.permission.check == "public" else self.authenticate(endpoint, now)
-            raw = await _raw_params(path_params)
+            raw = await _raw_params(endpoint, path_params)
             verdict = self.count(endpoint, user, raw, now)
             params = endpoint.validate(raw)
             self.authorize(endpoint, user, params)
@@ -276,7 +275,7 @@ def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Rep
 def _page_url(start: int, limit: int) -> str:
     args = {k: v for k, v in request.args.items() if k not in ("start", "limit")}
     args.update(start=str(start), limit=str(limit))
-    return request.path + "?" + urlencode(args)
+    return quote(request.path) + "?" + urlencode(args)  # both escaped: never a control character in a header
 
 
 def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None,
@@ -309,5 +308,10 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
     @app.errorhandler(404)
     async def not_found(_exc) -> Response:
         return error_response(Rejection(404, "Not Found"))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        """Whatever Quart itself refuses (or fails at) answers in the spec's JSON format too, never HTML."""
+        return error_response(Rejection(exc.code or 500, exc.name))
 
     return app

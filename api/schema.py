@@ -26,6 +26,15 @@ FORMATS = {
     "pve-poolid": r"[A-Za-z][A-Za-z0-9\-_]+",
     "pve-tag-list": r"[a-zA-Z0-9_+.\-]+([;, ]+[a-zA-Z0-9_+.\-]+)*[;, ]*",
 }
+# Proxmox's `-list` formats: every element of `split_list(value)` must match, else Proxmox's message
+# (pve-access-control `verify_rolename`, `verify_groupname`, `verify_username`, `pve_verify_tokenid`).
+LIST_FORMATS = {
+    "pve-roleid-list": (r"[A-Za-z0-9.\-_]+", "role name '{}' contains invalid characters"),
+    "pve-groupid-list": (r"[A-Za-z0-9.\-_]+", "group name '{}' contains invalid characters"),
+    "pve-userid-list": (FORMATS["pve-userid"], "value '{}' does not look like a valid user name"),
+    "pve-tokenid-list": (FORMATS["pve-userid"] + r"![A-Za-z][A-Za-z0-9.\-_]+",
+                         "value '{}' does not look like a valid token ID"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,11 @@ class Param:
             raise ValueError(f"value '{value}' does not have a value in the enumeration '{', '.join(self.enum)}'")
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"value may only be {self.max_length} characters long")
+        if self.format in LIST_FORMATS:
+            element, message = LIST_FORMATS[self.format]
+            bad = next((v for v in split_list(value) if not re.fullmatch(element, v)), None)
+            if bad is not None:
+                raise ValueError("invalid format - " + message.format(bad))
         regex = self.pattern or FORMATS.get(self.format or "")
         if regex and isinstance(value, str) and not re.fullmatch(regex, value):
             if self.format and not self.pattern:
@@ -140,6 +154,7 @@ class Endpoint:
     rate_class: str = ""  # read | write | bulk (derived from the method unless given)
     paged: bool = False  # a list that takes start/limit and answers X-Total-Count and Link
     default_limit: int | None = None  # None: every row unless `limit` is given (Proxmox's compat lists)
+    raw_body: bool = False  # the handler reads the body itself (an upload); else it holds parameters
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
@@ -190,12 +205,12 @@ class Registry:
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
                  permission: Permission | None = None, returns: dict | None = None, description: str = "",
                  native: bool = False, rate_class: str = "", paged: bool = False,
-                 default_limit: int | None = None) -> Callable[[Handler], Handler]:
+                 default_limit: int | None = None, raw_body: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
                                            description or (handler.__doc__ or ""), native, rate_class, paged,
-                                           default_limit))
+                                           default_limit, raw_body))
             return handler
         return register
 

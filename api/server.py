@@ -16,15 +16,16 @@ from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.trio import serve
 
 from api.app import REASON_HEADER
+from api.errors import reason_phrase
 
 _REASON_KEY = REASON_HEADER.encode()
 _original_send = hypercorn_h11.H11Protocol._send_h11_event
 
 
 def _reason_phrase(status: int, given: bytes | None) -> bytes:
+    """The app's phrase (UTF-8 in the internal header, made safe by `reason_phrase`), else the status's own."""
     if given:
-        text = given.decode("latin-1", "replace").splitlines()[0][:256]
-        return text.encode("latin-1", "replace")
+        return reason_phrase(given.decode("utf-8", "replace")).encode("latin-1")
     try:
         return http.HTTPStatus(status).phrase.encode()
     except ValueError:

@@ -153,3 +153,63 @@ def test_password_change_and_user_listing(setup):
     with pytest.raises(ResourceException) as exc:
         root.access.users.post(userid="dave@pve")
     assert exc.value.status_code == 409
+
+
+def test_tokens_cannot_raise_themselves_touch_siblings_or_change_the_password(setup):
+    """Proxmox: a token is never "self" for its user; token endpoints need User.Modify on /access/users/<user>,
+    and no token changes a password (`allowtoken => 0`)."""
+    node, (audited, _) = setup
+    root = node.api()
+    root.access.users.post(userid="erin@pve", password="erin-secret")
+    root.access.acl.put(path="/", roles="PVEVMAdmin", users="erin@pve")
+    erin = login(node, "erin@pve", "erin-secret")
+    ci = erin.access.users("erin@pve").token("ci").post(privsep=1)["value"]
+    sibling = erin.access.users("erin@pve").token("sibling").post(privsep=1)["value"]
+    shared = erin.access.users("erin@pve").token("shared").post(privsep=0)["value"]
+    root.access.acl.put(path="/", roles="PVEAuditor", tokens="erin@pve!ci")
+    tok, full = token_api(node, "erin@pve", "ci", ci), token_api(node, "erin@pve", "shared", shared)
+    before = root.access.users("erin@pve").token.get(), root.access.users("alice@pve").token.get()
+    denied = "Permission denied - missing 'User.Modify' on '/access/users/erin@pve'"
+    no_password = "Permission check failed (URI '/access/password' not available with API token, need proper ticket.)"
+    for who in (tok, full):  # with or without privilege separation, the user holds no User.Modify
+        mine = who.access.users("erin@pve")
+        for call, args, message in [
+            (mine.token("escalated").post, {"privsep": 0}, denied),
+            (mine.token("ci").put, {"privsep": 0}, denied),
+            (mine.token("sibling").put, {"comment": "taken over"}, denied),
+            (mine.token("sibling").delete, {}, denied),
+            (mine.token.get, {}, denied),
+            (mine.token("ci").get, {}, denied),
+            (who.access.users("alice@pve").token("planted").post, {"privsep": 0},
+             "Permission denied - missing 'User.Modify' on '/access/users/alice@pve'"),
+            (who.access.password.put, {"userid": "erin@pve", "password": "hijacked-pw"}, no_password),
+            (who.access.password.put, {"userid": "alice@pve", "password": "hijacked-pw"}, no_password),
+        ]:
+            with pytest.raises(ResourceException) as exc:
+                call(**args)
+            assert (exc.value.status_code, exc.value.content) == (403, message)
+    # nothing changed: the tokens, their settings, the password; the sibling still works
+    assert (root.access.users("erin@pve").token.get(), root.access.users("alice@pve").token.get()) == before
+    assert root.access.users("erin@pve").token("ci").get()["privsep"] == 1
+    login(node, "erin@pve", "erin-secret")
+    login(node, "alice@pve", "alice-secret")
+    assert token_api(node, "erin@pve", "sibling", sibling).version.get()["version"]
+    # what Proxmox lets a token do still works: its own ACL's rights (within its user's), reads of its own rights
+    assert [g["vmid"] for g in tok.nodes("n1").qemu.get() if g["vmid"] == audited] == [audited]
+    assert tok.access.permissions.get(path="/vms")["/vms"] == {"VM.Audit": 1, "VM.GuestAgent.Audit": 1}
+    assert erin.access.permissions.get(userid="erin@pve!ci", path="/vms")["/vms"]["VM.Audit"] == 1
+    assert tok.access.users.get() == [] and [u["userid"] for u in erin.access.users.get()] == ["erin@pve"]
+    # ... and with User.Modify on its user, held by the user and granted to the token, it manages tokens;
+    # a password still never
+    root.access.acl.put(path="/access", roles="PVEUserAdmin", users="erin@pve")
+    root.access.acl.put(path="/access", roles="PVEUserAdmin", tokens="erin@pve!ci")
+    made = tok.access.users("erin@pve").token("made-by-ci").post(comment="by ci")
+    assert made["full-tokenid"] == "erin@pve!made-by-ci"
+    tok.access.users("erin@pve").token("made-by-ci").delete()
+    with pytest.raises(ResourceException) as exc:
+        tok.access.password.put(userid="erin@pve", password="hijacked-pw")
+    assert (exc.value.status_code, exc.value.content) == (403, no_password)
+    # the user herself (with a ticket) manages her tokens
+    erin.access.users("erin@pve").token("ci").put(comment="mine")
+    erin.access.users("erin@pve").token("sibling").delete()
+    assert [t["tokenid"] for t in erin.access.users("erin@pve").token.get()] == ["ci", "shared"]

@@ -8,10 +8,11 @@ import trio
 
 from api import auth
 from api.context import Ctx
-from api.errors import forbidden, unauthorized
+from api.errors import unauthorized
 from api.passwords import check_password, hash_password, hash_secret
 from api.registry import API
 from api.schema import Param, ParamErrors, Permission, split_list
+from api.services import access_rules as rules
 from engine import access as acc
 from engine.errors import not_found
 from engine.roles import BUILTIN_ROLES, capabilities, privileges_on, role_privileges, user_active
@@ -24,8 +25,8 @@ TOKENID = Param("tokenid", optional=False, pattern=r"[A-Za-z][A-Za-z0-9.\-_]+", 
 GROUPID = Param("groupid", optional=False, pattern=r"[A-Za-z0-9.\-_]+", location="path")
 ROLEID = Param("roleid", optional=False, pattern=r"[A-Za-z0-9.\-_]+", location="path")
 USER_FIELDS = [Param("comment", max_length=2048), Param("email", max_length=254), Param("enable", "boolean"),
-               Param("expire", "integer", minimum=0), Param("firstname"), Param("lastname"), Param("groups"),
-               Param("keys")]
+               Param("expire", "integer", minimum=0), Param("firstname"), Param("lastname"),
+               Param("groups", format="pve-groupid-list"), Param("keys")]
 USER_MODIFY = Permission("User.Modify", "/access/groups")
 OBJ = {"type": "object"}
 LIST = {"type": "array", "items": {"type": "object"}}
@@ -94,9 +95,9 @@ async def create_ticket(ctx: Ctx, p: dict) -> dict:
                       Param("password", optional=False, max_length=64), Param("confirmation-password")],
               returns={"type": "null"})
 async def change_password(ctx: Ctx, p: dict) -> None:
-    """Change a pve-realm user's password (your own, or anyone's with User.Modify)."""
-    if p["userid"] != ctx.user.partition("!")[0] and not ctx.can("User.Modify", "/access/groups"):
-        raise forbidden("User.Modify", "/access/groups")
+    """Change a pve-realm user's password (your own, or anyone's with User.Modify; never with a token)."""
+    with ctx.node.read() as s:
+        rules.check_password_change(s, ctx.user, p["userid"])
     if len(p["password"]) < 5:
         raise ParamErrors({"password": "value must be at least 5 characters long"})
     hashed = await trio.to_thread.run_sync(hash_password, p["password"])
@@ -127,12 +128,11 @@ def _token_row(token: dict) -> dict:
               returns={"type": "array", "items": {"type": "object", "properties": {"userid": {"type": "string"}}}})
 async def list_users(ctx: Ctx, p: dict) -> list:
     """Users the caller may see (all with User.Modify or Sys.Audit, else only itself)."""
-    see_all = ctx.can("User.Modify", "/access/groups") or ctx.can("Sys.Audit", "/access")
-    me = ctx.user.partition("!")[0]
     with ctx.node.read() as s:
+        see_all = rules.sees_all_users(s, ctx.user)
         users = {k: dict(v) for k, v in s.access.get("user", {}).items()}
     users.setdefault("root@pam", dict(acc.ROOT_RECORD))
-    rows = [_user_row(u, r, bool(p.get("full"))) for u, r in sorted(users.items()) if see_all or u == me]
+    rows = [_user_row(u, r, bool(p.get("full"))) for u, r in sorted(users.items()) if see_all or u == ctx.user]
     if "enabled" in p:
         rows = [r for r in rows if r["enable"] == p["enabled"]]
     return rows
@@ -155,10 +155,8 @@ async def create_user(ctx: Ctx, p: dict) -> None:
 @API.endpoint("GET", "/access/users/{userid}", params=[USERID], returns=OBJ)
 async def get_user(ctx: Ctx, p: dict) -> dict:
     """A user's settings and tokens."""
-    if p["userid"] != ctx.user.partition("!")[0] and not ctx.can("User.Modify", "/access/groups") \
-            and not ctx.can("Sys.Audit", "/access"):
-        raise forbidden("Sys.Audit", "/access")
     with ctx.node.read() as s:
+        rules.check_user_read(s, ctx.user, p["userid"])
         record = s.access.get("user", {}).get(p["userid"])
     if record is None and p["userid"] != "root@pam":
         raise not_found(f"user '{p['userid']}' does not exist")
@@ -186,15 +184,15 @@ async def delete_user(ctx: Ctx, p: dict) -> None:
 
 
 # ---- tokens -----------------------------------------------------------------------------------
-def _own_or_user_modify(ctx: Ctx, userid: str) -> None:
-    if userid != ctx.user.partition("!")[0] and not ctx.can("User.Modify", "/access/groups"):
-        raise forbidden("User.Modify", "/access/groups")
+def _check_token_rights(ctx: Ctx, userid: str) -> None:
+    with ctx.node.read() as s:
+        rules.check_token_management(s, ctx.user, userid)
 
 
 @API.endpoint("GET", "/access/users/{userid}/token", params=[USERID], returns=LIST)
 async def list_tokens(ctx: Ctx, p: dict) -> list:
     """A user's API tokens (never their secrets)."""
-    _own_or_user_modify(ctx, p["userid"])
+    _check_token_rights(ctx, p["userid"])
     with ctx.node.read() as s:
         tokens = dict(s.access.get("user", {}).get(p["userid"], {}).get("tokens", {}))
     return [{"tokenid": t, **_token_row(v)} for t, v in sorted(tokens.items())]
@@ -203,7 +201,7 @@ async def list_tokens(ctx: Ctx, p: dict) -> list:
 @API.endpoint("GET", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns=OBJ)
 async def get_token(ctx: Ctx, p: dict) -> dict:
     """One token's settings."""
-    _own_or_user_modify(ctx, p["userid"])
+    _check_token_rights(ctx, p["userid"])
     with ctx.node.read() as s:
         token = s.access.get("user", {}).get(p["userid"], {}).get("tokens", {}).get(p["tokenid"])
     if token is None:
@@ -220,7 +218,7 @@ TOKEN_FIELDS = [Param("privsep", "boolean", default=1), Param("expire", "integer
                                                          "info": {"type": "object"}}})
 async def create_token(ctx: Ctx, p: dict) -> dict:
     """Create an API token; its secret is shown in this answer only."""
-    _own_or_user_modify(ctx, p["userid"])
+    _check_token_rights(ctx, p["userid"])
     secret = str(uuid.uuid4())
     info = {"privsep": p.get("privsep", 1), "expire": p.get("expire", 0), "comment": p.get("comment", "")}
     await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
@@ -232,7 +230,7 @@ async def create_token(ctx: Ctx, p: dict) -> dict:
               returns=OBJ)
 async def update_token(ctx: Ctx, p: dict) -> dict:
     """Change a token's settings."""
-    _own_or_user_modify(ctx, p["userid"])
+    _check_token_rights(ctx, p["userid"])
     await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
                                        tokenid=p["tokenid"], privsep=p.get("privsep"), expire=p.get("expire"),
                                        comment=p.get("comment")))
@@ -242,7 +240,7 @@ async def update_token(ctx: Ctx, p: dict) -> dict:
 @API.endpoint("DELETE", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns={"type": "null"})
 async def delete_token(ctx: Ctx, p: dict) -> None:
     """Revoke a token, at once on every node."""
-    _own_or_user_modify(ctx, p["userid"])
+    _check_token_rights(ctx, p["userid"])
     await ctx.node.submit(acc.DeleteToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
                                           tokenid=p["tokenid"]))
 
@@ -354,8 +352,9 @@ async def list_acl(ctx: Ctx, p: dict) -> list:
 
 
 @API.endpoint("PUT", "/access/acl",
-              params=[Param("path", optional=False), Param("roles", optional=False), Param("users"),
-                      Param("groups"), Param("tokens"), Param("propagate", "boolean", default=1),
+              params=[Param("path", optional=False), Param("roles", optional=False, format="pve-roleid-list"),
+                      Param("users", format="pve-userid-list"), Param("groups", format="pve-groupid-list"),
+                      Param("tokens", format="pve-tokenid-list"), Param("propagate", "boolean", default=1),
                       Param("delete", "boolean", default=0)],
               permission=Permission("Permissions.Modify", "{path}"), returns={"type": "null"})
 async def update_acl(ctx: Ctx, p: dict) -> None:
@@ -372,9 +371,8 @@ async def update_acl(ctx: Ctx, p: dict) -> None:
 async def permissions(ctx: Ctx, p: dict) -> dict:
     """What a user (by default the caller) holds: `{path: {privilege: 1}}`."""
     subject = p.get("userid") or ctx.user
-    if subject != ctx.user and not ctx.can("Sys.Audit", "/access"):
-        raise forbidden("Sys.Audit", "/access")
     with ctx.node.read() as s:
+        rules.check_permissions_read(s, ctx.user, subject)
         paths = [p["path"]] if p.get("path") else sorted({"/", "/access", "/nodes", "/storage", "/vms", "/sdn",
                                                             "/mapping", *s.access.get("acl", {}),
                                                             *(f"/vms/{v}" for v in s.guests)})

@@ -110,7 +110,7 @@ async def abort(ctx: Ctx, p: dict) -> dict:
     return {}
 
 
-@API.endpoint("PUT", "/migration/{vmid}/volume", native=True, permission=INCOMING,
+@API.endpoint("PUT", "/migration/{vmid}/volume", native=True, permission=INCOMING, raw_body=True,
               params=[VMID, Param("volid", optional=False)], returns={"type": "object"})
 async def receive_volume(ctx: Ctx, p: dict) -> dict:
     """Receive a guest volume (offline migration): the request body is the image, stored under the same volid."""
