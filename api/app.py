@@ -167,14 +167,11 @@ class Api:
         return full
 
     def authorize(self, endpoint: Endpoint, user: str, params: dict[str, Any]) -> None:
-        perm = endpoint.permission
-        if perm.check != "privilege" or perm.privilege is None:
-            return
-        path = perm.path.format(**params)
+        """The endpoint's declared (base) permission; handlers check what depends on the values."""
         with self.node.read() as s:
-            allowed = perm.privilege in privileges_on(s, user, path)
-        if not allowed:
-            raise forbidden(perm.privilege, path)
+            denied = endpoint.permission.denial(lambda path: privileges_on(s, user, path), params)
+        if denied:
+            raise forbidden(*denied)
 
     async def handle(self, path: str, native: bool = False) -> Response:
         request_id = request.headers.get("X-Request-ID", "")
