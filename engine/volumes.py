@@ -104,39 +104,36 @@ def is_host_path(value: str) -> bool:
     return str(value).startswith("/")
 
 
-def drive_props(value: str) -> dict[str, str]:
-    """A drive's property string as QEMU's command line reads it: the leading bare value (or `file=`,
-    or its alias `volume=`) is `file`. Raises VolumeError for a key given twice (Proxmox's
-    `duplicate key in comma-separated list property`), so that no check reads another file than QEMU."""
+def property_string(value: str, default_key: str | None = None, aliases: dict[str, str] | None = None,
+                    strict: bool = True) -> dict[str, str]:
+    """`a,b=1,c=2` -> {default_key: a, b: 1, c: 2}. `strict`: a key given twice (after `aliases`) raises
+    VolumeError with Proxmox's `duplicate key in comma-separated list property: KEY`; else the last wins,
+    as on QEMU's command line."""
     out: dict[str, str] = {}
     for i, part in enumerate(p for p in str(value).split(",") if p != ""):
         key, sep, val = part.partition("=")
         if not sep:
-            key, val = ("file", key) if i == 0 else (key, "1")
-        key = "file" if key == "volume" else key
-        if key in out:
+            key, val = (default_key, key) if i == 0 and default_key is not None else (key, "1")
+        key = (aliases or {}).get(key, key)
+        if key in out and strict:
             raise VolumeError(f"duplicate key in comma-separated list property: {key}")
         out[key] = val
     return out
 
 
+def drive_props(value: str) -> dict[str, str]:
+    """A drive's property string as QEMU's command line reads it: the leading bare value (or `file=`, or its
+    alias `volume=`) is `file`. Strict, so that no check reads another file than QEMU does."""
+    return property_string(value, "file", {"volume": "file"})
+
+
 def volume_of(value: str) -> str:
     """The file (volume id, path or `none`) of a drive value; the last one wins, as on QEMU's command line."""
-    props: dict[str, str] = {}
-    for i, part in enumerate(p for p in str(value).split(",") if p != ""):
-        key, sep, val = part.partition("=")
-        if not sep and i == 0:
-            props["file"] = key
-        elif sep and key in ("file", "volume"):
-            props["file"] = val
-    return props.get("file", "")
+    return property_string(value, "file", {"volume": "file"}, strict=False).get("file", "")
 
 
 def is_cdrom(value: str) -> bool:
-    try:
-        return drive_props(value).get("media") == "cdrom"
-    except VolumeError:
-        return "media=cdrom" in str(value)
+    return property_string(value, "file", strict=False).get("media") == "cdrom"
 
 
 def is_disk_key(key: str) -> bool:

@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from api.errors import ApiError, forbidden
 from api.schema import ParamErrors, Permission
 from engine.roles import privileges_on
-from engine.volumes import ALLOC_SPEC, Volume, VolumeError, drive_props, is_cdrom, is_host_path, parse_volume
+from engine.volumes import (
+    ALLOC_SPEC,
+    Volume,
+    VolumeError,
+    drive_props,
+    is_cdrom,
+    is_host_path,
+    parse_volume,
+    property_string,
+    volume_of,
+)
 
 Held = Callable[[str], frozenset[str]]
 ROOT = "root@pam"
@@ -62,6 +72,7 @@ KEY_RULES = (
 )
 DRIVE_KEY = re.compile(r"(ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0")
 BY_VALUE = re.compile(r"(unused|serial|usb|hostpci|virtiofs)\d+")  # their privileges depend on the value
+DEVICE_KEY = re.compile(r"(usb|hostpci|virtiofs)\d+|rng0")
 # Every other key (args, hookscript, affinity, parallelN, lock, vmgenid, hugepages, ivshmem, arch, ...) is root's.
 CICUSTOM_PARTS = ("meta", "network", "user", "vendor")
 _RULES = {key: rule for rule in KEY_RULES for key in rule.keys}
@@ -161,7 +172,7 @@ class Drive:
     kind: str  # none | host-cdrom | alloc | path | volume
 
 
-def parse_drive(key: str, value: str) -> Drive:
+def parse_drive(value: str) -> Drive:
     """A drive value (`ide2`, `scsi0`, ...), checked as Proxmox's `check_drive_param` with strict volume ids.
     Raises VolumeError."""
     props = drive_props(value)
@@ -190,21 +201,15 @@ def _snippet(volid: str, message: str) -> None:
         raise VolumeError(message)
 
 
-def _props(value: str, default_key: str) -> dict[str, str]:
-    """A property string whose leading bare value is `default_key` (`usb0=spice` is `host=spice`)."""
-    out: dict[str, str] = {}
-    for i, part in enumerate(p for p in str(value).split(",") if p):
-        key, sep, val = part.partition("=")
-        key, val = (key, val) if sep else ((default_key, key) if i == 0 else (key, "1"))
-        if key in out:
-            raise VolumeError(f"duplicate key in comma-separated list property: {key}")
-        out[key] = val
-    return out
+def _props(value: str, default_key: str | None) -> dict[str, str]:
+    """A device's property string, read as QEMU reads it (the last of a key wins); its leading bare value is
+    `default_key` (`usb0=spice` is `host=spice`)."""
+    return property_string(value, default_key, strict=False)
 
 
 def _check_value(key: str, value: str) -> None:
     if DRIVE_KEY.fullmatch(key):
-        parse_drive(key, value)
+        parse_drive(value)
     elif key.startswith("unused"):
         file = drive_props(value).get("file", "")
         if not file or is_host_path(file):
@@ -212,7 +217,7 @@ def _check_value(key: str, value: str) -> None:
         if parse_volume(file).vtype != "images":
             raise VolumeError(f"unable to use volume {file} - content type needs to be 'images'")
     elif key == "cicustom":
-        for part, volid in _props(value, "").items():
+        for part, volid in _props(value, None).items():
             if part not in CICUSTOM_PARTS:
                 raise VolumeError(f"property '{part}' is not defined (one of {', '.join(CICUSTOM_PARTS)})")
             _snippet(volid, f"{volid} is not in the snippets directory")
@@ -253,62 +258,40 @@ def _drive_storage(held: Held, user: str, vmid: int, drive: Drive) -> None:
 def _check_storage(held: Held, user: str, vmid: int, values: dict) -> None:
     for key, value in sorted(values.items()):
         if DRIVE_KEY.fullmatch(key):
-            _drive_storage(held, user, vmid, parse_drive(key, str(value)))
+            _drive_storage(held, user, vmid, parse_drive(str(value)))
         elif key.startswith("unused"):
             check_volume_access(held, user, vmid, drive_props(str(value))["file"], "images")
     if values.get("vmstatestorage"):
         _require(held, ("Datastore.AllocateSpace",), f"/storage/{values['vmstatestorage']}")
 
 
-def _check_usb(held: Held, user: str, vmid: int, pool: str | None, key: str, value: str) -> None:
-    if user == ROOT:
-        return
-    _require_vm(held, vmid, pool, ("VM.Config.HWType",))
-    props = _props(value, "host")
-    if props.get("host"):
-        if props["host"].lower() != "spice":
-            raise ApiError(403, f"only root can set '{key}' config for real devices")
-    elif props.get("mapping"):
-        _require(held, ("Mapping.Use",), f"/mapping/usb/{props['mapping']}")
-
-
-def _check_hostpci(held: Held, user: str, vmid: int, pool: str | None, key: str, value: str) -> None:
+def _check_mapping(held: Held, user: str, key: str, value: str) -> None:
+    """`check_mapping_access`: host USB and PCI devices are root@pam's; mapped devices (and the host's hardware
+    RNG, and shared directories) need Mapping.Use on their mapping."""
     if user == ROOT:
         return
     props = _props(value, "host")
-    if props.get("host"):
+    if re.fullmatch(r"usb\d+", key) and props.get("host") and props["host"].lower() != "spice":
+        raise ApiError(403, f"only root can set '{key}' config for real devices")
+    if re.fullmatch(r"hostpci\d+", key) and props.get("host"):
         raise ApiError(403, f"only root can set '{key}' config for non-mapped devices")
-    _require(held, ("Mapping.Use",), f"/mapping/pci/{props.get('mapping')}")
-    _require_vm(held, vmid, pool, ("VM.Config.HWType",))
-    if "romfile" in props:
-        raise ParamErrors({key: "only root@pam can set 'romfile' option"})
-
-
-def _check_rng(held: Held, user: str, vmid: int, pool: str | None, value: str) -> None:
-    if user == ROOT:
-        return
-    _require_vm(held, vmid, pool, ("VM.Config.HWType",))
-    if _props(value, "source").get("source") == "/dev/hwrng":
+    if re.fullmatch(r"(usb|hostpci)\d+", key) and props.get("mapping"):
+        _require(held, ("Mapping.Use",), f"/mapping/{'usb' if key.startswith('usb') else 'pci'}/{props['mapping']}")
+    if key == "rng0" and _props(value, "source").get("source") == "/dev/hwrng":
         _require(held, ("Mapping.Use",), "/mapping/hwrng")
-
-
-def _check_virtiofs(held: Held, user: str, vmid: int, pool: str | None, value: str) -> None:
-    if user == ROOT:
-        return
-    _require_vm(held, vmid, pool, ("VM.Config.Disk",))
-    _require(held, ("Mapping.Use",), f"/mapping/dir/{_props(value, 'dirid').get('dirid')}")
+    if re.fullmatch(r"virtiofs\d+", key):
+        _require(held, ("Mapping.Use",), f"/mapping/dir/{_props(value, 'dirid').get('dirid')}")
 
 
 def _check_device(held: Held, user: str, vmid: int, pool: str | None, key: str, value: str) -> None:
-    """usbN, hostpciN, rng0, virtiofsN: what the value asks for."""
-    if key.startswith("usb"):
-        _check_usb(held, user, vmid, pool, key, value)
-    elif key.startswith("hostpci"):
-        _check_hostpci(held, user, vmid, pool, key, value)
-    elif key == "rng0":
-        _check_rng(held, user, vmid, pool, value)
-    elif key.startswith("virtiofs"):
-        _check_virtiofs(held, user, vmid, pool, value)
+    """usbN, hostpciN, rng0, virtiofsN (`check_usb_perm`, `check_hostpci_perm`, `check_rng_perm`,
+    `check_dir_perm`): the mapping rules, and VM.Config.HWType (VM.Config.Disk for a shared directory)."""
+    if user == ROOT or not DEVICE_KEY.fullmatch(key):
+        return
+    _check_mapping(held, user, key, value)
+    _require_vm(held, vmid, pool, ("VM.Config.Disk",) if key.startswith("virtiofs") else ("VM.Config.HWType",))
+    if key.startswith("hostpci") and "romfile" in _props(value, "host"):
+        raise ParamErrors({key: "only root@pam can set 'romfile' option"})
 
 
 def _check_cpu_model(held: Held, new: dict, old: dict | None = None) -> None:
@@ -381,9 +364,10 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
         old = conf.get(key)
         if old is None:
             continue
-        if DRIVE_KEY.fullmatch(key) or key.startswith("unused"):
-            _require(held, ("VM.Config.Disk",) if key.startswith("unused") else (_drive_privilege(str(old)),),
-                     f"/vms/{vmid}")
+        if key.startswith("unused"):
+            _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
+        elif DRIVE_KEY.fullmatch(key):
+            _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
         elif re.fullmatch(r"serial\d+", key):
             if old == "socket":
                 _require(held, ("VM.Config.HWType",), f"/vms/{vmid}")
@@ -414,7 +398,7 @@ def check_clone(held: Held, user: str, source: dict, storage: str | None = None)
     for key, value in sorted(source.items()):
         if not DRIVE_KEY.fullmatch(key):
             continue
-        file = drive_props(str(value)).get("file", "")
+        file = volume_of(str(value))
         if not file or file == "none":
             continue
         if is_host_path(file):  # not cloned, not even for root (Proxmox's parse_volume_id refuses it)
@@ -430,20 +414,8 @@ def check_clone(held: Held, user: str, source: dict, storage: str | None = None)
         _require(held, ("Datastore.AllocateSpace",), f"/storage/{storage or volume.storage}")
     if source.get("vmstatestorage"):
         _require(held, ("Datastore.AllocateSpace",), f"/storage/{source['vmstatestorage']}")
-    if user != ROOT:
-        for key, value in sorted(source.items()):
-            props = _props(str(value), "host")
-            if re.fullmatch(r"usb\d+", key) and props.get("host") and props["host"].lower() != "spice":
-                raise ApiError(403, f"only root can set '{key}' config for real devices")
-            if re.fullmatch(r"hostpci\d+", key) and props.get("host"):
-                raise ApiError(403, f"only root can set '{key}' config for non-mapped devices")
-            if re.fullmatch(r"(usb|hostpci)\d+", key) and props.get("mapping"):
-                kind = "usb" if key.startswith("usb") else "pci"
-                _require(held, ("Mapping.Use",), f"/mapping/{kind}/{props['mapping']}")
-            if key == "rng0" and _props(str(value), "source").get("source") == "/dev/hwrng":
-                _require(held, ("Mapping.Use",), "/mapping/hwrng")
-            if re.fullmatch(r"virtiofs\d+", key):
-                _require(held, ("Mapping.Use",), f"/mapping/dir/{_props(str(value), 'dirid').get('dirid')}")
+    for key, value in sorted(source.items()):
+        _check_mapping(held, user, key, str(value))
     _check_cpu_model(held, source)
 
 
@@ -452,7 +424,7 @@ def check_resize(held: Held, vmid: int, disk: str, conf: dict) -> Volume:
     the caller may allocate on. Returns the volume."""
     if disk not in conf:
         raise ParamErrors({"disk": f"disk '{disk}' does not exist"})
-    file = drive_props(str(conf[disk])).get("file", "")
+    file = volume_of(str(conf[disk]))
     if not file or file == "none":
         raise ApiError(400, f"disk '{disk}' has no associated volume")
     if is_cdrom(str(conf[disk])):
