@@ -136,6 +136,40 @@ def is_cdrom(value: str) -> bool:
     return property_string(value, "file", strict=False).get("media") == "cdrom"
 
 
+@dataclass(frozen=True)
+class Drive:
+    """A drive's file and what it is: `none`, the host's CD-ROM drive (`cdrom`), a new volume to allocate
+    (`STORAGE:GiB`), a host path (root@pam's only) or an existing volume."""
+
+    file: str
+    cdrom: bool
+    kind: str  # none | host-cdrom | alloc | path | volume
+
+
+def parse_drive(value: str) -> Drive:
+    """A drive value (`ide2`, `scsi0`, ...), checked as Proxmox's `check_drive_param` with strict volume ids.
+    Raises VolumeError."""
+    props = drive_props(value)
+    cdrom = props.get("media") == "cdrom"
+    file = props.get("file", "")
+    if not file:
+        raise VolumeError("drive has no volume")
+    if file == "none":
+        return Drive(file, cdrom, "none")
+    if cdrom and file == "cdrom":
+        return Drive(file, cdrom, "host-cdrom")
+    if not cdrom and ALLOC_SPEC.fullmatch(file):
+        return Drive(file, cdrom, "alloc")
+    if is_host_path(file):
+        return Drive(file, cdrom, "path")
+    volume = parse_volume(file)
+    if volume.vtype not in ("images", "iso"):
+        raise VolumeError("content type needs to be 'images' or 'iso'")
+    if volume.vtype == "iso" and not cdrom:
+        raise VolumeError("explicit 'media=cdrom' is required for iso images")
+    return Drive(file, cdrom, "volume")
+
+
 def is_disk_key(key: str) -> bool:
     return bool(DISK_KEY.fullmatch(key)) or key.startswith("unused")
 

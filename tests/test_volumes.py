@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine.volumes import Volume, VolumeError, drive_props, owned_volumes, parse_volume, volume_of
+from engine.volumes import Volume, VolumeError, drive_props, owned_volumes, parse_drive, parse_volume, volume_of
 from hypervisor.qemu_argv import HostFacts, RunPaths, build_argv
 from hypervisor.storage import DirStorage, StorageError
 
@@ -81,6 +81,19 @@ def test_a_drive_names_its_file_once_and_every_reader_sees_the_same_one():
     argv = build_argv(100, {"kvm": 0, "scsi0": value}, lambda v: (f"/storage/{v}", "qcow2"), HostFacts(),
                       RunPaths("/run/q.qmp", "/run/q.pid", "/run"))
     assert any(a.startswith("if=none,id=drive-scsi0,file=/storage/local:100/vm-100-disk-0.qcow2") for a in argv)
+
+
+def test_drives_are_none_the_host_cdrom_a_new_volume_a_host_path_or_a_volume_of_images_or_iso():
+    kinds = {"none,media=cdrom": "none", "cdrom,media=cdrom": "host-cdrom", "local:8,cache=none": "alloc",
+             "/dev/sdb": "path", "local:iso/x.iso,media=cdrom": "volume", "local:100/vm-100-disk-0.raw": "volume"}
+    assert {value: parse_drive(value).kind for value in kinds} == kinds
+    for value, message in (("local:iso/x.iso", "explicit 'media=cdrom' is required for iso images"),
+                           ("local:snippets/x", "content type needs to be 'images' or 'iso'"),
+                           ("local:8,media=cdrom", "unable to parse directory volume name '8'"),
+                           ("cdrom", "unable to parse volume ID 'cdrom'"), ("media=disk", "drive has no volume")):
+        with pytest.raises(VolumeError) as exc:
+            parse_drive(value)
+        assert str(exc.value) == message
 
 
 def test_owned_volumes_are_the_guests_own_images_only():

@@ -27,12 +27,13 @@ from api.errors import ApiError, forbidden
 from api.schema import ParamErrors, Permission
 from engine.roles import privileges_on
 from engine.volumes import (
-    ALLOC_SPEC,
+    Drive,
     Volume,
     VolumeError,
     drive_props,
     is_cdrom,
     is_host_path,
+    parse_drive,
     parse_volume,
     property_string,
     volume_of,
@@ -165,37 +166,6 @@ def check_volume_access(held: Held, user: str, vmid: int | None, volid: str, con
 
 
 # ---- values --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Drive:
-    file: str
-    cdrom: bool
-    kind: str  # none | host-cdrom | alloc | path | volume
-
-
-def parse_drive(value: str) -> Drive:
-    """A drive value (`ide2`, `scsi0`, ...), checked as Proxmox's `check_drive_param` with strict volume ids.
-    Raises VolumeError."""
-    props = drive_props(value)
-    cdrom = props.get("media") == "cdrom"
-    file = props.get("file", "")
-    if not file:
-        raise VolumeError("drive has no volume")
-    if file == "none":
-        return Drive(file, cdrom, "none")
-    if cdrom and file == "cdrom":
-        return Drive(file, cdrom, "host-cdrom")
-    if not cdrom and ALLOC_SPEC.fullmatch(file):
-        return Drive(file, cdrom, "alloc")
-    if is_host_path(file):
-        return Drive(file, cdrom, "path")
-    volume = parse_volume(file)
-    if volume.vtype not in ("images", "iso"):
-        raise VolumeError("content type needs to be 'images' or 'iso'")
-    if volume.vtype == "iso" and not cdrom:
-        raise VolumeError("explicit 'media=cdrom' is required for iso images")
-    return Drive(file, cdrom, "volume")
-
-
 def _snippet(volid: str, message: str) -> None:
     if parse_volume(volid).vtype != "snippets":
         raise VolumeError(message)
