@@ -90,8 +90,7 @@ def _operation(ep: Endpoint) -> dict:
     if perm.check == "public":
         op["security"] = []
     else:
-        op["x-permission"] = ({"privilege": perm.privilege, "path": perm.path} if perm.check == "privilege"
-                              else {"user": "root@pam" if perm.check == "root" else "all"})
+        op["x-permission"] = perm.document()
     return op
 
 

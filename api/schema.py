@@ -127,11 +127,54 @@ def _num(x: float) -> str:
 @dataclass(frozen=True)
 class Permission:
     """A privilege on an ACL path (path may use `{param}`); `check="all"` means any logged-in user,
-    `check="root"` root@pam alone (Proxmox's methods without a permission check; tokens are refused)."""
+    `check="root"` root@pam alone (Proxmox's methods without a permission check; tokens are refused).
 
-    privilege: str | None = None
+    As Proxmox's `permissions => {check => ...}`: `privilege` may be a tuple, any one of which suffices
+    (`any => 1`); `alternative` suffices instead where its path's parameters are given (`or` with
+    `require_param`); `also` must hold as well (`and`). `description` says what the handler checks
+    beyond this declaration (per-key privileges, storage), as Proxmox's `description`; the docs show it.
+    """
+
+    privilege: str | tuple[str, ...] | None = None
     path: str = "/"
     check: str = "privilege"  # privilege | all | public | root
+    alternative: Permission | None = None
+    also: Permission | None = None
+    description: str = ""
+
+    def applies(self, params: dict[str, Any]) -> bool:
+        return all(params.get(name) is not None for name in re.findall(r"\{(\w+)\}", self.path))
+
+    def denial(self, held: Callable[[str], frozenset[str]], params: dict[str, Any]) -> tuple[str, str] | None:
+        """None when `held` (ACL path -> privileges) satisfies this, else the (privilege, path) that failed;
+        several privileges any of which would do read `A|B`."""
+        if self.check != "privilege" or self.privilege is None:
+            return None
+        wanted = (self.privilege,) if isinstance(self.privilege, str) else self.privilege
+        path = self.path.format(**params)
+        failed = None if set(wanted) & held(path) else ("|".join(wanted), path)
+        if failed and self.alternative is not None and self.alternative.applies(params) \
+                and self.alternative.denial(held, params) is None:
+            failed = None
+        if failed is None and self.also is not None:
+            return self.also.denial(held, params)
+        return failed
+
+    def document(self) -> dict[str, Any]:
+        """The declaration as the OpenAPI document's `x-permission`."""
+        if self.check != "privilege":
+            out: dict[str, Any] = {"user": "root@pam" if self.check == "root" else "all"}
+        elif isinstance(self.privilege, str):
+            out = {"privilege": self.privilege, "path": self.path}
+        else:
+            out = {"any": list(self.privilege or ()), "path": self.path}
+        if self.alternative is not None:
+            out["or"] = self.alternative.document()
+        if self.also is not None:
+            out["and"] = self.also.document()
+        if self.description:
+            out["description"] = self.description
+        return out
 
 
 ROOT_ONLY = Permission(check="root")

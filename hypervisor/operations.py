@@ -46,6 +46,7 @@ def new_mac() -> str:
 
 def with_size(value: str, volid: str, size: int) -> str:
     props = propstr.parse(value, default_key="file")
+    props.pop("volume", None)  # the alias of `file` (engine/volumes.py drive_props)
     props["file"] = volid
     props.pop("format", None) if volid.endswith((".qcow2", ".raw")) else None
     props["size"] = propstr.format_size(size)
@@ -347,6 +348,7 @@ class Operations:
                 made.append(new_volid)
                 task.log(f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
                 props = propstr.parse(value, default_key="file")
+                props.pop("volume", None)
                 props["file"] = new_volid
                 conf[key] = propstr.render(props, default_key="file")
         except (StorageError, TaskFailed) as exc:
@@ -384,6 +386,7 @@ class Operations:
                 continue
             base = await self.storage_of(volid).rename_to_base(volid)
             props = propstr.parse(value, default_key="file")
+            props.pop("volume", None)
             props["file"] = base
             conf[key] = propstr.render(props, default_key="file")
             task.log(f"{key}: '{volid}' is now '{base}'")

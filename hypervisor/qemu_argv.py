@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.volumes import volume_of
 from hypervisor import propstr
 
 DISK_BUSES = ("ide", "sata", "scsi", "virtio")
@@ -84,7 +85,7 @@ def memory_mib(conf: dict) -> int:
 
 def _drive(key: str, value: str, resolve: VolumeResolver, bootindex: dict[str, int]) -> tuple[list[str], str]:
     props = propstr.parse(value, default_key="file")
-    volume = props.get("file", "")
+    volume = volume_of(value)  # the same file every check looked at (engine/volumes.py)
     bus = re.match(r"[a-z]+", key).group()  # type: ignore[union-attr]
     index = int(key[len(bus):])
     cdrom = props.get("media") == "cdrom"

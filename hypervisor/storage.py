@@ -1,21 +1,19 @@
 """The `dir` storage backend: qcow2/raw volumes made with qemu-img, plus ISO, templates, snippets, backups.
 
 Volume ids follow Proxmox: `local:100/vm-100-disk-0.qcow2` is `<path>/images/100/vm-100-disk-0.qcow2`,
-`local:iso/x.iso` is `<path>/template/iso/x.iso`.
+`local:iso/x.iso` is `<path>/template/iso/x.iso`. They are parsed by engine/volumes.py only, and a
+volume never resolves to a path outside the storage's directory (symbolic links included).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 
 import trio
 
-CONTENT_DIRS = {"images": "images", "iso": "template/iso", "vztmpl": "template/cache", "snippets": "snippets",
-                "backup": "dump"}
-IMAGE_NAME = re.compile(r"(vm|base)-(\d+)-disk-(\d+)\.(qcow2|raw|vmdk)")
+from engine.volumes import CONTENT_DIRS, IMAGE_FILE, VolumeError, parse_volume
 
 
 class StorageError(Exception):
@@ -51,35 +49,43 @@ class DirStorage:
         for sub in CONTENT_DIRS.values():
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
 
-    # ---- names (pure) -----------------------------------------------------------------
+    # ---- names -----------------------------------------------------------------------
     def volume_path(self, volid: str) -> str:
-        storage, _, name = volid.partition(":")
-        if storage != self.storage_id or not name or ".." in name.split("/"):
+        """`local:iso/x.iso` -> `<path>/template/iso/x.iso`; StorageError for a volume id that does not
+        parse, belongs to another storage, or would lead outside this storage's directory."""
+        try:
+            volume = parse_volume(volid)
+        except VolumeError as exc:
+            raise StorageError(str(exc)) from None
+        if volume.storage != self.storage_id:
             raise StorageError(f"unable to parse volume ID '{volid}'")
-        first, _, rest = name.partition("/")
-        if first.isdigit():
-            parts = name.split("/")  # `100/vm-100-disk-0.qcow2`, or linked: `100/base-…/101/vm-101-disk-0.qcow2`
-            if len(parts) not in (2, 4) or not IMAGE_NAME.fullmatch(parts[-1]) or not parts[-2].isdigit():
-                raise StorageError(f"unable to parse volume ID '{volid}'")
-            return os.path.join(self.path, "images", parts[-2], parts[-1])
-        if first in CONTENT_DIRS and rest:
-            return os.path.join(self.path, CONTENT_DIRS[first], rest)
-        raise StorageError(f"unable to parse volume ID '{volid}'")
+        path = os.path.join(self.path, volume.relpath)
+        root = os.path.realpath(self.path)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise StorageError(f"volume '{volid}' is outside storage '{self.storage_id}'")
+        return path
 
     @staticmethod
     def volume_format(volid: str) -> str:
-        return volid.rsplit(".", 1)[-1] if volid.endswith((".qcow2", ".raw", ".vmdk")) else "raw"
+        try:
+            return parse_volume(volid).format
+        except VolumeError:
+            return "raw"
 
     def volume_vmid(self, volid: str) -> int | None:
-        m = IMAGE_NAME.search(volid)
-        return int(m.group(2)) if m else None
+        """The guest an image belongs to (None for other content or a volume id that does not parse)."""
+        try:
+            volume = parse_volume(volid)
+        except VolumeError:
+            return None
+        return volume.owner if volume.vtype == "images" else None
 
     def next_disk_name(self, vmid: int, fmt: str, prefix: str = "vm") -> str:
         taken = set()
         directory = os.path.join(self.path, "images", str(vmid))
         if os.path.isdir(directory):
             for f in os.listdir(directory):
-                m = IMAGE_NAME.fullmatch(f)
+                m = IMAGE_FILE.fullmatch(f)
                 if m:
                     taken.add(int(m.group(3)))
         n = next(i for i in range(10_000) if i not in taken)
@@ -148,8 +154,8 @@ class DirStorage:
             if kind == "images":
                 for owner in sorted(os.listdir(base)):
                     for f in sorted(os.listdir(os.path.join(base, owner))):
-                        m = IMAGE_NAME.fullmatch(f)
-                        if m and (vmid is None or int(owner) == vmid):
+                        m = IMAGE_FILE.fullmatch(f)
+                        if m and owner == m.group(2) and (vmid is None or int(owner) == vmid):
                             path = os.path.join(base, owner, f)
                             st = os.stat(path)
                             rows.append({"volid": f"{self.storage_id}:{owner}/{f}", "format": m.group(4),

@@ -27,7 +27,10 @@ def test_openapi_document_is_valid_and_covers_every_declaration(single_node):
     body = create["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
     assert body["required"] == ["vmid"] and body["properties"]["vmid"]["minimum"] == 100
     assert "net31" in body["properties"] and body["properties"]["ostype"]["enum"][0] == "other"
-    assert create["x-permission"] == {"privilege": "VM.Allocate", "path": "/vms/{vmid}"}
+    perm = create["x-permission"]  # VM.Allocate on the guest or its pool; the per-key rules in words
+    assert (perm["privilege"], perm["path"], perm["or"]) == ("VM.Allocate", "/vms/{vmid}",
+                                                             {"privilege": "VM.Allocate", "path": "/pool/{pool}"})
+    assert "Datastore.AllocateSpace" in perm["description"] and "args" in perm["description"]
     assert "/v1/cluster/raft" in doc["paths"]
     assert doc["paths"]["/api2/json/access/ticket"]["post"]["security"] == []
 

@@ -7,11 +7,12 @@ import re
 import uuid
 
 from api.compat.guests import guest_summary
-from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY_PARAMS
+from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY, CREATE_ONLY_PARAMS
 from api.context import Ctx
-from api.errors import forbidden
+from api.errors import ApiError
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
+from api.services import guest_access
 from engine import access as acc
 from engine import commands as cmd
 from engine.decide import conf_path
@@ -49,25 +50,29 @@ def new_guest_config(values: dict) -> dict:
 
 @API.endpoint(
     "POST", "/nodes/{node}/qemu", params=[NODE, VMID, *CONFIG_PARAMS, *CREATE_ONLY_PARAMS],
-    permission=Permission("VM.Allocate", "/vms/{vmid}"), returns=UPID_RETURN,
+    permission=guest_access.CREATE_PERMISSION, returns=UPID_RETURN,
 )
 async def create_vm(ctx: Ctx, p: dict) -> str:
     """Create a guest (its config; QEMU runs it once started)."""
     unsupported = {k: f"'{k}' is not supported yet" for k in ("archive", "live-restore") if p.get(k)}
     if unsupported:
         raise ParamErrors(unsupported)
-    node, vmid = p["node"], p["vmid"]
+    node, vmid, pool = p["node"], p["vmid"], p.get("pool")
+    given, _ = guest_access.resolve_cdrom_alias({k: v for k, v in p.items() if k not in ("node", "vmid")
+                                                 and k not in CREATE_ONLY})
+    with ctx.node.read() as s:
+        if pool and pool not in s.access.get("pool", {}):
+            raise ApiError(403, f"pool '{pool}' does not exist")  # Proxmox's check_pool_exist
+        guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
+                                  storage=p.get("storage"), start=bool(p.get("start")))
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
-    config = new_guest_config({k: v for k, v in p.items() if k not in ("node", "vmid")})
-    if p.get("pool") and not ctx.can("Pool.Allocate", f"/pool/{p['pool']}") and \
-            not ctx.can("VM.Allocate", f"/pool/{p['pool']}"):
-        raise forbidden("VM.Allocate", f"/pool/{p['pool']}")
+    config = new_guest_config(given)
     result = await ctx.node.submit(cmd.CreateGuest(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node,
                                                    vmid=vmid, config=config, upid=upid, starttime=starttime,
                                                    start=bool(p.get("start"))))
-    if p.get("pool"):
+    if pool:
         await ctx.node.submit(acc.SetPool(request_id=ctx.command_id + "/pool", ts=ctx.now, user=ctx.user,
-                                          poolid=p["pool"], vms=[vmid]))
+                                          poolid=pool, vms=[vmid]))
     return result["upid"]  # a retried request id answers with the first attempt's task
 
 

@@ -10,12 +10,12 @@ from api.compat.tasks import start_task, wait_task
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
+from api.services import guest_access
 from engine import commands as cmd
 from engine.volumes import alloc_requests, owned_volumes
 
 DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
               + [f"sata{i}" for i in range(6)] + ["efidisk0", "tpmstate0"])
-CONFIG_PERM = Permission("VM.Config.Options", "/vms/{vmid}")
 CHANGE_PARAMS = [Param("delete", description="A list of settings you want to delete."), Param("digest", max_length=64),
                  Param("revert"), SKIPLOCK, Param("force", "boolean")]
 READONLY_KEYS = {"parent", "snaptime", "vmstate"}
@@ -37,13 +37,20 @@ def _changes(p: dict) -> tuple[dict, list[str]]:
         raise ParamErrors(errors)
     if isinstance(changes.get("memory"), str) and changes["memory"].isdigit():
         changes["memory"] = int(changes["memory"])
+    return guest_access.resolve_cdrom_alias(changes, delete)
+
+
+def _authorized_changes(ctx: Ctx, p: dict) -> tuple[dict, list[str]]:
+    """The keys set and deleted, once the caller may change each of them (api/services/guest_access.py)."""
+    changes, delete = _changes(p)
+    with ctx.node.read() as s:
+        guest = s.guests.get(p["vmid"])
+        conf = dict(guest["conf"]) if guest is not None and guest["node"] == p["node"] else None
+        if conf is not None:
+            guest_access.check_update(guest_access.held_in(s, ctx.user), ctx.user, p["vmid"], changes, delete, conf)
+    if conf is None:
+        guest_or_404(ctx, p["node"], p["vmid"])
     return changes, delete
-
-
-def _check_lock_change(ctx: Ctx, changes: dict, delete: list[str]) -> None:
-    """Only root sets or clears a lock by hand (Proxmox's `qm set --lock` / `qm unlock`)."""
-    if ("lock" in changes or "lock" in delete) and ctx.user != "root@pam":
-        raise ParamErrors({"lock": "Only root may use this option."})
 
 
 def _needs_task(changes: dict, delete: list[str]) -> bool:
@@ -51,12 +58,10 @@ def _needs_task(changes: dict, delete: list[str]) -> bool:
 
 
 @API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config", params=[NODE, VMID_PATH, *CONFIG_PARAMS, *CHANGE_PARAMS],
-              permission=CONFIG_PERM, returns={"type": "null"})
+              permission=guest_access.CONFIG_PERMISSION, returns={"type": "null"})
 async def update_config_sync(ctx: Ctx, p: dict) -> None:
     """Set or delete config options (synchronously)."""
-    changes, delete = _changes(p)
-    _check_lock_change(ctx, changes, delete)
-    guest_or_404(ctx, p["node"], p["vmid"])
+    changes, delete = _authorized_changes(ctx, p)
     if _needs_task(changes, delete):
         upid = await start_task(ctx, p, "qmconfig", {"set": changes, "delete": delete}, digest=p.get("digest"))
         await wait_task(ctx, upid)
@@ -70,12 +75,10 @@ async def update_config_sync(ctx: Ctx, p: dict) -> None:
 @API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/config",
               params=[NODE, VMID_PATH, *CONFIG_PARAMS, *CHANGE_PARAMS,
                       Param("background_delay", "integer", minimum=1, maximum=30)],
-              permission=CONFIG_PERM, returns=UPID_RETURN)
+              permission=guest_access.CONFIG_PERMISSION, returns=UPID_RETURN)
 async def update_config_async(ctx: Ctx, p: dict) -> str:
     """Set or delete config options in a task; returns its UPID."""
-    changes, delete = _changes(p)
-    _check_lock_change(ctx, changes, delete)
-    guest_or_404(ctx, p["node"], p["vmid"])
+    changes, delete = _authorized_changes(ctx, p)
     return await start_task(ctx, p, "qmconfig", {"set": changes, "delete": delete}, digest=p.get("digest"))
 
 
@@ -83,12 +86,12 @@ async def update_config_async(ctx: Ctx, p: dict) -> str:
               params=[NODE, VMID_PATH, Param("disk", optional=False, enum=DISKS),
                       Param("size", optional=False, pattern=r"\+?\d+(\.\d+)?[KMGT]?"), Param("digest", max_length=64),
                       SKIPLOCK],
-              permission=Permission("VM.Config.Disk", "/vms/{vmid}"), returns=UPID_RETURN)
+              permission=guest_access.RESIZE_PERMISSION, returns=UPID_RETURN)
 async def resize_disk(ctx: Ctx, p: dict) -> str:
     """Grow a disk to `size`, or by `+size`."""
     guest = guest_or_404(ctx, p["node"], p["vmid"])
-    if p["disk"] not in guest["conf"]:
-        raise ParamErrors({"disk": f"disk '{p['disk']}' does not exist"})
+    with ctx.node.read() as s:
+        guest_access.check_resize(guest_access.held_in(s, ctx.user), p["vmid"], p["disk"], guest["conf"])
     return await start_task(ctx, p, "resize", {"disk": p["disk"], "size": p["size"]}, digest=p.get("digest"))
 
 
@@ -109,7 +112,7 @@ async def destroy_vm(ctx: Ctx, p: dict) -> str:
                       Param("full", "boolean"), Param("target", format="pve-node"),
                       Param("storage", format="pve-storage-id"), Param("format", enum=("raw", "qcow2", "vmdk")),
                       Param("pool", format="pve-poolid"), Param("snapname"), Param("bwlimit", "integer", minimum=0)],
-              permission=Permission("VM.Clone", "/vms/{vmid}"), returns=UPID_RETURN)
+              permission=guest_access.CLONE_PERMISSION, returns=UPID_RETURN)
 async def clone_vm(ctx: Ctx, p: dict) -> str:
     """Clone a guest: full (copies) or linked (qcow2 overlays on a template's disks)."""
     guest = guest_or_404(ctx, p["node"], p["vmid"])
@@ -117,6 +120,10 @@ async def clone_vm(ctx: Ctx, p: dict) -> str:
     full = bool(p.get("full", 0 if is_template else 1))
     if not full and not is_template:
         raise ParamErrors({"full": "linked clones need a template as source"})
+    if not full and p.get("storage"):
+        raise ParamErrors({"storage": "parameter 'storage' not allowed for linked clones"})
+    with ctx.node.read() as s:
+        guest_access.check_clone(guest_access.held_in(s, ctx.user), ctx.user, guest["conf"], p.get("storage"))
     if p.get("target") and p["target"] != p["node"]:
         with ctx.node.read() as s:
             known = p["target"] in s.nodes

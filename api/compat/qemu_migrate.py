@@ -7,6 +7,7 @@ from api.compat.tasks import start_task
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
+from api.services import guest_access
 from engine.volumes import owned_volumes, volume_of
 
 MIGRATE = Permission("VM.Migrate", "/vms/{vmid}")
@@ -41,6 +42,8 @@ async def migrate_check(ctx: Ctx, p: dict) -> dict:
 async def migrate(ctx: Ctx, p: dict) -> str:
     """Move the guest to `target`: offline (config and local volumes) or online (QEMU live migration)."""
     guest_or_404(ctx, p["node"], p["vmid"])
+    with ctx.node.read() as s:
+        guest_access.check_migrate(guest_access.held_in(s, ctx.user), ctx.user, p["vmid"], p)
     if p.get("targetstorage") and p["targetstorage"] not in ("1", "local"):
         raise ParamErrors({"targetstorage": f"storage '{p['targetstorage']}' does not exist on '{p['target']}'"})
     if not ctx.node.node_online(p["target"]):
