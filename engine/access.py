@@ -149,6 +149,14 @@ def _table(s: State, kind: str) -> dict:
     return s.access.get(kind, {})
 
 
+def pool_with_guest(s: State, poolid: str, vmid: int) -> AccessChanged:
+    """The event adding guest `vmid` to pool `poolid` (404 when the pool does not exist)."""
+    pool = _table(s, "pool").get(poolid)
+    if pool is None:
+        raise not_found(f"pool '{poolid}' does not exist")
+    return _changed("pool", poolid, {**pool, "vms": sorted(set(pool["vms"]) | {vmid})})
+
+
 # ---- decide ------------------------------------------------------------------------------------
 @decide.register
 def _(c: SetUser, s: State) -> Decision:

@@ -85,6 +85,7 @@ class CreateGuest(Command):
     upid: str
     starttime: int
     start: bool = False
+    pool: str | None = None  # joined in the same step, so a crash never leaves the guest outside its pool
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -136,17 +136,22 @@ def _(c: cmd.CreateGuest, s: State) -> Decision:
     config = dict(c.config)
     allocs = alloc_requests(config)
     start = c.start
+    joined: list[ev.Event] = []
+    if c.pool:
+        from engine.access import pool_with_guest  # engine.access registers itself here: imported late
+
+        joined = [pool_with_guest(s, c.pool, c.vmid)]
     if allocs or start:  # the owning node allocates volumes (and starts the guest); locked meanwhile
         config["lock"] = "create"
         intent = {"alloc": sorted(allocs), "start": start}
-        return [ev.GuestCreated(vmid=c.vmid, node=c.node, config=config),
+        return [ev.GuestCreated(vmid=c.vmid, node=c.node, config=config), *joined,
                 ev.TaskStarted(upid=c.upid, node=c.node, type="qmcreate", id=str(c.vmid), user=c.user,
                                starttime=c.starttime, vmid=c.vmid, lock="create", intent=intent)], \
             {"upid": c.upid, "vmid": c.vmid}
     events: list[ev.Event] = [
         ev.TaskStarted(upid=c.upid, node=c.node, type="qmcreate", id=str(c.vmid), user=c.user,
                        starttime=c.starttime, vmid=c.vmid),
-        ev.GuestCreated(vmid=c.vmid, node=c.node, config=config),
+        ev.GuestCreated(vmid=c.vmid, node=c.node, config=config), *joined,
         ev.TaskFinished(upid=c.upid, endtime=int(c.ts), exitstatus="OK", log=["TASK OK"]),
     ]
     return events, {"upid": c.upid, "vmid": c.vmid}

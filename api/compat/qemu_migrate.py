@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from api.compat.qemu_power import guest_or_404
-from api.compat.tasks import start_task
 from api.context import Ctx
 from api.registry import API
-from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
-from api.services import guest_access
+from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
+from api.services import guests
 from engine.volumes import owned_volumes, volume_of
 
 MIGRATE = Permission("VM.Migrate", "/vms/{vmid}")
@@ -17,7 +15,7 @@ MIGRATE = Permission("VM.Migrate", "/vms/{vmid}")
               permission=MIGRATE, returns={"type": "object", "properties": {"running": {"type": "boolean"}}})
 async def migrate_check(ctx: Ctx, p: dict) -> dict:
     """What a migration of this guest would have to deal with, and where it may go."""
-    guest = guest_or_404(ctx, p["node"], p["vmid"])
+    guest = guests.guest_or_404(ctx, p["node"], p["vmid"])
     with ctx.node.read() as s:
         others = sorted(n for n in s.nodes if n != p["node"])
     allowed, not_allowed = [], {}
@@ -41,12 +39,5 @@ async def migrate_check(ctx: Ctx, p: dict) -> dict:
               permission=MIGRATE, returns=UPID_RETURN)
 async def migrate(ctx: Ctx, p: dict) -> str:
     """Move the guest to `target`: offline (config and local volumes) or online (QEMU live migration)."""
-    guest_or_404(ctx, p["node"], p["vmid"])
-    with ctx.node.read() as s:
-        guest_access.check_migrate(guest_access.held_in(s, ctx.user), ctx.user, p["vmid"], p)
-    if p.get("targetstorage") and p["targetstorage"] not in ("1", "local"):
-        raise ParamErrors({"targetstorage": f"storage '{p['targetstorage']}' does not exist on '{p['target']}'"})
-    if not ctx.node.node_online(p["target"]):
-        raise ParamErrors({"target": f"target node '{p['target']}' is not online"})
-    intent = {"target": p["target"], "online": p.get("online", 0), "with-local-disks": p.get("with-local-disks", 0)}
-    return await start_task(ctx, p, "qmigrate", intent)
+    options = {k: v for k, v in p.items() if k not in ("node", "vmid", "target")}
+    return await guests.migrate(ctx, p["node"], p["vmid"], p["target"], options)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from api.compat.guests import guest_summary
-from api.compat.tasks import start_task
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
-from engine import tasks
-from engine.decide import conf_path
-from engine.errors import Rejection, not_found
+from api.services import guests
+from engine.errors import Rejection
 from hypervisor.qemu import GuestError
 
 POWER = Permission("VM.PowerMgmt", "/vms/{vmid}")
@@ -17,19 +15,11 @@ SKIPLOCK = Param("skiplock", "boolean", description="Ignore locks - only root is
 TIMEOUT = Param("timeout", "integer", minimum=0)
 
 
-def guest_or_404(ctx: Ctx, node: str, vmid: int) -> dict:
-    with ctx.node.read() as s:
-        guest = s.guests.get(vmid)
-        if guest is None or guest["node"] != node:
-            raise not_found(f"Configuration file '{conf_path(node, vmid)}' does not exist")
-        return {**guest, "conf": dict(guest["conf"])}
-
-
 @API.endpoint("GET", "/nodes/{node}/qemu/{vmid}", params=[NODE, VMID_PATH],
               permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "array", "items": {"type": "object"}})
 async def vm_index(ctx: Ctx, p: dict) -> list:
     """Directory index."""
-    guest_or_404(ctx, p["node"], p["vmid"])
+    guests.guest_or_404(ctx, p["node"], p["vmid"])
     return [{"subdir": d} for d in ("config", "pending", "status", "snapshot", "clone", "migrate", "resize",
                                     "template", "vncproxy", "termproxy", "rrd", "rrddata")]
 
@@ -38,7 +28,7 @@ async def vm_index(ctx: Ctx, p: dict) -> list:
               permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "array", "items": {"type": "object"}})
 async def status_index(ctx: Ctx, p: dict) -> list:
     """Directory index."""
-    guest_or_404(ctx, p["node"], p["vmid"])
+    guests.guest_or_404(ctx, p["node"], p["vmid"])
     return [{"subdir": d} for d in ("current", "start", "stop", "reset", "shutdown", "reboot", "suspend", "resume")]
 
 
@@ -48,7 +38,7 @@ async def status_index(ctx: Ctx, p: dict) -> list:
                                                          "qmpstatus": {"type": "string"}}})
 async def status_current(ctx: Ctx, p: dict) -> dict:
     """The guest's live status: `status`, `qmpstatus`, `pid`, `uptime`, `cpu`, `mem`, disk and net counters."""
-    guest = guest_or_404(ctx, p["node"], p["vmid"])
+    guest = guests.guest_or_404(ctx, p["node"], p["vmid"])
     conf = guest["conf"]
     row = guest_summary(guest)
     row.update(status=guest.get("status", "stopped"), qmpstatus=guest.get("status", "stopped"),
@@ -69,7 +59,7 @@ async def status_current(ctx: Ctx, p: dict) -> dict:
               permission=Permission("Sys.Modify", "/"), returns={"type": "string"})
 async def monitor(ctx: Ctx, p: dict) -> str:
     """Run a QEMU human monitor command on a running guest (root's debugging tool, as in Proxmox)."""
-    guest = guest_or_404(ctx, p["node"], p["vmid"])
+    guest = guests.guest_or_404(ctx, p["node"], p["vmid"])
     if ctx.rt.driver is None or guest["node"] != ctx.node.name:
         raise Rejection(501, "the guest runs on another node")
     try:
@@ -80,10 +70,8 @@ async def monitor(ctx: Ctx, p: dict) -> str:
 
 def _power_endpoint(action: str, task_type: str, params: list[Param], doc: str) -> None:
     async def handler(ctx: Ctx, p: dict) -> str:
-        guest_or_404(ctx, p["node"], p["vmid"])
-        intent = tasks.kind(task_type).intent_from({k: v for k, v in p.items() if k not in ("node", "vmid",
-                                                                                             "skiplock")})
-        return await start_task(ctx, p, task_type, intent)
+        options = {k: v for k, v in p.items() if k not in ("node", "vmid", "skiplock")}
+        return await guests.power(ctx, p["node"], p["vmid"], task_type, options, skiplock=bool(p.get("skiplock")))
 
     handler.__name__ = f"vm_{action}"
     handler.__doc__ = doc

@@ -1,4 +1,7 @@
-"""Starting guest tasks from the API and waiting for them."""
+"""Tasks: starting a guest task (its intent in the log, run by the guest's node) and waiting for it.
+
+Used by every interface; the task's kind (engine/tasks.py) decides its lock and which parameters it takes.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from engine import tasks
 from engine.errors import Rejection
 
 
-async def start_task(ctx: Ctx, p: dict, task_type: str, intent: dict | None = None, newid: int | None = None,
-                     digest: str | None = None) -> str:
+async def start_task(ctx: Ctx, node: str, vmid: int, task_type: str, intent: dict | None = None, *,
+                     newid: int | None = None, digest: str | None = None, skiplock: bool = False) -> str:
     """Record the intent in the log; the guest's node runs it, under the lock its kind declares (engine/tasks.py).
-    Returns the UPID. The kind's intent check runs here too, so a refusal costs no log entry."""
-    node, vmid = p["node"], p["vmid"]
-    skiplock = bool(p.get("skiplock"))
+    Returns the UPID. The kind's intent check runs here too, so a refusal costs no log entry.
+    Raises 400 (unknown parameter, `skiplock` from anyone but root@pam), 403 (root-only parameter), 404/409/423
+    from the engine (guest, state, lock)."""
     if skiplock and ctx.user != "root@pam":
         raise ParamErrors({"skiplock": "Only root may use this option."})
     intent = intent or {}

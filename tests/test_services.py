@@ -1,0 +1,73 @@
+"""The services in process: a real single node (engine, log, bridge) and the rules every interface calls,
+without HTTP and without QEMU."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from api.context import Ctx
+from api.errors import ApiError
+from api.services import guests
+from engine import access as acc
+from engine.errors import Rejection
+from engine.node import Node, NodeSpec
+from tests.harness import free_ports
+
+
+@pytest.fixture
+async def node(tmp_path, nursery):
+    [port] = free_ports(1)
+    spec = NodeSpec("n1", str(tmp_path), "127.0.0.1", 8006, port, {"n1": f"127.0.0.1:{port}"})
+    n = Node(spec, "ticket-key-pem", "csrf-secret")
+    n.bind_trio()
+    await nursery.start(n.bridge.run)
+    with trio.fail_after(20):
+        await n.bootstrap()
+    yield n
+    n.close()
+
+
+def caller(node: Node, user: str = "root@pam", request: str = "r1") -> Ctx:
+    return Ctx(node, user, request, now=node.wall())
+
+
+async def test_create_with_a_pool_is_one_command(node):
+    ctx = caller(node)
+    await node.submit(acc.SetPool(request_id="p", ts=node.wall(), poolid="web", create=True))
+    await guests.create(ctx, "n1", 100, {"name": "a"}, pool="web")
+    with node.read() as s:
+        assert s.access["pool"]["web"]["vms"] == [100] and 100 in s.guests
+        # one request id, one command: a crash cannot fall between the guest and its pool membership
+        assert [r for r in s.requests if r.startswith("root@pam/")] == ["root@pam/r1"]
+
+
+async def test_create_into_a_missing_pool_is_refused_and_leaves_nothing(node):
+    with pytest.raises(ApiError) as exc:
+        await guests.create(caller(node), "n1", 101, {"name": "b"}, pool="nope")
+    assert exc.value.status == 403
+    with node.read() as s:
+        assert 101 not in s.guests
+
+
+async def test_each_power_action_takes_only_what_its_task_honours(node):
+    await guests.create(caller(node, request="c"), "n1", 102, {"name": "c"})
+    with pytest.raises(Rejection) as exc:  # status/start with `machine`: recorded and ignored before, now refused
+        await guests.power(caller(node, request="s1"), "n1", 102, "qmstart", {"machine": "q35"})
+    assert exc.value.status == 400 and "machine" in exc.value.errors
+    with pytest.raises(Rejection) as exc:
+        await guests.power(caller(node, "alice@pve", "s2"), "n1", 102, "qmstop", {"keepActive": 1})
+    assert exc.value.status == 403
+    upid = await guests.power(caller(node, request="s3"), "n1", 102, "qmstart", {"timeout": 30, "machine": ""})
+    with node.read() as s:
+        assert s.tasks[upid]["intent"] == {"timeout": 30}  # an empty `machine` asks for nothing: not recorded
+
+
+async def test_a_snapshot_task_holds_the_snapshot_lock_and_a_second_one_is_refused(node):
+    await guests.create(caller(node, request="c"), "n1", 103, {"name": "d"})
+    await guests.snapshot(caller(node, request="s1"), "n1", 103, "first")
+    with node.read() as s:
+        assert s.guests[103]["conf"]["lock"] == "snapshot"
+    with pytest.raises(Rejection) as exc:
+        await guests.snapshot(caller(node, request="s2"), "n1", 103, "second")
+    assert exc.value.status == 423 and exc.value.message == "VM 103 is locked (snapshot)"
