@@ -7,7 +7,6 @@ in the spec's format with the message as the HTTP reason phrase, as Proxmox does
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import time
@@ -21,17 +20,15 @@ from quart_trio import QuartTrio
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from api import auth
 from api.bodies import PARAMS_BODY_LIMIT, merge, parse_body, parse_form, too_large
 from api.context import Ctx, Reply, Runtime
-from api.errors import ApiError, forbidden, reason_phrase, unauthorized
+from api.errors import ApiError, reason_phrase
 from api.forward import forward, target_node
-from api.passwords import hash_secret
+from api.gate import Credentials, Gate, RateLimited
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
 from engine.errors import Rejection
 from engine.node import Node
-from engine.roles import privileges_on, user_active
 
 JSON_TYPE = "application/json;charset=UTF-8"
 REASON_HEADER = "x-gpve-reason"
@@ -88,10 +85,9 @@ class Api:
                  limiter: RateLimiter) -> None:
         self.node = node
         self.runtime = runtime
-        self.limiter = limiter
+        self.gate = Gate(node, limiter, root_password)
         self.http = httpx.AsyncClient(verify=False, timeout=httpx.Timeout(60.0, connect=3.0))
         self.registry = registry
-        self.root_password = root_password
 
     async def forward(self, member: dict, path: str, request_id: str) -> Response:
         """Hand the request to the node it is about; 502 if that node cannot be reached."""
@@ -113,67 +109,15 @@ class Api:
         structlog.contextvars.clear_contextvars()
         return response
 
-    def check_local_password(self, user: str, password: str) -> bool:
-        """The pam realm is node-local, as in Proxmox: root@pam's password is this node's own."""
-        return user == "root@pam" and hmac.compare_digest(password.encode(), self.root_password.encode())
+    def credentials(self) -> Credentials:
+        return Credentials(request.cookies.get("PVEAuthCookie"), request.headers.get("Authorization", ""),
+                           request.headers.get("CSRFPreventionToken", ""))
 
-    def authenticate(self, endpoint: Endpoint, now: float) -> str:
-        cookie = request.cookies.get("PVEAuthCookie")
-        header = request.headers.get("Authorization", "")
-        ticket = cookie
-        if header.startswith("PVEAuthCookie="):
-            ticket = header.removeprefix("PVEAuthCookie=")
-        elif header.startswith("PVEAPIToken"):
-            return self.authenticate_token(header[len("PVEAPIToken"):].lstrip("= "), now)
-        if not ticket:
-            raise unauthorized("No ticket")
-        key_pem, csrf_secret = self.node.auth_secrets()
-        user = auth.verify_ticket(key_pem, ticket, now)
-        if user is None:
-            raise unauthorized("invalid PVE ticket")
-        with self.node.read() as s:
-            if not user_active(s, user, now):
-                raise unauthorized("invalid PVE ticket")
-        if endpoint.writes:
-            token = request.headers.get("CSRFPreventionToken", "")
-            if not auth.verify_csrf_token(csrf_secret, token, user, now):
-                raise unauthorized("Permission denied - invalid csrf token")
-        return user
-
-    @staticmethod
-    def _login_key(raw: dict[str, Any]) -> str:
-        return f"{request.remote_addr}|{str(raw.get('username', ''))[:64]}"
-
-    def count(self, endpoint: Endpoint, user: str, raw: dict[str, Any], now: float) -> Verdict | None:
-        """Apply the endpoint's rate class; logins count per source and user, and a success is refunded."""
+    def rate_key(self, endpoint: Endpoint, user: str, raw: dict[str, Any]) -> str:
+        """Logins count per source address and user name; everything else per user (or source)."""
         if endpoint.rate_class == "auth":
-            verdict = self.limiter.check("auth", self._login_key(raw), now)
-        else:
-            verdict = self.limiter.check(endpoint.rate_class, user or str(request.remote_addr), now)
-        if verdict is not None and not verdict.allowed:
-            raise RateLimited(verdict)
-        return verdict
-
-    def authenticate_token(self, value: str, now: float) -> str:
-        """`user@realm!tokenid=SECRET`; secrets are stored hashed, expiry and revocation apply at once."""
-        full, _, secret = value.partition("=")
-        userid, _, tokenid = full.partition("!")
-        with self.node.read() as s:
-            token = s.access.get("user", {}).get(userid, {}).get("tokens", {}).get(tokenid)
-            active = user_active(s, full, now)
-        if not tokenid or token is None or not active or not hmac.compare_digest(
-                token.get("secret", ""), hash_secret(secret)):
-            raise unauthorized("invalid token value!")
-        return full
-
-    def authorize(self, endpoint: Endpoint, user: str, params: dict[str, Any]) -> None:
-        """The endpoint's declared (base) permission; handlers check what depends on the values."""
-        if endpoint.permission.check == "root" and user != "root@pam":
-            raise ApiError(403, "Permission check failed (user != root@pam)")
-        with self.node.read() as s:
-            denied = endpoint.permission.denial(lambda path: privileges_on(s, user, path), params)
-        if denied:
-            raise forbidden(*denied)
+            return f"{request.remote_addr}|{str(raw.get('username', ''))[:64]}"
+        return user or str(request.remote_addr)
 
     async def handle(self, path: str, native: bool = False) -> Response:
         request_id = request.headers.get("X-Request-ID", "")
@@ -198,16 +142,17 @@ class Api:
                     raise ApiError(405, f"Method '{request.method} /{path}' not implemented")
                 raise ApiError(404, f"No '{request.method}' handler for '/{path}'")
             now = time.time()
-            user = "" if endpoint.permission.check == "public" else self.authenticate(endpoint, now)
+            user = "" if endpoint.permission.check == "public" else \
+                self.gate.authenticate(self.credentials(), endpoint.writes, now)
             raw = await _raw_params(endpoint, path_params)
-            verdict = self.count(endpoint, user, raw, now)
+            verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
             params = endpoint.validate(raw)
-            self.authorize(endpoint, user, params)
-            ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.check_local_password,
+            self.gate.authorize(endpoint.permission, user, params)
+            ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.gate.check_local_password,
                       self.runtime)
             result = await endpoint.handler(ctx, params)
             if endpoint.rate_class == "auth":  # only failed logins count against the limit
-                self.limiter.refund("auth", self._login_key(raw))
+                self.gate.refund("auth", self.rate_key(endpoint, user, raw))
             reply = result if isinstance(result, Reply) else Reply(result)
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
@@ -243,11 +188,6 @@ def explorer_page() -> str:
 <script>window.ui = SwaggerUIBundle({url: "/api2/json/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
 </script></body></html>
 """
-
-
-class RateLimited(Exception):
-    def __init__(self, verdict: Verdict) -> None:
-        self.verdict = verdict
 
 
 def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Reply:

@@ -1,0 +1,104 @@
+"""The gate every interface passes: who is calling (ticket, API token), may they (privilege on path), and
+are they within their rate. Transport-neutral: REST hands it the header values, gRPC its metadata.
+
+Follows Proxmox's `PVE::APIServer::AnyEvent` and `PVE::RPCEnvironment`: tickets from the `PVEAuthCookie`
+cookie or an `Authorization: PVEAuthCookie=…` header, with the CSRF token required on writes; API tokens
+from `Authorization: PVEAPIToken=user@realm!tokenid=SECRET` (no CSRF). Errors: 401 (`invalid PVE ticket`,
+`invalid token value!`, `Permission denied - invalid csrf token`), 403 (missing privilege), 429.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from api import auth
+from api.errors import ApiError, forbidden, unauthorized
+from api.passwords import hash_secret
+from api.ratelimit import RateLimiter, Verdict
+from api.schema import Permission
+from engine.node import Node
+from engine.roles import privileges_on, user_active
+
+ROOT = "root@pam"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request carries: the ticket cookie, the `Authorization` value, the CSRF token header."""
+
+    cookie: str | None = None
+    authorization: str = ""
+    csrf: str = ""
+
+
+class RateLimited(Exception):
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__("rate limited")
+        self.verdict = verdict
+
+
+class Gate:
+    def __init__(self, node: Node, limiter: RateLimiter, root_password: str) -> None:
+        self.node = node
+        self.limiter = limiter
+        self._root_password = root_password
+
+    def check_local_password(self, user: str, password: str) -> bool:
+        """The pam realm is node-local, as in Proxmox: root@pam's password is this node's own."""
+        return user == ROOT and hmac.compare_digest(password.encode(), self._root_password.encode())
+
+    def authenticate(self, creds: Credentials, writes: bool, now: float) -> str:
+        """The caller's id (`user@realm`, or `user@realm!tokenid` for a token); raises 401."""
+        header = creds.authorization
+        ticket = creds.cookie
+        if header.startswith("PVEAuthCookie="):
+            ticket = header.removeprefix("PVEAuthCookie=")
+        elif header.startswith("PVEAPIToken"):
+            return self._token(header[len("PVEAPIToken"):].lstrip("= "), now)
+        if not ticket:
+            raise unauthorized("No ticket")
+        key_pem, csrf_secret = self.node.auth_secrets()
+        user = auth.verify_ticket(key_pem, ticket, now)
+        if user is None:
+            raise unauthorized("invalid PVE ticket")
+        with self.node.read() as s:
+            if not user_active(s, user, now):
+                raise unauthorized("invalid PVE ticket")
+        if writes and not auth.verify_csrf_token(csrf_secret, creds.csrf, user, now):
+            raise unauthorized("Permission denied - invalid csrf token")
+        return user
+
+    def _token(self, value: str, now: float) -> str:
+        """`user@realm!tokenid=SECRET`; secrets are stored hashed, expiry and revocation apply at once."""
+        full, _, secret = value.partition("=")
+        userid, _, tokenid = full.partition("!")
+        with self.node.read() as s:
+            token = s.access.get("user", {}).get(userid, {}).get("tokens", {}).get(tokenid)
+            active = user_active(s, full, now)
+        if not tokenid or token is None or not active or not hmac.compare_digest(
+                token.get("secret", ""), hash_secret(secret)):
+            raise unauthorized("invalid token value!")
+        return full
+
+    def authorize(self, permission: Permission, user: str, params: dict[str, Any]) -> None:
+        """The declared (base) permission; raises 403 naming the missing privilege and path."""
+        if permission.check == "root" and user != ROOT:
+            raise ApiError(403, "Permission check failed (user != root@pam)")
+        with self.node.read() as s:
+            denied = permission.denial(lambda path: privileges_on(s, user, path), params)
+        if denied:
+            raise forbidden(*denied)
+
+    def count(self, rate_class: str, key: str, now: float) -> Verdict | None:
+        """Count one request of `rate_class` (auth, read, write, bulk) for `key` (the user, or for logins the
+        source and user name); raises RateLimited over the limit."""
+        verdict = self.limiter.check(rate_class, key, now)
+        if verdict is not None and not verdict.allowed:
+            raise RateLimited(verdict)
+        return verdict
+
+    def refund(self, rate_class: str, key: str) -> None:
+        """A successful login does not count against the failed-login budget."""
+        self.limiter.refund(rate_class, key)
