@@ -8,7 +8,7 @@ import trio
 
 from api.context import Ctx
 from api.errors import ApiError
-from api.services import guests
+from api.services import cluster, guests
 from engine import access as acc
 from engine.errors import Rejection
 from engine.node import Node, NodeSpec
@@ -71,3 +71,16 @@ async def test_a_snapshot_task_holds_the_snapshot_lock_and_a_second_one_is_refus
     with pytest.raises(Rejection) as exc:
         await guests.snapshot(caller(node, request="s2"), "n1", 103, "second")
     assert exc.value.status == 423 and exc.value.message == "VM 103 is locked (snapshot)"
+
+
+async def test_a_node_with_guests_cannot_join_another_cluster(node):
+    await guests.create(caller(node, request="c"), "n1", 104, {"name": "e"})
+    with pytest.raises(ApiError) as exc:
+        await cluster.join(caller(node, request="j"), "127.0.0.1:1", "secret", "AA:" * 31 + "AA")
+    assert exc.value.status == 400 and exc.value.message == "this node has guests - a joining node must have none"
+
+
+async def test_a_member_refuses_to_admit_a_second_node_under_a_taken_name(node):
+    with pytest.raises(ApiError) as exc:
+        cluster.admit(caller(node), "n1", "127.0.0.9:5404", "127.0.0.9", 8006, "")
+    assert exc.value.status == 409 and "already exists" in exc.value.message

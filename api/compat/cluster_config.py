@@ -1,37 +1,13 @@
-"""/cluster/config: create a cluster, join one through the API, list and remove its nodes.
-
-Joining (on the new node): check the member's certificate fingerprint, log in there as root@pam and
-ask the member to add us (`POST /cluster/config/nodes/{node}`). Its answer, the only one that carries
-it, hands over the cluster's Raft key (the key of the log transport's encryption; Proxmox's addnode
-answers corosync's authkey likewise) and the cluster CA; the member starts the Raft membership change,
-which commits once we follow the cluster's log with that key. The CA becomes ours, and the ticket key
-arrives with the log. Every call here that changes the membership is root@pam's alone, as in Proxmox.
-"""
+"""/cluster/config: create a cluster, join one through the API, list and remove its nodes (the rules and the
+join protocol: api/services/cluster.py)."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-import ssl
-
-import httpx
-import structlog
-import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
 from api.context import Ctx
-from api.errors import ApiError
 from api.registry import API
-from api.schema import ROOT_ONLY, Param, ParamErrors, Permission
-from engine import commands as cmd
-from engine.bridge import NoQuorum
-from engine.errors import not_found
-from engine.node import Node
+from api.schema import ROOT_ONLY, Param, Permission
+from api.services import cluster
 
-log = structlog.get_logger("gpve.cluster")
-JOIN_TIMEOUT = 60.0  # seconds for the cluster to admit a joining node once the member has answered
 SYS_AUDIT = Permission("Sys.Audit", "/")
 OBJ = {"type": "object"}
 LIST = {"type": "array", "items": {"type": "object"}}
@@ -49,41 +25,21 @@ async def config_index(ctx: Ctx, p: dict) -> list:
               permission=ROOT_ONLY, returns={"type": "string"})
 async def create_cluster(ctx: Ctx, p: dict) -> str:
     """Create a cluster named `clustername` on this (single) node."""
-    await ctx.node.submit(cmd.SetClusterName(request_id=ctx.command_id, ts=ctx.now, user=ctx.user,
-                                             cluster_name=p["clustername"]))
-    return f"cluster '{p['clustername']}' created on node '{ctx.node.name}'"
-
-
-def _join_info(ctx: Ctx) -> dict:
-    with ctx.node.read() as s:
-        nodes = sorted((dict(n) for n in s.nodes.values()), key=lambda n: n["nodeid"])
-        name, version = s.cluster_name, s.version
-    if not any(n["name"] == ctx.node.name for n in nodes):
-        # a node that has just (re)started has not replayed its log yet: an empty member list here
-        # would make a joiner found a cluster of its own (found by the simulator, seed 18)
-        raise NoQuorum("cluster not ready - this node has not caught up with the cluster yet")
-    nodelist = [{"name": n["name"], "nodeid": str(n["nodeid"]), "pve_addr": n["ip"], "ring0_addr": n["ip"],
-                 "quorum_votes": "1", "pve_fp": n.get("fingerprint", ""), "raft_addr": n["raft_addr"],
-                 "api_port": n["api_port"]} for n in nodes]
-    digest = hashlib.sha1(repr((name, version, [(n["name"], n["raft_addr"]) for n in nodes])).encode()).hexdigest()
-    return {"nodelist": nodelist, "preferred_node": ctx.node.name, "config_digest": digest,
-            "totem": {"cluster_name": name, "config_version": str(version), "version": "2"}}
+    return await cluster.create(ctx, p["clustername"])
 
 
 @API.endpoint("GET", "/cluster/config/join", params=[Param("node", format="pve-node")], permission=SYS_AUDIT,
               returns={"type": "object", "properties": {"nodelist": LIST, "config_digest": {"type": "string"}}})
 async def join_info(ctx: Ctx, p: dict) -> dict:
     """What a new node needs to join: members, their addresses and certificate fingerprints."""
-    return _join_info(ctx)
+    return cluster.join_info(ctx)
 
 
 @API.endpoint("GET", "/cluster/config/nodes", permission=SYS_AUDIT, returns=LIST)
 async def config_nodes(ctx: Ctx, p: dict) -> list:
     """The cluster's nodes."""
-    with ctx.node.read() as s:
-        nodes = sorted((dict(n) for n in s.nodes.values()), key=lambda n: n["nodeid"])
     return [{"name": n["name"], "node": n["name"], "nodeid": n["nodeid"], "quorum_votes": 1, "ring0_addr": n["ip"],
-             "raft_addr": n["raft_addr"]} for n in nodes]
+             "raft_addr": n["raft_addr"]} for n in cluster.nodes(ctx)]
 
 
 @API.endpoint("POST", "/cluster/config/nodes/{node}",
@@ -96,33 +52,8 @@ async def add_node(ctx: Ctx, p: dict) -> dict:
     """(Called by a joining node.) Admit it to the Raft membership and the node list, in the background:
     the change commits only once the joiner follows the log, keyed with the Raft key answered here
     (`raft_key`, with the cluster CA and the join information)."""
-    with ctx.node.read() as s:
-        known = s.nodes.get(p["node"])
-        if known and known["raft_addr"] != p["raft_addr"]:
-            raise ApiError(409, f"node '{p['node']}' already exists in the cluster")
-    info = _join_info(ctx)
-    if not known:
-        ctx.rt.spawn(functools.partial(_admit, ctx.node, p, ctx.user, ctx.command_id))
-    ssl_dir = os.path.join(ctx.node.spec.data_dir, "ssl")
-    with open(os.path.join(ssl_dir, "pve-root-ca.pem")) as f:
-        ca_cert = f.read()
-    with open(os.path.join(ssl_dir, "pve-root-ca.key")) as f:
-        ca_key = f.read()
-    return {"ca_cert": ca_cert, "ca_key": ca_key, "raft_key": ctx.node.raft_key, **info}
-
-
-async def _admit(node: Node, p: dict, user: str, request_id: str) -> None:
-    """Add the joiner to the Raft membership (one change at a time), then register it."""
-    try:
-        await node.change_membership("add", p["raft_addr"])
-    except NoQuorum as exc:
-        log.error("join failed", joining=p["node"], raft_addr=p["raft_addr"], error=exc.message)
-        return
-    registered = await node.submit_until_done(cmd.RegisterNode(
-        request_id=request_id, ts=node.wall(), user=user, name=p["node"], ip=p["new_node_ip"],
-        api_port=p.get("apiport", 8006), raft_addr=p["raft_addr"], fingerprint=p.get("fingerprint", "")))
-    if registered is not None:  # a refusal is logged by submit_until_done
-        log.info("node joined", joined=p["node"], raft_addr=p["raft_addr"])
+    return cluster.admit(ctx, p["node"], p["raft_addr"], p["new_node_ip"], p.get("apiport", 8006),
+                         p.get("fingerprint", ""))
 
 
 @API.endpoint("DELETE", "/cluster/config/nodes/{node}",
@@ -130,20 +61,7 @@ async def _admit(node: Node, p: dict, user: str, request_id: str) -> None:
               permission=ROOT_ONLY, returns={"type": "null"})
 async def remove_node(ctx: Ctx, p: dict) -> None:
     """Remove a node from the cluster (refused while it owns guests)."""
-    with ctx.node.read() as s:
-        target = dict(s.nodes.get(p["node"]) or {})
-    if not target:
-        raise not_found(f"no such cluster node '{p['node']}'")
-    if p["node"] == ctx.node.name:
-        raise ApiError(400, "cannot remove the node you are talking to - ask another member")
-    await ctx.node.submit(cmd.RemoveNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=p["node"]))
-    await ctx.node.change_membership("remove", target["raft_addr"])
-
-
-def _peer_fingerprint(host: str, port: int) -> str:
-    pem = ssl.get_server_certificate((host, port), timeout=10)
-    digest = x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256())
-    return ":".join(f"{b:02X}" for b in digest)
+    await cluster.remove_node(ctx, p["node"])
 
 
 @API.endpoint("POST", "/cluster/config/join",
@@ -155,43 +73,4 @@ def _peer_fingerprint(host: str, port: int) -> str:
               permission=ROOT_ONLY, returns={"type": "string"})
 async def join_cluster(ctx: Ctx, p: dict) -> str:
     """Join this node to the cluster of `hostname`, with root@pam's `password` there."""
-    host, _, port_text = p["hostname"].rpartition(":") if ":" in p["hostname"] else (p["hostname"], "", "8006")
-    port = int(port_text) if port_text.isdigit() else 8006
-    with ctx.node.read() as s:
-        if s.guests:
-            raise ApiError(400, "this node has guests - a joining node must have none")
-        if len(s.nodes) > 1:
-            raise ApiError(400, "this node is already part of a cluster")
-    try:
-        seen = await trio.to_thread.run_sync(_peer_fingerprint, host, port)
-    except OSError as exc:
-        raise ApiError(502, f"unable to reach '{host}:{port}' - {exc}") from None
-    if seen.upper() != p["fingerprint"].upper():
-        raise ParamErrors({"fingerprint": f"fingerprint mismatch: {host} presents {seen}"})
-    base = f"https://{host}:{port}/api2/json"
-    async with httpx.AsyncClient(verify=False, timeout=60) as http:
-        login = await http.post(base + "/access/ticket", data={"username": "root@pam", "password": p["password"]})
-        if login.status_code != 200:
-            raise ApiError(401, f"authentication at '{host}' failed")
-        auth = login.json()["data"]
-        headers = {"CSRFPreventionToken": auth["CSRFPreventionToken"], "Cookie": f"PVEAuthCookie={auth['ticket']}"}
-        info = await http.get(base + "/cluster/config/join", headers=headers)
-        info.raise_for_status()
-        members = {n["name"]: n["raft_addr"] for n in info.json()["data"]["nodelist"]}
-        if not members:
-            raise ApiError(503, f"'{host}' does not know its cluster's members yet - try again")
-        if ctx.node.name in members:
-            raise ApiError(409, f"a node named '{ctx.node.name}' is already in that cluster")
-        spec = ctx.node.spec
-        added = await http.post(base + f"/cluster/config/nodes/{spec.name}", headers=headers,
-                                data={"raft_addr": spec.raft_addr, "new_node_ip": spec.ip, "apiport": spec.api_port})
-        if added.status_code != 200:
-            raise ApiError(added.status_code, f"the cluster refused the join: {added.reason_phrase}")
-        answer = added.json()["data"]
-    members = {n["name"]: n["raft_addr"] for n in answer["nodelist"]}
-    await ctx.node.switch_to_cluster({**members, spec.name: spec.raft_addr}, answer["raft_key"])
-    with trio.move_on_after(JOIN_TIMEOUT) as waited:
-        await ctx.rt.adopt_ca(answer["ca_cert"], answer["ca_key"])  # registers this node: done once admitted
-    if waited.cancelled_caught:
-        raise NoQuorum(f"cluster not ready - '{host}' did not admit this node within {JOIN_TIMEOUT:.0f} s")
-    return f"node '{spec.name}' joined cluster '{answer['totem']['cluster_name']}'"
+    return await cluster.join(ctx, p["hostname"], p["password"], p["fingerprint"])

@@ -1,0 +1,162 @@
+"""The cluster: create, join (both sides), list and remove nodes (Proxmox's `pvecm create/add/delnode`,
+`/cluster/config` endpoints in `PVE/API2/ClusterConfig.pm`).
+
+Joining, on the new node: check the member's certificate fingerprint, log in there as root@pam and ask the
+member to add us (`POST /cluster/config/nodes/{node}`). Its answer, the only one that carries it, hands
+over the cluster's Raft key (the key of the log transport's encryption; Proxmox's addnode answers
+corosync's authkey likewise) and the cluster CA; the member starts the Raft membership change, which
+commits once we follow the cluster's log with that key. The CA becomes ours, and the ticket key arrives
+with the log. Every call here that changes the membership is root@pam's alone, as in Proxmox.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import ssl
+
+import httpx
+import structlog
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from api.context import Ctx
+from api.errors import ApiError
+from api.schema import ParamErrors
+from engine import commands as cmd
+from engine.bridge import NoQuorum
+from engine.errors import not_found
+from engine.node import Node
+
+log = structlog.get_logger("gpve.cluster")
+JOIN_TIMEOUT = 60.0  # seconds for the cluster to admit a joining node once the member has answered
+
+
+async def create(ctx: Ctx, clustername: str) -> str:
+    """Name the cluster this (single) node forms."""
+    await ctx.node.submit(cmd.SetClusterName(request_id=ctx.command_id, ts=ctx.now, user=ctx.user,
+                                             cluster_name=clustername))
+    return f"cluster '{clustername}' created on node '{ctx.node.name}'"
+
+
+def join_info(ctx: Ctx) -> dict:
+    """What a joiner needs: `nodelist` (name, nodeid, addresses, `pve_fp`, `raft_addr`, `api_port`),
+    `preferred_node`, `config_digest`, `totem`. 503 while this node has not caught up with its cluster."""
+    with ctx.node.read() as s:
+        nodes = sorted((dict(n) for n in s.nodes.values()), key=lambda n: n["nodeid"])
+        name, version = s.cluster_name, s.version
+    if not any(n["name"] == ctx.node.name for n in nodes):
+        # a node that has just (re)started has not replayed its log yet: an empty member list here
+        # would make a joiner found a cluster of its own (found by the simulator, seed 18)
+        raise NoQuorum("cluster not ready - this node has not caught up with the cluster yet")
+    nodelist = [{"name": n["name"], "nodeid": str(n["nodeid"]), "pve_addr": n["ip"], "ring0_addr": n["ip"],
+                 "quorum_votes": "1", "pve_fp": n.get("fingerprint", ""), "raft_addr": n["raft_addr"],
+                 "api_port": n["api_port"]} for n in nodes]
+    digest = hashlib.sha1(repr((name, version, [(n["name"], n["raft_addr"]) for n in nodes])).encode()).hexdigest()
+    return {"nodelist": nodelist, "preferred_node": ctx.node.name, "config_digest": digest,
+            "totem": {"cluster_name": name, "config_version": str(version), "version": "2"}}
+
+
+def nodes(ctx: Ctx) -> list[dict]:
+    with ctx.node.read() as s:
+        return sorted((dict(n) for n in s.nodes.values()), key=lambda n: n["nodeid"])
+
+
+def admit(ctx: Ctx, name: str, raft_addr: str, ip: str, api_port: int, fingerprint: str) -> dict:
+    """(On a member, for a joining node.) Start admitting it, in the background: the Raft membership change
+    commits only once the joiner follows the log, keyed with the Raft key answered here (`raft_key`, with the
+    cluster CA `ca_cert`/`ca_key` and the join information). 409 when another node has that name."""
+    with ctx.node.read() as s:
+        known = s.nodes.get(name)
+    if known and known["raft_addr"] != raft_addr:
+        raise ApiError(409, f"node '{name}' already exists in the cluster")
+    info = join_info(ctx)
+    if not known:
+        ctx.rt.spawn(functools.partial(_admit, ctx.node, name, raft_addr, ip, api_port, fingerprint, ctx.user,
+                                       ctx.command_id))
+    ssl_dir = os.path.join(ctx.node.spec.data_dir, "ssl")
+    with open(os.path.join(ssl_dir, "pve-root-ca.pem")) as f:
+        ca_cert = f.read()
+    with open(os.path.join(ssl_dir, "pve-root-ca.key")) as f:
+        ca_key = f.read()
+    return {"ca_cert": ca_cert, "ca_key": ca_key, "raft_key": ctx.node.raft_key, **info}
+
+
+async def _admit(node: Node, name: str, raft_addr: str, ip: str, api_port: int, fingerprint: str, user: str,
+                 request_id: str) -> None:
+    """Add the joiner to the Raft membership (one change at a time), then register it."""
+    try:
+        await node.change_membership("add", raft_addr)
+    except NoQuorum as exc:
+        log.error("join failed", joining=name, raft_addr=raft_addr, error=exc.message)
+        return
+    registered = await node.submit_until_done(cmd.RegisterNode(
+        request_id=request_id, ts=node.wall(), user=user, name=name, ip=ip, api_port=api_port, raft_addr=raft_addr,
+        fingerprint=fingerprint))
+    if registered is not None:  # a refusal is logged by submit_until_done
+        log.info("node joined", joined=name, raft_addr=raft_addr)
+
+
+async def remove_node(ctx: Ctx, name: str) -> None:
+    """Remove node `name` from the cluster (refused while it owns guests or runs tasks; 404 if unknown)."""
+    with ctx.node.read() as s:
+        target = dict(s.nodes.get(name) or {})
+    if not target:
+        raise not_found(f"no such cluster node '{name}'")
+    if name == ctx.node.name:
+        raise ApiError(400, "cannot remove the node you are talking to - ask another member")
+    await ctx.node.submit(cmd.RemoveNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=name))
+    await ctx.node.change_membership("remove", target["raft_addr"])
+
+
+def _peer_fingerprint(host: str, port: int) -> str:
+    pem = ssl.get_server_certificate((host, port), timeout=10)
+    digest = x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256())
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+async def join(ctx: Ctx, hostname: str, password: str, fingerprint: str) -> str:
+    """Join this (guest-less, single) node to the cluster of member `hostname` (`host` or `host:apiport`),
+    with root@pam's `password` there; the member's API certificate must have `fingerprint` (SHA-256)."""
+    host, _, port_text = hostname.rpartition(":") if ":" in hostname else (hostname, "", "8006")
+    port = int(port_text) if port_text.isdigit() else 8006
+    with ctx.node.read() as s:
+        if s.guests:
+            raise ApiError(400, "this node has guests - a joining node must have none")
+        if len(s.nodes) > 1:
+            raise ApiError(400, "this node is already part of a cluster")
+    try:
+        seen = await trio.to_thread.run_sync(_peer_fingerprint, host, port)
+    except OSError as exc:
+        raise ApiError(502, f"unable to reach '{host}:{port}' - {exc}") from None
+    if seen.upper() != fingerprint.upper():
+        raise ParamErrors({"fingerprint": f"fingerprint mismatch: {host} presents {seen}"})
+    base = f"https://{host}:{port}/api2/json"
+    spec = ctx.node.spec
+    async with httpx.AsyncClient(verify=False, timeout=60) as http:
+        login = await http.post(base + "/access/ticket", data={"username": "root@pam", "password": password})
+        if login.status_code != 200:
+            raise ApiError(401, f"authentication at '{host}' failed")
+        auth = login.json()["data"]
+        headers = {"CSRFPreventionToken": auth["CSRFPreventionToken"], "Cookie": f"PVEAuthCookie={auth['ticket']}"}
+        info = await http.get(base + "/cluster/config/join", headers=headers)
+        info.raise_for_status()
+        members = {n["name"]: n["raft_addr"] for n in info.json()["data"]["nodelist"]}
+        if not members:
+            raise ApiError(503, f"'{host}' does not know its cluster's members yet - try again")
+        if ctx.node.name in members:
+            raise ApiError(409, f"a node named '{ctx.node.name}' is already in that cluster")
+        added = await http.post(base + f"/cluster/config/nodes/{spec.name}", headers=headers,
+                                data={"raft_addr": spec.raft_addr, "new_node_ip": spec.ip, "apiport": spec.api_port})
+        if added.status_code != 200:
+            raise ApiError(added.status_code, f"the cluster refused the join: {added.reason_phrase}")
+        answer = added.json()["data"]
+    members = {n["name"]: n["raft_addr"] for n in answer["nodelist"]}
+    await ctx.node.switch_to_cluster({**members, spec.name: spec.raft_addr}, answer["raft_key"])
+    with trio.move_on_after(JOIN_TIMEOUT) as waited:
+        await ctx.rt.adopt_ca(answer["ca_cert"], answer["ca_key"])  # registers this node: done once admitted
+    if waited.cancelled_caught:
+        raise NoQuorum(f"cluster not ready - '{host}' did not admit this node within {JOIN_TIMEOUT:.0f} s")
+    return f"node '{spec.name}' joined cluster '{answer['totem']['cluster_name']}'"
