@@ -1,0 +1,100 @@
+"""The target side of a migration: what a node does for a guest that moves to it (the source side is
+`Operations.migrate` in hypervisor/operations.py, which calls these through the peer API).
+
+Online: start the guest here paused, waiting for its state (`-incoming`); with local disks, first make
+empty volumes and export them over NBD for the source to mirror into (`drive-mirror`), then let the
+guest run once the state has arrived and the exports are gone. Offline: receive volume images.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+
+from engine.errors import Rejection
+from hypervisor.qemu import GuestError, QemuDriver
+from hypervisor.storage import DirStorage, run
+
+
+def _free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+class MigrationTarget:
+    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], ip: str) -> None:
+        self.driver, self.storages, self.ip = driver, storages, ip
+
+    def storage_for(self, vmid: int, volid: str) -> DirStorage:
+        """The storage holding `volid`, which must be a volume of guest `vmid` (else 400)."""
+        storage = self.storages.get(volid.partition(":")[0])
+        if storage is None or storage.volume_vmid(volid) != vmid:
+            raise Rejection(400, f"volume '{volid}' does not belong to VM {vmid}")
+        return storage
+
+    async def incoming(self, vmid: int, conf: dict, volumes: list[dict]) -> dict:
+        """Start the guest here, paused and waiting for its state; `volumes` ({key, volid, size}) are made empty
+        and exported over NBD. Answers `{"uri": migration URI, "nbd": {disk key: NBD URI}}`; 500 on failure
+        (the waiting QEMU is stopped)."""
+        for vol in volumes:
+            storage = self.storage_for(vmid, vol["volid"])
+            path = storage.volume_path(vol["volid"])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            await run("qemu-img", "create", "-q", "-f", storage.volume_format(vol["volid"]), path, str(vol["size"]))
+        uri = f"tcp:{self.ip}:{_free_port(self.ip)}"
+        driver = self.driver
+        try:
+            # with disks to receive, the guest must not run here before their exports are gone
+            await driver.start(vmid, {k: v for k, v in conf.items() if k != "lock"}, incoming=uri,
+                               paused=bool(volumes))
+            nbd = {}
+            if volumes:
+                port = _free_port(self.ip)
+                await driver.qmp(vmid, "nbd-server-start", {"addr": {"type": "inet", "data": {"host": self.ip,
+                                                                                           "port": str(port)}}})
+                nodes = {b["device"]: b["inserted"]["node-name"] for b in await driver.qmp(vmid, "query-block")
+                         if b.get("inserted")}
+                for vol in volumes:
+                    name = f"drive-{vol['key']}"
+                    await driver.qmp(vmid, "block-export-add", {"type": "nbd", "id": name, "node-name": nodes[name],
+                                                                "name": name, "writable": True})
+                    nbd[vol["key"]] = f"nbd:{self.ip}:{port}:exportname={name}"
+        except GuestError as exc:
+            await driver.stop(vmid)
+            raise Rejection(500, f"migration target: {exc}") from None
+        return {"uri": uri, "nbd": nbd}
+
+    async def resume(self, vmid: int, exports: list[str]) -> None:
+        """After the state has arrived: end the disk exports and let the guest run here (409 if nothing waits)."""
+        try:
+            for export in exports:
+                await self.driver.qmp(vmid, "block-export-del", {"id": export})
+            if exports:
+                await self.driver.qmp(vmid, "nbd-server-stop")
+            await self.driver.qmp(vmid, "cont")
+        except GuestError as exc:  # nothing waits here for this guest
+            raise Rejection(409, f"migration target: {exc}") from None
+
+    async def abort(self, vmid: int) -> None:
+        """Stop a guest that was waiting here for a migration that failed."""
+        await self.driver.stop(vmid)
+
+    async def receive_volume(self, vmid: int, volid: str, chunks: AsyncIterator[bytes]) -> int:
+        """Store an image under `volid` (offline migration), atomically once complete; returns its size."""
+        path = self.storage_for(vmid, volid).volume_path(volid)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        size = 0
+        with open(path + ".part", "wb") as f:
+            async for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".part", path)
+        return size
+
+    async def drop_volume(self, vmid: int, volid: str) -> None:
+        """Remove a volume made for a migration that failed."""
+        await self.storage_for(vmid, volid).free(volid)
