@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import signal
@@ -103,22 +104,16 @@ def serve(args: argparse.Namespace) -> None:
             await trio.sleep(0.5)  # let the join request's answer leave first
             restart_server.set()
 
-        nursery_holder["nursery"].start_soon(restart_soon)
+        node.spawn(restart_soon)
 
     runtime.adopt_ca = adopt_ca
-    nursery_holder: dict = {}
-    runtime.spawn = lambda fn: nursery_holder["nursery"].start_soon(fn)
+    runtime.spawn = node.spawn
 
     async def main() -> None:
-        node.bind_trio()
         guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
-            nursery_holder["nursery"] = nursery
-            await nursery.start(node.bridge.run)
-            nursery.start_soon(node.bootstrap)
-            await nursery.start(runtime.reconciler.run)
-            nursery.start_soon(guest_services.watcher.run)
-            await nursery.start(serve_https)
+            await nursery.start(functools.partial(node.run, reconciler=runtime.reconciler,
+                                                  watcher=guest_services.watcher, servers=[serve_https]))
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
             log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)

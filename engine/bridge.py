@@ -18,6 +18,7 @@ from engine.codec import encode_record, join_encoded
 from engine.commands import Command
 from engine.errors import Rejection
 from engine.replog import ReplicatedLog
+from engine.wakeup import TrioWaker
 
 log = structlog.get_logger("gpve.bridge")
 
@@ -47,13 +48,13 @@ class LogBridge:
         self._pending: list[_Waiter] = []
         self._inflight: dict[int, float] = {}  # proposal number -> when proposed
         self._changed = trio.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
+        self.waker = TrioWaker()
         self.entries_proposed = 0
         self.commands_proposed = 0
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The batcher: one log entry for everything pending, at most `max_inflight` at a time."""
-        self._token = trio.lowlevel.current_trio_token()
+        self.waker.bind()
         task_status.started()
         while True:
             while not self._pending or self._busy():
@@ -97,12 +98,7 @@ class LogBridge:
         return len(self._inflight) >= self.max_inflight
 
     def _from_thread(self, number: int, batch: list[_Waiter], results, err) -> None:
-        token = self._token
-        if token is not None:
-            try:
-                token.run_sync_soon(self._resolve, number, batch, results, err)
-            except trio.RunFinishedError:
-                pass
+        self.waker.soon(self._resolve, number, batch, results, err)
 
     def _resolve(self, number: int, batch: list[_Waiter], results, err) -> None:
         self._inflight.pop(number, None)

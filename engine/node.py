@@ -6,6 +6,7 @@ hands them to commands.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -13,7 +14,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from engine.private import private_dir, write_private
 from engine.replog import ReplicatedLog
 from engine.state import State
 from engine.upid import Upid
+from engine.wakeup import TrioWaker, until_called
 
 log = structlog.get_logger("gpve.node")
 
@@ -106,16 +108,43 @@ class Node:
         self._task_seq = itertools.count()
         self.started = self.wall()
         self._changed = trio.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
+        self.waker = TrioWaker()
+        self.nursery: trio.Nursery | None = None
         self._signal_pending = False
 
     def wall(self) -> float:
         """This node's wall clock (the simulator gives each node its own)."""
         return time.time()
 
+    async def run(self, *, reconciler=None, watcher=None, servers: Sequence[Callable] = (),
+                  task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The node's runtime tree, in one nursery owned here: the log bridge, the bootstrap, the reconciler, the
+        guest watcher and the servers it is handed (each `async fn(task_status)`), started in that order.
+        Reports started once every server is; cancel the call to stop them all. (`gpve serve` and the
+        simulator both run nodes through this.)"""
+        self.bind_trio()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            await nursery.start(self.bridge.run)
+            nursery.start_soon(self.bootstrap)
+            if reconciler is not None:
+                await nursery.start(reconciler.run)
+            if watcher is not None:
+                nursery.start_soon(watcher.run)
+            for server in servers:
+                await nursery.start(server)
+            task_status.started()
+        self.nursery = None
+
+    def spawn(self, fn: Callable[[], Awaitable]) -> None:
+        """Run `fn()` in the node's nursery: work that outlives the request that began it (a join's admission)."""
+        if self.nursery is None:
+            raise RuntimeError("the node is not running")
+        self.nursery.start_soon(fn)
+
     def bind_trio(self) -> None:
         """Call from inside the node's trio loop: state changes get signalled there."""
-        self._token = trio.lowlevel.current_trio_token()
+        self.waker.bind()
 
     def state_changed(self) -> trio.Event:
         """An event set at the next applied change (take it before reading, then wait on it)."""
@@ -163,7 +192,6 @@ class Node:
 
     async def change_membership(self, op: str, raft_addr: str, timeout: float = 30.0) -> None:
         """Add or remove a Raft member (one change at a time, as pysyncobj requires); waits for the commit."""
-        token = trio.lowlevel.current_trio_token()
         deadline = trio.current_time() + timeout
         while True:
             if self._is_member(raft_addr) == (op == "add"):
@@ -174,19 +202,13 @@ class Node:
                 await self.read_barrier()
                 if self._is_member(raft_addr) == (op == "add"):
                     return
-            done, outcome = trio.Event(), {}
-
-            def callback(_result, err, done=done, outcome=outcome) -> None:
-                outcome["err"] = err
-                token.run_sync_soon(done.set)
-
-            self.replog.change_membership(op, raft_addr, callback)
+            err = None
             with trio.move_on_at(deadline):
-                await done.wait()
-            if outcome.get("err") == 0:
+                _result, err = await until_called(functools.partial(self.replog.change_membership, op, raft_addr))
+            if err == 0:
                 return
             if trio.current_time() >= deadline:
-                raise NoQuorum(f"cluster not ready - membership change did not commit ({outcome.get('err')})")
+                raise NoQuorum(f"cluster not ready - membership change did not commit ({err})")
             await trio.sleep(0.3)  # e.g. the previous change is still being committed
 
     def _is_member(self, raft_addr: str) -> bool:
@@ -294,13 +316,10 @@ class Node:
         """(pysyncobj's thread) Log applied events and wake whoever waits for state changes."""
         for event in events:
             log.debug("event applied", event_type=event.TYPE, request_id=command.request_id)
-        token = self._token
-        if token is not None and not self._signal_pending:  # one wake-up covers every change applied before it
+        if not self._signal_pending:  # one wake-up covers every change applied before it
             self._signal_pending = True
-            try:
-                token.run_sync_soon(self._signal_change)
-            except trio.RunFinishedError:
-                pass
+            if not self.waker.soon(self._signal_change):
+                self._signal_pending = False
 
     def close(self) -> None:
         self.replog.destroy_synchronous()

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from engine.wakeup import TrioWaker, until_called
+
 T = TypeVar("T")
 
 
@@ -21,7 +23,7 @@ class AsyncioBridge:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="qmp-asyncio", daemon=True)
         self._thread.start()
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._waker = TrioWaker()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -29,23 +31,13 @@ class AsyncioBridge:
 
     def bind(self) -> None:
         """Remember the trio loop that callbacks go back to (call from inside trio)."""
-        self._token = trio.lowlevel.current_trio_token()
+        self._waker.bind()
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `fn(*args)` on the asyncio loop and await its result from trio."""
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
         future = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
-
-        def wake(_future) -> None:
-            try:
-                token.run_sync_soon(done.set)
-            except trio.RunFinishedError:
-                pass
-
-        future.add_done_callback(wake)
         try:
-            await done.wait()
+            await until_called(future.add_done_callback)
         except trio.Cancelled:
             future.cancel()
             raise
@@ -57,11 +49,7 @@ class AsyncioBridge:
 
     def to_trio(self, fn: Callable[..., Any], *args: Any) -> None:
         """From the asyncio thread: run `fn(*args)` in the trio loop soon."""
-        if self._token is not None:
-            try:
-                self._token.run_sync_soon(fn, *args)
-            except trio.RunFinishedError:
-                pass
+        self._waker.soon(fn, *args)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

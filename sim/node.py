@@ -14,6 +14,7 @@ import functools
 import os
 import zlib
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import trio
 from pysyncobj.node import Node as RaftNode
@@ -107,7 +108,6 @@ class SimProcess(Node):
                         peers={n: n for n in peers}, cluster_name="sim")
         super().__init__(spec, "sim-key", "sim-secret", **host.world.raft_conf)
         self.reconciler = Reconciler(self, SimOperations(host).handlers())
-        self.nursery: trio.Nursery | None = None
         self.scope = trio.CancelScope()
 
     def wall(self) -> float:
@@ -131,13 +131,8 @@ class SimProcess(Node):
     async def main(self) -> None:
         """The process: its bridge, reconciler and guest watcher, and the bootstrap every start runs."""
         with self.scope:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                self.bind_trio()
-                await nursery.start(self.bridge.run)
-                await nursery.start(self.reconciler.run)
-                nursery.start_soon(watch_guests, self)
-                nursery.start_soon(self.bootstrap)
+            await self.run(reconciler=self.reconciler, watcher=SimpleNamespace(run=functools.partial(watch_guests,
+                                                                                                     self)))
 
     async def serve(self, command: Command, answer: Answer) -> None:
         """One API request: its command through the real bridge; a 503 or a dead process is a failure the

@@ -8,6 +8,7 @@ Behaviour follows Proxmox's `PVE/API2/Qemu.pm` endpoints named in each docstring
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from api.context import Ctx
@@ -54,13 +55,18 @@ def _with_mac(ctx: Ctx, value: str) -> str:
         model = first.split("=", 1)[1]
     elif "=" in first or model not in NET_MODELS:
         return value
-    entropy = ctx.node.new_request_id()  # random in production, seeded under the simulator
+    entropy = _entropy(ctx)
     mac = PROXMOX_OUI + "".join(f":{entropy[i:i + 2].upper()}" for i in (0, 2, 4))
     return f"{model}={mac}" + ("," + rest if rest else "")
 
 
+def _entropy(ctx: Ctx) -> str:
+    """64 hex digits from the node's id source: random in production, seeded under the simulator."""
+    return hashlib.sha256(ctx.node.new_request_id().encode()).hexdigest()
+
+
 def _uuid(ctx: Ctx) -> str:
-    h = ctx.node.new_request_id()
+    h = _entropy(ctx)
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
 
 
