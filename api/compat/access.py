@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-
-import trio
-
-from api import auth
 from api.context import Ctx
-from api.errors import unauthorized
-from api.passwords import check_password, hash_password, hash_secret
 from api.registry import API
-from api.schema import Param, ParamErrors, Permission, split_list
+from api.schema import Param, Permission, split_list
+from api.services import access
 from api.services import access_rules as rules
 from engine import access as acc
 from engine.errors import not_found
-from engine.roles import BUILTIN_ROLES, capabilities, privileges_on, role_privileges, user_active
+from engine.roles import BUILTIN_ROLES, privileges_on, role_privileges
 
 GPVE_VERSION = "9.1.1"
-FAILED_LOGIN_DELAY = 3.0  # Proxmox delays a failed login by 3 s
 
 USERID = Param("userid", optional=False, format="pve-userid", max_length=64, location="path")
 TOKENID = Param("tokenid", optional=False, pattern=r"[A-Za-z][A-Za-z0-9.\-_]+", location="path")
@@ -51,17 +44,6 @@ async def ticket_dummy(ctx: Ctx, p: dict) -> None:
     return None
 
 
-async def _password_ok(ctx: Ctx, username: str, password: str) -> bool:
-    if username.endswith("@pam"):
-        return ctx.check_local_password(username, password)
-    with ctx.node.read() as s:
-        record = s.access.get("user", {}).get(username)
-        active = user_active(s, username, ctx.now)
-    if record is None or not active or "password" not in record:
-        return False
-    return await trio.to_thread.run_sync(check_password, password, record["password"])
-
-
 @API.endpoint(
     "POST", "/access/ticket", permission=Permission(check="public"), rate_class="auth",
     params=[Param("username", optional=False, max_length=64), Param("password", optional=False),
@@ -76,18 +58,7 @@ async def create_ticket(ctx: Ctx, p: dict) -> dict:
     username = p["username"]
     if "@" not in username and p.get("realm"):
         username = f"{username}@{p['realm']}"
-    key_pem, csrf_secret = ctx.node.auth_secrets()
-    password = p["password"]
-    renewed = password.startswith("PVE:") and auth.verify_ticket(key_pem, password, ctx.now) == username
-    with ctx.node.read() as s:
-        renewed = renewed and user_active(s, username, ctx.now)
-    if not renewed and not await _password_ok(ctx, username, password):
-        await trio.sleep(FAILED_LOGIN_DELAY)
-        raise unauthorized("authentication failure")
-    with ctx.node.read() as s:
-        cap = capabilities(s, username)
-    return {"username": username, "ticket": auth.make_ticket(key_pem, username, ctx.now),
-            "CSRFPreventionToken": auth.make_csrf_token(csrf_secret, username, ctx.now), "cap": cap}
+    return await access.login(ctx, username, p["password"])
 
 
 @API.endpoint("PUT", "/access/password",
@@ -96,13 +67,7 @@ async def create_ticket(ctx: Ctx, p: dict) -> dict:
               returns={"type": "null"})
 async def change_password(ctx: Ctx, p: dict) -> None:
     """Change a pve-realm user's password (your own, or anyone's with User.Modify; never with a token)."""
-    with ctx.node.read() as s:
-        rules.check_password_change(s, ctx.user, p["userid"])
-    if len(p["password"]) < 5:
-        raise ParamErrors({"password": "value must be at least 5 characters long"})
-    hashed = await trio.to_thread.run_sync(hash_password, p["password"])
-    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
-                                      password_hash=hashed))
+    await access.change_password(ctx, p["userid"], p["password"])
 
 
 # ---- users ------------------------------------------------------------------------------------
@@ -147,9 +112,7 @@ async def create_user(ctx: Ctx, p: dict) -> None:
     fields = {k: v for k, v in p.items() if k not in ("userid", "password")}
     if "groups" in fields:
         fields["groups"] = split_list(fields["groups"])
-    hashed = await trio.to_thread.run_sync(hash_password, p["password"]) if p.get("password") else None
-    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
-                                      create=True, fields=fields, password_hash=hashed))
+    await access.create_user(ctx, p["userid"], fields, p.get("password"))
 
 
 @API.endpoint("GET", "/access/users/{userid}", params=[USERID], returns=OBJ)
@@ -173,26 +136,20 @@ async def update_user(ctx: Ctx, p: dict) -> None:
     fields = {k: v for k, v in p.items() if k not in ("userid", "append")}
     if "groups" in fields:
         fields["groups"] = split_list(fields["groups"])
-    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
-                                      fields=fields, append_groups=bool(p.get("append"))))
+    await access.update_user(ctx, p["userid"], fields, bool(p.get("append")))
 
 
 @API.endpoint("DELETE", "/access/users/{userid}", params=[USERID], permission=USER_MODIFY, returns={"type": "null"})
 async def delete_user(ctx: Ctx, p: dict) -> None:
     """Delete a user, its tokens and its ACL entries."""
-    await ctx.node.submit(acc.DeleteUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"]))
+    await access.delete_user(ctx, p["userid"])
 
 
 # ---- tokens -----------------------------------------------------------------------------------
-def _check_token_rights(ctx: Ctx, userid: str) -> None:
-    with ctx.node.read() as s:
-        rules.check_token_management(s, ctx.user, userid)
-
-
 @API.endpoint("GET", "/access/users/{userid}/token", params=[USERID], returns=LIST)
 async def list_tokens(ctx: Ctx, p: dict) -> list:
     """A user's API tokens (never their secrets)."""
-    _check_token_rights(ctx, p["userid"])
+    access.check_token_rights(ctx, p["userid"])
     with ctx.node.read() as s:
         tokens = dict(s.access.get("user", {}).get(p["userid"], {}).get("tokens", {}))
     return [{"tokenid": t, **_token_row(v)} for t, v in sorted(tokens.items())]
@@ -201,7 +158,7 @@ async def list_tokens(ctx: Ctx, p: dict) -> list:
 @API.endpoint("GET", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns=OBJ)
 async def get_token(ctx: Ctx, p: dict) -> dict:
     """One token's settings."""
-    _check_token_rights(ctx, p["userid"])
+    access.check_token_rights(ctx, p["userid"])
     with ctx.node.read() as s:
         token = s.access.get("user", {}).get(p["userid"], {}).get("tokens", {}).get(p["tokenid"])
     if token is None:
@@ -218,31 +175,22 @@ TOKEN_FIELDS = [Param("privsep", "boolean", default=1), Param("expire", "integer
                                                          "info": {"type": "object"}}})
 async def create_token(ctx: Ctx, p: dict) -> dict:
     """Create an API token; its secret is shown in this answer only."""
-    _check_token_rights(ctx, p["userid"])
-    secret = str(uuid.uuid4())
-    info = {"privsep": p.get("privsep", 1), "expire": p.get("expire", 0), "comment": p.get("comment", "")}
-    await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
-                                       tokenid=p["tokenid"], create=True, secret_hash=hash_secret(secret), **info))
-    return {"full-tokenid": f"{p['userid']}!{p['tokenid']}", "info": info, "value": secret}
+    return await access.create_token(ctx, p["userid"], p["tokenid"], p.get("privsep", 1), p.get("expire", 0),
+                                     p.get("comment", ""))
 
 
 @API.endpoint("PUT", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID, *TOKEN_FIELDS],
               returns=OBJ)
 async def update_token(ctx: Ctx, p: dict) -> dict:
     """Change a token's settings."""
-    _check_token_rights(ctx, p["userid"])
-    await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
-                                       tokenid=p["tokenid"], privsep=p.get("privsep"), expire=p.get("expire"),
-                                       comment=p.get("comment")))
+    await access.update_token(ctx, p["userid"], p["tokenid"], p.get("privsep"), p.get("expire"), p.get("comment"))
     return await get_token(ctx, p)
 
 
 @API.endpoint("DELETE", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns={"type": "null"})
 async def delete_token(ctx: Ctx, p: dict) -> None:
     """Revoke a token, at once on every node."""
-    _check_token_rights(ctx, p["userid"])
-    await ctx.node.submit(acc.DeleteToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=p["userid"],
-                                          tokenid=p["tokenid"]))
+    await access.delete_token(ctx, p["userid"], p["tokenid"])
 
 
 # ---- groups and roles -------------------------------------------------------------------------
@@ -261,8 +209,7 @@ async def list_groups(ctx: Ctx, p: dict) -> list:
               permission=Permission("Group.Allocate", "/access/groups"), returns={"type": "null"})
 async def create_group(ctx: Ctx, p: dict) -> None:
     """Create a group."""
-    await ctx.node.submit(acc.SetGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, groupid=p["groupid"],
-                                       create=True, comment=p.get("comment", "")))
+    await access.set_group(ctx, p["groupid"], p.get("comment", ""), create=True)
 
 
 @API.endpoint("GET", "/access/groups/{groupid}", params=[GROUPID], returns=OBJ)
@@ -279,16 +226,14 @@ async def get_group(ctx: Ctx, p: dict) -> dict:
               permission=Permission("Group.Allocate", "/access/groups"), returns={"type": "null"})
 async def update_group(ctx: Ctx, p: dict) -> None:
     """Change a group's comment."""
-    await ctx.node.submit(acc.SetGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, groupid=p["groupid"],
-                                       comment=p.get("comment")))
+    await access.set_group(ctx, p["groupid"], p.get("comment"))
 
 
 @API.endpoint("DELETE", "/access/groups/{groupid}", params=[GROUPID],
               permission=Permission("Group.Allocate", "/access/groups"), returns={"type": "null"})
 async def delete_group(ctx: Ctx, p: dict) -> None:
     """Delete a group (its members stay)."""
-    await ctx.node.submit(acc.DeleteGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user,
-                                          groupid=p["groupid"]))
+    await access.delete_group(ctx, p["groupid"])
 
 
 @API.endpoint("GET", "/access/roles", returns=LIST)
@@ -306,8 +251,7 @@ async def list_roles(ctx: Ctx, p: dict) -> list:
               permission=Permission("Sys.Modify", "/access"), returns={"type": "null"})
 async def create_role(ctx: Ctx, p: dict) -> None:
     """Create a role from privileges."""
-    await ctx.node.submit(acc.SetRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"],
-                                      privs=split_list(p.get("privs")), create=True))
+    await access.set_role(ctx, p["roleid"], split_list(p.get("privs")), create=True)
 
 
 @API.endpoint("GET", "/access/roles/{roleid}", params=[ROLEID], returns=OBJ)
@@ -325,15 +269,14 @@ async def get_role(ctx: Ctx, p: dict) -> dict:
               permission=Permission("Sys.Modify", "/access"), returns={"type": "null"})
 async def update_role(ctx: Ctx, p: dict) -> None:
     """Change a custom role's privileges."""
-    await ctx.node.submit(acc.SetRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"],
-                                      privs=split_list(p.get("privs")), append=bool(p.get("append"))))
+    await access.set_role(ctx, p["roleid"], split_list(p.get("privs")), append=bool(p.get("append")))
 
 
 @API.endpoint("DELETE", "/access/roles/{roleid}", params=[ROLEID], permission=Permission("Sys.Modify", "/access"),
               returns={"type": "null"})
 async def delete_role(ctx: Ctx, p: dict) -> None:
     """Delete a custom role (and the ACL entries using it)."""
-    await ctx.node.submit(acc.DeleteRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=p["roleid"]))
+    await access.delete_role(ctx, p["roleid"])
 
 
 # ---- ACL and permissions ----------------------------------------------------------------------
@@ -359,12 +302,9 @@ async def list_acl(ctx: Ctx, p: dict) -> list:
               permission=Permission("Permissions.Modify", "{path}"), returns={"type": "null"})
 async def update_acl(ctx: Ctx, p: dict) -> None:
     """Grant (or with `delete`, revoke) roles on a path."""
-    users, groups, tokens = split_list(p.get("users")), split_list(p.get("groups")), split_list(p.get("tokens"))
-    if not (users or groups or tokens):
-        raise ParamErrors({"users": "no users, groups or tokens specified"})
-    await ctx.node.submit(acc.ChangeAcl(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, path=p["path"],
-                                        roles=split_list(p["roles"]), users=users, groups=groups, tokens=tokens,
-                                        propagate=bool(p.get("propagate", 1)), delete=bool(p.get("delete"))))
+    await access.change_acl(ctx, p["path"], split_list(p["roles"]), split_list(p.get("users")),
+                            split_list(p.get("groups")), split_list(p.get("tokens")), bool(p.get("propagate", 1)),
+                            bool(p.get("delete")))
 
 
 @API.endpoint("GET", "/access/permissions", params=[Param("userid"), Param("path")], returns=OBJ)

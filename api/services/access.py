@@ -1,0 +1,138 @@
+"""Access control: login, passwords, users, API tokens, groups, roles and ACLs (Proxmox's
+pve-access-control `PVE/API2/{AccessControl,User,Group,Role,ACL}.pm`), for every interface.
+
+Passwords are hashed here (scrypt) and token secrets made here, so that no clear secret reaches the log;
+who may manage tokens and passwords is api/services/access_rules.py. Errors: 401 (failed login, after
+Proxmox's 3 s delay), 403, 404, 409 and 400 from the engine's access commands.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import trio
+
+from api import auth
+from api.context import Ctx
+from api.errors import unauthorized
+from api.passwords import check_password, hash_password, hash_secret
+from api.schema import ParamErrors
+from api.services import access_rules as rules
+from engine import access as acc
+from engine.roles import capabilities, user_active
+
+FAILED_LOGIN_DELAY = 3.0  # Proxmox delays a failed login by 3 s
+
+
+async def _password_ok(ctx: Ctx, username: str, password: str) -> bool:
+    if username.endswith("@pam"):
+        return ctx.check_local_password(username, password)
+    with ctx.node.read() as s:
+        record = s.access.get("user", {}).get(username)
+        active = user_active(s, username, ctx.now)
+    if record is None or not active or "password" not in record:
+        return False
+    return await trio.to_thread.run_sync(check_password, password, record["password"])
+
+
+async def login(ctx: Ctx, username: str, password: str) -> dict:
+    """`POST /access/ticket`: a ticket, CSRF token and `cap` for `username` (`user@realm`); a still-valid ticket
+    given as the password renews it. 401 `authentication failure` after 3 s otherwise."""
+    key_pem, csrf_secret = ctx.node.auth_secrets()
+    renewed = password.startswith("PVE:") and auth.verify_ticket(key_pem, password, ctx.now) == username
+    with ctx.node.read() as s:
+        renewed = renewed and user_active(s, username, ctx.now)
+    if not renewed and not await _password_ok(ctx, username, password):
+        await trio.sleep(FAILED_LOGIN_DELAY)
+        raise unauthorized("authentication failure")
+    with ctx.node.read() as s:
+        cap = capabilities(s, username)
+    return {"username": username, "ticket": auth.make_ticket(key_pem, username, ctx.now),
+            "CSRFPreventionToken": auth.make_csrf_token(csrf_secret, username, ctx.now), "cap": cap}
+
+
+async def change_password(ctx: Ctx, userid: str, password: str) -> None:
+    """`PUT /access/password`: your own, or anyone's with User.Modify; never with a token."""
+    with ctx.node.read() as s:
+        rules.check_password_change(s, ctx.user, userid)
+    if len(password) < 5:
+        raise ParamErrors({"password": "value must be at least 5 characters long"})
+    hashed = await trio.to_thread.run_sync(hash_password, password)
+    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
+                                      password_hash=hashed))
+
+
+async def create_user(ctx: Ctx, userid: str, fields: dict, password: str | None = None) -> None:
+    """`POST /access/users`: realm `pve` keeps the password here, hashed."""
+    hashed = await trio.to_thread.run_sync(hash_password, password) if password else None
+    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
+                                      create=True, fields=fields, password_hash=hashed))
+
+
+async def update_user(ctx: Ctx, userid: str, fields: dict, append_groups: bool = False) -> None:
+    await ctx.node.submit(acc.SetUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
+                                      fields=fields, append_groups=append_groups))
+
+
+async def delete_user(ctx: Ctx, userid: str) -> None:
+    """The user goes with its tokens and its ACL entries."""
+    await ctx.node.submit(acc.DeleteUser(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid))
+
+
+def check_token_rights(ctx: Ctx, userid: str) -> None:
+    with ctx.node.read() as s:
+        rules.check_token_management(s, ctx.user, userid)
+
+
+async def create_token(ctx: Ctx, userid: str, tokenid: str, privsep: int = 1, expire: int = 0,
+                       comment: str = "") -> dict:
+    """`POST /access/users/{userid}/token/{tokenid}`: `{"full-tokenid", "info", "value"}`; the secret (a UUID) is
+    in this answer only, the log keeps its hash."""
+    check_token_rights(ctx, userid)
+    secret = str(uuid.uuid4())
+    info = {"privsep": privsep, "expire": expire, "comment": comment}
+    await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
+                                       tokenid=tokenid, create=True, secret_hash=hash_secret(secret), **info))
+    return {"full-tokenid": f"{userid}!{tokenid}", "info": info, "value": secret}
+
+
+async def update_token(ctx: Ctx, userid: str, tokenid: str, privsep: int | None = None, expire: int | None = None,
+                       comment: str | None = None) -> None:
+    check_token_rights(ctx, userid)
+    await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
+                                       tokenid=tokenid, privsep=privsep, expire=expire, comment=comment))
+
+
+async def delete_token(ctx: Ctx, userid: str, tokenid: str) -> None:
+    """Revoked at once on every node."""
+    check_token_rights(ctx, userid)
+    await ctx.node.submit(acc.DeleteToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
+                                          tokenid=tokenid))
+
+
+async def set_group(ctx: Ctx, groupid: str, comment: str | None, create: bool = False) -> None:
+    await ctx.node.submit(acc.SetGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, groupid=groupid,
+                                       create=create, comment=comment))
+
+
+async def delete_group(ctx: Ctx, groupid: str) -> None:
+    await ctx.node.submit(acc.DeleteGroup(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, groupid=groupid))
+
+
+async def set_role(ctx: Ctx, roleid: str, privs: list[str], create: bool = False, append: bool = False) -> None:
+    await ctx.node.submit(acc.SetRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=roleid,
+                                      privs=privs, create=create, append=append))
+
+
+async def delete_role(ctx: Ctx, roleid: str) -> None:
+    await ctx.node.submit(acc.DeleteRole(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, roleid=roleid))
+
+
+async def change_acl(ctx: Ctx, path: str, roles: list[str], users: list[str], groups: list[str], tokens: list[str],
+                     propagate: bool = True, delete: bool = False) -> None:
+    """`PUT /access/acl`: grant (or with `delete`, revoke) roles on `path`."""
+    if not (users or groups or tokens):
+        raise ParamErrors({"users": "no users, groups or tokens specified"})
+    await ctx.node.submit(acc.ChangeAcl(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, path=path,
+                                        roles=roles, users=users, groups=groups, tokens=tokens, propagate=propagate,
+                                        delete=delete))
