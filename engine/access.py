@@ -93,6 +93,7 @@ class SetPool(Command):
     vms: list = field(default_factory=list)
     storage: list = field(default_factory=list)
     remove: bool = False
+    allow_move: bool = False  # a guest in another pool moves here (Proxmox's `allow-move`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,6 +310,7 @@ def _(c: SetPool, s: State) -> Decision:
     if c.comment is not None:
         pool["comment"] = c.comment
     vms = set(pool["vms"])
+    moved: dict[str, set[int]] = {}
     for vmid in c.vms:
         if c.remove:
             vms.discard(vmid)
@@ -316,12 +318,16 @@ def _(c: SetPool, s: State) -> Decision:
         if vmid not in s.guests:
             raise bad_request(f"VM {vmid} does not exist")
         other = next((p for p, v in sorted(pools.items()) if vmid in v["vms"] and p != c.poolid), None)
-        if other:
+        if other and not c.allow_move:
             raise conflict(f"VM {vmid} belongs already to pool '{other}'")
+        if other:
+            moved.setdefault(other, set()).add(vmid)
         vms.add(vmid)
     storage = set(pool["storage"]) - set(c.storage) if c.remove else set(pool["storage"]) | set(c.storage)
     pool.update(vms=sorted(vms), storage=sorted(storage))
-    return [_changed("pool", c.poolid, pool)], {}
+    left = [_changed("pool", p, {**pools[p], "vms": [v for v in pools[p]["vms"] if v not in gone]})
+            for p, gone in sorted(moved.items())]
+    return [*left, _changed("pool", c.poolid, pool)], {}
 
 
 @decide.register

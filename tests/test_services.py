@@ -8,7 +8,7 @@ import trio
 
 from api.context import Ctx
 from api.errors import ApiError
-from api.services import cluster, guests
+from api.services import access, cluster, guests
 from engine import access as acc
 from engine.errors import Rejection
 from engine.node import Node, NodeSpec
@@ -84,3 +84,22 @@ async def test_a_member_refuses_to_admit_a_second_node_under_a_taken_name(node):
     with pytest.raises(ApiError) as exc:
         cluster.admit(caller(node), "n1", "127.0.0.9:5404", "127.0.0.9", 8006, "")
     assert exc.value.status == 409 and "already exists" in exc.value.message
+
+
+async def test_pool_membership_needs_the_right_to_the_guest_and_moves_only_when_asked(node):
+    root = caller(node, request="c")
+    await guests.create(root, "n1", 105, {"name": "f"})
+    for poolid in ("pa", "pb"):
+        await access.create_pool(caller(node, request=f"pool-{poolid}"), poolid)
+    await access.create_user(caller(node, request="u"), "pooler@pve", {})
+    await access.change_acl(caller(node, request="acl"), "/pool/pa", ["PVEPoolAdmin"], ["pooler@pve"], [], [])
+    with pytest.raises(ApiError) as exc:  # Pool.Allocate on the pool is not enough: VM.Allocate on the guest
+        await access.update_pool(caller(node, "pooler@pve", "p1"), "pa", vms=[105])
+    assert exc.value.status == 403 and "VM.Allocate" in exc.value.message
+    await access.update_pool(caller(node, request="p2"), "pa", vms=[105])
+    with pytest.raises(Rejection) as exc:
+        await access.update_pool(caller(node, request="p3"), "pb", vms=[105])
+    assert exc.value.status == 409 and "belongs already to pool 'pa'" in exc.value.message
+    await access.update_pool(caller(node, request="p4"), "pb", vms=[105], allow_move=True)
+    with node.read() as s:
+        assert s.access["pool"]["pa"]["vms"] == [] and s.access["pool"]["pb"]["vms"] == [105]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from api.context import Ctx
 from api.registry import API
-from api.schema import Param, Permission, split_list
-from engine import access as acc
+from api.schema import Param, ParamErrors, Permission, split_list
+from api.services import access
 from engine.errors import not_found
 
 POOLID = Param("poolid", optional=False, pattern=r"[A-Za-z0-9.\-_]+", location="path")
@@ -31,8 +31,7 @@ async def list_pools(ctx: Ctx, p: dict) -> list:
               permission=Permission("Pool.Allocate", "/pool/{poolid}"), returns={"type": "null"})
 async def create_pool(ctx: Ctx, p: dict) -> None:
     """Create a pool."""
-    await ctx.node.submit(acc.SetPool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=p["poolid"],
-                                      create=True, comment=p.get("comment", "")))
+    await access.create_pool(ctx, p["poolid"], p.get("comment", ""))
 
 
 @API.endpoint("GET", "/pools/{poolid}", params=[POOLID], permission=Permission("Pool.Audit", "/pool/{poolid}"),
@@ -55,14 +54,16 @@ async def get_pool(ctx: Ctx, p: dict) -> dict:
               permission=Permission("Pool.Allocate", "/pool/{poolid}"), returns={"type": "null"})
 async def update_pool(ctx: Ctx, p: dict) -> None:
     """Add (or with `delete`, remove) guests and storages."""
-    vms = [int(v) for v in split_list(p.get("vms")) if v.isdigit()]
-    await ctx.node.submit(acc.SetPool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=p["poolid"],
-                                      comment=p.get("comment"), vms=vms, storage=split_list(p.get("storage")),
-                                      remove=bool(p.get("delete"))))
+    vms = split_list(p.get("vms"))
+    bad = [v for v in vms if not v.isdigit()]
+    if bad:
+        raise ParamErrors({"vms": f"invalid VMID '{bad[0]}'"})
+    await access.update_pool(ctx, p["poolid"], p.get("comment"), [int(v) for v in vms], split_list(p.get("storage")),
+                             remove=bool(p.get("delete")), allow_move=bool(p.get("allow-move")))
 
 
 @API.endpoint("DELETE", "/pools/{poolid}", params=[POOLID], permission=Permission("Pool.Allocate", "/pool/{poolid}"),
               returns={"type": "null"})
 async def delete_pool(ctx: Ctx, p: dict) -> None:
     """Delete an empty pool."""
-    await ctx.node.submit(acc.DeletePool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=p["poolid"]))
+    await access.delete_pool(ctx, p["poolid"])

@@ -14,7 +14,7 @@ import trio
 
 from api import auth
 from api.context import Ctx
-from api.errors import unauthorized
+from api.errors import forbidden, unauthorized
 from api.passwords import check_password, hash_password, hash_secret
 from api.schema import ParamErrors
 from api.services import access_rules as rules
@@ -136,3 +136,29 @@ async def change_acl(ctx: Ctx, path: str, roles: list[str], users: list[str], gr
     await ctx.node.submit(acc.ChangeAcl(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, path=path,
                                         roles=roles, users=users, groups=groups, tokens=tokens, propagate=propagate,
                                         delete=delete))
+
+
+async def create_pool(ctx: Ctx, poolid: str, comment: str = "") -> None:
+    await ctx.node.submit(acc.SetPool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=poolid,
+                                      create=True, comment=comment))
+
+
+async def update_pool(ctx: Ctx, poolid: str, comment: str | None = None, vms: list[int] = (),
+                      storage: list[str] = (), remove: bool = False, allow_move: bool = False) -> None:
+    """`PUT /pools/{poolid}` (Pool.Allocate on the pool, declared): adding or removing a guest also needs
+    VM.Allocate on it, a storage Datastore.Allocate on it, as Proxmox's `PVE/API2/Pool.pm`; with `allow_move`
+    a guest in another pool moves here."""
+    for vmid in vms:
+        if not ctx.can("VM.Allocate", f"/vms/{vmid}"):
+            raise forbidden("VM.Allocate", f"/vms/{vmid}")
+    for sid in storage:
+        if not ctx.can("Datastore.Allocate", f"/storage/{sid}"):
+            raise forbidden("Datastore.Allocate", f"/storage/{sid}")
+    await ctx.node.submit(acc.SetPool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=poolid,
+                                      comment=comment, vms=list(vms), storage=list(storage), remove=remove,
+                                      allow_move=allow_move))
+
+
+async def delete_pool(ctx: Ctx, poolid: str) -> None:
+    """Only an empty pool."""
+    await ctx.node.submit(acc.DeletePool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=poolid))
