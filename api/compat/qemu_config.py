@@ -8,7 +8,7 @@ from api.compat.qemu_options import CONFIG_PARAMS
 from api.compat.qemu_power import SKIPLOCK
 from api.context import Ctx
 from api.registry import API
-from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
+from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
 from api.services import guest_access, guests
 
 DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
@@ -19,6 +19,9 @@ CHANGE_PARAMS = [Param("delete", description="A list of settings you want to del
 
 def _changes(p: dict) -> tuple[dict, list[str]]:
     """The keys set and deleted by a config request (`delete` is a list, or a string Proxmox splits)."""
+    unsupported = {k: f"'{k}' is not supported yet" for k in ("revert", "force") if p.get(k)}  # pending, unlink
+    if unsupported:
+        raise ParamErrors(unsupported)
     values = {k: v for k, v in p.items() if k not in ("node", "vmid", "delete", "digest", "revert", "skiplock",
                                                        "force", "background_delay")}
     delete = p.get("delete") or ""
