@@ -177,3 +177,19 @@ def test_the_digest_read_with_a_guests_config_is_the_one_writes_check_also_with_
     assert exc.value.status_code == 400 and "detected modified configuration" in str(exc.value)
     snap = px.nodes("n1").qemu(vmid).config.get(snapshot="s1")
     assert snap["cores"] == 1 and snap["digest"] == px.nodes("n1").qemu(vmid).config.get()["digest"]
+
+
+def test_post_config_with_background_delay_answers_null_when_the_task_ends_in_time(single_node):
+    s = single_node.session()
+    px = single_node.api()
+    vmid = int(px.cluster.nextid.get())
+    Tasks.blocking_status(px, px.nodes("n1").qemu.create(vmid=vmid, name="delayed"), timeout=10)
+    url = f"{single_node.url}/nodes/n1/qemu/{vmid}/config"
+    r = s.post(url, data={"cores": 2, "background_delay": 5})
+    assert r.status_code == 200 and r.json() == {"data": None}
+    upid = s.post(url, data={"cores": 3}).json()["data"]
+    assert upid.startswith("UPID:n1:") and ":qmconfig:" in upid
+    assert Tasks.blocking_status(px, upid, timeout=10)["exitstatus"] == "OK"
+    r = s.put(url, data={"cores": 4, "revert": "cores"})  # no pending changes to revert: refused, not ignored
+    assert r.status_code == 400 and "revert" in r.json()["errors"]
+    assert px.nodes("n1").qemu(vmid).config.get()["cores"] == 3

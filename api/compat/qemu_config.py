@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 
+import trio
+
 from api.compat.qemu_options import CONFIG_PARAMS
 from api.compat.qemu_power import SKIPLOCK
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, ParamErrors, Permission
 from api.services import guest_access, guests
+from api.services.tasks import wait_task
 
 DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
               + [f"sata{i}" for i in range(6)] + ["efidisk0", "tpmstate0"])
@@ -42,12 +45,19 @@ async def update_config_sync(ctx: Ctx, p: dict) -> None:
 @API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/config",
               params=[NODE, VMID_PATH, *CONFIG_PARAMS, *CHANGE_PARAMS,
                       Param("background_delay", "integer", minimum=1, maximum=30)],
-              permission=guest_access.CONFIG_PERMISSION, returns=UPID_RETURN)
-async def update_config_async(ctx: Ctx, p: dict) -> str:
-    """Set or delete config options in a task; returns its UPID."""
+              permission=guest_access.CONFIG_PERMISSION,
+              returns={"type": ["string", "null"], "description": "The task's UPID (null: ended within the delay)."})
+async def update_config_async(ctx: Ctx, p: dict) -> str | None:
+    """Set or delete config options in a task; returns its UPID, or null when the task ended within
+    `background_delay` seconds (as Proxmox)."""
     changes, delete = _changes(p)
-    return await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
+    upid = await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
                                       skiplock=bool(p.get("skiplock")), background=True)
+    if p.get("background_delay"):
+        with trio.move_on_after(p["background_delay"]):
+            await wait_task(ctx, upid)
+            return None
+    return upid
 
 
 @API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/resize",
