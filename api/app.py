@@ -121,7 +121,8 @@ class Api:
 
     async def handle(self, path: str, native: bool = False) -> Response:
         request_id = request.headers.get("X-Request-ID", "")
-        if not REQUEST_ID.fullmatch(request_id):
+        client_id = REQUEST_ID.fullmatch(request_id) is not None
+        if not client_id:
             request_id = self.node.new_request_id()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -148,7 +149,8 @@ class Api:
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
             params = endpoint.validate(raw)
             self.gate.authorize(endpoint.permission, user, params)
-            ctx = Ctx(self.node, user, request_id, request.remote_addr or "", now, self.gate.check_local_password,
+            key = self.gate.request_key(request_id, request.method, endpoint.path, params) if client_id else request_id
+            ctx = Ctx(self.node, user, key, request.remote_addr or "", now, self.gate.check_local_password,
                       self.runtime)
             result = await endpoint.handler(ctx, params)
             if endpoint.rate_class == "auth":  # only failed logins count against the limit

@@ -71,4 +71,4 @@ def verify_csrf_token(secret: str, token: str, userid: str, now: float) -> bool:
         return False
     if not -CLOCK_SKEW <= now - issued <= TICKET_LIFETIME:
         return False
-    return hmac.compare_digest(make_csrf_token(secret, userid, issued), token)
+    return hmac.compare_digest(make_csrf_token(secret, userid, issued).encode(), token.encode("utf-8", "replace"))

@@ -62,7 +62,7 @@ def serve(args: argparse.Namespace) -> None:
     from api.server import run_server, server_config
     from engine.node import Node, NodeSpec, load_peers
 
-    data_dir = private_dir(os.path.abspath(args.data_dir))
+    data_dir = private_dir(os.path.abspath(args.data_dir), files=True)  # root-password, cluster.json
     private_dir(os.path.join(data_dir, "priv"), files=True)
     configure_logging(args.name, args.log_level)
     log = structlog.get_logger("gpve.cli")

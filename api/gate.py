@@ -9,7 +9,9 @@ from `Authorization: PVEAPIToken=user@realm!tokenid=SECRET` (no CSRF). Errors: 4
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from api.errors import ApiError, forbidden, unauthorized
 from api.passwords import hash_secret
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Permission
+from engine.errors import Rejection
 from engine.node import Node
 from engine.roles import privileges_on, user_active
 
@@ -98,6 +101,18 @@ class Gate:
         if verdict is not None and not verdict.allowed:
             raise RateLimited(verdict)
         return verdict
+
+    def request_key(self, client_id: str, method: str, path: str, params: dict[str, Any]) -> str:
+        """The id a client's write is deduplicated by: its own request id, bound to what it asks (method, path,
+        parameters) by an HMAC under the cluster's secret, the same on every node. A retry with the same id
+        and the same request applies once; the same id reused for a different request is a new request, never
+        silently dropped (and no parameter, a password say, can be guessed from the key)."""
+        try:
+            _, secret = self.node.auth_secrets()
+        except Rejection:
+            return client_id
+        canonical = json.dumps([method, path, sorted((k, str(v)) for k, v in params.items())], separators=(",", ":"))
+        return f"{client_id}#{hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()[:16]}"
 
     def refund(self, rate_class: str, key: str) -> None:
         """A successful login does not count against the failed-login budget."""

@@ -84,9 +84,11 @@ class Param:
             except (TypeError, ValueError):
                 raise ValueError(f"type check ('number') failed - got '{raw}'") from None
         else:
-            if isinstance(raw, (dict, list)):
+            if isinstance(raw, (dict, list, bool)):  # a JSON true is no string ("True" would be stored)
                 raise ValueError(f"type check ('string') failed - got '{raw}'")
             value = str(raw)
+            if "\x00" in value:
+                raise ValueError("value contains a NUL character")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"value must have a minimum value of {_num(self.minimum)}")
         if self.maximum is not None and value > self.maximum:

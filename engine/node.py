@@ -102,6 +102,7 @@ class Node:
         self.machine.hub = self.hub
         self.journal, self.replog = self._open_log()
         self._replay_to = self.journal.commit_index  # what this node knew committed when it stopped
+        self._synced = False  # a command of this run has committed: the state has all committed before it
         self.bridge = LogBridge(self.replog)
         self.pid = os.getpid()
         self._pstart = _process_start_ticks()
@@ -216,9 +217,10 @@ class Node:
 
     # ---- reads ----------------------------------------------------------------------------
     def caught_up(self) -> bool:
-        """The state includes every entry this node knew to be committed when it started (its own log
-        replayed), so nothing deleted or revoked before a restart can reappear in an answer."""
-        return self.replog.raftLastApplied >= self._replay_to
+        """The state includes every entry committed in the cluster before this node started: its own log is
+        replayed and the first command of its bootstrap has committed (a barrier: a follower restarted after
+        missing a revocation learns of it first). So nothing deleted or revoked can reappear in an answer."""
+        return self._synced and self.replog.raftLastApplied >= self._replay_to
 
     async def wait_caught_up(self, timeout: float) -> bool:
         """Wait up to `timeout` s for `caught_up()`; False if still replaying."""
@@ -295,6 +297,7 @@ class Node:
         ]
         for command in commands:  # the other members may still be starting
             await self.submit_until_done(command, retry_every=0.5)
+            self._synced = True
         log.info("node registered", node=spec.name)
         self.remember_members()
 

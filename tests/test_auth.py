@@ -46,3 +46,5 @@ def test_csrf_token_is_bound_to_user_and_time():
     assert not auth.verify_csrf_token("other-secret", token, "root@pam", NOW)
     assert not auth.verify_csrf_token("secret", token, "root@pam", NOW + 7201)
     assert not auth.verify_csrf_token("secret", "nonsense", "root@pam", NOW)
+    # a header value with bytes outside ASCII is a wrong token, not a server error
+    assert not auth.verify_csrf_token("secret", token.split(":")[0] + ":\xe9\xe9", "root@pam", NOW)

@@ -133,3 +133,15 @@ def test_messages_with_newlines_or_other_text_answer_400_json_naming_the_paramet
     assert r.reason == "No 'GET' handler for '/no-such-\\u20ac-\u00e9'"
     assert "nl@pve" not in [u["userid"] for u in s.get(url + "/access/users").json()["data"]]
     assert not [e for e in s.get(url + "/access/acl").json()["data"] if "\u20ac" in e["path"]]
+
+
+def test_a_json_boolean_or_a_nul_for_a_string_parameter_is_refused():
+    from api.schema import Param
+
+    for raw in (True, "a\x00b"):
+        try:
+            Param("comment").coerce(raw)
+        except ValueError:
+            continue
+        raise AssertionError(f"{raw!r} was accepted")
+    assert Param("comment").coerce("plain") == "plain"

@@ -154,6 +154,24 @@ def test_retried_request_id_creates_once(single_node):
     assert third.status_code == 409
 
 
+def test_a_request_id_reused_for_another_request_is_never_silently_dropped(single_node):
+    s, url = single_node.session(), single_node.url
+    s.post(url + "/access/users", data={"userid": "reuse@pve", "password": "first-pass"}).raise_for_status()
+    for password in ("second-pass", "third-pass"):  # the same id, a different request each time: both apply
+        r = s.put(url + "/access/password", data={"userid": "reuse@pve", "password": password},
+                  headers={"X-Request-ID": "reused-id"})
+        assert r.status_code == 200, r.text
+        login = requests.post(url + "/access/ticket", data={"username": "reuse@pve", "password": password},
+                              verify=False)
+        assert login.status_code == 200
+    # a retried token creation cannot show the secret again: it says so instead of a secret that does not work
+    first = s.post(url + "/access/users/reuse@pve/token/t1", headers={"X-Request-ID": "token-id"})
+    again = s.post(url + "/access/users/reuse@pve/token/t1", headers={"X-Request-ID": "token-id"})
+    assert first.status_code == 200 and again.status_code == 409 and "shown only" in again.json()["message"]
+    token = f"PVEAPIToken=reuse@pve!t1={first.json()['data']['value']}"
+    assert requests.get(url + "/version", headers={"Authorization": token}, verify=False).status_code == 200
+
+
 def test_first_start_created_secrets_privately(single_node):
     mode = stat.S_IMODE(os.stat(os.path.join(single_node.data_dir, "root-password")).st_mode)
     assert mode == 0o600

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from engine import commands as cmd
+from tests.faultproxy import FaultProxy
 from tests.harness import Cluster, wait_for
 from tests.logfill import append_commands
 
@@ -64,3 +65,37 @@ def test_killed_node_never_serves_a_deleted_token_or_hides_a_guest_while_replayi
         assert 401 in seen["token"] and 200 in seen["guest"], seen
     finally:
         cluster.stop()
+
+
+def test_a_follower_that_missed_a_revocation_never_accepts_the_revoked_token_after_a_restart(tmp_path):
+    cluster = Cluster(str(tmp_path), 3, proxied=True)
+    proxy = FaultProxy(cluster.proxy_routes, cluster.key_file)
+    try:
+        cluster.start()
+        n1, n2, n3 = cluster.nodes
+        root = n1.session()
+        root.post(n1.url + "/access/users", data={"userid": "ci@pve"}).raise_for_status()
+        root.put(n1.url + "/access/acl", data={"path": "/", "roles": "PVEAuditor", "users": "ci@pve"})
+        value = root.post(n1.url + "/access/users/ci@pve/token/t1", data={"privsep": 0}).json()["data"]["value"]
+        token = {"Authorization": f"PVEAPIToken=ci@pve!t1={value}"}
+        anon = requests.Session()
+        anon.verify, anon.trust_env = False, False
+        wait_for(lambda: anon.get(n3.url + "/cluster/resources", headers=token).status_code == 200)
+        ids = {n.name: f"127.0.0.1:{n.raft_port}" for n in cluster.nodes}
+        proxy.partition([ids["n3"]], [ids["n1"], ids["n2"]])
+        root.delete(n1.url + "/access/users/ci@pve/token/t1").raise_for_status()  # n3 cannot hear of it
+        n3.kill()
+        n3.start()
+        time.sleep(1.0)  # n3 is up, replaying its own (stale) log
+        proxy.heal()
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and 401 not in seen:
+            try:
+                seen.append(anon.get(n3.url + "/cluster/resources", headers=token, timeout=15).status_code)
+            except requests.ConnectionError:
+                time.sleep(0.02)
+        assert 200 not in seen and 401 in seen, seen
+    finally:
+        cluster.stop()
+        proxy.close()

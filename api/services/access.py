@@ -19,6 +19,7 @@ from api.passwords import check_password, hash_password, hash_secret
 from api.schema import ParamErrors
 from api.services import access_rules as rules
 from engine import access as acc
+from engine.errors import Rejection
 from engine.roles import capabilities, user_active
 
 FAILED_LOGIN_DELAY = 3.0  # Proxmox delays a failed login by 3 s
@@ -93,6 +94,11 @@ async def create_token(ctx: Ctx, userid: str, tokenid: str, privsep: int = 1, ex
     info = {"privsep": privsep, "expire": expire, "comment": comment}
     await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
                                        tokenid=tokenid, create=True, secret_hash=hash_secret(secret), **info))
+    with ctx.node.read() as s:
+        stored = s.access.get("user", {}).get(userid, {}).get("tokens", {}).get(tokenid, {}).get("secret")
+    if stored != hash_secret(secret):  # a retry answered from the first attempt: its secret was shown there only
+        raise Rejection(409, f"token '{userid}!{tokenid}' was created by an earlier request with this request "
+                             "id; its secret is shown only in that answer")
     return {"full-tokenid": f"{userid}!{tokenid}", "info": info, "value": secret}
 
 
