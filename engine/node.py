@@ -236,10 +236,19 @@ class Node:
         with self.lock:
             yield self.machine.state
 
-    async def read_barrier(self) -> None:
+    async def read_barrier(self, patience: float = 3.0) -> None:
         """Return once the local state holds every write acknowledged anywhere before the call: one
-        round trip through the log (a no-op command). Raises NoQuorum (503) without quorum."""
-        await self.submit(cmd.Barrier(request_id=self.new_request_id(), ts=self.wall()))
+        round trip through the log (a no-op command). Without quorum it tries for `patience` seconds (a
+        leader change or a membership change takes a moment), then raises NoQuorum (503)."""
+        barrier = cmd.Barrier(request_id=self.new_request_id(), ts=self.wall())
+        with trio.move_on_after(patience):
+            while True:
+                try:
+                    await self.submit(barrier)
+                    return
+                except NoQuorum:
+                    await trio.sleep(0.1)
+        await self.submit(barrier)
 
     def auth_secrets(self) -> tuple[str, str]:
         """The cluster's ticket key and CSRF secret, once the log has them."""
