@@ -142,6 +142,7 @@ def serve(args: argparse.Namespace) -> None:
     finally:
         runtime.driver.kill_all_clients()  # guests keep running, as with Proxmox's daemons
         guest_services.bridge.close()
+        grpc_server.close()
         node.close()
 
 

@@ -12,6 +12,7 @@ import threading
 
 import grpc
 import pytest
+import requests
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -230,6 +231,15 @@ def test_operations_and_lists(node, rpc, root):
     assert len(first.guests) == 1 and (first.next_page_token != "") == (listed.total_size > 1)
     err = _error(rpc.guests.List, S.ListGuestsRequest(page_size=501), metadata=root)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    clone = rpc.guests.Clone(S.CloneGuestRequest(vmid=made.vmid, new_vmid=made.vmid + 500, name="copy"),
+                             metadata=root)
+    assert (clone.type, clone.vmid) == ("qmclone", made.vmid)
+    rpc.wait_ok(clone, root)
+    assert rpc.guests.Get(S.GetGuestRequest(vmid=made.vmid + 500), metadata=root).name == "copy"
+    err = _error(rpc.guests.Clone, S.CloneGuestRequest(vmid=made.vmid, new_vmid=5), metadata=root)
+    rpc_status.from_call(err).details[0].Unpack(bad := error_details_pb2.BadRequest())
+    assert [(v.field, v.description) for v in bad.field_violations] == [("new_vmid",
+                                                                          "value must have a minimum value of 100")]
 
 
 def test_reflection_lists_the_services_and_health_says_serving(node, rpc, root):
@@ -246,3 +256,26 @@ def test_reflection_lists_the_services_and_health_says_serving(node, rpc, root):
     assert rpc.cluster.ListNodes(cluster_pb2.ListNodesRequest(), metadata=root).nodes == status.nodes
     err = _error(rpc.vclusters.List, vcluster_pb2.ListVClustersRequest(), metadata=root)
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED and "not implemented yet" in err.details()
+
+
+def test_rest_and_grpc_calls_share_one_rate_budget(tmp_path):
+    cluster = Cluster(str(tmp_path), 1)
+    cluster.nodes[0].rate_limits = "read=5"
+    cluster.start()
+    try:
+        node = cluster.nodes[0]
+        secret = node.api().access.users("root@pam").token("limited").post(privsep=0)["value"]
+        auth = token("root@pam!limited", secret)
+        session = requests.Session()
+        session.verify, session.trust_env = False, False
+        for _ in range(3):
+            assert session.get(node.url + "/cluster/status", headers=dict(auth), timeout=5).status_code == 200
+        stubs = Stubs(channel(node))
+        for _ in range(2):
+            stubs.cluster.Status(cluster_pb2.StatusRequest(), metadata=auth)
+        err = _error(stubs.cluster.Status, cluster_pb2.StatusRequest(), metadata=auth)
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and err.details().startswith("Rate limit exceeded.")
+        assert int(dict(err.trailing_metadata())["retry-after"]) > 0
+        assert session.get(node.url + "/cluster/status", headers=dict(auth), timeout=5).status_code == 429
+    finally:
+        cluster.stop()

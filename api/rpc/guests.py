@@ -118,7 +118,7 @@ async def watch_step(call: Call, cursor: tuple[int, int]) -> tuple[list, tuple[i
                 return out, (vmid, since), False
             if not events:
                 with call.node.read() as s:
-                    gone = vmid not in s.guests and hub.last_id() <= since
+                    gone = vmid not in s.guests and hub.last_id() >= since  # (not a node still behind)
                 if gone:
                     await call.rest("GET", STATUS, {"node": call.node.name, "vmid": vmid})  # Proxmox's 404
                 await changed.wait()

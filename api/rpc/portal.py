@@ -49,6 +49,10 @@ class AsyncioThread:
             raise
         return future.result()
 
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
 
 class TrioPortal:
     """From the asyncio thread: run async functions in a trio nursery (bound with `open`, from trio)."""

@@ -16,7 +16,7 @@ from api.context import Runtime
 from api.gate import Gate
 from api.rpc import pb
 from api.rpc.cluster import ClusterService, VClusterService
-from api.rpc.core import RpcCore, Runner
+from api.rpc.core import REPLAY_WAIT, RpcCore, Runner
 from api.rpc.guests import GuestService
 from api.rpc.operations import OperationService
 from api.rpc.portal import AsyncioThread, TrioPortal
@@ -60,6 +60,7 @@ class GrpcServer:
             self.portal.open(nursery)
             server, checker = await self._thread.call(self._start, cert, key)
             log.info("grpc listening", bind=self.bind)
+            nursery.start_soon(self._serving_once_caught_up, checker)
             task_status.started()
             try:
                 await shutdown_trigger()
@@ -69,14 +70,27 @@ class GrpcServer:
                 with trio.CancelScope(shield=True), trio.move_on_after(GRACE + 5):
                     await self._thread.call(self._stop, server, checker)
 
+    def close(self) -> None:
+        """Stop the asyncio thread (once the server has stopped)."""
+        if self._thread is not None:
+            self._thread.close()
+            self._thread = None
+
+    async def _serving_once_caught_up(self, checker: health.aio.HealthServicer) -> None:
+        """Health says NOT_SERVING while a restarted node replays its log (calls wait, then answer 503)."""
+        node = self.core.node
+        while not node.caught_up():
+            await node.wait_caught_up(REPLAY_WAIT)
+        await self._thread.call(_set_health, checker, health_pb2.HealthCheckResponse.SERVING)
+
     async def _start(self, cert: bytes, key: bytes) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
         """(asyncio) Build, bind and start the server; raises RuntimeError when the address cannot be bound."""
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         for servicer, stubs in self.servicers:
             getattr(stubs, f"add_{type(servicer).__name__}Servicer_to_server")(servicer, server)
         checker = health.aio.HealthServicer()
-        for name in ["", *service_names()]:
-            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await _set_health(checker, health_pb2.HealthCheckResponse.SERVING if self.core.node.caught_up() else
+                          health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
         reflection.enable_server_reflection([*service_names(), health.SERVICE_NAME, reflection.SERVICE_NAME],
                                             server)
@@ -89,3 +103,9 @@ class GrpcServer:
     async def _stop(server: grpc.aio.Server, checker: health.aio.HealthServicer) -> None:
         await checker.enter_graceful_shutdown()
         await server.stop(GRACE)
+
+
+async def _set_health(checker: health.aio.HealthServicer, status: int) -> None:
+    """(asyncio) The status of the whole server (`""`) and of each gpve.v1 service."""
+    for name in ["", *service_names()]:
+        await checker.set(name, status)

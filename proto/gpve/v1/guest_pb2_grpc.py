@@ -136,7 +136,7 @@ class GuestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Deletes a stopped guest and its volumes (REST: DELETE /nodes/{node}/qemu/{vmid}). Needs
+        """Deletes a guest and its volumes (REST: DELETE /nodes/{node}/qemu/{vmid}). Needs
         VM.Allocate on /vms/{vmid}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
