@@ -8,6 +8,7 @@ in the spec's format with the message as the HTTP reason phrase, as Proxmox does
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from typing import Any
@@ -219,7 +220,7 @@ def _page_url(start: int, limit: int) -> str:
 
 def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None,
                limiter: RateLimiter | None = None) -> QuartTrio:
-    app = QuartTrio("gpve")
+    app = QuartTrio("gpve", root_path=os.path.dirname(os.path.abspath(__file__)))  # not the gpve.v1 stubs' package
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
     api = Api(node, registry, root_password, runtime or Runtime(), limiter or RateLimiter(None))
     app.extensions["gpve"] = api

@@ -59,6 +59,7 @@ def serve(args: argparse.Namespace) -> None:
     from api.app import create_app
     from api.ratelimit import RateLimiter, parse_limits
     from api.registry import load_endpoints
+    from api.rpc.server import GrpcServer
     from api.server import run_server, server_config
     from engine.node import Node, NodeSpec, load_peers
 
@@ -83,9 +84,11 @@ def serve(args: argparse.Namespace) -> None:
                     certificate_fingerprint(cert))
     node = Node(spec, ticket_key, csrf_secret, raft_key, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
     runtime, guest_services = _guest_runtime(node, data_dir)
-    app = create_app(node, load_endpoints(), root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
+    registry = load_endpoints()
+    app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
+    grpc_server = GrpcServer(node, app.extensions["gpve"].gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
     bind = f"{args.listen}:{args.api_port}"
-    restart_server = trio.Event()
+    restart_server = restart_grpc = trio.Event()
 
     async def serve_https(task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The API server; restarted in place when the node's certificate changes (on join)."""
@@ -93,6 +96,14 @@ def serve(args: argparse.Namespace) -> None:
         while True:
             restart_server = trio.Event()
             await run_server(app, server_config(bind, cert, key), restart_server.wait, task_status)
+            task_status = trio.TASK_STATUS_IGNORED
+
+    async def serve_grpc(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The gRPC API (same gate, rate limits and services as REST); restarted with the certificate too."""
+        nonlocal restart_grpc
+        while True:
+            restart_grpc = trio.Event()
+            await grpc_server.run(cert, key, restart_grpc.wait, task_status)
             task_status = trio.TASK_STATUS_IGNORED
 
     async def adopt_ca(ca_cert: str, ca_key: str) -> None:
@@ -103,6 +114,7 @@ def serve(args: argparse.Namespace) -> None:
         async def restart_soon() -> None:
             await trio.sleep(0.5)  # let the join request's answer leave first
             restart_server.set()
+            restart_grpc.set()
 
         node.spawn(restart_soon)
 
@@ -113,11 +125,12 @@ def serve(args: argparse.Namespace) -> None:
         guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(node.run, reconciler=runtime.reconciler,
-                                                  watcher=guest_services.watcher, servers=[serve_https]))
+                                                  watcher=guest_services.watcher, servers=[serve_https, serve_grpc]))
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
             log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)
-            print(f"gpve node '{args.name}' serving {url}\n  root@pam password: {where}", flush=True)
+            print(f"gpve node '{args.name}' serving {url} and gRPC on {args.listen}:{args.grpc_port}\n"
+                  f"  root@pam password: {where}", flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     log.info("shutting down")
@@ -129,6 +142,7 @@ def serve(args: argparse.Namespace) -> None:
     finally:
         runtime.driver.kill_all_clients()  # guests keep running, as with Proxmox's daemons
         guest_services.bridge.close()
+        grpc_server.close()
         node.close()
 
 
@@ -164,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--listen", default="127.0.0.1")
     s.add_argument("--api-port", type=int, default=8006)
     s.add_argument("--raft-port", type=int, default=5404)
+    s.add_argument("--grpc-port", type=int, default=8007, help="the gRPC API's port (TLS, the node's certificate)")
     s.add_argument("--peers", help="name=host:raftport,... for a static cluster (this node included)")
     s.add_argument("--raft-bind", help="host:port to listen on for Raft when it differs from the address the "
                    "peers use (behind a proxy or NAT); by default the node's own Raft address")

@@ -36,11 +36,18 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$want_test" = test ] || [ "$want_test" = bench ]; then
     quiet_pip -e '.[test]'
-    # the npm `proxmox-api` client, for the client-compatibility test (cached outside the repo)
+    # npm clients for the client-compatibility tests (cached outside the repo): `proxmox-api` (REST), and
+    # @grpc/grpc-js with @grpc/proto-loader (gRPC, loading proto/gpve/v1 at run time)
     npm_dir="${GPVE_NPM_DIR:-$HOME/.cache/gpve/npm}"
-    if command -v npm >/dev/null 2>&1 && [ ! -d "$npm_dir/node_modules/proxmox-api" ]; then
-        mkdir -p "$npm_dir"
-        (cd "$npm_dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --silent proxmox-api@1.1.1)
+    npm_packages="proxmox-api@1.1.1 @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1"
+    if command -v npm >/dev/null 2>&1; then
+        for pkg in $npm_packages; do
+            if [ ! -d "$npm_dir/node_modules/${pkg%@*}" ]; then
+                mkdir -p "$npm_dir"
+                (cd "$npm_dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --silent $npm_packages)
+                break
+            fi
+        done
     fi
 else
     quiet_pip -e .

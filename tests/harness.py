@@ -66,11 +66,13 @@ class NodeProcess:
     rate_limits: str | None = "off"  # the suite's own load would trip the defaults; tests of limits set them
     raft_bind: str | None = None
     cluster_key_file: str | None = None  # the static cluster's Raft key (every member the same)
+    grpc_port: int = 0  # 0: a free port, picked here
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.log_path = os.path.join(os.path.dirname(self.data_dir), f"{self.name}.log")
+        self.grpc_port = self.grpc_port or free_ports(1)[0]
 
     @property
     def url(self) -> str:
@@ -83,7 +85,8 @@ class NodeProcess:
 
     def start(self) -> None:
         args = GPVE + ["serve", "--name", self.name, "--data-dir", self.data_dir, "--listen", "127.0.0.1",
-                       "--api-port", str(self.api_port), "--raft-port", str(self.raft_port)]
+                       "--api-port", str(self.api_port), "--raft-port", str(self.raft_port),
+                       "--grpc-port", str(self.grpc_port)]
         if self.peers:
             args += ["--peers", self.peers]
         if self.rate_limits is not None:
