@@ -84,7 +84,8 @@ class PinnedTransport(httpx.AsyncBaseTransport):
                                       request=request) from exc
             raise
 
-    async def _pin(self, request: httpx.Request, host: str, port: int, wanted: str):
+    async def _pin(self, request: httpx.Request, host: str, port: int,
+                   wanted: str) -> tuple[str, httpx.AsyncHTTPTransport]:
         timeout = (request.extensions.get("timeout") or {}).get("connect") or FETCH_TIMEOUT
         try:
             der = await trio.to_thread.run_sync(fetch_certificate, host, port, timeout)
