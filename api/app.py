@@ -26,6 +26,7 @@ from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, reason_phrase
 from api.forward import forward, target_node
 from api.gate import Credentials, Gate, RateLimited
+from api.pinning import member_client
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
 from engine.errors import Rejection
@@ -87,7 +88,7 @@ class Api:
         self.node = node
         self.runtime = runtime
         self.gate = Gate(node, limiter, root_password)
-        self.http = httpx.AsyncClient(verify=False, timeout=httpx.Timeout(60.0, connect=3.0))
+        self.http = member_client(node, httpx.Timeout(60.0, connect=3.0))  # verified: api/pinning.py
         self.registry = registry
 
     async def forward(self, member: dict, path: str, request_id: str) -> Response:

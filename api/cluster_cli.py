@@ -1,12 +1,19 @@
-"""`gpve cluster create|join|status|nodes`: the cluster API of the local node, from the shell."""
+"""`gpve cluster create|join|status|nodes`: the cluster API of the local node, from the shell.
+
+The connection trusts exactly the node's own certificate (DATA_DIR/ssl/pve-ssl.pem) before root@pam's
+password is sent (api/pinning.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import ssl
 
 import httpx
+
+from api.pinning import pinned_context
 
 
 def _client(args: argparse.Namespace) -> tuple[httpx.Client, str]:
@@ -14,8 +21,13 @@ def _client(args: argparse.Namespace) -> tuple[httpx.Client, str]:
     password_file = args.password_file or os.path.join(args.data_dir, "root-password")
     with open(password_file) as f:
         password = f.read().strip()
-    client = httpx.Client(verify=False, timeout=60)
-    login = client.post(base + "/access/ticket", data={"username": "root@pam", "password": password})
+    with open(os.path.join(args.data_dir, "ssl", "pve-ssl.pem")) as f:
+        certificate = ssl.PEM_cert_to_DER_cert(f.read())
+    client = httpx.Client(verify=pinned_context(certificate), timeout=60, trust_env=False)
+    try:
+        login = client.post(base + "/access/ticket", data={"username": "root@pam", "password": password})
+    except httpx.ConnectError as exc:
+        raise SystemExit(f"cannot connect to {base} with the node's certificate - {exc}") from None
     if login.status_code != 200:
         raise SystemExit(f"login to {base} failed: {login.status_code} {login.reason_phrase}")
     data = login.json()["data"]
@@ -51,7 +63,8 @@ def add_parser(sub) -> None:
     c = sub.add_parser("cluster", help="create, join or inspect the cluster (through the local node's API)")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--api-port", type=int, default=8006)
-    c.add_argument("--data-dir", default="/var/lib/gpve", help="where this node keeps root-password")
+    c.add_argument("--data-dir", default="/var/lib/gpve",
+                   help="where this node keeps root-password and its certificate (ssl/pve-ssl.pem)")
     c.add_argument("--password-file", help="root@pam's password for this node (default: DATA_DIR/root-password)")
     actions = c.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="name the cluster this single node forms")

@@ -7,13 +7,14 @@ import time
 import httpx
 
 from api.auth import make_csrf_token, make_ticket
+from api.pinning import member_client
 from engine.errors import Rejection
 
 
 class PeerClient:
     def __init__(self, node) -> None:
         self.node = node
-        self.http = httpx.AsyncClient(verify=False, timeout=httpx.Timeout(120.0, connect=5.0))
+        self.http = member_client(node, httpx.Timeout(120.0, connect=5.0))  # verified: api/pinning.py
 
     def _headers(self) -> dict[str, str]:
         key, csrf = self.node.auth_secrets()

@@ -9,10 +9,13 @@ determinism or safety.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from collections.abc import Callable
 
 import pysyncobj.syncobj as _syncobj
+import pysyncobj.tcp_connection as _tcp_connection
 from pysyncobj import SyncObj
 from pysyncobj.journal import Journal
 from pysyncobj.pipe_notifier import PipeNotifier
@@ -23,11 +26,14 @@ PINNED_VERSION = "0.3.17"
 # Names this module depends on, checked by the test suite.
 PRIVATE_NAMES = {
     "module": ["createJournal", "monotonicTime"],
+    "tcp_connection": ["monotonicTime"],
     "SyncObj": ["_SyncObj__sendAppendEntries", "_SyncObj__generateRaftTimeout", "_poller",
                 "_SyncObj__raftLog"],
     "Transport": ["_onMessageReceived"],
-    "TCPTransport": ["_onIncomingMessageReceived", "_syncObj", "_nodeAddrToNode", "_unknownConnections"],
-    "TcpConnection": ["sendRandKey"],
+    "TCPTransport": ["_onIncomingMessageReceived", "_onNewIncomingConnection", "_syncObj", "_nodeAddrToNode",
+                     "_unknownConnections", "_connections"],
+    "TcpConnection": ["sendRandKey", "_TcpConnection__tryReadBuffer", "_TcpConnection__socket",
+                      "_TcpConnection__readBuffer", "_TcpConnection__recvBufferSize", "_TcpConnection__lastReadTime"],
 }
 
 _journals: dict[str, Journal] = {}
@@ -146,3 +152,68 @@ def refuse_non_member(transport, conn, message) -> str | None:
     if isinstance(message, list):
         return "utility command"
     return "read-only peer" if message == "readonly" else "not a member"
+
+
+def authenticated(transport, conn) -> bool:
+    """Has `conn`'s peer proved it is a member: past the key exchange (decrypting its first message proved the
+    cluster key) and, for an incoming connection, introduced as a member's address (`refuse_non_member`)."""
+    keyed = conn.sendRandKey is not None or not transport._syncObj.encryptor
+    return keyed and conn not in transport._unknownConnections
+
+
+FRAME_HEADER = struct.Struct("i")  # pysyncobj's length prefix of every message on the wire
+
+
+def first_frame(buffer: bytes | bytearray, limit: int) -> int | None:
+    """The size (length prefix included) of the first message in `buffer` once it is all there, 0 until
+    then; None when its declared length is negative or over `limit` bytes."""
+    if len(buffer) < FRAME_HEADER.size:
+        return 0
+    (declared,) = FRAME_HEADER.unpack_from(buffer)
+    if not 0 <= declared <= limit:
+        return None
+    size = FRAME_HEADER.size + declared
+    return size if len(buffer) >= size else 0
+
+
+def bound_reads(conn, limit: Callable[[], int], dropped: Callable[[str, int, int], None]) -> None:
+    """Replace `conn`'s (a TcpConnection's) read loop by one that checks a message's declared length before
+    buffering it and stops reading once a whole message is buffered.
+
+    pysyncobj reads until the socket is drained and parses afterwards, appending to an immutable buffer:
+    a peer that declares 2 GiB and streams makes the tick thread copy quadratically and the memory grow
+    before anything is checked. Here a message over `limit()` bytes drops the connection at once
+    (`dropped(peer, declared, limit)` is told), the buffer holds at most one message and one read more,
+    and a partial message grows in place (a bytearray, which pysyncobj's parser only measures until it is
+    whole). Errors and end of stream are handled as pysyncobj does.
+    """
+    def read() -> None:
+        sock = conn._TcpConnection__socket
+        buffer = conn._TcpConnection__readBuffer
+        buffer = buffer if isinstance(buffer, bytearray) else bytearray(buffer)
+        cap, size = limit(), 0
+        while not size:
+            try:
+                chunk = sock.recv(conn._TcpConnection__recvBufferSize)
+            except BlockingIOError:
+                break
+            except OSError:
+                conn.disconnect()
+                return
+            if not chunk or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                conn.disconnect()
+                return
+            buffer += chunk
+            size = first_frame(buffer, cap)
+            if size is None:
+                try:
+                    peer = ":".join(map(str, sock.getpeername()[:2]))
+                except OSError:
+                    peer = "?"
+                conn.disconnect()
+                dropped(peer, FRAME_HEADER.unpack_from(buffer)[0], cap)
+                return
+        conn._TcpConnection__readBuffer = bytes(buffer) if size else buffer
+        conn._TcpConnection__lastReadTime = _tcp_connection.monotonicTime()
+
+    conn._TcpConnection__tryReadBuffer = read  # looked up on the instance by TcpConnection.__processConnection

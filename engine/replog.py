@@ -9,11 +9,13 @@ Peers: in production the log runs with pysyncobj's encryption keyed by the clust
 (`password=`): every message, the first of a connection included, is authenticated (Fernet's HMAC)
 before it is unpickled, so a peer without the key gets nothing deserialized. `MembersOnly` then
 admits only connections that introduce themselves as members: no utility commands (`status`,
-`add`, `remove`, ...), no read-only peers (which would be streamed the whole log).
+`add`, `remove`, ...), no read-only peers (which would be streamed the whole log). `BoundedReads` caps
+what any peer can make the node buffer before it is checked (`PRE_AUTH_MESSAGE_BYTES`, `MAX_MESSAGE_BYTES`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -80,11 +82,50 @@ class MembersOnly:
         super()._onIncomingMessageReceived(conn, message)
 
 
+# What a peer may make this node buffer for one message, checked on the message's declared length before
+# it is buffered. Until the peer has proved it is a member (`pysyncobj_hooks.authenticated`), its messages
+# are its Fernet-encrypted random key and its address, ~200 bytes each.
+PRE_AUTH_MESSAGE_BYTES = 64 * 1024
+# A member's largest message is one append_entries batch: entries up to appendEntriesBatchSizeBytes (64 KiB)
+# plus the entry that crosses it, sent whole (an entry over 64 KiB sent alone, and snapshots, travel in
+# 64 KiB chunks: appendEntriesBatchSizeBytes, logCompactionBatchSize). An entry holds up to 512 commands
+# (engine/bridge.py `max_batch`), each from a request body of at most 512 KiB (api/bodies.py): 256 MiB,
+# ~342 MiB on the wire (zlib cannot shrink incompressible data; Fernet's base64 adds a third). 512 MiB leaves
+# half again for commands larger than their request (a task's outcome carries whole configs).
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+
+
+class BoundedReads:
+    """TCP transport mixin: every connection (incoming, and outgoing to members) reads through
+    `pysyncobj_hooks.bound_reads`: a message declaring more than the peer may send (`PRE_AUTH_MESSAGE_BYTES`
+    before it proved to be a member, `MAX_MESSAGE_BYTES` after) drops the connection before it is buffered.
+    """
+
+    def _onNewIncomingConnection(self, conn):  # noqa: N802 - pysyncobj's name
+        super()._onNewIncomingConnection(conn)
+        self._bound_reads(conn)
+
+    def addNode(self, node):  # noqa: N802 - pysyncobj's name
+        super().addNode(node)
+        if node in self._connections:  # the outgoing connection to a member, reused across reconnects
+            self._bound_reads(self._connections[node])
+
+    def _bound_reads(self, conn) -> None:
+        hooks.bound_reads(conn, functools.partial(self._read_limit, conn), _log_dropped)
+
+    def _read_limit(self, conn) -> int:
+        return MAX_MESSAGE_BYTES if hooks.authenticated(self, conn) else PRE_AUTH_MESSAGE_BYTES
+
+
+def _log_dropped(peer: str, declared: int, limit: int) -> None:
+    log.warning("raft connection refused", reason="message too large", peer=peer, declared=declared, limit=limit)
+
+
 # Every transport the engine uses (TCP in production, the simulator's) is built on these.
 ENGINE_TRANSPORT_MIXINS = (SyncBeforeSend, CommitGuard)
 
 
-class DurableTCPTransport(SyncBeforeSend, CommitGuard, MembersOnly, TCPTransport):
+class DurableTCPTransport(SyncBeforeSend, CommitGuard, MembersOnly, BoundedReads, TCPTransport):
     pass
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pysyncobj.syncobj as syncobj_module
+import pysyncobj.tcp_connection as tcp_connection_module
 from pysyncobj import SyncObj
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport, Transport
@@ -17,6 +18,8 @@ def test_pysyncobj_is_the_pinned_version():
 def test_every_private_name_still_exists():
     for name in hooks.PRIVATE_NAMES["module"]:
         assert hasattr(syncobj_module, name), f"pysyncobj.syncobj.{name} is gone"
+    for name in hooks.PRIVATE_NAMES["tcp_connection"]:
+        assert hasattr(tcp_connection_module, name), f"pysyncobj.tcp_connection.{name} is gone"
     for cls in (SyncObj, Transport, TCPTransport, TcpConnection):
         for name in hooks.PRIVATE_NAMES[cls.__name__]:  # methods, or attributes that __init__ sets
             assert hasattr(cls, name) or name in cls.__init__.__code__.co_names, f"{cls.__name__}.{name} is gone"

@@ -25,7 +25,7 @@ from pysyncobj.encryptor import getEncryptor
 from engine import commands as c
 from engine.journal import DurableJournal
 from engine.machine import Machine
-from engine.replog import ReplicatedLog
+from engine.replog import MAX_MESSAGE_BYTES, ReplicatedLog
 from tests.harness import GPVE, REPO, Cluster, free_ports, wait_for
 from tests.test_journal import _commit
 
@@ -261,3 +261,146 @@ def test_a_static_cluster_needs_a_shared_key_and_works_with_it(three_nodes, tmp_
                                  "x=127.0.0.1:1,y=127.0.0.1:2"], cwd=REPO, capture_output=True, text=True,
                          timeout=30)
     assert out.returncode != 0 and "--peers needs --cluster-key-file" in out.stderr
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def _stream_oversized(port: int, limit_seconds: float) -> tuple[int, float]:
+    """Declare a 2 GiB message and stream zeros until the node drops us: (bytes sent, seconds it took)."""
+    zeros = bytes(256 * 1024)
+    sent, started = 0, time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=limit_seconds) as sock:
+        try:
+            sock.sendall(struct.pack("i", 2**31 - 1))
+            while time.monotonic() - started < limit_seconds:
+                sock.sendall(zeros)
+                sent += len(zeros)
+        except (BrokenPipeError, ConnectionResetError):
+            return sent, time.monotonic() - started
+    raise AssertionError(f"the node kept reading ({sent} bytes in {limit_seconds} s)")
+
+
+def test_an_oversized_message_is_refused_before_it_is_buffered(single_node):
+    """pysyncobj buffered a whole message before checking anything: a 2 GiB declaration stalled the node's tick
+    thread (writes 503, revoked tokens still valid on it) and grew its memory. Dropped at once now."""
+    node = single_node
+    session = node.session()
+    vmid = _create_guest(node)
+    config = f"{node.url}/nodes/{node.name}/qemu/{vmid}/config"
+    for i in range(20):  # warm up what the writes below allocate, before the memory is measured
+        session.put(config, data={"name": f"warm-{i}"}, timeout=10).raise_for_status()
+    rss_before = _rss_kib(node.proc.pid)
+    attacks: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def attack() -> None:
+        while not stop.is_set():
+            attacks.append(_stream_oversized(node.raft_port, 10.0))
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    try:
+        rss_peak = rss_before
+        for i in range(40):
+            started = time.monotonic()
+            answer = session.put(config, data={"name": f"during-{i}"}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert time.monotonic() - started < 2.0, "a write stalled behind the attacker"
+            rss_peak = max(rss_peak, _rss_kib(node.proc.pid))
+    finally:
+        stop.set()
+        attacker.join(30)
+    assert len(attacks) >= 5, attacks
+    for sent, seconds in attacks:
+        assert seconds < 1.0 and sent < 8 * 2**20, (sent, seconds)  # what the kernel buffers, not the node
+    assert rss_peak - rss_before < 4 * 1024, f"the node's memory grew by {rss_peak - rss_before} KiB"
+    assert session.get(config, timeout=10).json()["data"]["name"] == "during-39"
+    with open(node.log_path) as f:
+        assert "message too large" in f.read()
+
+
+def test_a_member_may_send_large_messages_but_not_unbounded_ones(tmp_path):
+    """Past the key exchange and the member's introduction, a message may exceed the 64 KiB a stranger may
+    send (append_entries batches carry whole entries); a declaration over MAX_MESSAGE_BYTES is dropped too."""
+    key = secrets.token_hex(32)
+    fernet = getEncryptor(key)
+    a_port, b_port = free_ports(2)
+    a_addr, b_addr = f"127.0.0.1:{a_port}", f"127.0.0.1:{b_port}"  # b: a member that is not running
+    log = ReplicatedLog(Machine(), DurableJournal(str(tmp_path / "raft")), str(tmp_path / "raft" / "snapshot"),
+                        a_addr, [b_addr], lock=threading.RLock(), password=key, bindAddress=a_addr)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", a_port)) == 0, timeout=10, interval=0.05)
+
+        def keyed() -> tuple[socket.socket, bytes]:
+            sock = socket.create_connection(("127.0.0.1", a_port), timeout=3)
+            mine = os.urandom(32)
+            sock.sendall(_frame(mine, fernet))
+            _, theirs = _read_frame(sock, fernet)
+            return sock, theirs
+
+        def still_open(sock: socket.socket) -> bool:
+            """Drain what the node sends (a member is sent votes): open if it is still open after a second."""
+            sock.settimeout(1.0)
+            try:
+                while sock.recv(65536):
+                    pass
+                return False
+            except TimeoutError:
+                return True
+            except ConnectionResetError:
+                return False
+
+        with keyed()[0] as sock:  # keyed, but not introduced as a member yet: a stranger's bound
+            sock.sendall(struct.pack("i", 2 * 2**20))
+            assert not still_open(sock), "2 MiB accepted before the peer was known as a member"
+
+        sock, theirs = keyed()
+        with sock:
+            sock.sendall(_frame((theirs, b_addr), fernet))
+            time.sleep(0.5)  # the introduction is handled
+            big = {"type": "gpve-test", "pad": os.urandom(2 * 2**20)}  # not a Raft message: ignored
+            sock.sendall(_frame((theirs, big), fernet))
+            assert still_open(sock), "a member's 2 MiB message was refused"
+            sock.sendall(struct.pack("i", MAX_MESSAGE_BYTES + 1))
+            assert not still_open(sock), "a member's oversized declaration was accepted"
+    finally:
+        log.destroy_synchronous()
+        log.journal.close()
+
+
+def test_a_cluster_replicates_entries_over_a_strangers_bound(three_nodes):
+    """500 KiB entries (over the 64 KiB a stranger may send) reach every member: shipped alone (pysyncobj
+    splits them) and, to a member catching up, whole in a batch with the entries before them."""
+    nodes = three_nodes.nodes
+    leader = three_nodes.leader()
+    behind = next(n for n in nodes if n is not leader)
+    session = leader.session()
+    vmid = _create_guest(leader)
+    config = f"{leader.url}/nodes/{leader.name}/qemu/{vmid}/config"
+
+    def write(key: str, value: str) -> int:
+        answer = session.put(config, data={key: value}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return leader.raft(session)["commit_index"]
+
+    def applied_everywhere(index: int, members) -> None:
+        for node in members:
+            wait_for(lambda node=node: node.raft()["last_applied"] >= index, timeout=30)
+
+    def incompressible(size: int) -> str:  # zlib would shrink a repeated character to nothing
+        return secrets.token_urlsafe(size)[:size]
+
+    applied_everywhere(write("sshkeys", incompressible(500 * 1024)), nodes)
+    behind.stop()
+    for i in range(3):
+        write("name", f"small-{i}")
+        index = write("sshkeys", incompressible(500 * 1024))
+    behind.start()
+    behind.wait_ready()
+    applied_everywhere(index, nodes)
+    for node in nodes:
+        with open(node.log_path) as f:
+            assert "message too large" not in f.read(), node.name

@@ -1,12 +1,13 @@
 """The cluster: create, join (both sides), list and remove nodes (Proxmox's `pvecm create/add/delnode`,
 `/cluster/config` endpoints in `PVE/API2/ClusterConfig.pm`).
 
-Joining, on the new node: check the member's certificate fingerprint, log in there as root@pam and ask the
-member to add us (`POST /cluster/config/nodes/{node}`). Its answer, the only one that carries it, hands
-over the cluster's Raft key (the key of the log transport's encryption; Proxmox's addnode answers
-corosync's authkey likewise) and the cluster CA; the member starts the Raft membership change, which
-commits once we follow the cluster's log with that key. The CA becomes ours, and the ticket key arrives
-with the log. Every call here that changes the membership is root@pam's alone, as in Proxmox.
+Joining, on the new node: fetch the member's certificate and check its fingerprint, then, trusting exactly
+that certificate (api/pinning.py: a man in the middle fails the handshake before anything is sent), log in
+there as root@pam and ask the member to add us (`POST /cluster/config/nodes/{node}`). Its answer, the only
+one that carries it, hands over the cluster's Raft key (the key of the log transport's encryption; Proxmox's
+addnode answers corosync's authkey likewise) and the cluster CA; the member starts the Raft membership
+change, which commits once we follow the cluster's log with that key. The CA becomes ours, and the ticket key
+arrives with the log. Every call here that changes the membership is root@pam's alone, as in Proxmox.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import ssl
 
 import httpx
 import structlog
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from api.context import Ctx
 from api.errors import ApiError
+from api.pinning import fetch_certificate, fingerprint, pinned_context, verify_failed
 from api.schema import ParamErrors
 from engine import commands as cmd
 from engine.bridge import NoQuorum
@@ -111,15 +110,10 @@ async def remove_node(ctx: Ctx, name: str) -> None:
     await ctx.node.change_membership("remove", target["raft_addr"])
 
 
-def _peer_fingerprint(host: str, port: int) -> str:
-    pem = ssl.get_server_certificate((host, port), timeout=10)
-    digest = x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256())
-    return ":".join(f"{b:02X}" for b in digest)
-
-
-async def join(ctx: Ctx, hostname: str, password: str, fingerprint: str) -> str:
+async def join(ctx: Ctx, hostname: str, password: str, expected: str) -> str:
     """Join this (guest-less, single) node to the cluster of member `hostname` (`host` or `host:apiport`),
-    with root@pam's `password` there; the member's API certificate must have `fingerprint` (SHA-256)."""
+    with root@pam's `password` there; the member's API certificate must have the SHA-256 fingerprint `expected`
+    (400 otherwise; 502 when a later connection presents another certificate: nothing is sent then)."""
     host, _, port_text = hostname.rpartition(":") if ":" in hostname else (hostname, "", "8006")
     port = int(port_text) if port_text.isdigit() else 8006
     with ctx.node.read() as s:
@@ -128,31 +122,21 @@ async def join(ctx: Ctx, hostname: str, password: str, fingerprint: str) -> str:
         if len(s.nodes) > 1:
             raise ApiError(400, "this node is already part of a cluster")
     try:
-        seen = await trio.to_thread.run_sync(_peer_fingerprint, host, port)
+        der = await trio.to_thread.run_sync(fetch_certificate, host, port)
     except OSError as exc:
         raise ApiError(502, f"unable to reach '{host}:{port}' - {exc}") from None
-    if seen.upper() != fingerprint.upper():
+    seen = fingerprint(der)
+    if seen != expected.upper():
         raise ParamErrors({"fingerprint": f"fingerprint mismatch: {host} presents {seen}"})
-    base = f"https://{host}:{port}/api2/json"
+    async with httpx.AsyncClient(verify=pinned_context(der), timeout=60, trust_env=False) as http:
+        try:
+            answer = await _ask_to_join(ctx, http, f"https://{host}:{port}/api2/json", host, password)
+        except httpx.HTTPError as exc:
+            if verify_failed(exc):
+                raise ApiError(502, f"'{host}:{port}' no longer presents the certificate with fingerprint "
+                                    f"{seen} - nothing was sent to it (man in the middle?)") from None
+            raise ApiError(502, f"unable to reach '{host}:{port}' - {type(exc).__name__}") from None
     spec = ctx.node.spec
-    async with httpx.AsyncClient(verify=False, timeout=60) as http:
-        login = await http.post(base + "/access/ticket", data={"username": "root@pam", "password": password})
-        if login.status_code != 200:
-            raise ApiError(401, f"authentication at '{host}' failed")
-        auth = login.json()["data"]
-        headers = {"CSRFPreventionToken": auth["CSRFPreventionToken"], "Cookie": f"PVEAuthCookie={auth['ticket']}"}
-        info = await http.get(base + "/cluster/config/join", headers=headers)
-        info.raise_for_status()
-        members = {n["name"]: n["raft_addr"] for n in info.json()["data"]["nodelist"]}
-        if not members:
-            raise ApiError(503, f"'{host}' does not know its cluster's members yet - try again")
-        if ctx.node.name in members:
-            raise ApiError(409, f"a node named '{ctx.node.name}' is already in that cluster")
-        added = await http.post(base + f"/cluster/config/nodes/{spec.name}", headers=headers,
-                                data={"raft_addr": spec.raft_addr, "new_node_ip": spec.ip, "apiport": spec.api_port})
-        if added.status_code != 200:
-            raise ApiError(added.status_code, f"the cluster refused the join: {added.reason_phrase}")
-        answer = added.json()["data"]
     members = {n["name"]: n["raft_addr"] for n in answer["nodelist"]}
     await ctx.node.switch_to_cluster({**members, spec.name: spec.raft_addr}, answer["raft_key"])
     with trio.move_on_after(JOIN_TIMEOUT) as waited:
@@ -160,3 +144,26 @@ async def join(ctx: Ctx, hostname: str, password: str, fingerprint: str) -> str:
     if waited.cancelled_caught:
         raise NoQuorum(f"cluster not ready - '{host}' did not admit this node within {JOIN_TIMEOUT:.0f} s")
     return f"node '{spec.name}' joined cluster '{answer['totem']['cluster_name']}'"
+
+
+async def _ask_to_join(ctx: Ctx, http: httpx.AsyncClient, base: str, host: str, password: str) -> dict:
+    """Log in at the member (`base`) as root@pam and ask it to add this node; its answer (`admit`)."""
+    spec = ctx.node.spec
+    login = await http.post(base + "/access/ticket", data={"username": "root@pam", "password": password})
+    if login.status_code != 200:
+        raise ApiError(401, f"authentication at '{host}' failed")
+    auth = login.json()["data"]
+    headers = {"CSRFPreventionToken": auth["CSRFPreventionToken"], "Cookie": f"PVEAuthCookie={auth['ticket']}"}
+    info = await http.get(base + "/cluster/config/join", headers=headers)
+    if info.status_code != 200:
+        raise ApiError(info.status_code, f"'{host}': {info.reason_phrase}")
+    members = {n["name"]: n["raft_addr"] for n in info.json()["data"]["nodelist"]}
+    if not members:
+        raise ApiError(503, f"'{host}' does not know its cluster's members yet - try again")
+    if ctx.node.name in members:
+        raise ApiError(409, f"a node named '{ctx.node.name}' is already in that cluster")
+    added = await http.post(base + f"/cluster/config/nodes/{spec.name}", headers=headers,
+                            data={"raft_addr": spec.raft_addr, "new_node_ip": spec.ip, "apiport": spec.api_port})
+    if added.status_code != 200:
+        raise ApiError(added.status_code, f"the cluster refused the join: {added.reason_phrase}")
+    return added.json()["data"]
