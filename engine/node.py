@@ -101,8 +101,7 @@ class Node:
         self.journal, self.replog = self._open_log()
         self._replay_to = self.journal.commit_index  # what this node knew committed when it stopped
         self.bridge = LogBridge(self.replog)
-        self.pid = os.getpid()
-        self._pstart = _process_start_ticks()
+        self.pid, self._pstart = self.process_identity()
         self._task_seq = itertools.count()
         self.started = self.wall()
         self._changed = trio.Event()
@@ -112,6 +111,10 @@ class Node:
     def wall(self) -> float:
         """This node's wall clock (the simulator gives each node its own)."""
         return time.time()
+
+    def process_identity(self) -> tuple[int, int]:
+        """(pid, process start in clock ticks): what UPIDs carry, as Proxmox's (the simulator's are per host)."""
+        return os.getpid(), _process_start_ticks()
 
     def bind_trio(self) -> None:
         """Call from inside the node's trio loop: state changes get signalled there."""
