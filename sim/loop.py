@@ -90,6 +90,7 @@ class Loop:
         runner = trio_run.GLOBAL_RUN_CONTEXT.runner  # its run queue, callback queue and deadlines, read directly
         trio_due = math.inf  # when trio, having work, gets its turn at the latest
         pending = list(marks)
+        next_mark = pending[0] if pending else math.inf
         while True:
             next_event = self._queue[0][0] if self._queue else math.inf
             if trio_due == math.inf and (runner.runq or runner.entry_queue.size()):
@@ -100,11 +101,14 @@ class Loop:
                 await trio.testing.wait_all_tasks_blocked()  # trio's turn: every task runs until blocked
                 continue
             next_timer = runner.deadlines.next_deadline()
-            due = min(next_event, next_timer)
-            while pending and pending[0] <= min(due, end):
-                mark = pending.pop(0)
-                if at_mark is not None and at_mark(mark):
-                    return
+            due = next_event if next_event <= next_timer else next_timer
+            if due >= next_mark:
+                limit = min(due, end)
+                while pending and pending[0] <= limit:
+                    mark = pending.pop(0)
+                    if at_mark is not None and at_mark(mark):
+                        return
+                next_mark = pending[0] if pending else math.inf
             if due > end:
                 break
             if next_timer < next_event:
