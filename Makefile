@@ -5,7 +5,7 @@ PORT ?= 8006
 RAFT_PORT ?= 5404
 PYTEST_ARGS ?=
 
-.PHONY: run setup test lint sim-sweep bench
+.PHONY: run setup test lint sim-sweep sim-sweep-5 bench
 
 setup:
 	@scripts/setup.sh
@@ -26,6 +26,13 @@ lint:
 
 sim-sweep:
 	.venv/bin/python -m sim sweep --seeds 1..200 --jobs 2
+
+# Every fault that keeps TCP's contract (not the datagram-mode reorder/dup, see sim/README.md), 5 nodes, 600 s:
+# 50 seeds, each self-checking its first 5 s, then one whole run checked twice in one process.
+SIM_TCP_FAULTS = loss,partition,oneway,clog,slow,kill,powerloss,stop,cluster-restart,clockjump,guestcrash,handoverkill
+sim-sweep-5:
+	.venv/bin/python -m sim sweep --seeds 1..50 --nodes 5 --duration 600 --faults $(SIM_TCP_FAULTS) --jobs 2
+	.venv/bin/python -m sim --seed 1 --nodes 5 --duration 600 --faults $(SIM_TCP_FAULTS) --self-check full
 
 bench:
 	@scripts/setup.sh bench

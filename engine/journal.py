@@ -161,8 +161,12 @@ class DurableJournal(Journal):
         self.dirty = True
 
     def close(self) -> None:
-        for fd in (self.fd, self.commit_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Close the files; again is a no-op (pysyncobj's destroy closes the journal, and so does its owner: a
+        second `os.close` of a number another file has taken since would close that file)."""
+        fds, self.fd, self.commit_fd = (self.fd, self.commit_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass

@@ -104,8 +104,7 @@ class Node:
         self._replay_to = self.journal.commit_index  # what this node knew committed when it stopped
         self._synced = False  # a command of this run has committed: the state has all committed before it
         self.bridge = LogBridge(self.replog)
-        self.pid = os.getpid()
-        self._pstart = _process_start_ticks()
+        self.pid, self._pstart = self.process_identity()
         self._task_seq = itertools.count()
         self.started = self.wall()
         self._changed = trio.Event()
@@ -142,6 +141,10 @@ class Node:
         if self.nursery is None:
             raise RuntimeError("the node is not running")
         self.nursery.start_soon(fn)
+
+    def process_identity(self) -> tuple[int, int]:
+        """(pid, process start in clock ticks): what UPIDs carry, as Proxmox's (the simulator's are per host)."""
+        return os.getpid(), _process_start_ticks()
 
     def bind_trio(self) -> None:
         """Call from inside the node's trio loop: state changes get signalled there."""

@@ -56,6 +56,12 @@ def provide_journal(key: str, journal: Journal) -> None:
         _journals[key] = journal
 
 
+def withdraw_journal(key: str) -> None:
+    """After the SyncObj's constructor: a journal it did not take (it failed first) must not outlive it here."""
+    with _journals_lock:
+        _journals.pop(key, None)
+
+
 def send_append_entries_now(obj: SyncObj) -> None:
     """In batch mode pysyncobj ships new entries only every appendEntriesPeriod; ship them now."""
     obj._SyncObj__sendAppendEntries()

@@ -2,11 +2,13 @@
 
 A task is an intent in the log (`StartTask`); the owning node picks it up, runs its handler, and
 appends the outcome (`FinishTask`) with what it changed. Any node's API can so accept any request,
-and a node that restarts finds its interrupted tasks and closes them.
+and a node that restarts finds its interrupted tasks and closes them: those it had begun (`tasks-begun` in its
+data directory, written durably before a handler runs, as Proxmox's `tasks/active`) and not seen end.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -14,8 +16,11 @@ import structlog
 import trio
 
 from engine import commands as cmd
+from engine.private import write_private
 
 log = structlog.get_logger("gpve.reconciler")
+
+BEGUN_FILE = "tasks-begun"  # in the node's data directory: UPIDs begun here whose end was not seen, one a line
 
 
 @dataclass
@@ -65,7 +70,12 @@ class Reconciler:
         self.node = node
         self.handlers = handlers
         self.active: dict[str, tuple[TaskRun, trio.CancelScope]] = {}
-        self.started_at = int(node.wall())
+        self._begun_path = os.path.join(node.spec.data_dir, BEGUN_FILE)
+        self.begun = _read_lines(self._begun_path)
+        # Begun by an earlier start of this daemon and not ended: interrupted. Which node's clock wrote a task's
+        # start time says nothing here (the simulator found a task re-run after a restart: it had been accepted
+        # by a node whose clock was ahead, so it looked younger than the daemon).
+        self.interrupted = frozenset(self.begun)
 
     def live_log(self, upid: str) -> list[str] | None:
         """Lines of a task still running here (the log holds them only once it ends)."""
@@ -100,6 +110,9 @@ class Reconciler:
 
     def _mine(self) -> list[dict]:
         with self.node.read() as s:
+            ended = [u for u in self.begun if u not in self.active and u in s.tasks and u not in s.running_tasks]
+            if ended:  # finished before this start could record it (or closed by another node's admin)
+                self._record(self.begun.difference(ended))
             out = []
             for task in map(s.tasks.__getitem__, s.running_tasks):
                 if task["node"] == self.node.name:
@@ -114,10 +127,7 @@ class Reconciler:
         structlog.contextvars.bind_contextvars(upid=upid)
         outcome, error = Outcome(), None
         try:
-            # A wall clock stepped back below the daemon's start (NTP) must not make every new task look older
-            # than the daemon until the clock catches up (found by the simulator, --membership seed 30).
-            self.started_at = min(self.started_at, int(self.node.wall()))
-            if task["starttime"] < self.started_at:
+            if upid in self.interrupted:
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
                                      "check where it runs, then unlock it", Outcome(keep_lock=True))
@@ -127,6 +137,7 @@ class Reconciler:
             handler = self.handlers.get(task["type"])
             if handler is None:
                 raise TaskFailed(f"unknown task type '{task['type']}'")
+            self._record(self.begun | {upid})  # durable before the handler changes anything
             with scope:
                 outcome = await handler(run)
             if scope.cancelled_caught:
@@ -154,8 +165,23 @@ class Reconciler:
                                 patches=patches, snapshots=outcome.snapshots, created=outcome.created,
                                 deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
+        if upid in self.begun:
+            self._record(self.begun - {upid})
         self.active.pop(upid, None)
         self.node.wake_waiters()  # the guest's next task may start
+
+
+    def _record(self, begun: set[str]) -> None:
+        self.begun = set(begun)
+        write_private(self._begun_path, "".join(f"{u}\n" for u in sorted(self.begun)).encode())
+
+
+def _read_lines(path: str) -> set[str]:
+    try:
+        with open(path) as f:
+            return {line.strip() for line in f if line.strip()}
+    except FileNotFoundError:
+        return set()
 
 
 def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:

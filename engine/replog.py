@@ -161,7 +161,10 @@ class ReplicatedLog(SyncObj):
         conf = SyncObjConf(journalFile=key, fullDumpFile=snapshot_path, serializer=self._write_snapshot,
                            deserializer=self._read_snapshot, **default_conf(**conf_overrides))
         self._node_class = node_class or TCPNode
-        super().__init__(self_node, other_nodes, conf, transportClass=transport_class, nodeClass=self._node_class)
+        try:
+            super().__init__(self_node, other_nodes, conf, transportClass=transport_class, nodeClass=self._node_class)
+        finally:
+            hooks.withdraw_journal(key)
         self._wake = hooks.attach_wakeup(self) if conf.autoTick else (lambda: None)
         self.addOnTickCallback(self._after_tick)
 

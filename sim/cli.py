@@ -38,20 +38,25 @@ def repro_command(opts: Options) -> str:
     return " ".join(parts)
 
 
-def self_check(opts: Options, prefix_hash: str) -> str | None:
-    """Run the first seconds again: the trace up to there must be byte-identical."""
-    again = World(Options(**{**opts.__dict__, "trace_file": None, "stop_at": SELF_CHECK_SECONDS})).run()
-    if again.trace_hash != prefix_hash:
-        return (f"nondeterminism: the first {SELF_CHECK_SECONDS:g} s traced {prefix_hash[:16]}, "
-                f"then {again.trace_hash[:16]}")
+def self_check(opts: Options, first: Result, seconds: float) -> str | None:
+    """Run the first `seconds` again in this process: the trace must be byte-identical up to there (compared at
+    every whole second, so a mismatch names the second where the two runs parted). This catches state that
+    survives from one run to the next in a process, and nondeterminism within that span."""
+    until = min(seconds, opts.duration)
+    again = World(Options(**{**opts.__dict__, "trace_file": None, "stop_at": until})).run()
+    for t in sorted(again.marks):
+        if first.marks.get(t) != again.marks[t]:
+            return (f"nondeterminism: the trace up to {t:g} s was {first.marks.get(t, '-')[:16]}, "
+                    f"then {again.marks[t][:16]} (re-run of the first {until:g} s)")
     return None
 
 
-def run_one(opts: Options, check: bool = True) -> tuple[Result, list[str]]:
+def run_one(opts: Options, check: float = SELF_CHECK_SECONDS) -> tuple[Result, list[str]]:
+    """One run, then (`check` > 0) the self-check of its first `check` seconds."""
     result = World(opts).run()
     problems = list(result.violations)
-    if check and result.prefix_hash is not None:
-        mismatch = self_check(opts, result.prefix_hash)
+    if check > 0:
+        mismatch = self_check(opts, result, check)
         if mismatch:
             problems.append(mismatch)
     return result, problems
@@ -81,7 +86,7 @@ def _sweep_one(args_and_seed) -> tuple[int, list[str], float, float, int]:
     args, seed = args_and_seed
     opts = options_from(args, seed)
     opts.trace_file = None
-    result, problems = run_one(opts, check=False)
+    result, problems = run_one(opts, check=_check_seconds(args, opts))
     return seed, problems, result.wall_seconds, result.sim_seconds, result.messages
 
 
@@ -100,8 +105,10 @@ def sweep(args: argparse.Namespace) -> int:
                 failing.append((seed, problems))
                 print(f"seed {seed} FAILED: {problems[0]}", flush=True)
     wall = time.perf_counter() - started
+    check = args.self_check if args.self_check == "full" else f"{float(args.self_check):g} s"
     print(f"sweep: {len(seeds)} seeds, {len(failing)} failing, {wall:.1f} s wall, "
-          f"{sim_total / wall:.0f} sim s/wall s, {msg_total / wall:.0f} messages/s over {args.jobs} processes")
+          f"{sim_total / wall:.0f} sim s/wall s, {msg_total / wall:.0f} messages/s over {args.jobs} processes "
+          f"(self-check: {check} re-run per seed)")
     for seed, _ in sorted(failing):
         print(f"  {repro_command(options_from(args, seed))}")
     return 1 if failing else 0
@@ -131,6 +138,12 @@ def shrink(opts: Options) -> Options:
     return Options(**{**opts.__dict__, "keep": set(keep)})
 
 
+def _check_seconds(args: argparse.Namespace, opts: Options) -> float:
+    if getattr(args, "no_self_check", False):
+        return 0.0
+    return opts.duration if args.self_check == "full" else float(args.self_check)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
@@ -148,17 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", default="mixed", choices=sorted(WORKLOADS))
     ap.add_argument("--membership", action="store_true", help="two nodes join and two leave during the run")
     ap.add_argument("--keep", default=None, help="only these fault numbers of the schedule")
+    ap.add_argument("--self-check", default=f"{SELF_CHECK_SECONDS:g}", metavar="SECONDS",
+                    help="re-run the first SECONDS in this process, compare the traces (0: off; full: the whole run)")
     ap.add_argument("--plant", default="",
                     help="test only: plant a known bug (skip-vmid-check, ack-before-sync, release-migration-lock)")
     if not is_sweep:
         ap.add_argument("--trace", default=None, help="write the trace to this file")
         ap.add_argument("--shrink", action="store_true", help="on failure, reduce the fault schedule")
-        ap.add_argument("--no-self-check", action="store_true")
+        ap.add_argument("--no-self-check", action="store_true", help="as --self-check 0")
     args = ap.parse_args(argv)
     if is_sweep:
         return sweep(args)
     opts = options_from(args)
-    result, problems = run_one(opts, check=not args.no_self_check)
+    result, problems = run_one(opts, check=_check_seconds(args, opts))
     report(opts, result, problems)
     if problems and args.shrink:
         small = shrink(opts)

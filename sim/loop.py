@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -81,11 +81,16 @@ class Loop:
     def soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self.at(self.now, fn, *args)
 
-    async def run_until(self, end: float, checkpoint: tuple[float, Callable[[], None]] | None = None) -> None:
-        """Run every event (and every trio task) due by `end`; `checkpoint` = (t, fn) runs fn once before the
-        first event or trio timer at or after t. Must run as a task of the trio run whose clock is `SimClock(self)`."""
+    async def run_until(self, end: float, marks: Sequence[float] = (),
+                        at_mark: Callable[[float], bool] | None = None) -> None:
+        """Run every event (and every trio task) due by `end`. `marks` (ascending): `at_mark(t)` runs once before
+        the first event or trio timer at or after t (or at the end, for t <= `end`); when it returns True the run
+        stops there. A run stopped at a mark and one that goes on have done exactly the same before it (the
+        determinism self-check compares them). Must run as a task of the trio run whose clock is `SimClock(self)`."""
         runner = trio_run.GLOBAL_RUN_CONTEXT.runner  # its run queue, callback queue and deadlines, read directly
         trio_due = math.inf  # when trio, having work, gets its turn at the latest
+        pending = list(marks)
+        next_mark = pending[0] if pending else math.inf
         while True:
             next_event = self._queue[0][0] if self._queue else math.inf
             if trio_due == math.inf and (runner.runq or runner.entry_queue.size()):
@@ -96,11 +101,16 @@ class Loop:
                 await trio.testing.wait_all_tasks_blocked()  # trio's turn: every task runs until blocked
                 continue
             next_timer = runner.deadlines.next_deadline()
-            if min(next_event, next_timer) > end:
+            due = next_event if next_event <= next_timer else next_timer
+            if due >= next_mark:
+                limit = min(due, end)
+                while pending and pending[0] <= limit:
+                    mark = pending.pop(0)
+                    if at_mark is not None and at_mark(mark):
+                        return
+                next_mark = pending[0] if pending else math.inf
+            if due > end:
                 break
-            if checkpoint is not None and min(next_event, next_timer) >= checkpoint[0]:
-                checkpoint[1]()
-                checkpoint = None
             if next_timer < next_event:
                 self.now = max(self.now, next_timer)
                 self.trio_rounds += 1

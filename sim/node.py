@@ -113,6 +113,9 @@ class SimProcess(Node):
     def wall(self) -> float:
         return self.host.wall()
 
+    def process_identity(self) -> tuple[int, int]:
+        return 1000 + zlib.crc32(self.host.name.encode()) % 30000, self.host.incarnation << 16
+
     def new_request_id(self) -> str:
         self._ids += 1
         return f"{self.host.name}.{self.host.incarnation}.{self._ids}"

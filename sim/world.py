@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from sim.loop import Loop, SimClock, deterministic_trio, stream
 from sim.membership import Membership
 from sim.net import Network, make_transport_class
 from sim.node import SimNode
+from sim.outside import sealed
 from sim.workload import Client
 
 HYPERVISOR_CHECK_PERIOD = 0.1  # how often the simulated QEMUs of all hosts are compared
@@ -41,7 +44,7 @@ class Options:
     keep: set[int] | None = None  # only these faults of the schedule (shrinking)
     plant: list[str] = field(default_factory=list)
     trace_file: str | None = None
-    stop_at: float | None = None  # end before this time (the determinism self-check)
+    stop_at: float | None = None  # stop at this mark (the determinism self-check re-runs the start of a run)
     clients_per_node: int = 2
     client_rate: float = 1.5  # operations per client per simulated second
     membership: bool = False  # two nodes join and two leave during the run (sim/membership.py)
@@ -57,7 +60,7 @@ class Result:
     stats: dict
     faults: list[fl.Fault]
     converged_after: float | None
-    prefix_hash: str | None
+    marks: dict[float, str]  # the trace hash at each whole simulated second (and at `stop_at`)
 
 
 class _PysyncobjErrors(logging.Handler):
@@ -102,7 +105,7 @@ class World:
         self.opts = opts
         self.seed = opts.seed
         self.loop = Loop()
-        self.root = tempfile.mkdtemp(prefix=f"gpve-sim-{opts.seed}-", dir=_tmp_root())
+        self.root = _run_dir(opts.seed)
         self._hash = hashlib.sha256()
         self._trace_out = open(opts.trace_file, "w") if opts.trace_file else None
         spares = 2 if opts.membership else 0
@@ -133,8 +136,7 @@ class World:
         self.kill_after_handover: float | None = None  # armed by the `handoverkill` fault: the down time
         self.handover_kills = 0
         self.converged_at: float | None = None
-        self.prefix_at = 5.0  # the trace hash before this time is kept for the determinism self-check
-        self.prefix_hash: str | None = None
+        self.marks: dict[float, str] = {}  # mark time -> trace hash (the determinism self-check compares them)
         self.faults_end = max(0.0, opts.duration - opts.quiet)
         plan = fl.schedule(opts.seed, opts.nodes, 2.0, self.faults_end, opts.faults, opts.fault_rate)
         self.faults = [f for f in plan if opts.keep is None or f.index in opts.keep]
@@ -166,8 +168,10 @@ class World:
         if self._trace_out is not None:
             self._trace_out.write(text)
 
-    def _mark_prefix(self) -> None:
-        self.prefix_hash = self.trace_hash()
+    def _mark(self, t: float) -> bool:
+        """The trace hash before anything happens at or after `t`; True (stop the run) at `stop_at`."""
+        self.marks[t] = self.trace_hash()
+        return self.opts.stop_at is not None and t >= self.opts.stop_at
 
     def trace_hash(self) -> str:
         return self._hash.hexdigest()
@@ -250,15 +254,16 @@ class World:
         handler = _PysyncobjErrors(self.checker)
         pslog = logging.getLogger("pysyncobj")
         pslog.addHandler(handler)
-        pslog.propagate = False
+        propagate, pslog.propagate = pslog.propagate, False
         real_clock = hooks.set_clock(self.mono)
         started = time.perf_counter()
         try:
-            with engine_logs_to(self.checker), deterministic_trio(self.seed):
+            with engine_logs_to(self.checker), deterministic_trio(self.seed), sealed(self.checker.violation):
                 trio.run(self._main, clock=SimClock(self.loop))
         finally:
             hooks.set_clock(real_clock)
             pslog.removeHandler(handler)
+            pslog.propagate = propagate
             decide.PLANTED_BUGS.clear()
             decide.PLANTED_BUGS.update(saved[0])
             journal.PLANTED_BUGS.clear()
@@ -277,7 +282,7 @@ class World:
                  "membership": list(self.membership.done) if self.membership else []}
         conv = None if self.converged_at is None else round(self.converged_at - self._settle_from(), 3)
         return Result(list(self.checker.violations), self.trace_hash(), self.loop.now, wall, net.delivered,
-                      stats, self.faults, conv, self.prefix_hash)
+                      stats, self.faults, conv, dict(self.marks))
 
     async def _main(self) -> None:
         opts = self.opts
@@ -295,8 +300,10 @@ class World:
                 self.loop.at(fault.at, fl.inject, self, fault)
             self.loop.at(self.faults_end, self._faults_off)
             self.loop.after(HYPERVISOR_CHECK_PERIOD, self._check_hypervisors)
-            end = opts.duration if opts.stop_at is None else min(opts.stop_at - 1e-9, opts.duration)
-            await self.loop.run_until(end, (self.prefix_at, self._mark_prefix))
+            marks = [float(t) for t in range(1, int(opts.duration) + 1)]
+            if opts.stop_at is not None:
+                marks = sorted({t for t in marks if t < opts.stop_at} | {float(opts.stop_at)})
+            await self.loop.run_until(opts.duration, marks, self._mark)
             if opts.stop_at is None:
                 self._final_checks()
             self.finished = True
@@ -331,6 +338,17 @@ class World:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _tmp_root() -> str | None:
-    import os
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _run_dir(seed: int) -> str:
+    """A fresh directory for the nodes' disks, named by the seed (and a slot number, normally 0, while another run of
+    the seed holds one): no random name, so a path in an error message or a task log is the same in every run."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    parent = os.path.join(base, f"gpve-sim-{os.getuid()}")
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    for slot in itertools.count():
+        path = os.path.join(parent, f"seed-{seed}-{slot}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")

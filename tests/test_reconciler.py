@@ -1,0 +1,92 @@
+"""The reconciler across a restart: a task the daemon had begun ends as interrupted, whatever the clocks say;
+a task it never began runs."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from engine import commands as c
+from engine.node import Node, NodeSpec
+from engine.reconciler import BEGUN_FILE, Outcome, Reconciler, TaskRun
+from tests.harness import free_ports
+
+HOUR = 3600
+
+
+def _spec(data_dir: str, port: int) -> NodeSpec:
+    return NodeSpec(name="n1", data_dir=data_dir, ip="127.0.0.1", api_port=8006, raft_port=port,
+                    peers={"n1": f"127.0.0.1:{port}"})
+
+
+def _task(rid: str, upid: str, kind: str, starttime: int) -> c.StartTask:
+    return c.StartTask(request_id=rid, ts=10.0, node="n1", upid=upid, starttime=starttime, type=kind, vmid=100)
+
+
+async def _wait(node: Node, done) -> None:
+    with trio.fail_after(20):
+        while True:
+            changed = node.state_changed()
+            with node.read() as s:
+                if done(s):
+                    return
+            with trio.move_on_after(0.05):
+                await changed.wait()
+
+
+async def test_a_begun_task_ends_interrupted_after_a_restart_and_a_waiting_one_runs(tmp_path):
+    """First daemon: a stop task is begun (its handler hangs) and a start task of the same guest waits for it; the
+    daemon dies. The stop task was accepted by a node whose clock is an hour ahead and the start task by one an
+    hour behind: neither start time tells whether this daemon began them. The next daemon closes the stop task as
+    interrupted without running it, and runs the start task."""
+    [port] = free_ports(1)
+    data = str(tmp_path)
+    begun, ran = trio.Event(), []
+
+    async def hang(run: TaskRun) -> Outcome:
+        begun.set()
+        await trio.sleep_forever()
+
+    async def record(run: TaskRun) -> Outcome:
+        ran.append(run.type)
+        return Outcome(power={run.vmid: "running" if run.type == "qmstart" else "stopped"})
+
+    async def daemon(handlers: dict, body) -> None:
+        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
+        try:
+            async with trio.open_nursery() as nursery:
+                node.bind_trio()
+                await nursery.start(node.bridge.run)
+                await nursery.start(Reconciler(node, handlers).run)
+                await body(node)
+                nursery.cancel_scope.cancel()
+        finally:
+            node.close()
+
+    async def first(node: Node) -> None:
+        await node.bootstrap()
+        await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
+                                        starttime=9))
+        await _wait(node, lambda s: s.tasks["U-create"]["status"] != "running")
+        now = int(node.wall())
+        await node.submit(_task("stop", "U-stop", "qmstop", now + HOUR))
+        await node.submit(_task("start", "U-start", "qmstart", now - HOUR))
+        with trio.fail_after(10):
+            await begun.wait()
+        with open(os.path.join(data, BEGUN_FILE)) as f:
+            assert f.read() == "U-stop\n"  # on disk before the handler ran
+
+    async def second(node: Node) -> None:
+        await _wait(node, lambda s: all(s.tasks.get(u, {}).get("status") not in (None, "running")
+                                        for u in ("U-stop", "U-start")))
+        with node.read() as s:
+            assert s.tasks["U-stop"]["exitstatus"] == "task interrupted - node restarted while it ran"
+            assert s.tasks["U-start"]["exitstatus"] == "OK"
+            assert s.guests[100]["status"] == "running"
+
+    await daemon({"qmcreate": record, "qmstop": hang, "qmstart": hang}, first)
+    await daemon({"qmcreate": record, "qmstop": record, "qmstart": record}, second)
+    assert ran == ["qmstart"]
+    with open(os.path.join(data, BEGUN_FILE)) as f:
+        assert f.read() == ""  # both ended
