@@ -19,9 +19,11 @@ T = TypeVar("T")
 
 
 class AsyncioBridge:
-    def __init__(self) -> None:
+    """An asyncio loop in a daemon thread (QEMU's QMP library; grpc.aio), bridged to trio on engine/wakeup.py."""
+
+    def __init__(self, name: str = "qmp-asyncio") -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="qmp-asyncio", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._waker = TrioWaker()
 

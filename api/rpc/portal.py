@@ -10,14 +10,14 @@ client went away) cancels the trio side. The trio side starts and stops the serv
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
 
 from engine.errors import Rejection
-from engine.wakeup import TrioWaker, until_called
+from engine.wakeup import TrioWaker
+from hypervisor.asyncio_bridge import AsyncioBridge
 
 T = TypeVar("T")
 
@@ -26,32 +26,12 @@ def _gone() -> Rejection:
     return Rejection(503, "node shutting down")
 
 
-class AsyncioThread:
+class AsyncioThread(AsyncioBridge):
     """An asyncio loop running in a daemon thread, for the process's lifetime (grpc.aio keeps per-loop state,
     so one loop serves every start of the server)."""
 
     def __init__(self, name: str = "grpc-asyncio") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """From trio: run `fn(*args)` on the asyncio loop and await its result (cancelling it if cancelled)."""
-        future = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
-        try:
-            await until_called(future.add_done_callback)
-        except trio.Cancelled:
-            future.cancel()
-            raise
-        return future.result()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+        super().__init__(name)
 
 
 class TrioPortal:
