@@ -166,10 +166,17 @@ def test_errors_come_back_as_the_mapped_status_codes_with_the_rest_message(node,
                                                                           "'name' is set by the field 'name'")]
     assert not [g for g in px.cluster.resources.get(type="vm") if g.get("name") in ("dup", "x")], "nothing written"
 
-    # a guest to refuse things on
-    made = rpc.guests.Create(S.CreateGuestRequest(name="target", memory=64), metadata=root)
+    # a memory size no guest can have: refused (it once made every List fail)
+    err = _error(rpc.guests.Create, S.CreateGuestRequest(name="huge", memory=2**63), metadata=root)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # a guest to refuse things on; a retried Create (same request id) answers the guest its first attempt made
+    retried = [*root, ("x-request-id", "grpc-create-retry")]
+    made = rpc.guests.Create(S.CreateGuestRequest(name="target", memory=64), metadata=retried)
     rpc.wait_ok(made.operation, root)
     vmid = made.vmid
+    again = rpc.guests.Create(S.CreateGuestRequest(name="target", memory=64), metadata=retried)
+    assert again.vmid == vmid and again.operation.upid == made.operation.upid
     # an existing VMID: ALREADY_EXISTS
     err = _error(rpc.guests.Create, S.CreateGuestRequest(vmid=vmid, name="again"), metadata=root)
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS and "already exists" in err.details()

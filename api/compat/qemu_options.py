@@ -30,7 +30,7 @@ CONFIG_PARAMS: list[Param] = [
     Param("hugepages", S, enum=("any", "2", "1024")), Param("ide[n]", S, max_index=3), Param("intel-tdx", S),
     Param("ipconfig[n]", S, max_index=31), Param("ivshmem", S), Param("keephugepages", B),
     Param("keyboard", S, enum=KEYBOARDS), Param("kvm", B), Param("localtime", B), Param("lock", S, enum=LOCKS),
-    Param("machine", S), Param("memory", S, pattern=r"(current=)?\d+"), Param("migrate_downtime", N, minimum=0),
+    Param("machine", S), Param("memory", S, pattern=r"(current=)?\d{1,7}"), Param("migrate_downtime", N, minimum=0),
     Param("migrate_speed", I, minimum=0), Param("name", S, format="dns-name"), Param("nameserver", S),
     Param("net[n]", S, max_index=31), Param("numa", B), Param("numa[n]", S, max_index=7), Param("onboot", B),
     Param("ostype", S, enum=OSTYPES), Param("parallel[n]", S, max_index=2, pattern=r"/dev/parport\d+|/dev/usb/lp\d+"),

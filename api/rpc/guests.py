@@ -167,7 +167,9 @@ class GuestService(guest_pb2_grpc.GuestServiceServicer):
                 if request.vmid or exc.status != 409 or attempt == CREATE_ATTEMPTS - 1:
                     raise
                 continue
-            return guest_pb2.CreateGuestResponse(vmid=vmid, operation=await operation(call, upid))
+            # a retried RPC is answered from its first attempt: the guest is the one that task created
+            created = int(upid.split(":")[6])
+            return guest_pb2.CreateGuestResponse(vmid=created, operation=await operation(call, upid))
         raise AssertionError("unreachable")
 
     @unary("GET", STATUS)
