@@ -112,6 +112,7 @@ async def watch_step(call: Call, cursor: tuple[int, int]) -> tuple[list, tuple[i
                 elif event.type == "vm.deleted":
                     out.append(guest_pb2.GuestStatus(vmid=vmid, node=event.data.get("node", ""),
                                                      state=guest_pb2.GUEST_STATE_DELETED, event_id=event.id,
+                                                     previous_state=guest_pb2.GUEST_STATE_STOPPED,  # destroy needs it
                                                      time=when))
                     return out, (vmid, since), True
             if out:
