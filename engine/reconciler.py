@@ -16,6 +16,7 @@ import structlog
 import trio
 
 from engine import commands as cmd
+from engine import tasks
 from engine.private import write_private
 
 log = structlog.get_logger("gpve.reconciler")
@@ -35,6 +36,7 @@ class Outcome:
     moved: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     keep_lock: bool = False  # the guest's state is unknown: its lock stays until an admin unlocks it
+    then: Callable[[], Awaitable[None]] | None = None  # once the outcome is in the log (a migration's source volumes)
 
 
 @dataclass
@@ -46,6 +48,8 @@ class TaskRun:
     intent: dict
     guest: dict | None  # a copy of the guest's record when the task was picked up
     lines: list[str] = field(default_factory=list)
+    aborted: bool = False  # someone asked to stop the task (its handler is cancelled, if `abortable`)
+    abortable: bool = True  # False while the handler does what it cannot take back (a migration's handover)
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -94,8 +98,11 @@ class Reconciler:
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
+                        run, scope = self.active[upid]
                         if task["abort"]:
-                            self.active[upid][1].cancel()
+                            run.aborted = True
+                            if run.abortable:
+                                scope.cancel()
                         continue
                     vmid = task.get("vmid")
                     if vmid in busy and not task["abort"]:
@@ -127,7 +134,7 @@ class Reconciler:
         structlog.contextvars.bind_contextvars(upid=upid)
         outcome, error = Outcome(), None
         try:
-            if upid in self.interrupted:
+            if upid in self.interrupted and not getattr(tasks.KINDS.get(task["type"]), "rerun", False):
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
                                      "check where it runs, then unlock it", Outcome(keep_lock=True))
@@ -165,6 +172,11 @@ class Reconciler:
                                 patches=patches, snapshots=outcome.snapshots, created=outcome.created,
                                 deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
+        if outcome.then is not None and error is None:
+            try:
+                await outcome.then()
+            except Exception as exc:  # the outcome stands; what is left over is only unused
+                log.warning("cleanup after the task failed", task_type=task["type"], error=str(exc))
         if upid in self.begun:
             self._record(self.begun - {upid})
         self.active.pop(upid, None)
