@@ -17,6 +17,7 @@ import trio
 
 from engine import commands as cmd
 from engine import tasks
+from engine.bridge import NoQuorum
 from engine.private import write_private
 
 log = structlog.get_logger("gpve.reconciler")
@@ -92,6 +93,7 @@ class Reconciler:
         template conversion ran together and left a running template that nothing could stop)."""
         async with trio.open_nursery() as nursery:
             task_status.started()
+            await self._caught_up()
             while True:
                 changed = self.node.state_changed()
                 busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None}
@@ -109,11 +111,24 @@ class Reconciler:
                         continue  # waits for the guest's earlier task (an aborted one just ends)
                     if vmid is not None:
                         busy.add(vmid)
-                    run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"])
+                    run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"],
+                                  abortable=not getattr(tasks.KINDS.get(task["type"]), "to_the_end", False))
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
                     await changed.wait()
+
+    async def _caught_up(self) -> None:
+        """Wait until the local state holds every entry committed before this daemon started (a log barrier): a
+        restarted node replays only up to the commit index its disk kept, so a task that had ended could look
+        running and run again (found by the simulator: after a power loss, a migration ran a second time for a
+        guest already moved, and found its source volumes gone)."""
+        while True:
+            try:
+                await self.node.read_barrier()
+                return
+            except NoQuorum:
+                await trio.sleep(1.0)
 
     def _mine(self) -> list[dict]:
         with self.node.read() as s:
@@ -134,12 +149,14 @@ class Reconciler:
         structlog.contextvars.bind_contextvars(upid=upid)
         outcome, error = Outcome(), None
         try:
-            if upid in self.interrupted and not getattr(tasks.KINDS.get(task["type"]), "rerun", False):
+            to_the_end = getattr(tasks.KINDS.get(task["type"]), "to_the_end", False)
+            resumed = to_the_end and upid in self.interrupted  # begun before a restart: it runs again, to its end
+            if upid in self.interrupted and not resumed:
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
                                      "check where it runs, then unlock it", Outcome(keep_lock=True))
                 raise TaskFailed("task interrupted - node restarted while it ran")
-            if task["abort"]:
+            if task["abort"] and not resumed:
                 raise TaskFailed("received interrupt")
             handler = self.handlers.get(task["type"])
             if handler is None:

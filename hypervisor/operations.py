@@ -443,15 +443,15 @@ class Operations:
             return
         raise TaskFailed(f"disk mirrors did not end within {int(timeout)} s")
 
-    async def _undo_migration(self, task: TaskRun, remote, disks: list[tuple[str, str]]) -> None:
+    async def _undo_migration(self, task: TaskRun, remote, disks: list[tuple[str, str]], copied: list[str]) -> None:
         """What a failed or aborted online migration leaves goes: QEMU's migration, the disk mirrors, the target's
-        waiting QEMU and the volumes made for it (qemu-server's `phase2_cleanup`). Each step is tried."""
+        waiting QEMU and the volumes made or copied for it (qemu-server's `phase2_cleanup`). Each step is tried."""
         vmid = task.vmid
         steps = [lambda: self.driver.qmp(vmid, "migrate_cancel")]
         steps += [lambda key=key: self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}", "force": True})
                   for key, _ in disks]
         steps += [lambda: remote.abort(vmid)] + [lambda volid=volid: remote.drop_volume(vmid, volid)
-                                                 for _, volid in disks]
+                                                 for volid in [v for _, v in disks] + copied]
         with trio.move_on_after(60):
             for step in steps:
                 try:
@@ -468,10 +468,7 @@ class Operations:
         remote = self.peers.migration_target(target)
         volumes = self._all_volumes(vmid, guest)
         if not self.driver.running(vmid):
-            for volid in volumes:
-                path, _ = self.resolve(volid)
-                task.log(f"copying volume '{volid}' to node '{target}'")
-                await remote.receive_volume(vmid, volid, path)
+            await self._copy_volumes(task, remote, volumes)
             task.log(f"VM {vmid} now belongs to node '{target}'")
             return Outcome(moved={vmid: target}, then=self._freeing(volumes))
         if volumes and not intent.get("with-local-disks"):
@@ -484,7 +481,9 @@ class Operations:
                 raise TaskFailed(f"can't migrate local disk '{volid}': online storage migration not possible if "
                                  "non-replicated snapshot exists")
         sizes = {volid: await self.storage_of(volid).size(volid) for _, volid in disks}
+        idle = [v for v in volumes if v not in sizes]  # not attached (unused, in snapshots only): copied as files
         try:
+            await self._copy_volumes(task, remote, idle)
             answer = await remote.incoming(vmid, [{"key": key, "volid": volid, "size": sizes[volid]}
                                                   for key, volid in disks])
             uri, nbd = answer["uri"], answer.get("nbd", {})
@@ -514,10 +513,10 @@ class Operations:
         except trio.Cancelled:
             if task.aborted:  # left alone, QEMU would finish the migration and the guest would run twice
                 with trio.CancelScope(shield=True):
-                    await self._undo_migration(task, remote, disks)
+                    await self._undo_migration(task, remote, disks, idle)
             raise
         except (TaskFailed, GuestError, Rejection) as exc:
-            await self._undo_migration(task, remote, disks)
+            await self._undo_migration(task, remote, disks, idle)
             raise TaskFailed(f"online migrate failure - {exc}") from None
         task.abortable = False  # QEMU has handed the guest over: too late to abort
         try:
@@ -527,12 +526,20 @@ class Operations:
             if disks:  # the target waits, paused, until its exports are gone
                 await remote.resume(vmid, [f"drive-{key}" for key, _ in disks])
         except (TaskFailed, GuestError, Rejection) as exc:
-            await self._undo_migration(task, remote, disks)
+            await self._undo_migration(task, remote, disks, idle)
             raise TaskFailed(f"online migrate failure - {exc}") from None
         task.log(f"migration finished, downtime {state.get('downtime', 0)} ms, "
                  f"{state.get('ram', {}).get('transferred', 0)} bytes of RAM sent")
         await self.driver.stop(vmid)  # the source QEMU is paused after handing over
-        return Outcome(moved={vmid: target}, power={vmid: "running"}, then=self._freeing([v for _, v in disks]))
+        return Outcome(moved={vmid: target}, power={vmid: "running"}, then=self._freeing(volumes))
+
+    async def _copy_volumes(self, task: TaskRun, remote, volumes: list[str]) -> None:
+        """Volume files sent to the migration's target, under the same ids (Proxmox copies a running guest's
+        unused volumes so too; found by the simulator: left behind, the config named a volume on no node)."""
+        for volid in volumes:
+            path, _ = self.resolve(volid)
+            task.log(f"copying volume '{volid}' to node '{task.intent['target']}'")
+            await remote.receive_volume(task.vmid, volid, path)
 
     def _freeing(self, volumes: list[str]):
         """The source's copies of a migrated guest's volumes go once the log says the guest is the target's
