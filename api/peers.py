@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -29,6 +30,9 @@ class PeerClient:
             raise Rejection(400, f"no such cluster node '{node_name}'")
         return f"https://{member['ip']}:{member['api_port']}{path}"
 
+    def migration_target(self, node_name: str) -> RemoteMigrationTarget:
+        return RemoteMigrationTarget(self, node_name)
+
     async def send_file(self, node_name: str, path: str, params: dict, file_path: str) -> dict:
         """PUT a file as the raw request body, streamed in chunks."""
         async def chunks():
@@ -49,3 +53,28 @@ class PeerClient:
         if response.status_code != 200:
             raise Rejection(response.status_code, f"node '{node_name}': {response.reason_phrase}")
         return response.json()
+
+
+class RemoteMigrationTarget:
+    """`hypervisor.migration_target.MigrationTarget` of another member, through its `/v1/migration` API."""
+
+    def __init__(self, peers: PeerClient, node_name: str) -> None:
+        self.peers, self.node_name = peers, node_name
+
+    async def incoming(self, vmid: int, volumes: list[dict]) -> dict:
+        return await self.peers.call(self.node_name, "POST", f"/v1/migration/{vmid}/incoming",
+                                     data={"volumes": json.dumps(volumes)})
+
+    async def resume(self, vmid: int, exports: list[str]) -> None:
+        await self.peers.call(self.node_name, "POST", f"/v1/migration/{vmid}/resume",
+                              data={"exports": json.dumps(exports)})
+
+    async def abort(self, vmid: int) -> None:
+        await self.peers.call(self.node_name, "POST", f"/v1/migration/{vmid}/abort")
+
+    async def receive_volume(self, vmid: int, volid: str, path: str) -> None:
+        """Send the file at `path` (volume `volid` here) to be stored there under the same volume id."""
+        await self.peers.send_file(self.node_name, f"/v1/migration/{vmid}/volume", {"volid": volid}, path)
+
+    async def drop_volume(self, vmid: int, volid: str) -> None:
+        await self.peers.call(self.node_name, "DELETE", f"/v1/migration/{vmid}/volume", params={"volid": volid})

@@ -16,6 +16,8 @@ import structlog
 import trio
 
 from engine import commands as cmd
+from engine import tasks
+from engine.bridge import NoQuorum
 from engine.private import write_private
 
 log = structlog.get_logger("gpve.reconciler")
@@ -35,6 +37,7 @@ class Outcome:
     moved: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     keep_lock: bool = False  # the guest's state is unknown: its lock stays until an admin unlocks it
+    then: Callable[[], Awaitable[None]] | None = None  # once the outcome is in the log (a migration's source volumes)
 
 
 @dataclass
@@ -46,6 +49,8 @@ class TaskRun:
     intent: dict
     guest: dict | None  # a copy of the guest's record when the task was picked up
     lines: list[str] = field(default_factory=list)
+    aborted: bool = False  # someone asked to stop the task (its handler is cancelled, if `abortable`)
+    abortable: bool = True  # False while the handler does what it cannot take back (a migration's handover)
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -88,25 +93,42 @@ class Reconciler:
         template conversion ran together and left a running template that nothing could stop)."""
         async with trio.open_nursery() as nursery:
             task_status.started()
+            await self._caught_up()
             while True:
                 changed = self.node.state_changed()
                 busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None}
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
+                        run, scope = self.active[upid]
                         if task["abort"]:
-                            self.active[upid][1].cancel()
+                            run.aborted = True
+                            if run.abortable:
+                                scope.cancel()
                         continue
                     vmid = task.get("vmid")
                     if vmid in busy and not task["abort"]:
                         continue  # waits for the guest's earlier task (an aborted one just ends)
                     if vmid is not None:
                         busy.add(vmid)
-                    run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"])
+                    run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"],
+                                  abortable=not getattr(tasks.KINDS.get(task["type"]), "to_the_end", False))
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
                     await changed.wait()
+
+    async def _caught_up(self) -> None:
+        """Wait until the local state holds every entry committed before this daemon started (a log barrier): a
+        restarted node replays only up to the commit index its disk kept, so a task that had ended could look
+        running and run again (found by the simulator: after a power loss, a migration ran a second time for a
+        guest already moved, and found its source volumes gone)."""
+        while True:
+            try:
+                await self.node.read_barrier()
+                return
+            except NoQuorum:
+                await trio.sleep(1.0)
 
     def _mine(self) -> list[dict]:
         with self.node.read() as s:
@@ -127,12 +149,14 @@ class Reconciler:
         structlog.contextvars.bind_contextvars(upid=upid)
         outcome, error = Outcome(), None
         try:
-            if upid in self.interrupted:
+            to_the_end = getattr(tasks.KINDS.get(task["type"]), "to_the_end", False)
+            resumed = to_the_end and upid in self.interrupted  # begun before a restart: it runs again, to its end
+            if upid in self.interrupted and not resumed:
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
                                      "check where it runs, then unlock it", Outcome(keep_lock=True))
                 raise TaskFailed("task interrupted - node restarted while it ran")
-            if task["abort"]:
+            if task["abort"] and not resumed:
                 raise TaskFailed("received interrupt")
             handler = self.handlers.get(task["type"])
             if handler is None:
@@ -165,6 +189,11 @@ class Reconciler:
                                 patches=patches, snapshots=outcome.snapshots, created=outcome.created,
                                 deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
+        if outcome.then is not None and error is None:
+            try:
+                await outcome.then()
+            except Exception as exc:  # the outcome stands; what is left over is only unused
+                log.warning("cleanup after the task failed", task_type=task["type"], error=str(exc))
         if upid in self.begun:
             self._record(self.begun - {upid})
         self.active.pop(upid, None)

@@ -26,6 +26,9 @@ class TaskKind:
     root_only: tuple[str, ...] = ()  # fields only root@pam may give (Proxmox: "Only root may use this option.")
     precheck: Precheck | None = None
     power: bool = False  # acts on a guest's power state (refused for templates)
+    # once begun, runs to its end: again after a restart instead of failing as interrupted, and an abort does not
+    # stop it (its steps are idempotent; stopped half-way, it left a config naming what was gone)
+    to_the_end: bool = False
     description: str = ""
 
     def intent_from(self, params: dict) -> dict:
@@ -107,16 +110,20 @@ _KINDS = [
     TaskKind("qmreset", None, {}, power=True),
     TaskKind("qmsuspend", None, {}, power=True),
     TaskKind("qmresume", None, {"nocheck": _B}, root_only=("nocheck",), power=True),
-    TaskKind("qmdestroy", "destroyed", {"purge": _B, "destroy-unreferenced-disks": _B}, precheck=_destroy),
+    # destroy, snapshot delete and template conversion run to their end: interrupted half-way, they left a guest
+    # whose config named disks (or snapshots) that were gone (found by the simulator)
+    TaskKind("qmdestroy", "destroyed", {"purge": _B, "destroy-unreferenced-disks": _B}, precheck=_destroy,
+             to_the_end=True),
     TaskKind("qmconfig", None, {"set": dict, "delete": list}),
     TaskKind("resize", None, {"disk": str, "size": str}),
     TaskKind("qmsnapshot", "snapshot", {"snapname": str, "description": str, "vmstate": _B}, precheck=_new_snapshot),
     TaskKind("qmrollback", "rollback", {"snapname": str, "start": _B}, precheck=_existing_snapshot),
-    TaskKind("qmdelsnapshot", "snapshot-delete", {"snapname": str, "force": _B}, precheck=_existing_snapshot),
+    TaskKind("qmdelsnapshot", "snapshot-delete", {"snapname": str, "force": _B}, precheck=_existing_snapshot,
+             to_the_end=True),
     TaskKind("qmclone", "clone", {"name": str, "description": str, "linked": _B, "storage": str, "format": str,
                                   "target": str},
              precheck=_clone),
-    TaskKind("qmtemplate", None, {"disk": str}, precheck=_template),
+    TaskKind("qmtemplate", None, {"disk": str}, precheck=_template, to_the_end=True),
     TaskKind("qmigrate", "migrate", {"target": str, "online": _B, "with-local-disks": _B}, precheck=_migrate),
 ]
 KINDS: dict[str, TaskKind] = {k.type: k for k in _KINDS}

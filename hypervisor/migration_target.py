@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from engine.errors import Rejection
 from hypervisor.qemu import GuestError, QemuDriver
-from hypervisor.storage import DirStorage, run
+from hypervisor.storage import DirStorage
 
 
 def _free_port(ip: str) -> int:
@@ -23,9 +23,24 @@ def _free_port(ip: str) -> int:
         return s.getsockname()[1]
 
 
+def moving_here(node, vmid: int) -> dict:
+    """The config of guest `vmid`, which must exist (else 404) and belong to another node than `node` (else 409):
+    what a migration's target checks before it does anything."""
+    with node.read() as s:
+        guest = s.guests.get(vmid)
+        if guest is None:
+            raise Rejection(404, f"VM {vmid} does not exist")
+        if guest["node"] == node.name:
+            raise Rejection(409, f"VM {vmid} already belongs to node '{node.name}'")
+        return dict(guest["conf"])
+
+
 class MigrationTarget:
-    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], ip: str) -> None:
-        self.driver, self.storages, self.ip = driver, storages, ip
+    """`free_port(ip)`: a TCP port to listen on (the simulator gives its own)."""
+
+    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], ip: str,
+                 free_port: Callable[[str], int] = _free_port) -> None:
+        self.driver, self.storages, self.ip, self.free_port = driver, storages, ip, free_port
 
     def storage_for(self, vmid: int, volid: str) -> DirStorage:
         """The storage holding `volid`, which must be a volume of guest `vmid` (else 400)."""
@@ -39,11 +54,8 @@ class MigrationTarget:
         and exported over NBD. Answers `{"uri": migration URI, "nbd": {disk key: NBD URI}}`; 500 on failure
         (the waiting QEMU is stopped)."""
         for vol in volumes:
-            storage = self.storage_for(vmid, vol["volid"])
-            path = storage.volume_path(vol["volid"])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            await run("qemu-img", "create", "-q", "-f", storage.volume_format(vol["volid"]), path, str(vol["size"]))
-        uri = f"tcp:{self.ip}:{_free_port(self.ip)}"
+            await self.storage_for(vmid, vol["volid"]).alloc_as(vol["volid"], int(vol["size"]))
+        uri = f"tcp:{self.ip}:{self.free_port(self.ip)}"
         driver = self.driver
         try:
             # with disks to receive, the guest must not run here before their exports are gone
@@ -51,7 +63,7 @@ class MigrationTarget:
                                paused=bool(volumes))
             nbd = {}
             if volumes:
-                port = _free_port(self.ip)
+                port = self.free_port(self.ip)
                 await driver.qmp(vmid, "nbd-server-start", {"addr": {"type": "inet", "data": {"host": self.ip,
                                                                                            "port": str(port)}}})
                 nodes = {b["device"]: b["inserted"]["node-name"] for b in await driver.qmp(vmid, "query-block")

@@ -7,12 +7,11 @@ logs what it does, and returns the changes for the log (`Outcome`).
 from __future__ import annotations
 
 import functools
-import json
-import os
 import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 import trio
 
@@ -23,7 +22,7 @@ from engine.volumes import alloc_requests, owned_volumes, volume_of
 from hypervisor import propstr
 from hypervisor.qemu import GuestError, QemuDriver
 from hypervisor.qemu_argv import disk_keys
-from hypervisor.storage import DirStorage, StorageError, run
+from hypervisor.storage import DirStorage, StorageError
 
 GIB = 1 << 30
 PROXMOX_OUI = "BC:24:11"
@@ -40,8 +39,12 @@ def _failing_cleanly(fn):
     return wrapper
 
 
-def new_mac() -> str:
-    return PROXMOX_OUI + "".join(f":{random.randrange(256):02X}" for _ in range(3))
+def _is_drive(key: str) -> bool:
+    return bool(re.fullmatch(r"(ide|sata|scsi|virtio)\d+", key))
+
+
+def new_mac(rng: random.Random) -> str:
+    return PROXMOX_OUI + "".join(f":{rng.randrange(256):02X}" for _ in range(3))
 
 
 def with_size(value: str, volid: str, size: int) -> str:
@@ -64,10 +67,20 @@ def make_resolver(storages: dict[str, DirStorage]):
 
 
 class Operations:
-    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], peers=None) -> None:
+    """`peers.migration_target(node)` answers what a migration's target node does for its source (the calls of
+    `hypervisor.migration_target.MigrationTarget`, over the network in `api.peers`); `clock` gives snapshot times and
+    `rng` new MAC addresses and UUIDs (the simulator passes its own: its hosts, clocks and seeds)."""
+
+    def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], peers=None,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
         self.driver = driver
         self.storages = storages
-        self.peers = peers  # calls to other members (migration)
+        self.peers = peers
+        self.clock = clock
+        self.rng = rng or random.SystemRandom()
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def handlers(self) -> dict[str, Handler]:
         return {"qmcreate": self.create, "qmstart": self.start, "qmstop": self.stop, "qmshutdown": self.shutdown,
@@ -146,16 +159,32 @@ class Operations:
         vmid = task.vmid
         if not self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} not running")
+        force = bool(task.intent.get("forceStop"))
+        if await self._paused_so_no_acpi(vmid, force):
+            task.log(f"stopping VM {vmid}")
+            await self.driver.stop(vmid)
+            return Outcome(power={vmid: "stopped"}, warnings=["VM is paused - stop instead of shutdown"])
         timeout = float(task.intent.get("timeout") or 180)
         task.log(f"shutting down VM {vmid} (ACPI, timeout {int(timeout)} s)")
-        warnings = await self.driver.shutdown(vmid, timeout, bool(task.intent.get("forceStop")))
+        warnings = await self.driver.shutdown(vmid, timeout, force)
         return Outcome(power={vmid: "stopped"}, warnings=warnings)
+
+    async def _paused_so_no_acpi(self, vmid: int, force: bool) -> bool:
+        """A paused guest never sees the power button, and would still power off once resumed: Proxmox refuses
+        to shut it down (or, with forceStop, stops it; qemu-server's `vm_shutdown`, found by the simulator:
+        shutdowns of suspended guests each waited out their timeout)."""
+        if not await self.driver.paused(vmid):
+            return False
+        if not force:
+            raise TaskFailed("VM is paused - cannot shutdown")
+        return True
 
     @_failing_cleanly
     async def reboot(self, task: TaskRun) -> Outcome:
         vmid = task.vmid
         if not self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} not running")
+        await self._paused_so_no_acpi(vmid, False)
         timeout = float(task.intent.get("timeout") or 180)
         await self.driver.shutdown(vmid, timeout, False)
         task.log(f"VM {vmid} shut down; starting again")
@@ -204,18 +233,30 @@ class Operations:
 
     @_failing_cleanly
     async def config(self, task: TaskRun) -> Outcome:
+        """Disks set (`STORAGE:GiB` allocates one) or deleted; a disk's volume that leaves the config is kept
+        as `unusedN` (Proxmox's `vmconfig_register_unused_drive`). gpve does not hotplug disks, so a running
+        guest's disks are not changed: its QEMU would go on using the old ones while the config, and every
+        snapshot taken from it, named the new ones (found by the simulator)."""
         vmid, conf = task.vmid, dict(task.guest["conf"])
         changes = dict(task.intent.get("set", {}))
+        delete = list(task.intent.get("delete", []))
+        disks = sorted({k for k, v in changes.items() if _is_drive(k) and "media=cdrom" not in str(v)} |
+                       {k for k in [*changes, *delete] if _is_drive(k) and "media=cdrom" not in str(conf.get(k, ""))
+                        and k in conf})
+        if disks and self.driver.running(vmid):
+            raise TaskFailed(f"VM {vmid} is running - gpve does not hotplug disks ({', '.join(disks)}): stop it first")
+        before = dict(conf)
         conf.update(changes)
         await self._allocate(task, vmid, conf, sorted(alloc_requests(changes)))
+        for key in delete:
+            conf.pop(key, None)
         unused = [int(k[6:]) for k in conf if k.startswith("unused")]
-        for key in task.intent.get("delete", []):
-            value = conf.pop(key, None)
-            if value is not None and re.fullmatch(r"(ide|sata|scsi|virtio)\d+", key) and \
-                    owned_volumes(vmid, {key: value}):
+        for key in sorted(k for k in [*changes, *delete] if _is_drive(k) and k in before):
+            old = before[key]
+            if owned_volumes(vmid, {key: old}) and (key not in conf or volume_of(conf[key]) != volume_of(old)):
                 n = next(i for i in range(256) if i not in unused)
                 unused.append(n)
-                conf[f"unused{n}"] = volume_of(value)
+                conf[f"unused{n}"] = volume_of(old)
                 task.log(f"{key}: volume kept as unused{n}")
         return Outcome(configs={vmid: conf})
 
@@ -241,16 +282,17 @@ class Operations:
         return Outcome(configs={vmid: conf})
 
     def _snapshot_disks(self, conf: dict) -> list[tuple[str, str]]:
+        """(key, volid) of the disks a snapshot covers; all must be qcow2."""
         disks = []
         for key in disk_keys(conf):
             value = str(conf[key])
             if "media=cdrom" in value:
                 continue
             volid = volume_of(value)
-            path, fmt = self.resolve(volid)
+            _, fmt = self.resolve(volid)
             if fmt != "qcow2":
                 raise TaskFailed(f"snapshot feature is not available ({key} is {fmt})")
-            disks.append((key, path))
+            disks.append((key, volid))
         return disks
 
     @_failing_cleanly
@@ -270,10 +312,10 @@ class Operations:
             for key, _ in disks:
                 await self.driver.qmp(vmid, "blockdev-snapshot-internal-sync", {"device": f"drive-{key}", "name": name})
         else:
-            for _, path in disks:
-                await run("qemu-img", "snapshot", "-c", name, path)
+            for _, volid in disks:
+                await self.storage_of(volid).volume_snapshot(volid, name)
         snap = {k: v for k, v in conf.items() if k not in ("lock", "parent")}
-        snap["snaptime"] = int(time.time())
+        snap["snaptime"] = int(self.clock())
         if conf.get("parent"):
             snap["parent"] = conf["parent"]
         if task.intent.get("description"):
@@ -294,8 +336,8 @@ class Operations:
             await self.driver.stop(vmid)
         conf = {k: v for k, v in snap.items() if k not in SNAPSHOT_META}
         conf["parent"] = name
-        for _, path in self._snapshot_disks(conf):
-            await run("qemu-img", "snapshot", "-a", name, path)
+        for _, volid in self._snapshot_disks(conf):
+            await self.storage_of(volid).volume_snapshot_rollback(volid, name)
         task.log(f"rolled back VM {vmid} to snapshot '{name}'")
         outcome = Outcome(configs={vmid: conf}, power={vmid: "stopped"})
         if snap.get("vmstate") or task.intent.get("start"):
@@ -315,9 +357,8 @@ class Operations:
             if "Error" in out and not task.intent.get("force"):
                 raise TaskFailed(out.strip())
         else:
-            for _, path in self._snapshot_disks(disks_of):
-                if os.path.exists(path):
-                    await run("qemu-img", "snapshot", "-d", name, path)
+            for _, volid in self._snapshot_disks(disks_of):
+                await self.storage_of(volid).volume_snapshot_delete(volid, name)
         conf, snaps = drop_snapshot(conf, snaps, name)
         task.log(f"deleted snapshot '{name}'")
         return Outcome(configs={vmid: conf}, snapshots={vmid: snaps})
@@ -361,10 +402,10 @@ class Operations:
             props = propstr.parse(str(conf[key]))
             model = next((m for m in props if props[m] not in ("1",) and ":" in props[m]), None)
             if model:
-                props[model] = new_mac()
+                props[model] = new_mac(self.rng)
             conf[key] = propstr.render(props)
-        conf["smbios1"] = f"uuid={uuid.uuid4()}"
-        conf["vmgenid"] = str(uuid.uuid4())
+        conf["smbios1"] = f"uuid={self._uuid()}"
+        conf["vmgenid"] = self._uuid()
         conf["name"] = intent.get("name") or f"Copy-of-VM-{source.get('name', vmid)}"
         if intent.get("description"):
             conf["description"] = intent["description"]
@@ -402,32 +443,51 @@ class Operations:
             return
         raise TaskFailed(f"disk mirrors did not end within {int(timeout)} s")
 
+    async def _undo_migration(self, task: TaskRun, remote, disks: list[tuple[str, str]], copied: list[str]) -> None:
+        """What a failed or aborted online migration leaves goes: QEMU's migration, the disk mirrors, the target's
+        waiting QEMU and the volumes made or copied for it (qemu-server's `phase2_cleanup`). Each step is tried."""
+        vmid = task.vmid
+        steps = [lambda: self.driver.qmp(vmid, "migrate_cancel")]
+        steps += [lambda key=key: self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}", "force": True})
+                  for key, _ in disks]
+        steps += [lambda: remote.abort(vmid)] + [lambda volid=volid: remote.drop_volume(vmid, volid)
+                                                 for volid in [v for _, v in disks] + copied]
+        with trio.move_on_after(60):
+            for step in steps:
+                try:
+                    await step()
+                except (GuestError, Rejection) as exc:
+                    task.log(f"cleanup: {exc}")
+
     @_failing_cleanly
     async def migrate(self, task: TaskRun) -> Outcome:
         """Offline: copy local volumes to the target, then hand it the guest. Online: QEMU live migration
         to a QEMU started with `-incoming` on the target; ownership moves when QEMU reports completion."""
         vmid, guest, intent = task.vmid, task.guest, task.intent
         target = intent["target"]
+        remote = self.peers.migration_target(target)
         volumes = self._all_volumes(vmid, guest)
         if not self.driver.running(vmid):
-            for volid in volumes:
-                path, _ = self.resolve(volid)
-                task.log(f"copying volume '{volid}' to node '{target}'")
-                await self.peers.send_file(target, f"/v1/migration/{vmid}/volume", {"volid": volid}, path)
-            for volid in volumes:
-                await self.storage_of(volid).free(volid)
+            await self._copy_volumes(task, remote, volumes)
             task.log(f"VM {vmid} now belongs to node '{target}'")
-            return Outcome(moved={vmid: target})
+            return Outcome(moved={vmid: target}, then=self._freeing(volumes))
         if volumes and not intent.get("with-local-disks"):
             raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(volumes)}) without with-local-disks")
         disks = [(key, volume_of(guest["conf"][key])) for key in disk_keys(guest["conf"])
                  if volume_of(guest["conf"][key]) in volumes]
+        in_snapshots = {v for snap in guest.get("snapshots", {}).values() for v in owned_volumes(vmid, snap)}
+        for _, volid in disks:  # a drive mirror copies the disk's data, not its internal snapshots (qemu-server)
+            if volid in in_snapshots:
+                raise TaskFailed(f"can't migrate local disk '{volid}': online storage migration not possible if "
+                                 "non-replicated snapshot exists")
         sizes = {volid: await self.storage_of(volid).size(volid) for _, volid in disks}
-        answer = await self.peers.call(target, "POST", f"/v1/migration/{vmid}/incoming", data={"volumes": json.dumps(
-            [{"key": key, "volid": volid, "size": sizes[volid]} for key, volid in disks])})
-        uri, nbd = answer["uri"], answer.get("nbd", {})
-        task.log(f"target QEMU on '{target}' waits at {uri}" + (f"; disks by NBD: {sorted(nbd)}" if nbd else ""))
+        idle = [v for v in volumes if v not in sizes]  # not attached (unused, in snapshots only): copied as files
         try:
+            await self._copy_volumes(task, remote, idle)
+            answer = await remote.incoming(vmid, [{"key": key, "volid": volid, "size": sizes[volid]}
+                                                  for key, volid in disks])
+            uri, nbd = answer["uri"], answer.get("nbd", {})
+            task.log(f"target QEMU on '{target}' waits at {uri}" + (f"; disks by NBD: {sorted(nbd)}" if nbd else ""))
             for key, _ in disks:  # copy the disks while the guest runs; writes keep being mirrored
                 await self.driver.qmp(vmid, "drive-mirror", {"device": f"drive-{key}", "target": nbd[key],
                                                              "format": "raw", "mode": "existing", "sync": "full",
@@ -450,25 +510,42 @@ class Operations:
                 if status in ("failed", "cancelled"):
                     raise TaskFailed(f"migration {status}: {state.get('error-desc', '')}".strip())
                 await trio.sleep(0.02)
+        except trio.Cancelled:
+            if task.aborted:  # left alone, QEMU would finish the migration and the guest would run twice
+                with trio.CancelScope(shield=True):
+                    await self._undo_migration(task, remote, disks, idle)
+            raise
+        except (TaskFailed, GuestError, Rejection) as exc:
+            await self._undo_migration(task, remote, disks, idle)
+            raise TaskFailed(f"online migrate failure - {exc}") from None
+        task.abortable = False  # QEMU has handed the guest over: too late to abort
+        try:
             for key, _ in disks:  # in sync and the guest paused: end the mirrors without switching to them
                 await self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}"})
             await self._mirrors_gone(vmid, [f"mirror-{key}" for key, _ in disks])
             if disks:  # the target waits, paused, until its exports are gone
-                await self.peers.call(target, "POST", f"/v1/migration/{vmid}/resume",
-                                      data={"exports": json.dumps([f"drive-{key}" for key, _ in disks])})
+                await remote.resume(vmid, [f"drive-{key}" for key, _ in disks])
         except (TaskFailed, GuestError, Rejection) as exc:
-            for key, _ in disks:
-                try:
-                    await self.driver.qmp(vmid, "block-job-cancel", {"device": f"mirror-{key}", "force": True})
-                except GuestError:
-                    pass
-            await self.peers.call(target, "POST", f"/v1/migration/{vmid}/abort")
-            for _, volid in disks:
-                await self.peers.call(target, "DELETE", f"/v1/migration/{vmid}/volume", params={"volid": volid})
+            await self._undo_migration(task, remote, disks, idle)
             raise TaskFailed(f"online migrate failure - {exc}") from None
         task.log(f"migration finished, downtime {state.get('downtime', 0)} ms, "
                  f"{state.get('ram', {}).get('transferred', 0)} bytes of RAM sent")
         await self.driver.stop(vmid)  # the source QEMU is paused after handing over
-        for _, volid in disks:
-            await self.storage_of(volid).free(volid)
-        return Outcome(moved={vmid: target}, power={vmid: "running"})
+        return Outcome(moved={vmid: target}, power={vmid: "running"}, then=self._freeing(volumes))
+
+    async def _copy_volumes(self, task: TaskRun, remote, volumes: list[str]) -> None:
+        """Volume files sent to the migration's target, under the same ids (Proxmox copies a running guest's
+        unused volumes so too; found by the simulator: left behind, the config named a volume on no node)."""
+        for volid in volumes:
+            path, _ = self.resolve(volid)
+            task.log(f"copying volume '{volid}' to node '{task.intent['target']}'")
+            await remote.receive_volume(task.vmid, volid, path)
+
+    def _freeing(self, volumes: list[str]):
+        """The source's copies of a migrated guest's volumes go once the log says the guest is the target's
+        (qemu-server's phase3_cleanup): freed before, a crash in between left a guest whose disks were on
+        no node its config named (found by the simulator)."""
+        async def free() -> None:
+            for volid in volumes:
+                await self.storage_of(volid).free(volid)
+        return free

@@ -46,13 +46,17 @@ def host_facts() -> HostFacts:
 
 
 class QemuDriver:
+    """Where a QEMU process, its QMP socket and the host meet the operating system (`_launch`, `_connect`,
+    `_watch`, `_kill`, `pid`, `wait_exit`, `facts`), the simulator's driver (sim/qemu.py) puts its own."""
+
     def __init__(self, run_dir: str, bridge: AsyncioBridge, resolve: Callable[[str], tuple[str, str]],
-                 qemu_binary: str = "qemu-system-x86_64") -> None:
+                 qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts) -> None:
         self.run_dir = run_dir
         os.makedirs(run_dir, exist_ok=True)
         self.bridge = bridge
         self.resolve = resolve
         self.qemu_binary = qemu_binary
+        self.facts = facts
         self.clients: dict[int, QMPClient] = {}
         self.shutdown_seen: set[int] = set()
         self.events_in, self.events = trio.open_memory_channel[GuestEvent](math.inf)
@@ -90,14 +94,18 @@ class QemuDriver:
             return True
         if not self.running(vmid):
             return False
-        client = QMPClient(f"vm{vmid}")
         try:
-            await self.bridge.call(client.connect, self.paths(vmid).qmp)
+            client = await self._connect(vmid)
         except Exception as exc:
             raise GuestError(f"unable to connect to VM {vmid} qmp socket - {exc}") from None
         self.clients[vmid] = client
         self.bridge.spawn(self._watch(vmid, client))
         return True
+
+    async def _connect(self, vmid: int) -> QMPClient:
+        client = QMPClient(f"vm{vmid}")
+        await self.bridge.call(client.connect, self.paths(vmid).qmp)
+        return client
 
     async def _watch(self, vmid: int, client: QMPClient) -> None:
         """(asyncio) Forward events; report the connection's end."""
@@ -143,7 +151,7 @@ class QemuDriver:
         if self.running(vmid):
             raise GuestError(f"VM {vmid} already running")
         try:
-            argv = build_argv(vmid, conf, self.resolve, host_facts(), self.paths(vmid), self.qemu_binary, loadvm,
+            argv = build_argv(vmid, conf, self.resolve, self.facts(), self.paths(vmid), self.qemu_binary, loadvm,
                               incoming, paused)
         except (StartError, Exception) as exc:
             raise GuestError(str(exc)) from None
@@ -157,17 +165,32 @@ class QemuDriver:
             if os.path.exists(stale):
                 os.unlink(stale)
         self.shutdown_seen.discard(vmid)
+        await self._launch(argv)
+        pid = self.pid(vmid)
+        if pid is None:
+            raise GuestError("start failed: QEMU did not leave a running process")
+        await self.attach(vmid)
+        return pid
+
+    async def _launch(self, argv: list[str]) -> None:
+        """Run QEMU until it has daemonized (GuestError if it exits with an error instead)."""
         result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
                                         start_new_session=True)
         if result.returncode != 0:
             lines = result.stderr.decode(errors="replace").strip().splitlines()
             raise GuestError(f"start failed: QEMU exited with code {result.returncode}"
                              + (f": {lines[-1]}" if lines else ""))
-        pid = self.pid(vmid)
-        if pid is None:
-            raise GuestError("start failed: QEMU did not leave a running process")
-        await self.attach(vmid)
-        return pid
+
+    def _kill(self, pid: int, sig: int) -> None:
+        os.kill(pid, sig)
+
+    async def paused(self, vmid: int) -> bool:
+        """Proxmox's `vm_is_paused($vmid, 1)`: QMP says paused, prelaunch or suspended (a QMP error: not paused)."""
+        try:
+            status = await self.qmp(vmid, "query-status")
+        except GuestError:
+            return False
+        return isinstance(status, dict) and status.get("status") in ("paused", "prelaunch", "suspended")
 
     async def wait_exit(self, vmid: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):
@@ -191,7 +214,7 @@ class QemuDriver:
             pid = self.pid(vmid)
             if pid is None:
                 return
-            os.kill(pid, sig)
+            self._kill(pid, sig)
             if await self.wait_exit(vmid, 5):
                 return
         raise GuestError(f"VM {vmid} did not stop")

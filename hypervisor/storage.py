@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import trio
 
@@ -28,6 +29,14 @@ async def run(*argv: str) -> str:
     return result.stdout.decode()
 
 
+async def qemu_img(*args: str) -> str:
+    """The `qemu-img` binary: answers its output, StorageError on failure."""
+    return await run("qemu-img", *args)
+
+
+QemuImg = Callable[..., Awaitable[str]]  # (*args) -> output: how a storage runs qemu-img
+
+
 def _virtual_size(path: str, fmt: str) -> int:
     """A qcow2's virtual size is in its header (bytes 24-31, big endian); a raw file is its size."""
     if fmt == "qcow2":
@@ -44,6 +53,7 @@ class DirStorage:
     path: str
     content: tuple[str, ...] = ("images", "iso", "vztmpl", "snippets", "backup")
     default_format: str = "qcow2"
+    qemu_img: QemuImg = field(default=qemu_img, repr=False, compare=False)  # the simulator gives its own
 
     def ensure_dirs(self) -> None:
         for sub in CONTENT_DIRS.values():
@@ -99,8 +109,8 @@ class DirStorage:
         name = self.next_disk_name(vmid, fmt)
         directory = os.path.join(self.path, "images", str(vmid))
         os.makedirs(directory, exist_ok=True)
-        await run("qemu-img", "create", "-q", "-f", fmt, *(["-o", "preallocation=off"] if fmt == "qcow2" else []),
-                  os.path.join(directory, name), str(size))
+        await self.qemu_img("create", "-q", "-f", fmt, *(["-o", "preallocation=off"] if fmt == "qcow2" else []),
+                            os.path.join(directory, name), str(size))
         return f"{self.storage_id}:{vmid}/{name}"
 
     async def clone_full(self, source_path: str, source_fmt: str, vmid: int, fmt: str | None = None) -> str:
@@ -108,7 +118,7 @@ class DirStorage:
         name = self.next_disk_name(vmid, fmt)
         directory = os.path.join(self.path, "images", str(vmid))
         os.makedirs(directory, exist_ok=True)
-        await run("qemu-img", "convert", "-U", "-f", source_fmt, "-O", fmt, source_path, os.path.join(directory, name))
+        await self.qemu_img("convert", "-U", "-f", source_fmt, "-O", fmt, source_path, os.path.join(directory, name))
         return f"{self.storage_id}:{vmid}/{name}"
 
     async def clone_linked(self, base_volid: str, vmid: int) -> str:
@@ -117,17 +127,26 @@ class DirStorage:
         name = self.next_disk_name(vmid, "qcow2")
         directory = os.path.join(self.path, "images", str(vmid))
         os.makedirs(directory, exist_ok=True)
-        await run("qemu-img", "create", "-q", "-f", "qcow2", "-F", self.volume_format(base_volid), "-b", base_path,
-                  os.path.join(directory, name))
+        await self.qemu_img("create", "-q", "-f", "qcow2", "-F", self.volume_format(base_volid), "-b", base_path,
+                            os.path.join(directory, name))
         base_name = base_volid.partition(":")[2]
         return f"{self.storage_id}:{base_name}/{vmid}/{name}"
 
     async def rename_to_base(self, volid: str) -> str:
+        """`vm-N-disk-K` becomes `base-N-disk-K`; done already (a conversion interrupted after it), nothing to do."""
         path = self.volume_path(volid)
         base_name = os.path.basename(path).replace("vm-", "base-", 1)
-        os.rename(path, os.path.join(os.path.dirname(path), base_name))
+        base_path = os.path.join(os.path.dirname(path), base_name)
+        if os.path.exists(path) or not os.path.exists(base_path):
+            os.rename(path, base_path)
         vmid = self.volume_vmid(volid)
         return f"{self.storage_id}:{vmid}/{base_name}"
+
+    async def alloc_as(self, volid: str, size: int) -> None:
+        """An empty volume named `volid` (a migration target receiving a disk under its source's name)."""
+        path = self.volume_path(volid)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        await self.qemu_img("create", "-q", "-f", self.volume_format(volid), path, str(size))
 
     async def free(self, volid: str) -> None:
         path = self.volume_path(volid)
@@ -135,13 +154,26 @@ class DirStorage:
             os.unlink(path)
 
     async def resize(self, volid: str, size: int) -> None:
-        await run("qemu-img", "resize", "-q", "-f", self.volume_format(volid), self.volume_path(volid), str(size))
+        await self.qemu_img("resize", "-q", "-f", self.volume_format(volid), self.volume_path(volid), str(size))
 
     async def info(self, volid: str) -> dict:
-        return json.loads(await run("qemu-img", "info", "-U", "--output=json", self.volume_path(volid)))
+        return json.loads(await self.qemu_img("info", "-U", "--output=json", self.volume_path(volid)))
 
     async def size(self, volid: str) -> int:
         return int((await self.info(volid))["virtual-size"])
+
+    # ---- internal snapshots of a stopped guest's qcow2 volumes (Proxmox: PVE::Storage::volume_snapshot*) ----
+    async def volume_snapshot(self, volid: str, name: str) -> None:
+        await self.qemu_img("snapshot", "-c", name, self.volume_path(volid))
+
+    async def volume_snapshot_rollback(self, volid: str, name: str) -> None:
+        await self.qemu_img("snapshot", "-a", name, self.volume_path(volid))
+
+    async def volume_snapshot_delete(self, volid: str, name: str) -> None:
+        """A volume that is gone, or no longer holds the snapshot (a deletion interrupted after it), is done."""
+        path = self.volume_path(volid)
+        if os.path.exists(path) and any(s.get("name") == name for s in (await self.info(volid)).get("snapshots", [])):
+            await self.qemu_img("snapshot", "-d", name, path)
 
     def list_volumes(self, content: str | None = None, vmid: int | None = None) -> list[dict]:
         rows = []

@@ -2,12 +2,12 @@
 
 A guest whose QEMU vanished without a guest-initiated power-off (kill -9, a QEMU crash) is
 recorded as stopped with an error in the cluster log; a guest that powered itself off is
-recorded as stopped.
+recorded as stopped. A periodic sweep also compares every idle guest's QEMU with the log, for what no
+event reports: a QEMU that went away while a task of its guest ran (the task's outcome said otherwise, or
+it was aborted), a QEMU still booting when its start task was aborted.
 """
 
 from __future__ import annotations
-
-import time
 
 import structlog
 import trio
@@ -18,15 +18,25 @@ from hypervisor.qemu import GuestError, QemuDriver
 log = structlog.get_logger("gpve.watch")
 
 
+SWEEP_SECONDS = 2.0
+
+
 class GuestWatcher:
-    def __init__(self, node, driver: QemuDriver, reconciler) -> None:
+    def __init__(self, node, driver: QemuDriver, reconciler, sweep_every: float = SWEEP_SECONDS) -> None:
         self.node = node
         self.driver = driver
         self.reconciler = reconciler
+        self.sweep_every = sweep_every
 
     def _my_guests(self) -> dict[int, str]:
         with self.node.read() as s:
             return {vmid: g.get("status", "stopped") for vmid, g in s.guests.items() if g["node"] == self.node.name}
+
+    def _recorded(self, vmid: int) -> str | None:
+        """The guest's power state in the log, if it is this node's."""
+        with self.node.read() as s:
+            guest = s.guests.get(vmid)
+            return guest.get("status", "stopped") if guest is not None and guest["node"] == self.node.name else None
 
     def _busy(self, vmid: int) -> bool:
         """A task of this node is working on the guest: it reports the outcome itself."""
@@ -34,8 +44,11 @@ class GuestWatcher:
 
     async def _observe(self, vmid: int, status: str, reason: str) -> None:
         await self.node.submit_until_done(cmd.ObserveGuest(
-            request_id=f"observe/{self.node.name}/{vmid}/{time.time_ns()}", ts=time.time(), node=self.node.name,
-            vmid=vmid, status=status, reason=reason))
+            request_id=f"observe/{self.node.name}/{vmid}/{self.node.new_request_id()}", ts=self.node.wall(),
+            node=self.node.name, vmid=vmid, status=status, reason=reason))
+
+    def _stop_reason(self, vmid: int) -> str:
+        return "" if vmid in self.driver.shutdown_seen else "crashed - QEMU exited unexpectedly"
 
     async def reattach(self) -> None:
         for vmid, status in sorted(self._my_guests().items()):
@@ -53,15 +66,29 @@ class GuestWatcher:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         await self.reattach()
         task_status.started()
-        async for event in self.driver.events:
-            if event.event != "DISCONNECTED":
-                continue
-            vmid = event.vmid
-            await trio.sleep(0.2)  # let the process go before asking whether it is gone
-            if self.driver.running(vmid) or vmid not in self._my_guests() or self._busy(vmid):
-                continue
-            if vmid in self.driver.shutdown_seen:
-                await self._observe(vmid, "stopped", "")
-            else:
-                log.error("guest crashed", vmid=vmid)
-                await self._observe(vmid, "stopped", "crashed - QEMU exited unexpectedly")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sweep)
+            async for event in self.driver.events:
+                if event.event != "DISCONNECTED":
+                    continue
+                vmid = event.vmid
+                await trio.sleep(0.2)  # let the process go before asking whether it is gone
+                if self.driver.running(vmid) or vmid not in self._my_guests() or self._busy(vmid):
+                    continue
+                reason = self._stop_reason(vmid)
+                if reason:
+                    log.error("guest crashed", vmid=vmid)
+                await self._observe(vmid, "stopped", reason)
+
+    async def _sweep(self) -> None:
+        while True:
+            await trio.sleep(self.sweep_every)
+            for vmid in sorted(self._my_guests()):
+                status = self._recorded(vmid)  # read again: an observation before may have taken a while
+                if status is None or self._busy(vmid):
+                    continue
+                running = self.driver.running(vmid)
+                if running and status != "running":
+                    await self._observe(vmid, "running", "")
+                elif not running and status == "running":
+                    await self._observe(vmid, "stopped", self._stop_reason(vmid))

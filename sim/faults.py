@@ -110,7 +110,7 @@ def inject(world, fault: Fault) -> None:
         world.kill_after_handover = abs(fault.duration)  # the down time; armed until the next handover
     elif kind == "guestcrash":
         qemu = world.nodes[victim].qemu
-        running = [v for v in sorted(qemu.guests) if qemu.status(v) == "running"]
+        running = [v for v in sorted(qemu.procs) if qemu.status(v) == "running"]
         if running:
             qemu.crash(running[rng.randrange(len(running))])
 

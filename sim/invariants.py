@@ -9,12 +9,15 @@ state; every task ends; after the faults stop the cluster converges within `CONV
 from __future__ import annotations
 
 import hashlib
+import os
 
 from engine import access
 from engine import commands as cmd
 from engine.codec import packb
 from engine.machine import REQUEST_MEMORY_SECONDS
 from engine.state import State
+from engine.volumes import is_disk_key, owned_volumes, volume_of
+from sim import images
 
 # After the last fault: reconnect (0.5 s retry), elections (0.4-1.4 s, a returning node with a higher
 # term may force one more), client retries (4 s bridge deadline, then 0.5-1.5 s), the longest guest
@@ -71,8 +74,8 @@ class Checker:
         """A guest runs in at most one QEMU of the cluster: two would write the same disks."""
         where: dict[int, list[str]] = {}
         for node in self.world.nodes.values():
-            for vmid, guest in node.qemu.guests.items():
-                if guest.status in ("starting", "running", "stopping"):
+            for vmid, proc in node.qemu.procs.items():
+                if proc.holds_guest():
                     where.setdefault(vmid, []).append(node.name)
         for vmid, hosts in sorted(where.items()):
             if len(hosts) > 1:
@@ -253,5 +256,26 @@ class Checker:
             running = sorted(u for u, t in state.tasks.items() if t["status"] == "running")
             if running:
                 self.violation(f"tasks never ended on {node.name}: {running[:3]}")
+        if nodes:
+            self._check_disks(nodes[0].machine.state)
         if world.pending:
             self.violation(f"client requests never answered: {sorted(world.pending)[:5]}")
+
+    def _check_disks(self, state: State) -> None:
+        """A guest's disks are images on its node's storage, holding every snapshot its config lists for them (the
+        production handlers made them, through the simulated qemu-img and QEMU)."""
+        for vmid, guest in sorted(state.guests.items()):
+            storages = self.world.nodes[guest["node"]].storages
+            for key, value in sorted(guest["conf"].items()):
+                if key.startswith("unused") or not is_disk_key(key) or not owned_volumes(vmid, {key: value}):
+                    continue
+                volid = volume_of(value)
+                storage = storages.get(volid.partition(":")[0])
+                path = storage.volume_path(volid) if storage else ""
+                if not os.path.exists(path):
+                    self.violation(f"VM {vmid}: {key} '{volid}' is not on {guest['node']}'s storage")
+                    continue
+                held = {s["name"] for s in images.read(path)["snapshots"]}
+                for name, snap in sorted(guest["snapshots"].items()):
+                    if key in snap and volume_of(snap[key]) == volid and name not in held:
+                        self.violation(f"VM {vmid}: snapshot '{name}' is not on {key} '{volid}'")

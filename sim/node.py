@@ -5,7 +5,8 @@ The host (`SimNode`) outlives processes: its disk, its hypervisor and its name. 
 membership changes, its state-change signal) and the production `engine.reconciler.Reconciler`, as
 trio tasks of the simulator's one trio run. Only what a process touches outside itself is simulated:
 its `ReplicatedLog` talks over the simulated network and journals to the simulated disk, its clock is the
-host's, and its task handlers drive the simulated hypervisor.
+host's, and its production task handlers, guest watcher and migration target side drive the simulated QEMU
+and storage (sim/hypervisor.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import functools
 import os
 import zlib
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import trio
 from pysyncobj.node import Node as RaftNode
@@ -25,12 +25,12 @@ from engine.commands import Command
 from engine.errors import Rejection
 from engine.machine import Machine
 from engine.node import Node, NodeSpec, load_peers
-from engine.reconciler import Reconciler
 from engine.replog import ReplicatedLog
 from sim.disk import DiskImage, SimJournal
-from sim.hypervisor import SimOperations, SimQemu, watch_guests
+from sim.hypervisor import guest_runtime, host_storages
 from sim.loop import stream
 from sim.net import CONNECTION_TIMEOUT
+from sim.qemu import SimQemu
 
 EPOCH = 1_700_000_000.0  # wall-clock time at simulated t=0
 Answer = Callable[[dict | None, str], None]  # (result, or None when the request failed, and why)
@@ -107,8 +107,8 @@ class SimProcess(Node):
         spec = NodeSpec(name=host.name, data_dir=host.dir, ip="10.0.0.1", api_port=8006, raft_port=0,
                         peers={n: n for n in peers}, cluster_name="sim")
         super().__init__(spec, "sim-key", "sim-secret", **host.world.raft_conf)
-        self.reconciler = Reconciler(self, SimOperations(host).handlers())
         self.scope = trio.CancelScope()
+        guest_runtime(self)  # reconciler, watcher, migration target
 
     def wall(self) -> float:
         return self.host.wall()
@@ -134,8 +134,31 @@ class SimProcess(Node):
     async def main(self) -> None:
         """The process: its bridge, reconciler and guest watcher, and the bootstrap every start runs."""
         with self.scope:
-            await self.run(reconciler=self.reconciler, watcher=SimpleNamespace(run=functools.partial(watch_guests,
-                                                                                                     self)))
+            await self.run(reconciler=self.reconciler, watcher=self.watcher)
+
+    async def serve_peer(self, fn):
+        """A call from another member (`fn(self)`), served as a request of this process: a kill while it runs
+        answers the caller "unreachable" (the connection reset)."""
+        box: dict = {}
+        done = trio.Event()
+
+        async def run() -> None:
+            try:
+                box["ok"] = await fn(self)
+            except Rejection as exc:
+                box["rejected"] = exc
+            except Exception as exc:  # noqa: BLE001 - the API answers 500; the simulator reports it
+                self.host.world.checker.violation(f"migration target on {self.name} raised {exc!r}")
+                box["rejected"] = Rejection(500, "Internal Server Error")
+            finally:
+                done.set()
+        self.nursery.start_soon(run)
+        await done.wait()
+        if "rejected" in box:
+            raise box["rejected"]
+        if "ok" not in box:
+            raise Rejection(502, f"node '{self.name}' is unreachable - RemoteProtocolError")
+        return box["ok"]
 
     async def serve(self, command: Command, answer: Answer) -> None:
         """One API request: its command through the real bridge; a 503 or a dead process is a failure the
@@ -161,7 +184,9 @@ class SimNode:
         os.makedirs(self.raft_dir, exist_ok=True)
         self.disk = DiskImage(self.raft_dir)
         self.rng = stream(world.seed, f"node/{name}")
-        self.qemu = SimQemu(world.loop, stream(world.seed, f"qemu/{name}"))
+        self.qemu = SimQemu(self, stream(world.seed, f"qemu/{name}"))
+        self.storages = host_storages(self)
+        self.ops_rng = stream(world.seed, f"ops/{name}")  # new MACs and UUIDs of clones
         self.up = False
         self.incarnation = 0
         self.applying = 0

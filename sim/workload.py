@@ -18,15 +18,17 @@ LOCKS = ("backup", "migrate", "snapshot")
 # op -> weight, per workload
 WORKLOADS: dict[str, dict[str, int]] = {
     "mixed": {"create": 20, "reserve_create": 6, "update": 12, "update_digest": 12, "delete": 8, "lock": 8,
-              "unlock": 8, "task": 18, "abort": 2, "reserve": 4, "snapshot": 4, "rollback": 2, "delsnapshot": 2,
-              "clone": 3, "migrate": 3, "resize": 3, "template": 1, **{op: 1 for op in ACCESS_OPS}},
+              "unlock": 8, "task": 18, "power": 4, "abort": 2, "reserve": 4, "snapshot": 4, "rollback": 2,
+              "delsnapshot": 2, "clone": 3, "migrate": 3, "resize": 3, "config": 3, "template": 1,
+              **{op: 1 for op in ACCESS_OPS}},
     "contention": {"create": 10, "reserve_create": 10, "update": 10, "update_digest": 30, "delete": 5, "lock": 15,
-                   "unlock": 15, "task": 5, "snapshot": 6, "rollback": 4, "delsnapshot": 4, "clone": 4, "migrate": 4,
-                   "resize": 6, "template": 1},
+                   "unlock": 15, "task": 5, "power": 3, "snapshot": 6, "rollback": 4, "delsnapshot": 4, "clone": 4,
+                   "migrate": 4, "resize": 6, "config": 4, "template": 1},
     "vmid-race": {"create": 30, "reserve_create": 30, "delete": 20, "reserve": 20},
     "access": {"create": 10, "delete": 8, **{op: 6 for op in ACCESS_OPS}},
-    "migration": {"create": 10, "task": 30, "migrate": 30, "lock": 2, "unlock": 2, "delete": 2},
+    "migration": {"create": 10, "task": 30, "power": 3, "migrate": 30, "abort": 4, "lock": 2, "unlock": 2, "delete": 2},
 }
+POWER_KINDS = ("qmreboot", "qmreset", "qmsuspend", "qmresume")
 POOL = {"mixed": 24, "contention": 6, "vmid-race": 10, "access": 8, "migration": 6}
 SNAPNAMES = ("s1", "s2", "s3", "s4")
 
@@ -172,14 +174,18 @@ class Client(AccessOps):
         self.call(lambda node: cmd.UnlockGuest(request_id="", ts=node.wall(), vmid=vmid, lock=lock))
 
     def op_task(self) -> None:
-        kind = self.rng.choice(["qmstart", "qmstop", "qmshutdown"])
+        self._power(self.rng.choice(["qmstart", "qmstop", "qmshutdown"]))
 
+    def op_power(self) -> None:
+        self._power(self.rng.choice(POWER_KINDS))
+
+    def _power(self, kind: str) -> None:
         def build(node) -> cmd.Command:
             vmid, _ = self.known_guest(node)
             upid, starttime = self.upid(node, kind, vmid)
             return cmd.StartTask(request_id="", ts=node.wall(), node=self.owner(node, vmid), upid=upid,
                                  starttime=starttime, type=kind, vmid=vmid,
-                                 intent={"timeout": 10} if kind == "qmshutdown" else {})
+                                 intent={"timeout": 10} if kind in ("qmshutdown", "qmreboot") else {})
         self.call(build)
 
     def op_abort(self) -> None:
@@ -217,15 +223,28 @@ class Client(AccessOps):
         self._guest_task("qmdelsnapshot", lambda node, guest: {"snapname": self._snapname(guest)})
 
     def op_clone(self) -> None:
-        self._guest_task("qmclone", lambda node, guest: {"name": f"clone-c{self.cid}"}, newid=True)
+        def intent(node, guest) -> dict:
+            linked = int(bool((guest or {}).get("conf", {}).get("template")) and self.rng.random() < 0.5)
+            return {"name": f"clone-c{self.cid}", **({"linked": 1} if linked else {})}
+        self._guest_task("qmclone", intent, newid=True)
 
     def op_migrate(self) -> None:
         def intent(node, guest) -> dict:
             here = (guest or {}).get("node")
             targets = [n for n in self.world.serving() if n != here] or self.world.serving()
             online = int((guest or {}).get("status") == "running" or self.rng.random() < 0.2)
-            return {"target": self.rng.choice(targets), "online": online}
+            local = int(self.rng.random() < 0.8)
+            return {"target": self.rng.choice(targets), "online": online, **({"with-local-disks": 1} if local else {})}
         self._guest_task("qmigrate", intent, digest=self.rng.random() < 0.5)
+
+    def op_config(self) -> None:
+        """`PUT /nodes/{node}/qemu/{vmid}/config` with a disk to allocate or a disk to detach: a `qmconfig` task."""
+        def intent(node, guest) -> dict:
+            disks = sorted(k for k in (guest or {}).get("conf", {}) if k.startswith("scsi"))
+            if disks and self.rng.random() < 0.4:
+                return {"set": {}, "delete": [self.rng.choice(disks)]}
+            return {"set": {f"scsi{self.rng.randrange(3)}": "local:1"}, "delete": []}
+        self._guest_task("qmconfig", intent, digest=self.rng.random() < 0.3)
 
     def op_resize(self) -> None:
         self._guest_task("resize", lambda node, guest: {"disk": "scsi0", "size": self.rng.choice(["+1G", "4G"])},

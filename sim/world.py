@@ -81,12 +81,15 @@ class _PysyncobjErrors(logging.Handler):
             self.checker.violation(f"pysyncobj: {message}")
 
 
+EXPECTED_ERRORS = ("guest crashed",)  # hypervisor/watch.py on a QEMU crash: the `guestcrash` fault makes them
+
+
 @contextmanager
 def engine_logs_to(checker: Checker) -> Iterator[None]:
     """The engine's structlog events are dropped; errors (a task handler that raised, a command the node's own
-    retry loop saw refused) become violations."""
+    retry loop saw refused) become violations, but for those the faults cause."""
     def check(_logger, method: str, event: dict) -> dict:
-        if method != "warning":
+        if method != "warning" and event.get("event") not in EXPECTED_ERRORS:
             fields = {k: v for k, v in sorted(event.items()) if k not in ("event", "exc_info")}
             raised = f" - {sys.exc_info()[1]!r}" if event.get("exc_info") or method == "exception" else ""
             checker.violation(f"engine logged an error: {event.get('event')} {fields}{raised}")
@@ -135,6 +138,9 @@ class World:
         self.finished = False
         self.kill_after_handover: float | None = None  # armed by the `handoverkill` fault: the down time
         self.handover_kills = 0
+        self.listeners: dict = {}  # migration URI -> the QEMU process waiting there (sim/qemu.py)
+        self.nbd: dict = {}  # NBD server address -> the QEMU process serving it
+        self.ports = 0
         self.converged_at: float | None = None
         self.marks: dict[float, str] = {}  # mark time -> trace hash (the determinism self-check compares them)
         self.faults_end = max(0.0, opts.duration - opts.quiet)
@@ -206,6 +212,21 @@ class World:
         if not node.up and name in self.names and name not in self.powered_off:
             node.start()
 
+    def free_port(self, ip: str) -> int:
+        """A port to listen on (`hypervisor.migration_target.MigrationTarget`): unique in the run."""
+        self.ports += 1
+        return 40000 + self.ports
+
+    def handed_over(self, host) -> None:
+        """A source QEMU quit after handing its guest over (sim/qemu.py): the `handoverkill` fault, if armed,
+        kills that daemon now, before the migration's outcome can commit."""
+        down, self.kill_after_handover = self.kill_after_handover, None
+        if down is not None:
+            self.handover_kills += 1
+            self.trace(f"handoverkill {host.name}")
+            self.loop.soon(host.stop, "kill")
+            self.loop.after(down, self.restart, host.name)
+
     def _received(self, name: str) -> None:
         self.nodes[name].tick()  # the poller returns on input: pysyncobj ticks right away
 
@@ -213,6 +234,7 @@ class World:
     def _faults_off(self) -> None:
         self.trace("faults off")
         self.clients_stopped = True
+        self.kill_after_handover = None  # an armed `handoverkill` that no handover met goes too
         for a, b in sorted(self.cuts):
             self.network.unblock(a, b)
         self.cuts.clear()

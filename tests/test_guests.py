@@ -112,7 +112,18 @@ def test_shutdown_of_a_guest_ignoring_acpi_with_force_stop(node, guest_dir):
     status = done(px, px.nodes("n1").qemu(vmid).status.shutdown.post(timeout=2))
     assert status["exitstatus"] == "VM quit/powerdown failed - got timeout"
     assert px.nodes("n1").qemu(vmid).status.current.get()["status"] == "running"
-    ok(px, px.nodes("n1").qemu(vmid).status.stop.post())
+    # a paused guest never sees the power button: refused at once, or stopped with forceStop (qemu-server)
+    guest = px.nodes("n1").qemu(vmid).status
+    ok(px, guest.suspend.post())
+    assert guest.current.get()["qmpstatus"] == "paused"
+    started = time.monotonic()
+    for action in (guest.shutdown, guest.reboot):
+        assert done(px, action.post(timeout=30))["exitstatus"] == "VM is paused - cannot shutdown"
+    assert time.monotonic() - started < 20
+    upid = guest.shutdown.post(timeout=30, forceStop=1)
+    assert done(px, upid)["exitstatus"] == "WARNINGS: 1"
+    assert "WARN: VM is paused - stop instead of shutdown" in [x["t"] for x in px.nodes("n1").tasks(upid).log.get()]
+    assert guest.current.get()["status"] == "stopped"
 
 
 def test_vmstate_snapshot_rollback_restores_ram_and_disk(node, guest_dir):

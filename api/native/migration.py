@@ -10,8 +10,7 @@ from quart import request
 from api.context import Ctx
 from api.registry import API
 from api.schema import Param, Permission
-from engine.errors import Rejection
-from hypervisor.migration_target import MigrationTarget
+from hypervisor.migration_target import MigrationTarget, moving_here
 
 INCOMING = Permission("Sys.Incoming", "/")
 VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999, location="path")
@@ -19,12 +18,7 @@ VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999
 
 def _target(ctx: Ctx, vmid: int) -> MigrationTarget:
     """This node as the target for guest `vmid`, which must exist and belong to another node."""
-    with ctx.node.read() as s:
-        guest = s.guests.get(vmid)
-    if guest is None:
-        raise Rejection(404, f"VM {vmid} does not exist")
-    if guest["node"] == ctx.node.name:
-        raise Rejection(409, f"VM {vmid} already belongs to node '{ctx.node.name}'")
+    moving_here(ctx.node, vmid)
     return MigrationTarget(ctx.rt.driver, ctx.rt.storages, ctx.node.spec.ip)
 
 
@@ -35,9 +29,8 @@ def _target(ctx: Ctx, vmid: int) -> MigrationTarget:
 async def incoming(ctx: Ctx, p: dict) -> dict:
     """Start the guest here, paused and waiting for its state (`-incoming`); with local disks, make empty
     volumes and export them over NBD for the source to mirror into. Answers where to send what."""
-    target = _target(ctx, p["vmid"])
-    with ctx.node.read() as s:
-        conf = dict(s.guests[p["vmid"]]["conf"])
+    conf = moving_here(ctx.node, p["vmid"])
+    target = MigrationTarget(ctx.rt.driver, ctx.rt.storages, ctx.node.spec.ip)
     return await target.incoming(p["vmid"], conf, json.loads(p.get("volumes") or "[]"))
 
 
