@@ -6,13 +6,15 @@ console, then every second `GPVE-TICK <n> disk=<first bytes of its first disk>` 
 and what the disk holds, so tests can tell a restored snapshot). It powers off on the ACPI power
 button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`.
 
-usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR or ~/.cache/gpve/test-guest)
+usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
+this script>, so a changed guest is built afresh and branches with different guests do not share one)
 """
 
 from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import io
 import os
 import shutil
@@ -145,7 +147,9 @@ def build(outdir: str) -> None:
 
 
 def default_dir() -> str:
-    return os.environ.get("GPVE_TEST_GUEST_DIR") or os.path.expanduser("~/.cache/gpve/test-guest")
+    with open(os.path.abspath(__file__), "rb") as f:
+        version = hashlib.sha256(f.read()).hexdigest()[:12]
+    return os.environ.get("GPVE_TEST_GUEST_DIR") or os.path.expanduser(f"~/.cache/gpve/test-guest-{version}")
 
 
 if __name__ == "__main__":
