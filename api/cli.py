@@ -13,6 +13,7 @@ import structlog
 import trio
 
 from api.auth import new_ticket_key_pem
+from api.compat.hostinfo import host_static
 from api.logs import configure_logging
 from api.tls import adopt_cluster_ca, certificate_fingerprint, ensure_node_certificate
 from engine.private import private_dir, read_or_create
@@ -81,7 +82,7 @@ def serve(args: argparse.Namespace) -> None:
     peers = parse_peers(args.peers, args.name, args.listen, args.raft_port) if args.peers else \
         load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
-                    certificate_fingerprint(cert))
+                    certificate_fingerprint(cert), host_static())
     node = Node(spec, ticket_key, csrf_secret, raft_key, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
     runtime, guest_services = _guest_runtime(node, data_dir)
     registry = load_endpoints()

@@ -27,6 +27,11 @@ def _schema(schema: dict) -> dict:
         out["items"] = _schema(out["items"])
     if "properties" in out:
         out["properties"] = {k: _schema(v) for k, v in out["properties"].items()}
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _schema(out["additionalProperties"])
+    for key in ("oneOf", "anyOf", "allOf"):
+        if key in out:
+            out[key] = [_schema(v) for v in out[key]]
     return out
 
 

@@ -12,6 +12,7 @@ def load_endpoints() -> Registry:
         cluster,
         cluster_config,
         docs,
+        domains,
         nodes,
         pools,
         qemu,

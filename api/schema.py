@@ -23,6 +23,7 @@ FORMATS = {
     "pve-configid": r"[a-z][a-z0-9_]+",
     "dns-name": r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*([A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)",
     "pve-userid": r"[^\s:/]+@[A-Za-z][A-Za-z0-9\.\-_]+",
+    "pve-realm": r"[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-poolid": r"[A-Za-z][A-Za-z0-9\-_]+",
     "pve-tag-list": r"[a-zA-Z0-9_+.\-]+([;, ]+[a-zA-Z0-9_+.\-]+)*[;, ]*",
 }

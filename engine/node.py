@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 import trio
@@ -46,6 +46,7 @@ class NodeSpec:
     peers: dict[str, str]  # node name -> "host:raftport", this node included
     cluster_name: str = "gpve"
     fingerprint: str = ""  # of this node's API certificate
+    static: dict = field(default_factory=dict)  # host facts for /cluster/resources (RegisterNode.static)
 
     @property
     def raft_addr(self) -> str:
@@ -325,7 +326,7 @@ class Node:
         spec = self.spec
         return cmd.RegisterNode(request_id=f"register-{spec.name}-{self.new_request_id()}", ts=self.wall(),
                                 name=spec.name, ip=spec.ip, api_port=spec.api_port, raft_addr=spec.raft_addr,
-                                fingerprint=spec.fingerprint)
+                                fingerprint=spec.fingerprint, static=dict(spec.static))
 
     def _on_events(self, command: cmd.Command, events: list) -> None:
         """(pysyncobj's thread) Log applied events and wake whoever waits for state changes."""

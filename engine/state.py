@@ -113,7 +113,7 @@ def _(e: ev.ClusterInitialized, s: State) -> State:
 @apply.register
 def _(e: ev.NodeRegistered, s: State) -> State:
     s.nodes[e.name] = {"name": e.name, "nodeid": e.nodeid, "ip": e.ip, "api_port": e.api_port,
-                       "raft_addr": e.raft_addr, "fingerprint": e.fingerprint}
+                       "raft_addr": e.raft_addr, "fingerprint": e.fingerprint, "static": dict(e.static)}
     s.version += 1
     return s
 

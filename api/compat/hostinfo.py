@@ -33,3 +33,14 @@ def host_figures(data_dir: str) -> dict:
         "disk": (st.f_blocks - st.f_bfree) * st.f_frsize, "maxdisk": st.f_blocks * st.f_frsize,
         "uptime": uptime,
     }
+
+
+def cgroup_mode() -> int:
+    """2 on a unified (v2) cgroup hierarchy, else 1, as Proxmox's `PVE::CGroup::cgroup_mode`."""
+    return 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1
+
+
+def host_static() -> dict:
+    """The host facts a node registers in the log, as Proxmox's `static-info` node key: `cpus`, `memory` (bytes),
+    `cgroup-mode`; other members show them in /cluster/resources and /nodes."""
+    return {"cpus": os.cpu_count() or 1, "memory": _meminfo().get("MemTotal", 0), "cgroup-mode": cgroup_mode()}
