@@ -21,10 +21,11 @@ def load_endpoints() -> Registry:
         qemu_snapshots,
         storage,
     )
-    from api.native import cluster as native_cluster  # noqa: F401
     from api.native import (
+        batch,  # noqa: F401
         events,  # noqa: F401
         migration,  # noqa: F401
     )
+    from api.native import cluster as native_cluster  # noqa: F401
 
     return API
