@@ -25,6 +25,7 @@ def load_endpoints() -> Registry:
         batch,  # noqa: F401
         events,  # noqa: F401
         migration,  # noqa: F401
+        templates,  # noqa: F401
     )
     from api.native import cluster as native_cluster  # noqa: F401
 

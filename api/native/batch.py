@@ -9,8 +9,6 @@ calls do. Each guest's action carries its own request id derived from the batch'
 
 from __future__ import annotations
 
-import dataclasses
-
 import trio
 
 from api.context import Ctx
@@ -98,7 +96,7 @@ async def batch_action(ctx: Ctx, p: dict) -> dict:
 
 async def _run(ctx: Ctx, endpoint, action: str, vmid: int, given: dict, wait: bool) -> dict:
     """One guest's action through its endpoint: privilege, parameters, handler; the refusal as its result."""
-    sub = dataclasses.replace(ctx, request_id=f"{ctx.request_id}/{vmid}")
+    sub = ctx.derived(str(vmid))
     try:
         with ctx.node.read() as s:
             guest = s.guests.get(vmid)
