@@ -62,6 +62,7 @@ def serve(args: argparse.Namespace) -> None:
     from api.registry import load_endpoints
     from api.rpc.server import GrpcServer
     from api.server import run_server, server_config
+    from api.webhook_delivery import WebhookDeliverer
     from engine.node import Node, NodeSpec, load_peers
 
     data_dir = private_dir(os.path.abspath(args.data_dir), files=True)  # root-password, cluster.json
@@ -127,7 +128,8 @@ def serve(args: argparse.Namespace) -> None:
         guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(node.run, reconciler=runtime.reconciler,
-                                                  watcher=guest_services.watcher, servers=[serve_https, serve_grpc]))
+                                                  watcher=guest_services.watcher,
+                                                  servers=[serve_https, serve_grpc, WebhookDeliverer(node).run]))
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
             log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)

@@ -26,6 +26,7 @@ def load_endpoints() -> Registry:
         events,  # noqa: F401
         migration,  # noqa: F401
         templates,  # noqa: F401
+        webhooks,  # noqa: F401
     )
     from api.native import cluster as native_cluster  # noqa: F401
 

@@ -137,6 +137,10 @@ class Node:
             task_status.started()
         self.nursery = None
 
+    def is_leader(self) -> bool:
+        """This node leads the log now (Raft's leader: it may lose that at any time)."""
+        return self.replog._isLeader()
+
     def spawn(self, fn: Callable[[], Awaitable]) -> None:
         """Run `fn()` in the node's nursery: work that outlives the request that began it (a join's admission)."""
         if self.nursery is None:

@@ -3,7 +3,7 @@
 A hook's record: `id`, `name`, `url`, `events` (type patterns, `vm.*` style), `enabled`, `owner` (whose
 audit rights filter what it is sent), `secret` (sealed by the proposer with a key only members hold:
 never in clear in the log), `created`, `cursor` (the last event id done with: delivered, given up or not
-for this hook), `pending` (the event being retried: `{event, attempt, first, last}`, or None) and
+for this hook), `pending` (the event being retried: `{event, attempt, first, last, retry_at}`, or None) and
 `deliveries` (the newest `KEEP` attempts: `event`, `attempt`, `status`, `error`, `duration_ms`, `ts`,
 `node`, `outcome`). Which node delivers is decided by the log too: the leader delivers, and because the
 cursor and the retry state are committed, a new leader goes on where the old one stopped (at least
@@ -65,6 +65,7 @@ class RecordAttempt(Command):
     node: str = ""
     attempt_ts: float = 0.0
     first: float = 0.0  # when the first attempt of this event was made
+    retry_at: float = 0.0  # with `failed`: when the next attempt is due
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +127,7 @@ def _(c: RecordAttempt, s: State) -> Decision:
     hook["deliveries"] = [*hook["deliveries"], record][-KEEP:]
     if c.outcome == "failed":
         hook["pending"] = {"event": c.event, "attempt": c.attempt, "first": c.first or c.attempt_ts,
-                           "last": c.attempt_ts}
+                           "last": c.attempt_ts, "retry_at": c.retry_at}
     else:
         hook["cursor"], hook["pending"] = c.event, None
     if c.outcome == "disabled":

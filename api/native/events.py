@@ -10,7 +10,7 @@ from api.errors import ApiError
 from api.registry import API
 from api.schema import Param, ParamErrors, split_list
 from engine.hub import PublicEvent, TooOld
-from engine.public_events import PUBLIC_TYPES
+from engine.public_events import PUBLIC_TYPES, type_matches, unknown_types
 
 EVENT = {"type": "object", "properties": {"id": {"type": "integer"}, "type": {"type": "string", "enum":
                                                                                 list(PUBLIC_TYPES)},
@@ -29,7 +29,7 @@ def audit_path(event: PublicEvent) -> tuple[str, str]:
 
 def matches(event: PublicEvent, types: list[str], vmid: int | None, node: str | None) -> bool:
     """`types` entries are exact types or prefixes written `vm.*`."""
-    if types and not any(event.type == t or (t.endswith(".*") and event.type.startswith(t[:-1])) for t in types):
+    if not type_matches(types, event.type):
         return False
     if vmid is not None and event.data.get("vmid") != vmid:
         return False
@@ -49,8 +49,7 @@ FILTERS = [Param("types", description="Event types, comma-separated; `vm.*` sele
 def checked_types(p: dict) -> list[str]:
     """The `types` filter; 400 naming the first type no public event has."""
     types = split_list(p.get("types"))
-    unknown = [t for t in types if t not in PUBLIC_TYPES and not any(x.startswith(t[:-1]) for x in PUBLIC_TYPES
-                                                                      if t.endswith(".*"))]
+    unknown = unknown_types(types)
     if unknown:
         raise ParamErrors({"types": f"unknown event type '{unknown[0]}'"})
     return types
