@@ -26,6 +26,7 @@ from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, reason_phrase
 from api.forward import forward, target_node
 from api.gate import Credentials, Gate, RateLimited
+from api.native.events_ws import serve as events_stream
 from api.pinning import member_client
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
@@ -235,6 +236,11 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
     @app.route("/v1/<path:path>", methods=methods)
     async def native(path: str) -> Response:
         return await api.handle(path, native=True)
+
+    @app.websocket("/v1/events/ws")
+    async def events_ws() -> Response | None:
+        refused = await events_stream(api)
+        return error_response(refused, native=True) if refused else None
 
     explorer = explorer_page()
 

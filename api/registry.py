@@ -22,10 +22,13 @@ def load_endpoints() -> Registry:
         qemu_snapshots,
         storage,
     )
-    from api.native import cluster as native_cluster  # noqa: F401
     from api.native import (
+        batch,  # noqa: F401
         events,  # noqa: F401
         migration,  # noqa: F401
+        templates,  # noqa: F401
+        webhooks,  # noqa: F401
     )
+    from api.native import cluster as native_cluster  # noqa: F401
 
     return API

@@ -41,7 +41,7 @@ LIST_FORMATS = {
 @dataclass(frozen=True)
 class Param:
     name: str  # a plain name, or an indexed family such as "net[n]"
-    type: str = "string"  # string | integer | number | boolean
+    type: str = "string"  # string | integer | number | boolean | array | object (the native API's JSON bodies)
     optional: bool = True
     default: Any = None
     minimum: float | None = None
@@ -53,6 +53,9 @@ class Param:
     max_index: int | None = None  # for "name[n]": highest n
     description: str = ""
     location: str = "body"  # body (or query for GET/DELETE) | path
+    items: Param | None = None  # an array's element
+    properties: tuple[Param, ...] = ()  # an object's members (no others allowed)
+    max_items: int | None = None
 
     def matches(self, key: str) -> bool:
         if self.max_index is None:
@@ -63,6 +66,10 @@ class Param:
     def coerce(self, raw: Any) -> Any:
         """Parse one raw value; raise ValueError with Proxmox's message on failure."""
         value: Any = raw
+        if self.type == "array":
+            return self._coerce_array(raw)
+        if self.type == "object":
+            return self._coerce_object(raw)
         if self.type == "boolean":
             if isinstance(raw, bool):
                 return int(raw)
@@ -110,8 +117,51 @@ class Param:
             raise ValueError("value does not match the regex pattern")
         return value
 
+    def _coerce_array(self, raw: Any) -> list:
+        """A JSON array, or in a form or query string a comma-, semicolon- or space-separated list."""
+        values = raw if isinstance(raw, list) else split_list(raw) if isinstance(raw, str) else None
+        if values is None:
+            raise ValueError(f"type check ('array') failed - got '{raw}'")
+        if self.max_items is not None and len(values) > self.max_items:
+            raise ValueError(f"array may hold at most {self.max_items} items")
+        if self.items is None:
+            return list(values)
+        out = []
+        for i, value in enumerate(values):
+            try:
+                out.append(self.items.coerce(value))
+            except ValueError as exc:
+                raise ValueError(f"item {i}: {exc}") from None
+        return out
+
+    def _coerce_object(self, raw: Any) -> dict:
+        if not isinstance(raw, dict):
+            raise ValueError(f"type check ('object') failed - got '{raw}'")
+        out, known = {}, {p.name: p for p in self.properties}
+        for key, value in raw.items():
+            if key not in known:
+                raise ValueError(f"'{key}': property is not defined in schema")
+            try:
+                out[key] = known[key].coerce(value)
+            except ValueError as exc:
+                raise ValueError(f"'{key}': {exc}") from None
+        missing = [p.name for p in self.properties if not p.optional and p.name not in raw]
+        if missing:
+            raise ValueError(f"'{missing[0]}': property is missing and it is not optional")
+        return out
+
     def json_schema(self) -> dict:
         out: dict[str, Any] = {"type": self.type}
+        if self.items is not None:
+            out["items"] = self.items.json_schema()
+        if self.max_items is not None:
+            out["maxItems"] = self.max_items
+        if self.type == "object":
+            out["properties"] = {p.name: p.json_schema() for p in self.properties}
+            out["additionalProperties"] = False
+            required = [p.name for p in self.properties if not p.optional]
+            if required:
+                out["required"] = required
         for key, val in (("minimum", self.minimum), ("maximum", self.maximum), ("default", self.default),
                          ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length)):
             if val is not None:

@@ -24,6 +24,7 @@ import trio
 from engine import commands as cmd
 from engine.bridge import LogBridge, NoQuorum
 from engine.errors import Rejection
+from engine.hub import CAPACITY as EVENT_BUFFER
 from engine.hub import EventHub
 from engine.journal import DurableJournal
 from engine.machine import Machine
@@ -91,14 +92,14 @@ class Node:
     machine_class: Callable[..., Machine] = Machine
 
     def __init__(self, spec: NodeSpec, ticket_key_pem: str, csrf_secret: str, raft_key: str | None = None,
-                 **raft_conf) -> None:
+                 event_buffer: int = EVENT_BUFFER, **raft_conf) -> None:
         self.spec = spec
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.raft_key = raft_key
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
-        self.hub = EventHub()
+        self.hub = EventHub(event_buffer)
         self.machine = self.machine_class(on_events=self._on_events)
         self.machine.hub = self.hub
         self.journal, self.replog = self._open_log()
@@ -136,6 +137,10 @@ class Node:
                 await nursery.start(server)
             task_status.started()
         self.nursery = None
+
+    def is_leader(self) -> bool:
+        """This node leads the log now (Raft's leader: it may lose that at any time)."""
+        return self.replog._isLeader()
 
     def spawn(self, fn: Callable[[], Awaitable]) -> None:
         """Run `fn()` in the node's nursery: work that outlives the request that began it (a join's admission)."""

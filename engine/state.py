@@ -34,6 +34,7 @@ class State:
     cluster_log: list[dict] = field(default_factory=list)
     # access control: kind (user, group, role, pool, acl) -> key -> record
     access: dict[str, dict] = field(default_factory=dict)
+    webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
     applied: int = 0
 
     def __post_init__(self) -> None:
