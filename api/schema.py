@@ -40,7 +40,7 @@ LIST_FORMATS = {
 @dataclass(frozen=True)
 class Param:
     name: str  # a plain name, or an indexed family such as "net[n]"
-    type: str = "string"  # string | integer | number | boolean
+    type: str = "string"  # string | integer | number | boolean | array (of strings: repeated keys, a JSON list)
     optional: bool = True
     default: Any = None
     minimum: float | None = None
@@ -49,6 +49,7 @@ class Param:
     pattern: str | None = None
     format: str | None = None
     max_length: int | None = None
+    min_length: int | None = None
     max_index: int | None = None  # for "name[n]": highest n
     description: str = ""
     location: str = "body"  # body (or query for GET/DELETE) | path
@@ -71,6 +72,12 @@ class Param:
             if word in FALSE_WORDS:
                 return 0
             raise ValueError(f"type check ('boolean') failed - got '{raw}'")
+        if self.type == "array":  # Proxmox's `type => 'array'` of strings; a single value is a list of one
+            items = raw if isinstance(raw, list) else [raw]
+            bad = next((i for i in items if isinstance(i, (dict, list, bool)) or "\x00" in str(i)), None)
+            if bad is not None:
+                raise ValueError(f"type check ('string') failed - got '{bad}'")
+            return [str(i) for i in items]
         if self.type == "integer":
             if isinstance(raw, bool) or not re.fullmatch(r"[+-]?\d+", str(raw).strip()):
                 raise ValueError(f"type check ('integer') failed - got '{raw}'")
@@ -97,6 +104,8 @@ class Param:
             raise ValueError(f"value '{value}' does not have a value in the enumeration '{', '.join(self.enum)}'")
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"value may only be {self.max_length} characters long")
+        if self.min_length is not None and len(value) < self.min_length:
+            raise ValueError(f"value must be at least {self.min_length} characters long")
         if self.format in LIST_FORMATS:
             element, message = LIST_FORMATS[self.format]
             bad = next((v for v in split_list(value) if not re.fullmatch(element, v)), None)
@@ -112,13 +121,16 @@ class Param:
     def json_schema(self) -> dict:
         out: dict[str, Any] = {"type": self.type}
         for key, val in (("minimum", self.minimum), ("maximum", self.maximum), ("default", self.default),
-                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length)):
+                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length),
+                         ("minLength", self.min_length)):
             if val is not None:
                 out[key] = val
         if self.enum:
             out["enum"] = list(self.enum)
         if self.type == "boolean" and "default" in out:
             out["default"] = bool(out["default"])
+        if self.type == "array":
+            out["items"] = {"type": "string"}
         return out
 
 
