@@ -16,6 +16,7 @@ def load_endpoints() -> Registry:
         nodes,
         pools,
         qemu,
+        qemu_agent,
         qemu_config,
         qemu_migrate,
         qemu_power,

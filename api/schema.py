@@ -41,7 +41,7 @@ LIST_FORMATS = {
 @dataclass(frozen=True)
 class Param:
     name: str  # a plain name, or an indexed family such as "net[n]"
-    type: str = "string"  # string | integer | number | boolean | array | object (the native API's JSON bodies)
+    type: str = "string"  # string | integer | number | boolean | array (repeated keys, a JSON list) | object (JSON)
     optional: bool = True
     default: Any = None
     minimum: float | None = None
@@ -50,6 +50,7 @@ class Param:
     pattern: str | None = None
     format: str | None = None
     max_length: int | None = None
+    min_length: int | None = None
     max_index: int | None = None  # for "name[n]": highest n
     description: str = ""
     location: str = "body"  # body (or query for GET/DELETE) | path
@@ -105,6 +106,8 @@ class Param:
             raise ValueError(f"value '{value}' does not have a value in the enumeration '{', '.join(self.enum)}'")
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"value may only be {self.max_length} characters long")
+        if self.min_length is not None and len(value) < self.min_length:
+            raise ValueError(f"value must be at least {self.min_length} characters long")
         if self.format in LIST_FORMATS:
             element, message = LIST_FORMATS[self.format]
             bad = next((v for v in split_list(value) if not re.fullmatch(element, v)), None)
@@ -118,20 +121,18 @@ class Param:
         return value
 
     def _coerce_array(self, raw: Any) -> list:
-        """A JSON array, or in a form or query string a comma-, semicolon- or space-separated list."""
-        values = raw if isinstance(raw, list) else split_list(raw) if isinstance(raw, str) else None
-        if values is None:
-            raise ValueError(f"type check ('array') failed - got '{raw}'")
+        """Proxmox's `type => 'array'`: a JSON list, or repeated keys of a form or query string; a single value is
+        a list of one. Elements are checked by `items` (strings when not given)."""
+        values = raw if isinstance(raw, list) else [raw]
         if self.max_items is not None and len(values) > self.max_items:
             raise ValueError(f"array may hold at most {self.max_items} items")
-        if self.items is None:
-            return list(values)
+        element = self.items or STRING_ITEM
         out = []
         for i, value in enumerate(values):
             try:
-                out.append(self.items.coerce(value))
+                out.append(element.coerce(value))
             except ValueError as exc:
-                raise ValueError(f"item {i}: {exc}") from None
+                raise ValueError(f"item {i}: {exc}" if len(values) > 1 else str(exc)) from None
         return out
 
     def _coerce_object(self, raw: Any) -> dict:
@@ -152,8 +153,8 @@ class Param:
 
     def json_schema(self) -> dict:
         out: dict[str, Any] = {"type": self.type}
-        if self.items is not None:
-            out["items"] = self.items.json_schema()
+        if self.type == "array":
+            out["items"] = (self.items or STRING_ITEM).json_schema()
         if self.max_items is not None:
             out["maxItems"] = self.max_items
         if self.type == "object":
@@ -163,7 +164,8 @@ class Param:
             if required:
                 out["required"] = required
         for key, val in (("minimum", self.minimum), ("maximum", self.maximum), ("default", self.default),
-                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length)):
+                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length),
+                         ("minLength", self.min_length)):
             if val is not None:
                 out[key] = val
         if self.enum:
@@ -171,6 +173,9 @@ class Param:
         if self.type == "boolean" and "default" in out:
             out["default"] = bool(out["default"])
         return out
+
+
+STRING_ITEM = Param("item")
 
 
 def _num(x: float) -> str:
