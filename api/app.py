@@ -155,12 +155,10 @@ class Api:
             ctx = Ctx(self.node, user, key, request.remote_addr or "", now, self.gate.check_local_password,
                       self.runtime)
             result = await endpoint.handler(ctx, params)
-            if endpoint.rate_class == "auth":  # only failed logins count against the limit
-                self.gate.refund("auth", self.rate_key(endpoint, user, raw))
             reply = result if isinstance(result, Reply) else Reply(result)
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
-            body = reply.data if native or reply.raw else {"data": reply.data, **reply.extra}
+            body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
             response = json_response(200, body, headers=reply.headers)
         except RateLimited as exc:
             verdict = exc.verdict
@@ -173,6 +171,12 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
+        if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
+                and response.status_code != 401:
+            # only refused credentials count against the failed-login budget: not a login that worked, nor one
+            # refused for another reason (a missing parameter, no quorum, a node not ready yet)
+            self.gate.refund("auth", self.rate_key(endpoint, user, raw))
+            verdict.remaining += 1
         for key, value in (verdict.headers() if verdict else {}).items():
             response.headers[key] = value
         log.info("request", method=request.method, path="/" + path, status=response.status_code,

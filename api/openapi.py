@@ -71,7 +71,8 @@ def _operation(ep: Endpoint) -> dict:
             if not param.optional:
                 required.append(name)
     returns = _schema(ep.returns)
-    content = returns if ep.native else {"type": "object", "required": ["data"], "properties": {"data": returns}}
+    wrapped = not (ep.native or ep.bare)
+    content = {"type": "object", "required": ["data"], "properties": {"data": returns}} if wrapped else returns
     op: dict[str, Any] = {
         "operationId": f"{ep.method.lower()}_{ep.name}",
         "summary": (ep.description.strip().splitlines() or [ep.name])[0],

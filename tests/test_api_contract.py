@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import requests
 from openapi_spec_validator import validate
@@ -33,6 +34,10 @@ def test_openapi_document_is_valid_and_covers_every_declaration(single_node):
     assert "Datastore.AllocateSpace" in perm["description"] and "args" in perm["description"]
     assert "/v1/cluster/raft" in doc["paths"]
     assert doc["paths"]["/api2/json/access/ticket"]["post"]["security"] == []
+    # the document answers what its own declaration says: the document itself, not wrapped in `data`
+    declared = doc["paths"]["/api2/json/openapi.json"]["get"]["responses"]["200"]["content"]["application/json"]
+    jsonschema.validate(doc, declared["schema"])
+    assert "data" not in declared["schema"]["properties"] and "data" not in doc
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed on this machine")
