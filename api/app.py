@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from api.bodies import PARAMS_BODY_LIMIT, merge, parse_body, parse_form, too_large
 from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, reason_phrase
+from api.explorer import EXPLORER_PAGE
 from api.forward import forward, target_node
 from api.gate import Credentials, Gate, RateLimited
 from api.pinning import member_client
@@ -186,18 +187,6 @@ class Api:
         return response
 
 
-def explorer_page() -> str:
-    """Swagger UI from the installed swagger-ui-bundle package (never a CDN), reading our openapi.json."""
-    return """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>gpve API explorer</title>
-<link rel="stylesheet" href="/api-explorer/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/api-explorer/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/api2/json/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
-</script></body></html>
-"""
-
-
 def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Reply:
     """Slice a list by `start`/`limit` (unless the handler did) and add `X-Total-Count` and `Link`."""
     start, limit = params.get("start", 0), params.get("limit", default_limit)
@@ -240,11 +229,9 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
     async def native(path: str) -> Response:
         return await api.handle(path, native=True)
 
-    explorer = explorer_page()
-
     @app.route("/api-explorer/", methods=["GET"])
     async def api_explorer() -> Response:
-        return Response(explorer, content_type="text/html; charset=utf-8")
+        return Response(EXPLORER_PAGE, content_type="text/html; charset=utf-8")
 
     @app.route("/api-explorer/<path:asset>", methods=["GET"])
     async def api_explorer_asset(asset: str) -> Response:

@@ -89,3 +89,35 @@ def test_the_explorer_page_lists_the_endpoints_in_headless_chromium(single_node,
     assert "gpve API" in dom
     for path in ("/api2/json/nodes/{node}/qemu", "/api2/json/access/ticket", "/api2/json/cluster/nextid"):
         assert path in dom, dom[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed on this machine")
+def test_the_explorer_logs_in_and_creates_a_guest_with_try_it_out(single_node, tmp_path):
+    """A person on /api-explorer/: logs in with the form, opens `POST /nodes/{node}/qemu`, fills in the node,
+    `vmid`, `name` and `memory` (every other field left empty), executes, and the guest exists."""
+    from playwright.sync_api import expect, sync_playwright
+
+    vmid = int(single_node.api().cluster.nextid.get())
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_context(ignore_https_errors=True).new_page()
+        try:
+            page.goto(f"https://127.0.0.1:{single_node.api_port}/api-explorer/")
+            page.fill("#gpve-password", single_node.password)
+            page.click("#gpve-login button[type=submit]")
+            expect(page.locator("#gpve-login-state")).to_have_text("Logged in as root@pam")
+            op = page.locator("#operations-nodes-post_create_vm")
+            op.locator(".opblock-summary").click()
+            op.get_by_role("button", name="Try it out").click()
+            op.locator("tr[data-param-name=node] input").fill("n1")
+            for name, value in (("vmid", vmid), ("name", "from-explorer"), ("memory", "64")):
+                op.locator(f"tr[data-property-name={name}] input[type=text]").fill(str(value))
+            op.get_by_role("button", name="Execute").click()
+            status = op.locator(".live-responses-table tr.response .response-col_status")
+            expect(status).to_have_text("200", timeout=30_000)
+        finally:
+            page.screenshot(path=str(tmp_path / "explorer.png"))  # what the person saw, kept with the test's files
+            browser.close()
+    guests = {g["vmid"]: g for g in single_node.api().nodes("n1").qemu.get()}
+    assert guests[vmid]["name"] == "from-explorer" and guests[vmid]["maxmem"] == 64 * 1024 * 1024
