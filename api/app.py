@@ -148,6 +148,9 @@ class Api:
             now = time.time()
             user = "" if endpoint.permission.check == "public" else \
                 self.gate.authenticate(self.credentials(), endpoint.writes, now)
+            if endpoint.unsupported:
+                raise ApiError(501, f"Method '{request.method} /{path.strip('/')}' not implemented - "
+                                    f"gpve has no {endpoint.absent}")
             raw = await _raw_params(endpoint, path_params)
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
             params = endpoint.validate(raw)

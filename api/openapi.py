@@ -81,6 +81,12 @@ def _operation(ep: Endpoint) -> dict:
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": content}}},
                       "default": {"description": "Error", "content": {"application/json": {"schema": ERROR}}}},
     }
+    if ep.absent:
+        op["x-gpve-absent"] = ep.absent
+    if ep.unsupported:  # answered 501 whatever it is sent: no body to describe, no 200
+        op["responses"] = {"501": {"description": f"Not implemented: gpve has no {ep.absent}",
+                                   "content": {"application/json": {"schema": ERROR}}}}
+        body = {}
     if body:
         schema = {"type": "object", "properties": body, "additionalProperties": False}
         if required:

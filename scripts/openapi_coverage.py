@@ -7,7 +7,7 @@ match a method and path of Proxmox's API schema (path parameters compared by pos
 PVE_APIDATA_JSON is the Proxmox API schema as plain JSON (a tree of `{path, info: {METHOD: …}, children}`, as
 pve-docs' api-viewer data). Without --url the document is built from this checkout's declarations (no server
 needed). Operations marked `x-gpve-absent` (a feature gpve does not have: its reads answer as an unconfigured
-Proxmox node, its writes 501) are counted apart, so the figure says what is served and what is only declared.
+Proxmox node, its writes 501) are counted apart, so the figure says what is served and what only declared.
 """
 
 from __future__ import annotations
@@ -68,9 +68,11 @@ def main() -> None:
         theirs = proxmox_operations(json.load(f))
     ours = our_operations(load_document(args.url))
     matched = {key: op for key, op in ours.items() if key in theirs}
-    absent = [key for key, op in matched.items() if op.get("x-gpve-absent")]
-    print(f"Proxmox operations: {len(theirs)}; ours under /api2/json: {len(ours)}; matching Proxmox: {len(matched)} "
-          f"({len(matched) - len(absent)} served, {len(absent)} for features gpve does not have)")
+    refused = [key for key, op in matched.items() if "501" in op["responses"]]
+    unconfigured = [key for key, op in matched.items() if op.get("x-gpve-absent") and key not in refused]
+    print(f"Proxmox operations: {len(theirs)}; ours under /api2/json: {len(ours)}; matching Proxmox: {len(matched)}: "
+          f"{len(matched) - len(refused) - len(unconfigured)} served by gpve's features, {len(unconfigured)} reads "
+          f"of features gpve does not have (answered as unconfigured), {len(refused)} answered 501")
     if args.list:
         for method, path in sorted(set(ours) - theirs, key=lambda k: (k[1], k[0])):
             print(f"  not in Proxmox: {method} {path}")
