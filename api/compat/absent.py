@@ -45,6 +45,9 @@ class Index:
 
 @dataclass(frozen=True)
 class Row:
+    """One path of a feature gpve does not have: its read's answer, return shape, Proxmox's privilege and
+    parameters for the read, and the write methods Proxmox has there (each declared, answering 501)."""
+
     path: str
     feature: str
     answer: Any = field(default_factory=list)  # a value (copied), Index, UNSUPPORTED, NO_READ or fn(ctx, params)
