@@ -56,4 +56,3 @@ class Reply:
     data: Any
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    raw: bool = False  # send `data` as the whole body (documents such as openapi.json)

@@ -76,7 +76,8 @@ def _operation(ep: Endpoint) -> dict:
             if not param.optional:
                 required.append(name)
     returns = _schema(ep.returns)
-    content = returns if ep.native else {"type": "object", "required": ["data"], "properties": {"data": returns}}
+    wrapped = not (ep.native or ep.bare)
+    content = {"type": "object", "required": ["data"], "properties": {"data": returns}} if wrapped else returns
     op: dict[str, Any] = {
         "operationId": f"{ep.method.lower()}_{ep.name}",
         "summary": (ep.description.strip().splitlines() or [ep.name])[0],
@@ -85,6 +86,12 @@ def _operation(ep: Endpoint) -> dict:
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": content}}},
                       "default": {"description": "Error", "content": {"application/json": {"schema": ERROR}}}},
     }
+    if ep.absent:
+        op["x-gpve-absent"] = ep.absent
+    if ep.unsupported:  # answered 501 whatever it is sent: no body to describe, no 200
+        op["responses"] = {"501": {"description": f"Not implemented: gpve has no {ep.absent}",
+                                   "content": {"application/json": {"schema": ERROR}}}}
+        body = {}
     if body:
         schema = {"type": "object", "properties": body, "additionalProperties": False}
         if required:

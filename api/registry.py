@@ -8,6 +8,7 @@ API = Registry()
 def load_endpoints() -> Registry:
     """Import every endpoint module so that its declarations register."""
     from api.compat import (  # noqa: F401
+        absent,
         access,
         cluster,
         cluster_config,

@@ -256,6 +256,9 @@ class Endpoint:
     paged: bool = False  # a list that takes start/limit and answers X-Total-Count and Link
     default_limit: int | None = None  # None: every row unless `limit` is given (Proxmox's compat lists)
     raw_body: bool = False  # the handler reads the body itself (an upload); else it holds parameters
+    bare: bool = False  # the answer is the whole body, not wrapped in `data` (a document such as openapi.json)
+    absent: str = ""  # a Proxmox feature gpve does not have, which this endpoint answers for (api/compat/absent.py)
+    unsupported: bool = False  # answered 501 naming `absent`, whatever the parameters (a write to such a feature)
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
@@ -306,12 +309,13 @@ class Registry:
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
                  permission: Permission | None = None, returns: dict | None = None, description: str = "",
                  native: bool = False, rate_class: str = "", paged: bool = False,
-                 default_limit: int | None = None, raw_body: bool = False) -> Callable[[Handler], Handler]:
+                 default_limit: int | None = None, raw_body: bool = False,
+                 bare: bool = False, absent: str = "", unsupported: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
                                            description or (handler.__doc__ or ""), native, rate_class, paged,
-                                           default_limit, raw_body))
+                                           default_limit, raw_body, bare, absent, unsupported))
             return handler
         return register
 
