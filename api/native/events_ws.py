@@ -17,7 +17,6 @@ Refusals before the upgrade are plain HTTP answers in the native error format: 4
 
 from __future__ import annotations
 
-import json
 import time
 
 import structlog
@@ -88,7 +87,7 @@ async def _stream(ctx: Ctx, hub, since: int, types: list[str], vmid: int | None,
             return
         for event in visible(ctx, events, types, vmid, node):
             with trio.move_on_after(SEND_TIMEOUT) as scope:
-                await websocket.send(json.dumps(event.to_dict(), separators=(",", ":")))
+                await websocket.send(event.wire)
             if scope.cancelled_caught:
                 await _close(CLOSE_TOO_SLOW, "too slow: a message waited too long to be sent")
                 return
