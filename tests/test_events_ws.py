@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import ssl
+import time
 
 import pytest
 import requests
@@ -12,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.guest import build_guest, kernel_args, qemu_missing
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or "")]
 
@@ -127,3 +131,45 @@ def test_a_node_that_stops_closes_its_streams(tmp_path):
     cluster.stop()
     with pytest.raises(ConnectionClosed):
         ws.recv(timeout=20)
+
+
+def test_a_consumer_that_stops_reading_is_cut_off_and_the_node_goes_on(tmp_path):
+    cluster = Cluster(str(tmp_path), 1).start()
+    try:
+        node = cluster.nodes[0]
+        px, writer = node.api(), node.session()
+        done(px, px.nodes("n1").qemu.create(vmid=100, memory=64))
+        stuck = _upgraded_and_never_read(node, writer.cookies["PVEAuthCookie"])
+        config = f"{node.url}/nodes/n1/qemu/100/config"
+        started = time.monotonic()
+        for i in range(600):  # ~8 MB of events (old and new value each) the stuck client never takes
+            r = writer.put(config, data={"description": f"{i} " + "x" * 7000}, timeout=10)
+            assert r.status_code == 200, r.text
+        writes = time.monotonic() - started
+        assert writes < 60  # the node did not wait for the consumer
+        # dropped: the kernel gives up on a peer that takes nothing (TCP_USER_TIMEOUT), and the stream ends
+        wait_for(lambda: "events stream closed" in open(node.log_path).read(), timeout=60)
+        stuck.close()
+        assert node.api().version.get()["version"]
+    finally:
+        cluster.stop()
+
+
+def _upgraded_and_never_read(node, ticket: str) -> ssl.SSLSocket:
+    """A client that opens the stream (the RFC 6455 upgrade request, by hand) and then reads nothing, with a
+    small receive window: the stream's bytes pile up at the node."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", node.api_port))
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    sock = tls.wrap_socket(raw, server_hostname="127.0.0.1")
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /v1/events/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nCookie: PVEAuthCookie={ticket}\r\n\r\n"
+                  ).encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(1)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return sock
