@@ -149,6 +149,7 @@ class Api:
                 self.gate.authenticate(self.credentials(), endpoint.writes, now)
             raw = await _raw_params(endpoint, path_params)
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
+            self.gate.check_node(endpoint, path_params)
             params = endpoint.validate(raw)
             self.gate.authorize(endpoint.permission, user, params)
             key = self.gate.request_key(request_id, request.method, endpoint.path, params) if client_id else request_id

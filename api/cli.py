@@ -83,7 +83,7 @@ def serve(args: argparse.Namespace) -> None:
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
                     certificate_fingerprint(cert))
     node = Node(spec, ticket_key, csrf_secret, raft_key, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
-    runtime, guest_services = _guest_runtime(node, data_dir)
+    runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval)
     registry = load_endpoints()
     app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     grpc_server = GrpcServer(node, app.extensions["gpve"].gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
@@ -125,7 +125,8 @@ def serve(args: argparse.Namespace) -> None:
         guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(node.run, reconciler=runtime.reconciler,
-                                                  watcher=guest_services.watcher, servers=[serve_https, serve_grpc]))
+                                                  watcher=guest_services.watcher, sampler=runtime.sampler,
+                                                  servers=[serve_https, serve_grpc]))
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
             log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)
@@ -146,16 +147,18 @@ def serve(args: argparse.Namespace) -> None:
         node.close()
 
 
-def _guest_runtime(node, data_dir: str):
-    """QEMU driver, `local` dir storage, reconciler and guest watcher of this node."""
+def _guest_runtime(node, data_dir: str, rrd_interval: float):
+    """QEMU driver, `local` dir storage, reconciler, guest watcher and sampler of this node."""
     from types import SimpleNamespace
 
+    from api.compat.guests import guest_maxima
     from api.context import Runtime
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
+    from hypervisor.sampler import Sampler
     from hypervisor.storage import DirStorage
     from hypervisor.watch import GuestWatcher
 
@@ -166,7 +169,15 @@ def _guest_runtime(node, data_dir: str):
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
     reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
     watcher = GuestWatcher(node, driver, reconciler)
-    return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
+    sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
+    return Runtime(driver, storages, reconciler, sampler=sampler), SimpleNamespace(bridge=bridge, watcher=watcher)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--cluster-name", default="gpve")
     s.add_argument("--root-password-file", help="read root@pam's password from this file")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--rrd-interval", type=_positive, default=10.0, metavar="SECONDS",
+                   help="sample the host's and guests' figures every SECONDS (default 10, as Proxmox); the RRD "
+                   "step is 6 samples, so a shorter interval shortens what each rrddata timeframe spans (tests)")
     s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
                    "default), or 'off'")
     from api import cluster_cli

@@ -4,7 +4,8 @@
 The guest boots in a few seconds under software emulation, prints `GPVE-GUEST-READY` on its serial
 console, then every second `GPVE-TICK <n> disk=<first bytes of its first disk>` (a counter in RAM
 and what the disk holds, so tests can tell a restored snapshot). It powers off on the ACPI power
-button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`.
+button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`. Booted with `gpve.busy=N`,
+it prints `GPVE-BUSY` at tick N and keeps a CPU busy from then on.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
@@ -38,9 +39,11 @@ sleep 1
 disk=""
 for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done
 echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
+busy=$(sed -n 's/.*gpve\.busy=\([0-9]*\).*/\1/p' /proc/cmdline)
 n=0
 while true; do
     n=$((n+1))
+    [ "$n" = "$busy" ] && { echo GPVE-BUSY > /dev/ttyS0; while :; do :; done & }
     content=""
     [ -n "$disk" ] && content=$(dd if=$disk bs=512 count=1 iflag=direct 2>/dev/null | head -c 16 | tr -dc 'A-Za-z0-9_-')
     echo "GPVE-TICK $n disk=$content" > /dev/ttyS0

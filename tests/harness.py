@@ -67,6 +67,7 @@ class NodeProcess:
     raft_bind: str | None = None
     cluster_key_file: str | None = None  # the static cluster's Raft key (every member the same)
     grpc_port: int = 0  # 0: a free port, picked here
+    extra_args: list[str] = field(default_factory=list)  # more `gpve serve` options (e.g. `--rrd-interval`)
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 
@@ -95,6 +96,7 @@ class NodeProcess:
             args += ["--raft-bind", self.raft_bind]
         if self.cluster_key_file:
             args += ["--cluster-key-file", self.cluster_key_file]
+        args += self.extra_args
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary
+from api.compat.guests import guest_summary, sampled
 from api.compat.hostinfo import host_figures
 from api.context import Ctx
 from api.registry import API
@@ -55,7 +55,7 @@ def node_resources(ctx: Ctx) -> list[dict]:
         row = {"id": f"node/{name}", "type": "node", "node": name, "status": "online" if online else "offline",
                "level": ""}
         if name == ctx.node.name:
-            row.update(host_figures(ctx.node.spec.data_dir))
+            row.update(host_figures(ctx.node.spec.data_dir, ctx.rt.sampler))
         rows.append(row)
     return rows
 
@@ -76,7 +76,8 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
     if kind in (None, "vm", "qemu", "pool"):
         with ctx.node.read() as s:
             pool_of = {v: pid for pid, pool in s.access.get("pool", {}).items() for v in pool["vms"]}
-            guests = [(g["node"], guest_summary(g)) for _, g in sorted(s.guests.items())]
+            guests = [(g["node"], {**guest_summary(g), **sampled(ctx.rt.sampler, g)})
+                      for _, g in sorted(s.guests.items())]
             pools = sorted(s.access.get("pool", {}))
         if kind != "pool":
             online = {name: ctx.node.node_online(name) for name in {n for n, _ in guests}}
