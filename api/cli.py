@@ -153,6 +153,7 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
 
     from api.compat.guests import guest_maxima
     from api.context import Runtime
+    from api.native.figures import PeerFigures
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
@@ -167,10 +168,13 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     storages = {"local": local}
     bridge = AsyncioBridge()
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
-    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
+    peers = PeerClient(node)
+    reconciler = Reconciler(node, Operations(driver, storages, peers).handlers())
     watcher = GuestWatcher(node, driver, reconciler)
     sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
-    return Runtime(driver, storages, reconciler, sampler=sampler), SimpleNamespace(bridge=bridge, watcher=watcher)
+    runtime = Runtime(driver, storages, reconciler, sampler=sampler,
+                      peer_figures=PeerFigures(peers, max_age=rrd_interval))
+    return runtime, SimpleNamespace(bridge=bridge, watcher=watcher)
 
 
 def _positive(text: str) -> float:

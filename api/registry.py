@@ -26,6 +26,7 @@ def load_endpoints() -> Registry:
     from api.native import cluster as native_cluster  # noqa: F401
     from api.native import (
         events,  # noqa: F401
+        figures,  # noqa: F401
         migration,  # noqa: F401
     )
 

@@ -208,3 +208,31 @@ def test_listings_show_live_figures_and_rrd_cpu_rises_while_the_guest_runs_a_bus
         "n1", "qmcreate", str(vmid), "root@pam", "OK")
     assert "endtime" in created and "pid" not in created and "pstart" not in created
     root.post(f"{node.url}/nodes/n1/qemu/{vmid}/status/stop")
+
+
+def test_cluster_lists_show_the_other_members_figures(tmp_path):
+    cluster = Cluster(str(tmp_path), 2)
+    for member in cluster.nodes:
+        member.extra_args = ["--rrd-interval", str(INTERVAL)]
+    cluster.start()
+    try:
+        url = cluster.node("n1").url
+        n1 = cluster.node("n1").session()
+
+        def node_rows() -> dict:
+            return {r["node"]: r for r in n1.get(url + "/cluster/resources", params={"type": "node"}).json()["data"]}
+
+        listed = wait_for(lambda: (rows := node_rows()) and all("maxmem" in r for r in rows.values()) and rows,
+                          timeout=30)
+        assert listed["n2"]["status"] == "online" and listed["n2"]["maxmem"] > 0 and listed["n2"]["maxcpu"] >= 1
+        assert 0 <= listed["n2"]["cpu"] <= 1 and listed["n2"]["uptime"] > 0
+        nodes = {r["node"]: r for r in n1.get(url + "/nodes").json()["data"]}
+        assert nodes["n2"]["maxmem"] == listed["n2"]["maxmem"]
+        # the figures come from n2 itself
+        assert n1.get(cluster.node("n2").url.replace("/api2/json", "/v1") + "/figures").json()["node"]["maxmem"] > 0
+        # a member that is down shows as offline, without figures
+        cluster.node("n2").stop()
+        listed = wait_for(lambda: (rows := node_rows())["n2"]["status"] == "offline" and rows, timeout=30)
+        assert "maxmem" not in listed["n2"]
+    finally:
+        cluster.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.compat.guests import guest_summary, sampled
 from api.compat.hostinfo import host_figures
 from api.context import Ctx
+from api.native.figures import remote_figures
 from api.registry import API
 from api.schema import Param, ParamErrors
 from engine.errors import Rejection
@@ -46,7 +47,8 @@ async def next_id(ctx: Ctx, p: dict) -> str:
     return str(vmid)
 
 
-def node_resources(ctx: Ctx) -> list[dict]:
+def node_resources(ctx: Ctx, remote: dict[str, dict] | None = None) -> list[dict]:
+    """Node rows: this node's figures, and the other members' from `remote` (api/native/figures.py)."""
     with ctx.node.read() as s:
         names = sorted(s.nodes)
     rows = []
@@ -56,6 +58,8 @@ def node_resources(ctx: Ctx) -> list[dict]:
                "level": ""}
         if name == ctx.node.name:
             row.update(host_figures(ctx.node.spec.data_dir, ctx.rt.sampler))
+        elif online:
+            row.update((remote or {}).get(name, {}).get("node", {}))
         rows.append(row)
     return rows
 
@@ -72,6 +76,7 @@ SORT_KEYS = ("id", "name", "vmid", "node", "status", "type", "mem", "maxmem", "c
 async def cluster_resources(ctx: Ctx, p: dict) -> list:
     """Every resource in the cluster, with `type`, `status`, `node`, `pool` filters and `sort`/`order`."""
     kind = p.get("type")
+    remote = await remote_figures(ctx) if kind in (None, "vm", "qemu", "node") else {}
     rows: list[dict] = []
     if kind in (None, "vm", "qemu", "pool"):
         with ctx.node.read() as s:
@@ -88,6 +93,8 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
                 row = {"id": f"qemu/{summary['vmid']}", "type": "qemu", "node": node_name, **summary}
                 if not online[node_name]:
                     row["status"] = "unknown"  # as Proxmox shows guests of a node it cannot reach
+                elif node_name != ctx.node.name and row["status"] == "running":
+                    row.update(remote.get(node_name, {}).get("guests", {}).get(str(row["vmid"]), {}))
                 if summary["vmid"] in pool_of:
                     row["pool"] = pool_of[summary["vmid"]]
                 rows.append(row)
@@ -95,7 +102,7 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
             rows += [{"id": f"/pool/{pid}", "type": "pool", "pool": pid} for pid in pools
                      if ctx.can("Pool.Audit", f"/pool/{pid}")]
     if kind in (None, "node"):
-        rows.extend(node_resources(ctx))
+        rows.extend(node_resources(ctx, remote))
     if kind in (None, "storage"):
         rows.extend(storage_resources(ctx))
     for key in ("status", "node", "pool"):

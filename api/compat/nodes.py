@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.compat.cluster import node_resources
 from api.context import Ctx, Reply
 from api.errors import forbidden
+from api.native.figures import remote_figures
 from api.registry import API
 from api.schema import NODE, UPID_PATH, Param, ParamErrors
 from engine import commands as cmd
@@ -15,7 +16,7 @@ from engine.upid import Upid
 @API.endpoint("GET", "/nodes", returns={"type": "array", "items": {"type": "object"}}, paged=True)
 async def list_nodes(ctx: Ctx, p: dict) -> list:
     """Cluster nodes with their status."""
-    rows = node_resources(ctx)
+    rows = node_resources(ctx, await remote_figures(ctx))
     for row in rows:
         row.pop("type")
     return rows
