@@ -207,6 +207,9 @@ def test_listings_show_live_figures_and_rrd_cpu_rises_while_the_guest_runs_a_bus
     assert (created["node"], created["type"], created["id"], created["user"], created["status"]) == (
         "n1", "qmcreate", str(vmid), "root@pam", "OK")
     assert "endtime" in created and "pid" not in created and "pstart" not in created
+    root.post(node.url + "/access/users", data={"userid": "tasks@pve", "password": "tasks-pass-1"}).raise_for_status()
+    assert login(node, "tasks@pve", "tasks-pass-1").get(node.url + "/cluster/tasks").json()["data"] == [], \
+        "without Sys.Audit on / a user sees its own tasks only"
     root.post(f"{node.url}/nodes/n1/qemu/{vmid}/status/stop")
 
 

@@ -9,6 +9,7 @@ parsed into objects, as Proxmox's reader does, with `mac_prefix` and `descriptio
 from __future__ import annotations
 
 import ipaddress
+import math
 
 from api.context import Ctx
 from api.registry import API
@@ -77,8 +78,10 @@ LIMITED = ("console", "tag-style")  # what GET answers without Sys.Audit on /
 
 def _typed(param: Param, value: str):
     """A sub-key's value as its type (booleans 0/1), or ValueError with Proxmox's message."""
-    value = param.coerce(value)
-    return int(value) if param.type == "number" and float(value).is_integer() else value
+    typed = param.coerce(value)
+    if param.type == "number" and not math.isfinite(typed):
+        raise ValueError(f"type check ('number') failed - got '{value}'")
+    return int(typed) if param.type == "number" and float(typed).is_integer() else typed
 
 
 def _parse(key: str, text: str) -> dict:
