@@ -24,8 +24,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from api.bodies import PARAMS_BODY_LIMIT, merge, parse_body, parse_form, too_large
 from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, reason_phrase
+from api.explorer import EXPLORER_PAGE
 from api.forward import forward, target_node
 from api.gate import Credentials, Gate, RateLimited
+from api.native.events_ws import serve as events_stream
 from api.pinning import member_client
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
@@ -147,6 +149,10 @@ class Api:
             now = time.time()
             user = "" if endpoint.permission.check == "public" else \
                 self.gate.authenticate(self.credentials(), endpoint.writes, now)
+            if endpoint.unsupported:  # a feature gpve lacks, on a member: an unknown node is named first
+                self.gate.check_node(endpoint, path_params)
+                raise ApiError(501, f"Method '{request.method} /{path.strip('/')}' not implemented - "
+                                    f"gpve has no {endpoint.absent}")
             raw = await _raw_params(endpoint, path_params)
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
             self.gate.check_node(endpoint, path_params)
@@ -156,12 +162,10 @@ class Api:
             ctx = Ctx(self.node, user, key, request.remote_addr or "", now, self.gate.check_local_password,
                       self.runtime)
             result = await endpoint.handler(ctx, params)
-            if endpoint.rate_class == "auth":  # only failed logins count against the limit
-                self.gate.refund("auth", self.rate_key(endpoint, user, raw))
             reply = result if isinstance(result, Reply) else Reply(result)
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
-            body = reply.data if native or reply.raw else {"data": reply.data, **reply.extra}
+            body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
             response = json_response(200, body, headers=reply.headers)
         except RateLimited as exc:
             verdict = exc.verdict
@@ -174,6 +178,12 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
+        if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
+                and response.status_code != 401:
+            # only refused credentials count against the failed-login budget: not a login that worked, nor one
+            # refused for another reason (a missing parameter, no quorum, a node not ready yet)
+            self.gate.refund("auth", self.rate_key(endpoint, user, raw))
+            verdict.remaining += 1
         for key, value in (verdict.headers() if verdict else {}).items():
             response.headers[key] = value
         log.info("request", method=request.method, path="/" + path, status=response.status_code,
@@ -181,18 +191,6 @@ class Api:
         structlog.contextvars.clear_contextvars()
         response.headers["X-Request-ID"] = request_id
         return response
-
-
-def explorer_page() -> str:
-    """Swagger UI from the installed swagger-ui-bundle package (never a CDN), reading our openapi.json."""
-    return """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>gpve API explorer</title>
-<link rel="stylesheet" href="/api-explorer/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/api-explorer/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/api2/json/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
-</script></body></html>
-"""
 
 
 def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Reply:
@@ -237,11 +235,14 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
     async def native(path: str) -> Response:
         return await api.handle(path, native=True)
 
-    explorer = explorer_page()
+    @app.websocket("/v1/events/ws")
+    async def events_ws() -> Response | None:
+        refused = await events_stream(api)
+        return error_response(refused, native=True) if refused else None
 
     @app.route("/api-explorer/", methods=["GET"])
     async def api_explorer() -> Response:
-        return Response(explorer, content_type="text/html; charset=utf-8")
+        return Response(EXPLORER_PAGE, content_type="text/html; charset=utf-8")
 
     @app.route("/api-explorer/<path:asset>", methods=["GET"])
     async def api_explorer_asset(asset: str) -> Response:

@@ -13,8 +13,10 @@ import structlog
 import trio
 
 from api.auth import new_ticket_key_pem
+from api.compat.hostinfo import host_static
 from api.logs import configure_logging
 from api.tls import adopt_cluster_ca, certificate_fingerprint, ensure_node_certificate
+from engine.hub import CAPACITY as EVENT_BUFFER
 from engine.private import private_dir, read_or_create
 
 MIN_CLUSTER_KEY = 32  # characters of a --cluster-key-file
@@ -61,6 +63,7 @@ def serve(args: argparse.Namespace) -> None:
     from api.registry import load_endpoints
     from api.rpc.server import GrpcServer
     from api.server import run_server, server_config
+    from api.webhook_delivery import WebhookDeliverer
     from engine.node import Node, NodeSpec, load_peers
 
     data_dir = private_dir(os.path.abspath(args.data_dir), files=True)  # root-password, cluster.json
@@ -81,8 +84,9 @@ def serve(args: argparse.Namespace) -> None:
     peers = parse_peers(args.peers, args.name, args.listen, args.raft_port) if args.peers else \
         load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
-                    certificate_fingerprint(cert))
-    node = Node(spec, ticket_key, csrf_secret, raft_key, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
+                    certificate_fingerprint(cert), host_static())
+    node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer,
+                **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
     runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval)
     registry = load_endpoints()
     app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
@@ -126,7 +130,7 @@ def serve(args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(node.run, reconciler=runtime.reconciler,
                                                   watcher=guest_services.watcher, sampler=runtime.sampler,
-                                                  servers=[serve_https, serve_grpc]))
+                                                  servers=[serve_https, serve_grpc, WebhookDeliverer(node).run]))
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
             log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)
@@ -205,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--rrd-interval", type=_positive, default=10.0, metavar="SECONDS",
                    help="sample the host's and guests' figures every SECONDS (default 10, as Proxmox); the RRD "
                    "step is 6 samples, so a shorter interval shortens what each rrddata timeframe spans (tests)")
+    s.add_argument("--event-buffer", type=int, default=EVENT_BUFFER, metavar="N",
+                   help="public events kept in memory for /v1/events readers that resume (default %(default)s); "
+                        "a reader resuming from an older id is told to resync")
     s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
                    "default), or 'off'")
     from api import cluster_cli

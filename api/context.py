@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ class Ctx:
         with self.node.read() as s:
             return privilege in privileges_on(s, self.user, path)
 
+    def derived(self, step: str) -> Ctx:
+        """The same caller for one step of a compound request: its own request id, derived from this one's, so a
+        retried request repeats no step."""
+        return dataclasses.replace(self, request_id=f"{self.request_id}/{step}")
+
     @property
     def command_id(self) -> str:
         """The id a write's command carries: a retry with the same X-Request-ID applies once."""
@@ -53,4 +59,3 @@ class Reply:
     data: Any
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    raw: bool = False  # send `data` as the whole body (documents such as openapi.json)

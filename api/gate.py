@@ -124,5 +124,6 @@ class Gate:
         return f"{client_id}#{hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()[:16]}"
 
     def refund(self, rate_class: str, key: str) -> None:
-        """A successful login does not count against the failed-login budget."""
+        """Give back a counted request: a login counts against the failed-login budget only when its credentials
+        were refused (401), not when it succeeded or was refused for another reason (400, 503)."""
         self.limiter.refund(rate_class, key)

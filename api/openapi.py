@@ -27,6 +27,11 @@ def _schema(schema: dict) -> dict:
         out["items"] = _schema(out["items"])
     if "properties" in out:
         out["properties"] = {k: _schema(v) for k, v in out["properties"].items()}
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _schema(out["additionalProperties"])
+    for key in ("oneOf", "anyOf", "allOf"):
+        if key in out:
+            out[key] = [_schema(v) for v in out[key]]
     return out
 
 
@@ -71,7 +76,8 @@ def _operation(ep: Endpoint) -> dict:
             if not param.optional:
                 required.append(name)
     returns = _schema(ep.returns)
-    content = returns if ep.native else {"type": "object", "required": ["data"], "properties": {"data": returns}}
+    wrapped = not (ep.native or ep.bare)
+    content = {"type": "object", "required": ["data"], "properties": {"data": returns}} if wrapped else returns
     op: dict[str, Any] = {
         "operationId": f"{ep.method.lower()}_{ep.name}",
         "summary": (ep.description.strip().splitlines() or [ep.name])[0],
@@ -80,6 +86,12 @@ def _operation(ep: Endpoint) -> dict:
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": content}}},
                       "default": {"description": "Error", "content": {"application/json": {"schema": ERROR}}}},
     }
+    if ep.absent:
+        op["x-gpve-absent"] = ep.absent
+    if ep.unsupported:  # answered 501 whatever it is sent: no body to describe, no 200
+        op["responses"] = {"501": {"description": f"Not implemented: gpve has no {ep.absent}",
+                                   "content": {"application/json": {"schema": ERROR}}}}
+        body = {}
     if body:
         schema = {"type": "object", "properties": body, "additionalProperties": False}
         if required:

@@ -8,26 +8,32 @@ API = Registry()
 def load_endpoints() -> Registry:
     """Import every endpoint module so that its declarations register."""
     from api.compat import (  # noqa: F401
+        absent,
         access,
         cluster,
         cluster_config,
         cluster_options,
         docs,
+        domains,
         node_info,
         nodes,
         pools,
         qemu,
+        qemu_agent,
         qemu_config,
         qemu_migrate,
         qemu_power,
         qemu_snapshots,
         storage,
     )
-    from api.native import cluster as native_cluster  # noqa: F401
     from api.native import (
+        batch,  # noqa: F401
         events,  # noqa: F401
         figures,  # noqa: F401
         migration,  # noqa: F401
+        templates,  # noqa: F401
+        webhooks,  # noqa: F401
     )
+    from api.native import cluster as native_cluster  # noqa: F401
 
     return API

@@ -23,6 +23,7 @@ FORMATS = {
     "pve-configid": r"[a-z][a-z0-9_]+",
     "dns-name": r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*([A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)",
     "pve-userid": r"[^\s:/]+@[A-Za-z][A-Za-z0-9\.\-_]+",
+    "pve-realm": r"[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-poolid": r"[A-Za-z][A-Za-z0-9\-_]+",
     "pve-tag-list": r"[a-zA-Z0-9_+.\-]+([;, ]+[a-zA-Z0-9_+.\-]+)*[;, ]*",
 }
@@ -40,7 +41,7 @@ LIST_FORMATS = {
 @dataclass(frozen=True)
 class Param:
     name: str  # a plain name, or an indexed family such as "net[n]"
-    type: str = "string"  # string | integer | number | boolean
+    type: str = "string"  # string | integer | number | boolean | array (repeated keys, a JSON list) | object (JSON)
     optional: bool = True
     default: Any = None
     minimum: float | None = None
@@ -49,9 +50,13 @@ class Param:
     pattern: str | None = None
     format: str | None = None
     max_length: int | None = None
+    min_length: int | None = None
     max_index: int | None = None  # for "name[n]": highest n
     description: str = ""
     location: str = "body"  # body (or query for GET/DELETE) | path
+    items: Param | None = None  # an array's element
+    properties: tuple[Param, ...] = ()  # an object's members (no others allowed)
+    max_items: int | None = None
 
     def matches(self, key: str) -> bool:
         if self.max_index is None:
@@ -62,6 +67,10 @@ class Param:
     def coerce(self, raw: Any) -> Any:
         """Parse one raw value; raise ValueError with Proxmox's message on failure."""
         value: Any = raw
+        if self.type == "array":
+            return self._coerce_array(raw)
+        if self.type == "object":
+            return self._coerce_object(raw)
         if self.type == "boolean":
             if isinstance(raw, bool):
                 return int(raw)
@@ -97,6 +106,8 @@ class Param:
             raise ValueError(f"value '{value}' does not have a value in the enumeration '{', '.join(self.enum)}'")
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"value may only be {self.max_length} characters long")
+        if self.min_length is not None and len(value) < self.min_length:
+            raise ValueError(f"value must be at least {self.min_length} characters long")
         if self.format in LIST_FORMATS:
             element, message = LIST_FORMATS[self.format]
             bad = next((v for v in split_list(value) if not re.fullmatch(element, v)), None)
@@ -109,10 +120,52 @@ class Param:
             raise ValueError("value does not match the regex pattern")
         return value
 
+    def _coerce_array(self, raw: Any) -> list:
+        """Proxmox's `type => 'array'`: a JSON list, or repeated keys of a form or query string; a single value is
+        a list of one. Elements are checked by `items` (strings when not given)."""
+        values = raw if isinstance(raw, list) else [raw]
+        if self.max_items is not None and len(values) > self.max_items:
+            raise ValueError(f"array may hold at most {self.max_items} items")
+        element = self.items or STRING_ITEM
+        out = []
+        for i, value in enumerate(values):
+            try:
+                out.append(element.coerce(value))
+            except ValueError as exc:
+                raise ValueError(f"item {i}: {exc}" if len(values) > 1 else str(exc)) from None
+        return out
+
+    def _coerce_object(self, raw: Any) -> dict:
+        if not isinstance(raw, dict):
+            raise ValueError(f"type check ('object') failed - got '{raw}'")
+        out, known = {}, {p.name: p for p in self.properties}
+        for key, value in raw.items():
+            if key not in known:
+                raise ValueError(f"'{key}': property is not defined in schema")
+            try:
+                out[key] = known[key].coerce(value)
+            except ValueError as exc:
+                raise ValueError(f"'{key}': {exc}") from None
+        missing = [p.name for p in self.properties if not p.optional and p.name not in raw]
+        if missing:
+            raise ValueError(f"'{missing[0]}': property is missing and it is not optional")
+        return out
+
     def json_schema(self) -> dict:
         out: dict[str, Any] = {"type": self.type}
+        if self.type == "array":
+            out["items"] = (self.items or STRING_ITEM).json_schema()
+        if self.max_items is not None:
+            out["maxItems"] = self.max_items
+        if self.type == "object":
+            out["properties"] = {p.name: p.json_schema() for p in self.properties}
+            out["additionalProperties"] = False
+            required = [p.name for p in self.properties if not p.optional]
+            if required:
+                out["required"] = required
         for key, val in (("minimum", self.minimum), ("maximum", self.maximum), ("default", self.default),
-                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length)):
+                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length),
+                         ("minLength", self.min_length)):
             if val is not None:
                 out[key] = val
         if self.enum:
@@ -120,6 +173,9 @@ class Param:
         if self.type == "boolean" and "default" in out:
             out["default"] = bool(out["default"])
         return out
+
+
+STRING_ITEM = Param("item")
 
 
 def _num(x: float) -> str:
@@ -200,6 +256,9 @@ class Endpoint:
     paged: bool = False  # a list that takes start/limit and answers X-Total-Count and Link
     default_limit: int | None = None  # None: every row unless `limit` is given (Proxmox's compat lists)
     raw_body: bool = False  # the handler reads the body itself (an upload); else it holds parameters
+    bare: bool = False  # the answer is the whole body, not wrapped in `data` (a document such as openapi.json)
+    absent: str = ""  # a Proxmox feature gpve does not have, which this endpoint answers for (api/compat/absent.py)
+    unsupported: bool = False  # answered 501 naming `absent`, whatever the parameters (a write to such a feature)
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
@@ -250,12 +309,13 @@ class Registry:
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
                  permission: Permission | None = None, returns: dict | None = None, description: str = "",
                  native: bool = False, rate_class: str = "", paged: bool = False,
-                 default_limit: int | None = None, raw_body: bool = False) -> Callable[[Handler], Handler]:
+                 default_limit: int | None = None, raw_body: bool = False,
+                 bare: bool = False, absent: str = "", unsupported: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
                                            description or (handler.__doc__ or ""), native, rate_class, paged,
-                                           default_limit, raw_body))
+                                           default_limit, raw_body, bare, absent, unsupported))
             return handler
         return register
 

@@ -19,6 +19,7 @@ from api.app import REASON_HEADER
 from api.errors import reason_phrase
 
 _REASON_KEY = REASON_HEADER.encode()
+WEBSOCKET_PING = 20.0  # s
 _original_send = hypercorn_h11.H11Protocol._send_h11_event
 
 
@@ -58,6 +59,7 @@ def server_config(bind: str, certfile: str, keyfile: str) -> Config:
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = 30
+    config.websocket_ping_interval = WEBSOCKET_PING  # idle WebSockets (the event stream) are kept alive
     config.include_server_header = False
     return config
 

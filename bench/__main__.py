@@ -1,4 +1,4 @@
-"""`python -m bench [writes|join|migrate|guests|grpc|all]`: gpve beside a peer, each figure measured in this run.
+"""`python -m bench [writes|join|migrate|guests|grpc|events|all]`: gpve beside a peer, each figure measured in this run.
 
 - writes:  replicated writes through each system's API on a 3-node loopback cluster (gpve: creating an
            access group through /api2/json; etcd: a put through its v3 HTTP gateway), 1 and 32 clients.
@@ -8,6 +8,8 @@
            hand over QMP, without gpve).
 - guests:  start-to-running and stop-to-stopped through the API, against the same QEMU command line run
            by hand.
+- events:  a change made through node 1 seen by a client of node 3: WebSocket stream against polling every
+           second; node 3's CPU for 100 stream consumers against 10 pollers; the sustained stream rate.
 - grpc:    reading one guest by unary gRPC (GuestService.Get) against REST (GET …/status/current), 1 and 32
            clients.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from bench import grpc_get, guest_ops, join, migrate, writes
+from bench import events, grpc_get, guest_ops, join, migrate, writes
 
 
 def table(title: str, rows: list[tuple]) -> None:
@@ -31,7 +33,7 @@ def table(title: str, rows: list[tuple]) -> None:
 
 def main(argv: list[str]) -> None:
     which = argv[0] if argv else "all"
-    if which not in ("writes", "join", "migrate", "guests", "grpc", "all"):
+    if which not in ("writes", "join", "migrate", "guests", "grpc", "events", "all"):
         raise SystemExit(__doc__)
     with tempfile.TemporaryDirectory(prefix="gpve-bench-") as base:
         if which in ("writes", "all"):
@@ -42,6 +44,8 @@ def main(argv: list[str]) -> None:
             table("Guest operations, test guest under software emulation (median of 5)", guest_ops.run(base))
         if which in ("grpc", "all"):
             table("Reading one guest: gRPC against REST, one node on loopback", grpc_get.run(base))
+        if which in ("events", "all"):
+            table("Events: WebSocket stream against polling, 3 nodes on loopback", events.run(base))
         if which in ("migrate", "all"):
             table("Live migration of the test guest (software emulation, 256 MiB)", migrate.run(base))
 

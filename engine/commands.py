@@ -42,6 +42,8 @@ class RegisterNode(Command):
     api_port: int
     raft_addr: str
     fingerprint: str = ""
+    # the node's host facts, as Proxmox's `static-info` node key: `cpus`, `memory` (bytes), `cgroup-mode`
+    static: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

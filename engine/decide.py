@@ -67,15 +67,16 @@ def _(c: cmd.InitCluster, s: State) -> Decision:
 def _(c: cmd.RegisterNode, s: State) -> Decision:
     known = s.nodes.get(c.name)
     fingerprint = c.fingerprint or (known or {}).get("fingerprint", "")
-    if known and (known["ip"], known["api_port"], known["raft_addr"], known.get("fingerprint", "")) == \
-            (c.ip, c.api_port, c.raft_addr, fingerprint):
+    static = c.static or (known or {}).get("static", {})
+    if known and (known["ip"], known["api_port"], known["raft_addr"], known.get("fingerprint", ""),
+                  known.get("static", {})) == (c.ip, c.api_port, c.raft_addr, fingerprint, static):
         return [], {"nodeid": known["nodeid"]}
     clash = next((n for n in s.nodes.values() if n["raft_addr"] == c.raft_addr and n["name"] != c.name), None)
     if clash:
         raise conflict(f"raft address {c.raft_addr} is already used by node '{clash['name']}'")
     nodeid = known["nodeid"] if known else 1 + max((n["nodeid"] for n in s.nodes.values()), default=0)
     return [ev.NodeRegistered(name=c.name, nodeid=nodeid, ip=c.ip, api_port=c.api_port, raft_addr=c.raft_addr,
-                              fingerprint=fingerprint)], {"nodeid": nodeid}
+                              fingerprint=fingerprint, static=static)], {"nodeid": nodeid}
 
 
 @decide.register

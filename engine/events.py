@@ -29,6 +29,7 @@ class NodeRegistered(Event):
     api_port: int
     raft_addr: str
     fingerprint: str = ""
+    static: dict = field(default_factory=dict)  # cpus, memory, cgroup-mode (RegisterNode.static)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -157,3 +157,14 @@ def _node_registered(e: ev.NodeRegistered, before: State) -> list[Public]:
 @describe.register
 def _node_removed(e: ev.NodeRemoved, before: State) -> list[Public]:
     return [("node.removed", {"node": e.name})] if e.name in before.nodes else []
+
+
+def type_matches(patterns: list[str], event_type: str) -> bool:
+    """Event type filters (`/v1/events` `types`, webhook `events`): exact types or `prefix.*`; none: all."""
+    return not patterns or any(event_type == p or (p.endswith(".*") and event_type.startswith(p[:-1]))
+                               for p in patterns)
+
+
+def unknown_types(patterns: list[str]) -> list[str]:
+    """The patterns no public event type matches."""
+    return [p for p in patterns if not any(type_matches([p], t) for t in PUBLIC_TYPES)]

@@ -80,7 +80,7 @@ def set_clock(clock: Callable[[], float]) -> Callable[[], float]:
 
 
 def override_raft_timeout(cls: type, timeout: Callable[[SyncObj], float]) -> None:
-    """Give `cls` (a SyncObj subclass) a deterministic election timeout."""
+    """Give `cls` (a SyncObj subclass) its own election timeout (the simulator's seeded one, a lone member's)."""
     cls._SyncObj__generateRaftTimeout = timeout
 
 

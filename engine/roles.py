@@ -9,8 +9,6 @@ of its own ACLs and its user's privileges.
 
 from __future__ import annotations
 
-import time
-
 VM_PRIVS = (
     "VM.Allocate", "VM.Audit", "VM.Backup", "VM.Clone", "VM.Config.CDROM", "VM.Config.CPU", "VM.Config.Cloudinit",
     "VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options",
@@ -140,9 +138,8 @@ def capabilities(state, user: str) -> dict[str, dict[str, int]]:
     return caps
 
 
-def user_active(state, user: str, now: float | None = None) -> bool:
-    """The user (and token) exists, is enabled and has not expired."""
-    now = time.time() if now is None else now
+def user_active(state, user: str, now: float) -> bool:
+    """The user (and token) exists, is enabled and has not expired at `now` (seconds since the epoch)."""
     name, _, tokenid = user.partition("!")
     record = state.access.get("user", {}).get(name)
     if record is None:

@@ -35,6 +35,7 @@ class State:
     # access control: kind (user, group, role, pool, acl) -> key -> record
     access: dict[str, dict] = field(default_factory=dict)
     datacenter: dict[str, str] = field(default_factory=dict)  # Proxmox's datacenter.cfg: key -> value
+    webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
     applied: int = 0
 
     def __post_init__(self) -> None:
@@ -114,7 +115,7 @@ def _(e: ev.ClusterInitialized, s: State) -> State:
 @apply.register
 def _(e: ev.NodeRegistered, s: State) -> State:
     s.nodes[e.name] = {"name": e.name, "nodeid": e.nodeid, "ip": e.ip, "api_port": e.api_port,
-                       "raft_addr": e.raft_addr, "fingerprint": e.fingerprint}
+                       "raft_addr": e.raft_addr, "fingerprint": e.fingerprint, "static": dict(e.static)}
     s.version += 1
     return s
 

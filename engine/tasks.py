@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import Rejection, bad_request, conflict, not_found
+from engine.volumes import owned_volumes
 
 ROOT = "root@pam"
 _B = (int, bool)  # booleans arrive as 0/1
@@ -68,6 +69,22 @@ def _destroy(s, guest: dict, intent: dict) -> None:
     if _running(guest):
         raise conflict(f"VM {guest['vmid']} is running - destroy failed")
     check_no_task(s, guest["vmid"], "destroy")
+    if guest["conf"].get("template"):
+        _bases_unused(s, guest)
+
+
+def _bases_unused(s, template: dict) -> None:
+    """A template's base volumes go only when no linked clone is built on them (pve-storage's
+    `volume_is_base_and_used`; Proxmox's wording)."""
+    bases = [v for v in owned_volumes(template["vmid"], template["conf"]) if "/base-" in v]
+    for vmid, guest in s.guests.items():
+        if vmid == template["vmid"]:
+            continue
+        for conf in (guest["conf"], *guest.get("snapshots", {}).values()):
+            for value in conf.values():
+                used = next((b for b in bases if str(value).startswith(b + "/")), None)
+                if used:
+                    raise conflict(f"base volume '{used}' is still in use by linked cloned")
 
 
 def _template(s, guest: dict, intent: dict) -> None:

@@ -21,7 +21,7 @@ from engine.snapshots import drop_snapshot
 from engine.volumes import alloc_requests, owned_volumes, volume_of
 from hypervisor import propstr
 from hypervisor.qemu import GuestError, QemuDriver
-from hypervisor.qemu_argv import disk_keys
+from hypervisor.qemu_argv import agent_settings, disk_keys
 from hypervisor.storage import DirStorage, StorageError
 
 GIB = 1 << 30
@@ -165,9 +165,21 @@ class Operations:
             await self.driver.stop(vmid)
             return Outcome(power={vmid: "stopped"}, warnings=["VM is paused - stop instead of shutdown"])
         timeout = float(task.intent.get("timeout") or 180)
-        task.log(f"shutting down VM {vmid} (ACPI, timeout {int(timeout)} s)")
-        warnings = await self.driver.shutdown(vmid, timeout, force)
+        warnings: list[str] = []
+        agent = await self._agent_answers(vmid, task.guest["conf"], warnings)
+        task.log(f"shutting down VM {vmid} ({'guest agent' if agent else 'ACPI'}, timeout {int(timeout)} s)")
+        warnings += await self.driver.shutdown(vmid, timeout, force, agent)
         return Outcome(power={vmid: "stopped"}, warnings=warnings)
+
+    async def _agent_answers(self, vmid: int, conf: dict, warnings: list[str]) -> bool:
+        """Whether a shutdown goes through the guest agent: the config enables it and it answers a ping; one that is
+        enabled but does not answer is a warning, and the power button it is (qemu-server's `_do_vm_stop`)."""
+        if not agent_settings(conf):
+            return False
+        why = await self.driver.agent_running(vmid)
+        if why is not None:
+            warnings.append(f"QEMU Guest Agent is not running - {why}")
+        return why is None
 
     async def _paused_so_no_acpi(self, vmid: int, force: bool) -> bool:
         """A paused guest never sees the power button, and would still power off once resumed: Proxmox refuses
@@ -186,10 +198,12 @@ class Operations:
             raise TaskFailed(f"VM {vmid} not running")
         await self._paused_so_no_acpi(vmid, False)
         timeout = float(task.intent.get("timeout") or 180)
-        await self.driver.shutdown(vmid, timeout, False)
+        warnings: list[str] = []
+        agent = await self._agent_answers(vmid, task.guest["conf"], warnings)
+        await self.driver.shutdown(vmid, timeout, False, agent)
         task.log(f"VM {vmid} shut down; starting again")
         await self.driver.start(vmid, task.guest["conf"])
-        return Outcome(power={vmid: "running"})
+        return Outcome(power={vmid: "running"}, warnings=warnings)
 
     async def _qmp_action(self, task: TaskRun, command: str, verb: str) -> Outcome:
         if not self.driver.running(task.vmid):

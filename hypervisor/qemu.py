@@ -19,9 +19,18 @@ import trio
 from qemu.qmp import QMPClient
 from qemu.qmp.protocol import Runstate
 
-from hypervisor import propstr
+from hypervisor import propstr, qga
 from hypervisor.asyncio_bridge import AsyncioBridge
-from hypervisor.qemu_argv import HostFacts, RunPaths, StartError, build_argv, machine_type, memory_mib, tap_script
+from hypervisor.qemu_argv import (
+    HostFacts,
+    RunPaths,
+    StartError,
+    agent_socket,
+    build_argv,
+    machine_type,
+    memory_mib,
+    tap_script,
+)
 
 log = structlog.get_logger("gpve.qemu")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -45,8 +54,9 @@ def host_facts() -> HostFacts:
 
 
 class QemuDriver:
-    """Where a QEMU process, its QMP socket and the host meet the operating system (`_launch`, `_connect`,
-    `_watch`, `_kill`, `pid`, `wait_exit`, `facts`), the simulator's driver (sim/qemu.py) puts its own."""
+    """Where a QEMU process, its QMP socket, its guest agent socket and the host meet the operating system
+    (`_launch`, `_connect`, `_watch`, `_qga_open`, `_kill`, `pid`, `wait_exit`, `facts`), the simulator's driver
+    (sim/qemu.py) puts its own."""
 
     def __init__(self, run_dir: str, bridge: AsyncioBridge, resolve: Callable[[str], tuple[str, str]],
                  qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts) -> None:
@@ -143,6 +153,29 @@ class QemuDriver:
         out = await self.qmp(vmid, "human-monitor-command", {"command-line": command_line})
         return str(out or "")
 
+    # ---- guest agent --------------------------------------------------------------------
+    async def _qga_open(self, vmid: int) -> trio.abc.Stream:
+        return await trio.open_unix_socket(agent_socket(self.run_dir, vmid))
+
+    async def agent(self, vmid: int, command: str, arguments: dict | None = None, timeout: float | None = None):
+        """One guest agent command (`guest-ping`, ...; hypervisor/qga.py): its result, or `{"error": {...}}` when
+        the agent answers with an error. GuestError when the guest does not run here, or with Proxmox's
+        `VM N qga command 'guest-ping' failed - got timeout` when no answer comes (never naming the arguments)."""
+        if not self.running(vmid):
+            raise GuestError(f"VM {vmid} not running")
+        try:
+            return await qga.execute(lambda: self._qga_open(vmid), command, arguments, timeout)
+        except qga.AgentUnavailable as exc:
+            raise GuestError(f"VM {vmid} qga command '{command}' failed - {exc}") from None
+
+    async def agent_running(self, vmid: int) -> str | None:
+        """None when the agent answers `guest-ping` within 3 s, else why not (qemu-server's `qga_check_running`)."""
+        try:
+            await self.agent(vmid, "guest-ping", timeout=3)
+            return None
+        except GuestError as exc:
+            return str(exc)
+
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self, vmid: int, conf: dict, loadvm: str | None = None, incoming: str | None = None,
                     paused: bool = False) -> int:
@@ -217,12 +250,27 @@ class QemuDriver:
                 return
         raise GuestError(f"VM {vmid} did not stop")
 
-    async def shutdown(self, vmid: int, timeout: float, force: bool) -> list[str]:
-        """ACPI power button; after `timeout`, a hard stop if `force`. Returns warnings."""
+    async def shutdown(self, vmid: int, timeout: float, force: bool, agent: bool = False) -> list[str]:
+        """The guest agent's `guest-shutdown` (`agent`), else the ACPI power button; after `timeout`, a hard stop if
+        `force` (qemu-server's `_do_vm_stop`). Returns warnings."""
         if not self.running(vmid):
             return []
-        await self.qmp(vmid, "system_powerdown")
-        if await self.wait_exit(vmid, timeout):
+        wait = timeout
+        if agent:
+            deadline = trio.current_time() + timeout
+            try:  # the agent does not answer it: the connection ends when QEMU does
+                await self.agent(vmid, "guest-shutdown", timeout=timeout)
+            except GuestError:
+                if not self.running(vmid):
+                    return ["Unexpected: VM shutdown command failed, but VM not running anymore.."]
+                if not force:
+                    raise GuestError("VM quit/powerdown failed") from None
+                await self.stop(vmid)
+                return ["VM quit/powerdown failed - terminating now with SIGTERM"]
+            wait = max(deadline - trio.current_time(), 5.0)  # QEMU takes a moment to go once the guest is off
+        else:
+            await self.qmp(vmid, "system_powerdown")
+        if await self.wait_exit(vmid, wait):
             return []
         if not force:
             raise GuestError("VM quit/powerdown failed - got timeout")

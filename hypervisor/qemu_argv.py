@@ -23,6 +23,9 @@ SCSI_CONTROLLERS = {"lsi": "lsi", "lsi53c810": "lsi53c810", "virtio-scsi-pci": "
                     "virtio-scsi-single": "virtio-scsi-pci", "megasas": "megasas", "pvscsi": "pvscsi"}
 VGA_TYPES = {"std": "std", "cirrus": "cirrus", "vmware": "vmware", "qxl": "qxl", "virtio": "virtio", "none": "none"}
 CACHE_MODES = ("none", "writethrough", "writeback", "unsafe", "directsync")
+AGENT_TYPES = ("virtio", "isa")
+BOOLEAN_WORDS = {"1": True, "yes": True, "on": True, "true": True, "0": False, "no": False, "off": False,
+                 "false": False}
 
 
 class StartError(Exception):
@@ -141,6 +144,37 @@ def _net(key: str, value: str, host: HostFacts, vmid: int, bootindex: dict[str, 
     return ["-netdev", netdev, "-device", device]
 
 
+def agent_settings(conf: dict) -> dict[str, str]:
+    """The `agent` property string as Proxmox's `parse_guest_agent` reads it: `{}` unless the agent is enabled,
+    else `{"enabled": "1", "type": "virtio" | "isa", ...}` (`fstrim_cloned_disks`, `freeze-fs` as given). A value
+    that does not parse counts as disabled, as in Proxmox (which warns)."""
+    if conf.get("agent") is None:
+        return {}
+    props = propstr.parse(str(conf["agent"]), default_key="enabled")
+    enabled = props.get("enabled", "0").lower()
+    if enabled not in BOOLEAN_WORDS or not BOOLEAN_WORDS[enabled] or props.get("type", "virtio") not in AGENT_TYPES:
+        return {}
+    return {**props, "enabled": "1", "type": props.get("type", "virtio")}
+
+
+def agent_socket(run_dir: str, vmid: int) -> str:
+    """Where QEMU listens for the guest agent's host side (Proxmox: /var/run/qemu-server/VMID.qga)."""
+    return f"{run_dir}/{vmid}.qga"
+
+
+def _agent(vmid: int, conf: dict, run_dir: str) -> list[str]:
+    """The guest agent's channel (qemu-server's config_to_command): a socket chardev, and a virtio-serial port named
+    `org.qemu.guest_agent.0` (type virtio) or an ISA serial port (type isa) for it."""
+    agent = agent_settings(conf)
+    if not agent:
+        return []
+    argv = ["-chardev", f"socket,path={agent_socket(run_dir, vmid)},server=on,wait=off,id=qga0"]
+    if agent["type"] == "isa":
+        return argv + ["-device", "isa-serial,chardev=qga0"]
+    return argv + ["-device", "virtio-serial,id=qga0", "-device",
+                   "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
+
+
 def tap_script(value: str) -> str:
     """The ifup script QEMU runs for a bridged NIC: attach the tap, set VLAN tag and rate limit."""
     props = propstr.parse(value)
@@ -196,11 +230,6 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
         argv += ["-rtc", "base=localtime"]
     if int(conf.get("balloon", 1)) != 0:
         argv += ["-device", "virtio-balloon-pci,id=balloon0"]
-    agent = propstr.parse(str(conf.get("agent", "0")), default_key="enabled")
-    if agent.get("enabled", "0") == "1":
-        argv += ["-chardev", f"socket,path={paths.run_dir}/{vmid}.qga,server=on,wait=off,id=qga0",
-                 "-device", "virtio-serial,id=qga-serial", "-device",
-                 "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
     for key in sorted(k for k in conf if re.fullmatch(r"serial\d", k)):
         value = str(conf[key])
         if value == "socket":
@@ -211,6 +240,7 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
         else:
             raise StartError(f"{key}: invalid value '{value}'")
         argv += ["-chardev", backend, "-device", f"isa-serial,chardev={key}"]
+    argv += _agent(vmid, conf, paths.run_dir)  # after the serial ports: an isa agent port comes after them
     order = boot_order(conf)
     bootindex = {dev: 100 + i for i, dev in enumerate(order)}
     disks = disk_keys(conf)

@@ -8,7 +8,8 @@ daemon reattaches), not a power loss; faults crash them. A live migration runs i
 ends, whether or not the daemon that asked for it is still alive.
 
 `SimQemuDriver` is the production `hypervisor.qemu.QemuDriver` with only its operating-system ends replaced
-(launching the process, the QMP socket and its event stream, signals, the pid, waiting for an exit): its
+(launching the process, the QMP socket and its event stream, the guest agent socket (no simulated guest runs
+an agent), signals, the pid, waiting for an exit): its
 `start`, `stop`, `shutdown`, `qmp`, `hmp`, `attach` and event handling run as in production.
 """
 
@@ -483,6 +484,11 @@ class SimQemuDriver(QemuDriver):
             async for event in client.events:
                 self._emit(GuestEvent(vmid, event))
         self._emit(GuestEvent(vmid, "DISCONNECTED"))
+
+    async def _qga_open(self, vmid: int):
+        """Simulated guests run no guest agent: one configured with `agent` is shut down by ACPI, with Proxmox's
+        warning that the agent does not answer."""
+        raise ConnectionRefusedError(111, "Connection refused")
 
     def _kill(self, pid: int, sig: int) -> None:
         self.qemu.signal(pid, sig)

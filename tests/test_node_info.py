@@ -225,17 +225,18 @@ def test_cluster_lists_show_the_other_members_figures(tmp_path):
         def node_rows() -> dict:
             return {r["node"]: r for r in n1.get(url + "/cluster/resources", params={"type": "node"}).json()["data"]}
 
-        listed = wait_for(lambda: (rows := node_rows()) and all("maxmem" in r for r in rows.values()) and rows,
-                          timeout=30)
+        listed = wait_for(lambda: (rows := node_rows())["n2"]["uptime"] > 0 and rows, timeout=30)
         assert listed["n2"]["status"] == "online" and listed["n2"]["maxmem"] > 0 and listed["n2"]["maxcpu"] >= 1
         assert 0 <= listed["n2"]["cpu"] <= 1 and listed["n2"]["uptime"] > 0
         nodes = {r["node"]: r for r in n1.get(url + "/nodes").json()["data"]}
         assert nodes["n2"]["maxmem"] == listed["n2"]["maxmem"]
         # the figures come from n2 itself
         assert n1.get(cluster.node("n2").url.replace("/api2/json", "/v1") + "/figures").json()["node"]["maxmem"] > 0
-        # a member that is down shows as offline, without figures
+        # a member that is down shows as offline, without live figures (its registered maxima stay)
         cluster.node("n2").stop()
         listed = wait_for(lambda: (rows := node_rows())["n2"]["status"] == "offline" and rows, timeout=30)
-        assert "maxmem" not in listed["n2"]
+        assert {k: listed["n2"][k] for k in ("uptime", "cpu", "mem", "disk")} == dict.fromkeys(("uptime", "cpu",
+                                                                                               "mem", "disk"), 0)
+        assert listed["n2"]["maxmem"] == nodes["n2"]["maxmem"]
     finally:
         cluster.stop()

@@ -93,6 +93,24 @@ def test_serial_vga_smbios_vmgenid_agent_ostype_and_args():
     assert a[-4:] == ["-kernel", "/k", "-append", "console=ttyS0 quiet"]
 
 
+def test_agent_channel_virtio_or_isa_after_the_serial_ports():
+    """qemu-server's config_to_command: a socket chardev `qga0` in the run dir, and a virtio-serial port named
+    org.qemu.guest_agent.0 (type virtio, the default) or an ISA serial port that comes after the serialN ones."""
+    for value in ("1", "enabled=1", "enabled=yes,fstrim_cloned_disks=1", "1,type=virtio"):
+        a = argv({"agent": value})
+        assert "socket,path=/run/100.qga,server=on,wait=off,id=qga0" in pairs(a, "-chardev")
+        devices = pairs(a, "-device")
+        assert "virtio-serial,id=qga0" in devices
+        assert "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0" in devices
+    a = argv({"agent": "enabled=1,type=isa", "serial0": "socket"})
+    devices = pairs(a, "-device")
+    assert devices.index("isa-serial,chardev=serial0") < devices.index("isa-serial,chardev=qga0")
+    assert not any(d.startswith("virtserialport") for d in devices)
+    for value in ("0", "enabled=0,type=isa", "type=virtio", "1,type=pci", "maybe"):
+        a = argv({"agent": value})
+        assert not any("qga0" in x for x in a), value
+
+
 def test_loadvm_for_a_snapshot_with_state():
     assert pairs(build_argv(100, {}, resolve, HOST, PATHS, loadvm="snap1"), "-loadvm") == ["snap1"]
 

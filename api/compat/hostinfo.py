@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypervisor import host
 
 
@@ -15,3 +17,14 @@ def host_figures(data_dir: str, sampler=None) -> dict:
         "mem": mem["memused"], "maxmem": mem["memtotal"], "disk": fs["used"], "maxdisk": fs["total"],
         "uptime": host.uptime(),
     }
+
+
+def cgroup_mode() -> int:
+    """2 on a unified (v2) cgroup hierarchy, else 1, as Proxmox's `PVE::CGroup::cgroup_mode`."""
+    return 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1
+
+
+def host_static() -> dict:
+    """The host facts a node registers in the log, as Proxmox's `static-info` node key: `cpus`, `memory` (bytes),
+    `cgroup-mode`; other members show them in /cluster/resources and /nodes."""
+    return {"cpus": host.cpuinfo()["cpus"], "memory": host.meminfo()["memtotal"], "cgroup-mode": cgroup_mode()}

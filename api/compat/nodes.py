@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from api.compat.cluster import node_resources
+from api.compat.cluster import NODE_FIGURES, NODE_KEYS, node_resources
 from api.context import Ctx, Reply
 from api.errors import forbidden
 from api.native.figures import remote_figures
 from api.registry import API
+from api.returns import STR, array, obj, one_of
 from api.schema import NODE, UPID_PATH, Param, ParamErrors
 from engine import commands as cmd
 from engine.errors import not_found
 from engine.upid import Upid
 
+# pve-manager `PVE/API2/Nodes.pm` index: the /cluster/resources node row (without `cgroup-mode`) and the node's
+# certificate fingerprint; figures for callers with Sys.Audit on the node.
+FINGERPRINT = {"ssl_fingerprint": STR}
+NODES_ROW = one_of(obj({**NODE_KEYS, **NODE_FIGURES, **FINGERPRINT}), obj({**NODE_KEYS, **FINGERPRINT}))
 
-@API.endpoint("GET", "/nodes", returns={"type": "array", "items": {"type": "object"}}, paged=True)
+
+@API.endpoint("GET", "/nodes", returns=array(NODES_ROW), paged=True)
 async def list_nodes(ctx: Ctx, p: dict) -> list:
-    """Cluster nodes with their status."""
+    """Cluster nodes with their status, figures and `ssl_fingerprint` (SHA-256 of the node's API certificate, as
+    colon-separated upper-case hex pairs)."""
+    with ctx.node.read() as s:
+        fingerprints = {name: n.get("fingerprint", "") for name, n in s.nodes.items()}
     rows = node_resources(ctx, await remote_figures(ctx))
     for row in rows:
-        row.pop("type")
+        row.pop("cgroup-mode", None)
+        row["ssl_fingerprint"] = fingerprints.get(row["node"], "")
     return rows
 
 

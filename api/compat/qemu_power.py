@@ -9,6 +9,7 @@ from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
 from api.services import guests
 from engine.errors import Rejection
 from hypervisor.qemu import GuestError
+from hypervisor.qemu_argv import agent_settings
 
 POWER = Permission("VM.PowerMgmt", "/vms/{vmid}")
 SKIPLOCK = Param("skiplock", "boolean", description="Ignore locks - only root is allowed to use this option.")
@@ -42,7 +43,7 @@ async def status_current(ctx: Ctx, p: dict) -> dict:
     conf = guest["conf"]
     row = guest_summary(guest)
     row.update(status=guest.get("status", "stopped"), qmpstatus=guest.get("status", "stopped"),
-               ha={"managed": 0}, agent=1 if str(conf.get("agent", "0")).split(",")[0] in ("1", "enabled=1") else 0)
+               ha={"managed": 0}, agent=1 if agent_settings(conf) else 0)
     driver = ctx.rt.driver
     if driver is not None and guest["node"] == ctx.node.name:
         live = await driver.status(p["vmid"], conf)

@@ -1,4 +1,5 @@
-"""/v1/events: the cluster's public events in log order, for clients without WebSockets (long poll)."""
+"""/v1/events: the cluster's public events in log order, as JSON pages (long poll) and over a WebSocket
+(`/v1/events/ws`, api/native/events_ws.py). Both take the same filters and the same ids."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from api.errors import ApiError
 from api.registry import API
 from api.schema import Param, ParamErrors, split_list
 from engine.hub import PublicEvent, TooOld
-from engine.public_events import PUBLIC_TYPES
+from engine.public_events import PUBLIC_TYPES, type_matches, unknown_types
 
 EVENT = {"type": "object", "properties": {"id": {"type": "integer"}, "type": {"type": "string", "enum":
                                                                                 list(PUBLIC_TYPES)},
@@ -28,7 +29,7 @@ def audit_path(event: PublicEvent) -> tuple[str, str]:
 
 def matches(event: PublicEvent, types: list[str], vmid: int | None, node: str | None) -> bool:
     """`types` entries are exact types or prefixes written `vm.*`."""
-    if types and not any(event.type == t or (t.endswith(".*") and event.type.startswith(t[:-1])) for t in types):
+    if not type_matches(types, event.type):
         return False
     if vmid is not None and event.data.get("vmid") != vmid:
         return False
@@ -40,13 +41,25 @@ def visible(ctx: Ctx, events: list[PublicEvent], types: list[str], vmid: int | N
     return [e for e in events if matches(e, types, vmid, node) and ctx.can(*audit_path(e))]
 
 
+FILTERS = [Param("types", description="Event types, comma-separated; `vm.*` selects a prefix."),
+           Param("vmid", "integer", minimum=100, maximum=999_999_999),
+           Param("node", format="pve-node")]
+
+
+def checked_types(p: dict) -> list[str]:
+    """The `types` filter; 400 naming the first type no public event has."""
+    types = split_list(p.get("types"))
+    unknown = unknown_types(types)
+    if unknown:
+        raise ParamErrors({"types": f"unknown event type '{unknown[0]}'"})
+    return types
+
+
 @API.endpoint("GET", "/events", native=True, rate_class="read",
               params=[Param("since", "integer", minimum=0, default=0,
                             description="The id of the last event already seen (0: from the oldest kept)."),
                       Param("limit", "integer", minimum=1, maximum=500, default=100),
-                      Param("types", description="Event types, comma-separated; `vm.*` selects a prefix."),
-                      Param("vmid", "integer", minimum=100, maximum=999_999_999),
-                      Param("node", format="pve-node"),
+                      *FILTERS,
                       Param("wait", "integer", minimum=0, maximum=60, default=0,
                             description="Seconds to wait for a first event when there is none yet.")],
               returns={"type": "object", "properties": {"events": {"type": "array", "items": EVENT},
@@ -57,11 +70,7 @@ async def list_events(ctx: Ctx, p: dict) -> dict:
     resync from the current state, then read from the `last_id` of an empty read."""
     hub = ctx.node.hub
     since, limit = p.get("since", 0) or hub.floor, p.get("limit", 100)
-    types = split_list(p.get("types"))
-    unknown = [t for t in types if t not in PUBLIC_TYPES and not any(x.startswith(t[:-1]) for x in PUBLIC_TYPES
-                                                                      if t.endswith(".*"))]
-    if unknown:
-        raise ParamErrors({"types": f"unknown event type '{unknown[0]}'"})
+    types = checked_types(p)
     with trio.move_on_after(p.get("wait", 0)):
         while True:
             changed = ctx.node.state_changed()
@@ -78,3 +87,15 @@ async def list_events(ctx: Ctx, p: dict) -> dict:
             await changed.wait()
     last = events[-1].id if events else since
     return {"events": [e.to_dict() for e in shown], "last_id": last}
+
+
+@API.endpoint("GET", "/events/ws", native=True, rate_class="read",
+              params=[Param("since", "integer", minimum=0,
+                            description="The id of the last event already seen; without it, only new events."),
+                      *FILTERS],
+              returns={"type": "null", "description": "A WebSocket (RFC 6455) upgrade: one text message per "
+                       "event, shaped as an item of `GET /v1/events`. Close codes: 4410 `since` is no longer "
+                       "kept (resync), 4429 the client did not keep up, 1001 the node stops."})
+async def events_ws(ctx: Ctx, p: dict) -> None:
+    """The event stream over a WebSocket (api/native/events_ws.py); a plain HTTP request gets 400."""
+    raise ApiError(400, "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
