@@ -149,11 +149,13 @@ class Api:
             now = time.time()
             user = "" if endpoint.permission.check == "public" else \
                 self.gate.authenticate(self.credentials(), endpoint.writes, now)
-            if endpoint.unsupported:
+            if endpoint.unsupported:  # a feature gpve lacks, on a member: an unknown node is named first
+                self.gate.check_node(endpoint, path_params)
                 raise ApiError(501, f"Method '{request.method} /{path.strip('/')}' not implemented - "
                                     f"gpve has no {endpoint.absent}")
             raw = await _raw_params(endpoint, path_params)
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
+            self.gate.check_node(endpoint, path_params)
             params = endpoint.validate(raw)
             self.gate.authorize(endpoint.permission, user, params)
             key = self.gate.request_key(request_id, request.method, endpoint.path, params) if client_id else request_id
