@@ -75,6 +75,19 @@ async def _read_body(limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _discard_body(limit: int = PARAMS_BODY_LIMIT) -> None:
+    """Read what is left of a refused request's body (up to `limit`), so that the connection stays usable for the
+    client's next request (hypercorn drops a keep-alive connection whose request body was left unread)."""
+    size = 0
+    try:
+        async for chunk in request.body:
+            size += len(chunk)
+            if size > limit:
+                return
+    except Exception:  # noqa: BLE001 - already read, or the client went away: nothing to keep
+        return
+
+
 async def _raw_params(endpoint: Endpoint, path_params: dict[str, str]) -> dict[str, Any]:
     """Parameters from the path, the query string and (for writes) the body; see api/bodies.py."""
     query = parse_form(request.query_string, "query string")
@@ -149,11 +162,13 @@ class Api:
             now = time.time()
             user = "" if endpoint.permission.check == "public" else \
                 self.gate.authenticate(self.credentials(), endpoint.writes, now)
-            if endpoint.unsupported:
+            if endpoint.unsupported:  # a feature gpve lacks, on a member: an unknown node is named first
+                self.gate.check_node(endpoint, path_params)
                 raise ApiError(501, f"Method '{request.method} /{path.strip('/')}' not implemented - "
                                     f"gpve has no {endpoint.absent}")
             raw = await _raw_params(endpoint, path_params)
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
+            self.gate.check_node(endpoint, path_params)
             params = endpoint.validate(raw)
             self.gate.authorize(endpoint.permission, user, params)
             key = self.gate.request_key(request_id, request.method, endpoint.path, params) if client_id else request_id
@@ -176,6 +191,8 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
+        if response.status_code >= 400:
+            await _discard_body()
         if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
                 and response.status_code != 401:
             # only refused credentials count against the failed-login budget: not a login that worked, nor one

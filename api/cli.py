@@ -87,7 +87,7 @@ def serve(args: argparse.Namespace) -> None:
                     certificate_fingerprint(cert), host_static())
     node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer,
                 **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
-    runtime, guest_services = _guest_runtime(node, data_dir)
+    runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval)
     registry = load_endpoints()
     app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     grpc_server = GrpcServer(node, app.extensions["gpve"].gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
@@ -129,7 +129,7 @@ def serve(args: argparse.Namespace) -> None:
         guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(node.run, reconciler=runtime.reconciler,
-                                                  watcher=guest_services.watcher,
+                                                  watcher=guest_services.watcher, sampler=runtime.sampler,
                                                   servers=[serve_https, serve_grpc, WebhookDeliverer(node).run]))
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
@@ -151,16 +151,19 @@ def serve(args: argparse.Namespace) -> None:
         node.close()
 
 
-def _guest_runtime(node, data_dir: str):
-    """QEMU driver, `local` dir storage, reconciler and guest watcher of this node."""
+def _guest_runtime(node, data_dir: str, rrd_interval: float):
+    """QEMU driver, `local` dir storage, reconciler, guest watcher and sampler of this node."""
     from types import SimpleNamespace
 
+    from api.compat.guests import guest_maxima
     from api.context import Runtime
+    from api.native.figures import PeerFigures
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
+    from hypervisor.sampler import Sampler
     from hypervisor.storage import DirStorage
     from hypervisor.watch import GuestWatcher
 
@@ -169,9 +172,20 @@ def _guest_runtime(node, data_dir: str):
     storages = {"local": local}
     bridge = AsyncioBridge()
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
-    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
+    peers = PeerClient(node)
+    reconciler = Reconciler(node, Operations(driver, storages, peers).handlers())
     watcher = GuestWatcher(node, driver, reconciler)
-    return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
+    sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
+    runtime = Runtime(driver, storages, reconciler, sampler=sampler,
+                      peer_figures=PeerFigures(peers, max_age=rrd_interval))
+    return runtime, SimpleNamespace(bridge=bridge, watcher=watcher)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--cluster-name", default="gpve")
     s.add_argument("--root-password-file", help="read root@pam's password from this file")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--rrd-interval", type=_positive, default=10.0, metavar="SECONDS",
+                   help="sample the host's and guests' figures every SECONDS (default 10, as Proxmox); the RRD "
+                   "step is 6 samples, so a shorter interval shortens what each rrddata timeframe spans (tests)")
     s.add_argument("--event-buffer", type=int, default=EVENT_BUFFER, metavar="N",
                    help="public events kept in memory for /v1/events readers that resume (default %(default)s); "
                         "a reader resuming from an older id is told to resync")

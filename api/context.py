@@ -13,11 +13,14 @@ from engine.node import Node
 
 @dataclass
 class Runtime:
-    """The node's guest machinery: QEMU driver, storages, reconciler (None where not set up)."""
+    """The node's guest machinery: QEMU driver, storages, reconciler, sampler of live figures (None where not
+    set up)."""
 
     driver: Any = None
     storages: dict = field(default_factory=dict)
     reconciler: Any = None
+    sampler: Any = None  # hypervisor/sampler.py: the latest host and guest figures and the RRD store
+    peer_figures: Any = None  # api/native/figures.py: the other members' figures, for cluster-wide lists
     adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
     spawn: Any = None  # (async fn of no arguments) -> None: run it in the node's nursery, past the request
 

@@ -12,8 +12,10 @@ def load_endpoints() -> Registry:
         access,
         cluster,
         cluster_config,
+        cluster_options,
         docs,
         domains,
+        node_info,
         nodes,
         pools,
         qemu,
@@ -27,6 +29,7 @@ def load_endpoints() -> Registry:
     from api.native import (
         batch,  # noqa: F401
         events,  # noqa: F401
+        figures,  # noqa: F401
         migration,  # noqa: F401
         templates,  # noqa: F401
         webhooks,  # noqa: F401

@@ -34,6 +34,7 @@ class State:
     cluster_log: list[dict] = field(default_factory=list)
     # access control: kind (user, group, role, pool, acl) -> key -> record
     access: dict[str, dict] = field(default_factory=dict)
+    datacenter: dict[str, str] = field(default_factory=dict)  # Proxmox's datacenter.cfg: key -> value
     webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
     applied: int = 0
 

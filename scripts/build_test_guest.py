@@ -8,7 +8,8 @@ button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`
 agent (`qemu-ga` from `qemu-guest-agent`, with the shared libraries it loads from the packages its Depends name)
 on the `org.qemu.guest_agent.0` virtio-serial port when it has one (`agent: 1`), with its NICs up (virtio_net),
 an /etc/os-release, root in /etc/passwd and /etc/shadow, a `chpasswd` (what `guest-set-user-password` runs) and
-a /sbin/shutdown that powers off (what `guest-shutdown` runs).
+a /sbin/shutdown that powers off (what `guest-shutdown` runs). Booted with `gpve.busy=N`, it prints `GPVE-BUSY`
+at tick N and keeps a CPU busy from then on.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
@@ -51,9 +52,11 @@ sleep 1
 disk=""
 for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done
 echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
+busy=$(sed -n 's/.*gpve\.busy=\([0-9]*\).*/\1/p' /proc/cmdline)
 n=0
 while true; do
     n=$((n+1))
+    [ "$n" = "$busy" ] && { echo GPVE-BUSY > /dev/ttyS0; while :; do :; done & }
     content=""
     [ -n "$disk" ] && content=$(dd if=$disk bs=512 count=1 iflag=direct 2>/dev/null | head -c 16 | tr -dc 'A-Za-z0-9_-')
     echo "GPVE-TICK $n disk=$content" > /dev/ttyS0

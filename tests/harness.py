@@ -67,7 +67,7 @@ class NodeProcess:
     raft_bind: str | None = None
     cluster_key_file: str | None = None  # the static cluster's Raft key (every member the same)
     grpc_port: int = 0  # 0: a free port, picked here
-    extra_args: list[str] = field(default_factory=list)  # more `gpve serve` options
+    extra_args: list[str] = field(default_factory=list)  # more `gpve serve` options (e.g. `--rrd-interval`)
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 

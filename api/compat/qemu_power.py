@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary
+from api.compat.guests import guest_summary, sampled
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
@@ -48,6 +48,8 @@ async def status_current(ctx: Ctx, p: dict) -> dict:
     if driver is not None and guest["node"] == ctx.node.name:
         live = await driver.status(p["vmid"], conf)
         row.update(live)
+        if live["status"] == "running":
+            row.update(sampled(ctx.rt.sampler, {**guest, "status": "running"}))
     for key in ("lock", "tags", "template"):
         if conf.get(key):
             row[key] = conf[key]
