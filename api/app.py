@@ -27,6 +27,7 @@ from api.errors import ApiError, reason_phrase
 from api.explorer import EXPLORER_PAGE
 from api.forward import forward, target_node
 from api.gate import Credentials, Gate, RateLimited
+from api.metrics import RequestMetrics
 from api.native.events_ws import serve as events_stream
 from api.pinning import member_client
 from api.ratelimit import RateLimiter, Verdict
@@ -178,8 +179,11 @@ class Api:
             reply = result if isinstance(result, Reply) else Reply(result)
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
-            body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
-            response = json_response(200, body, headers=reply.headers)
+            if reply.content_type:
+                response = Response(reply.data, status=200, content_type=reply.content_type)
+            else:
+                body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
+                response = json_response(200, body, headers=reply.headers)
         except RateLimited as exc:
             verdict = exc.verdict
             response = error_response(Rejection(429, f"Rate limit exceeded. Try again in {verdict.retry_after} "
@@ -201,8 +205,12 @@ class Api:
             verdict.remaining += 1
         for key, value in (verdict.headers() if verdict else {}).items():
             response.headers[key] = value
+        elapsed = time.perf_counter() - started
+        if self.runtime.request_metrics is not None:
+            route = ("/v1" if native else "/api2/json") + (endpoint.path if endpoint is not None else "/<unmatched>")
+            self.runtime.request_metrics.observe(route, request.method, response.status_code, elapsed)
         log.info("request", method=request.method, path="/" + path, status=response.status_code,
-                 ms=round((time.perf_counter() - started) * 1000, 2))
+                 ms=round(elapsed * 1000, 2))
         structlog.contextvars.clear_contextvars()
         response.headers["X-Request-ID"] = request_id
         return response
@@ -237,7 +245,9 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
                limiter: RateLimiter | None = None) -> QuartTrio:
     app = QuartTrio("gpve", root_path=os.path.dirname(os.path.abspath(__file__)))  # not the gpve.v1 stubs' package
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
-    api = Api(node, registry, root_password, runtime or Runtime(), limiter or RateLimiter(None))
+    runtime = runtime or Runtime()
+    runtime.request_metrics = runtime.request_metrics or RequestMetrics(node.name)
+    api = Api(node, registry, root_password, runtime, limiter or RateLimiter(None))
     app.extensions["gpve"] = api
     methods = ["GET", "POST", "PUT", "DELETE"]
 

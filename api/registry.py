@@ -30,6 +30,7 @@ def load_endpoints() -> Registry:
         batch,  # noqa: F401
         events,  # noqa: F401
         figures,  # noqa: F401
+        metrics,  # noqa: F401
         migration,  # noqa: F401
         templates,  # noqa: F401
         webhooks,  # noqa: F401

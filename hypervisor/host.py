@@ -151,6 +151,35 @@ def net_totals() -> tuple[int, int]:
     return rx, tx
 
 
+def io_counters() -> dict[str, int]:
+    """Counters since boot for the spec's node metrics: the physical NICs' `rx_bytes`, `tx_bytes`,
+    `rx_packets`, `tx_packets`, and the whole block devices' (not partitions, loop or RAM disks, from
+    /proc/diskstats) `read_bytes`, `write_bytes`, `reads`, `writes`."""
+    out = dict.fromkeys(("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "read_bytes", "write_bytes", "reads",
+                         "writes"), 0)
+    try:
+        with open("/proc/net/dev") as f:
+            for line in f.readlines()[2:]:
+                name, _, counters = line.partition(":")
+                fields = counters.split()
+                if len(fields) >= 10 and os.path.exists(PHYSICAL.format(name.strip())):
+                    for key, i in (("rx_bytes", 0), ("rx_packets", 1), ("tx_bytes", 8), ("tx_packets", 9)):
+                        out[key] += int(fields[i])
+        with open("/proc/diskstats") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 10 or fields[2].startswith(("loop", "ram", "zram")) or \
+                        not os.path.exists(f"/sys/block/{fields[2]}"):
+                    continue
+                out["reads"] += int(fields[3])
+                out["read_bytes"] += int(fields[5]) * 512
+                out["writes"] += int(fields[7])
+                out["write_bytes"] += int(fields[9]) * 512
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def kernel() -> dict[str, str]:
     """`sysname`, `release`, `version`, `machine` of the running kernel (Proxmox's `current-kernel`)."""
     u = os.uname()

@@ -40,6 +40,8 @@ class Sampler:
         self.root = root
         self.store = RrdStore(step=interval * STEPS_PER_SAMPLE)
         self.host: dict = {"cpu": 0.0, "wait": 0.0}
+        self.rates: dict[str, float] = {}  # host.io_counters() keys per second over the last interval
+        self._io: tuple[float, dict[str, int]] | None = None
         self.guests: dict[int, dict] = {}  # vmid -> GUEST_FIGURES of its last sample (running guests only)
         self._cpu: host.CpuTimes | None = None
         self._guest_cpu: dict[int, tuple[int, float, float]] = {}  # vmid -> (pid, time, cpu seconds)
@@ -68,6 +70,11 @@ class Sampler:
             del self._guest_cpu[vmid]
 
     def sample_host(self, now: float) -> None:
+        io = host.io_counters()
+        if self._io is not None and now > self._io[0]:
+            elapsed = now - self._io[0]
+            self.rates = {k: max(0, v - self._io[1].get(k, 0)) / elapsed for k, v in io.items()}
+        self._io = (now, io)
         times = host.cpu_times()
         if self._cpu is not None:
             self.host["cpu"], self.host["wait"] = host.cpu_usage(self._cpu, times)
