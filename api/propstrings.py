@@ -8,15 +8,16 @@ API schema; api/formats_named.py; scalar formats in api/formats_scalar.py), as p
 - `parse(fmt, text, path)`: `parse_property_string` with `check_object`: `k=v` parts, a bare value for the
   format's `default_key`, aliases (`volume=` is `file=`; `virtio=MAC` is `model=virtio,macaddr=MAC` through
   `keyAlias`), booleans read as 1/0, then every key checked (type, format, pattern, length, range, enum,
-  `requires`). Raises ValueError with the message Proxmox's `check_prop` gives the parameter:
-  `invalid format - format error\\nnet0.macaddr: invalid format - value does not look like a valid unicast MAC
-  address`, `invalid format - invalid key in comma-separated list property: gateway`, ...
+  `requires`). Raises ValueError with pve-common's text (`format error\\nnet0.macaddr: invalid format - value does
+  not look like a valid unicast MAC address`, `invalid key in comma-separated list property: gateway`, ...), which
+  `coerce` gives the parameter behind `invalid format - `, as `check_prop` does.
 - `print_(data, fmt)`: `print_property_string`: the default key first without `key=` (merged with its keyAlias:
   `virtio=MAC`), the required keys, then the rest, each sorted; sizes as `format_size`.
 - `coerce(format, key, value)`: a parameter's value as the API stores it (the hook Param uses): checked, then
   re-printed where Proxmox re-prints it (disks through `print_drive` after `parse_drive`'s checks and
   `cleanup_drive_path`; NICs through `print_net`; tags through `get_unique_tags`; `boot` with `order` through
   `print_bootorder`), else kept as given (Proxmox stores `agent`, `ipconfigN`, ... as the client wrote them).
+- `print_drive(key, drive)`: a drive the service changes after the check (an allocated volume), printed alike.
 
 Departures: `bps`, `bps_rd`, `bps_wr` become `mbps*` with their value (qemu-server's `parse_drive` writes
 0.000, a slip); a `custom-` CPU model is taken as given (gpve has no cluster-wide CPU models to look it up in).
@@ -342,6 +343,13 @@ def _vm_cpu(data: dict[str, str]) -> None:
 PARAM_CHECKS = {"sshkeys": ssh_public_keys}
 DRIVE_FORMATS = ("pve-qm-ide-with-alloc", "pve-qm-sata-with-alloc", "pve-qm-scsi-with-alloc",
                  "pve-qm-virtio-with-alloc", "pve-qm-efidisk-with-alloc", "pve-qm-tpmstate-with-alloc")
+
+
+def print_drive(key: str, drive: dict) -> str:
+    """A drive (`ide0` ... `tpmstate0`) as qemu-server's `print_drive` writes it: for a value the service changes
+    after checking it (an allocated volume replacing `local:8`); `size` in bytes or as `32G`."""
+    bus = re.sub(r"\d+$", "", key)
+    return print_(drive, f"pve-qm-{bus}-with-alloc")
 
 
 def knows(name: str | None) -> bool:

@@ -406,6 +406,13 @@ def test_every_key_of_every_format_parses_checks_and_prints(name, key):
         propstrings.parse(name, given + ",nosuchkey=1", "x")
 
 
+def test_a_drive_the_service_changes_is_printed_as_proxmox_prints_it():
+    drive = {"file": "local:100/vm-100-disk-0.raw", "ssd": "1", "size": 1 << 30, "cache": "none"}
+    assert propstrings.print_drive("scsi0", drive) == "local:100/vm-100-disk-0.raw,cache=none,size=1G,ssd=1"
+    assert propstrings.print_drive("efidisk0", {"file": "local:100/vm-100-disk-1.raw", "efitype": "4m",
+                                                "size": "528K"}) == "local:100/vm-100-disk-1.raw,efitype=4m,size=528K"
+
+
 def test_every_format_reads_as_proxmox_documents_it():
     """Each property-string format, the hand-transcribed named ones included, yields the type text Proxmox's
     schema documents for its parameter (`generate_typetext`: same keys, kinds, optionality, default key, order)."""
