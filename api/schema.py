@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import propstrings
+
 MAX_LIMIT = 500
 INT64 = 2**63
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -25,7 +27,6 @@ FORMATS = {
     "pve-userid": r"[^\s:/]+@[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-realm": r"[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-poolid": r"[A-Za-z][A-Za-z0-9\-_]+",
-    "pve-tag-list": r"[a-zA-Z0-9_+.\-]+([;, ]+[a-zA-Z0-9_+.\-]+)*[;, ]*",
 }
 # Proxmox's `-list` formats: every element of `split_list(value)` must match, else Proxmox's message
 # (pve-access-control `verify_rolename`, `verify_groupname`, `verify_username`, `pve_verify_tokenid`).
@@ -64,9 +65,11 @@ class Param:
         m = re.fullmatch(re.escape(self.name[:-3]) + r"(\d+)", key)
         return bool(m) and int(m.group(1)) <= self.max_index
 
-    def coerce(self, raw: Any) -> Any:
-        """Parse one raw value; raise ValueError with Proxmox's message on failure."""
+    def coerce(self, raw: Any, key: str | None = None) -> Any:
+        """Parse one raw value (of parameter `key`, for a family such as `net[n]`); raise ValueError with
+        Proxmox's message on failure. A property string (api/propstrings.py) comes back as Proxmox stores it."""
         value: Any = raw
+        stored: Any = None
         if self.type == "array":
             return self._coerce_array(raw)
         if self.type == "object":
@@ -98,6 +101,8 @@ class Param:
             value = str(raw)
             if "\x00" in value:
                 raise ValueError("value contains a NUL character")
+            if propstrings.knows(self.format):
+                stored = propstrings.coerce(str(self.format), key or self.name, value)
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"value must have a minimum value of {_num(self.minimum)}")
         if self.maximum is not None and value > self.maximum:
@@ -118,7 +123,7 @@ class Param:
             if self.format and not self.pattern:
                 raise ValueError(f"value does not look like a valid {self.format.removeprefix('pve-')}")
             raise ValueError("value does not match the regex pattern")
-        return value
+        return value if stored is None else stored
 
     def _coerce_array(self, raw: Any) -> list:
         """Proxmox's `type => 'array'`: a JSON list, or repeated keys of a form or query string; a single value is
@@ -284,7 +289,7 @@ class Endpoint:
                 errors[key] = "property is not defined in schema and the schema does not allow additional properties"
                 continue
             try:
-                values[key] = param.coerce(value)
+                values[key] = param.coerce(value, key)
             except ValueError as exc:
                 errors[key] = str(exc)
         for param in self.params:
