@@ -90,7 +90,9 @@ def _operation(ep: Endpoint) -> dict:
         "summary": (ep.description.strip().splitlines() or [ep.name])[0],
         "tags": [ep.path.strip("/").split("/")[0] or "root"],
         "parameters": parameters,
-        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": content}}},
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": content},
+                                                               **({ep.text: {"schema": {"type": "string"}}}
+                                                                  if ep.text else {})}},
                       "default": {"description": "Error", "content": {"application/json": {"schema": ERROR}}}},
     }
     if ep.absent:

@@ -264,6 +264,7 @@ class Endpoint:
     bare: bool = False  # the answer is the whole body, not wrapped in `data` (a document such as openapi.json)
     absent: str = ""  # a Proxmox feature gpve does not have, which this endpoint answers for (api/compat/absent.py)
     unsupported: bool = False  # answered 501 naming `absent`, whatever the parameters (a write to such a feature)
+    text: str = ""  # another content type the answer may have (`format=prometheus`), besides JSON
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
@@ -315,12 +316,13 @@ class Registry:
                  permission: Permission | None = None, returns: dict | None = None, description: str = "",
                  native: bool = False, rate_class: str = "", paged: bool = False,
                  default_limit: int | None = None, raw_body: bool = False,
-                 bare: bool = False, absent: str = "", unsupported: bool = False) -> Callable[[Handler], Handler]:
+                 bare: bool = False, absent: str = "", unsupported: bool = False,
+                 text: str = "") -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
                                            description or (handler.__doc__ or ""), native, rate_class, paged,
-                                           default_limit, raw_body, bare, absent, unsupported))
+                                           default_limit, raw_body, bare, absent, unsupported, text))
             return handler
         return register
 

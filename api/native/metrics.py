@@ -22,6 +22,7 @@ from engine.errors import Rejection, not_found
 from hypervisor import host
 
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+TEXT = "text/plain"  # as the OpenAPI document names it
 FORMAT = Param("format", enum=("json", "prometheus"), default="json")
 PEER_TIMEOUT = 5.0  # s the cluster scrape waits for a member
 RATE = {"type": "number", "description": "per second, over the sampler's last interval"}
@@ -97,7 +98,7 @@ async def _peer(ctx: Ctx, node: str, prometheus: bool):
 
 
 @API.endpoint("GET", "/nodes/{node}/metrics", native=True, params=[NODE, FORMAT],
-              permission=Permission("Sys.Audit", "/nodes/{node}"), returns=NODE_METRICS)
+              permission=Permission("Sys.Audit", "/nodes/{node}"), returns=NODE_METRICS, text=TEXT)
 async def node_metrics(ctx: Ctx, p: dict):
     """A node's figures: the spec's JSON, or with `format=prometheus` its host, guest and engine series."""
     _member(ctx, p["node"])
@@ -110,7 +111,7 @@ async def node_metrics(ctx: Ctx, p: dict):
     return node_figures(ctx)
 
 
-@API.endpoint("GET", "/metrics", native=True, params=[FORMAT], permission=Permission("Sys.Audit", "/"),
+@API.endpoint("GET", "/metrics", native=True, params=[FORMAT], permission=Permission("Sys.Audit", "/"), text=TEXT,
               returns={"type": "object", "properties": {"nodes": {"type": "array", "items": NODE_METRICS}}})
 async def cluster_metrics(ctx: Ctx, p: dict):
     """Every online member's figures in one answer (one scrape for the whole cluster). A member that does not
