@@ -37,8 +37,8 @@ class RequestMetrics:
 
 
 class NodeCollector:
-    """Reads the node, its sampler and its log at scrape time (`figures()`: the host's figures dict of
-    api/services/metrics.py; `guests()`: `[(vmid, name, figures, maxmem)]`)."""
+    """Reads the node, its sampler and its log at scrape time (`figures()`: the host's figures in the spec's
+    shape, api/native/metrics.py; `guests()`: `[(vmid, name, figures or None when stopped, maxmem bytes)]`)."""
 
     def __init__(self, node, figures, guests) -> None:
         self.node, self.figures, self.guests = node, figures, guests
@@ -76,21 +76,22 @@ class NodeCollector:
 
     def _guests(self, name: str, guests: list[tuple[int, str, dict, int]]):
         labels = ["node", "vmid", "name"]
-        gauges = {"gpve_guest_up": ("1 while the guest's QEMU runs", lambda g, m: 1.0),
-                  "gpve_guest_cpu_ratio": ("CPU time over the last interval, per vCPU", lambda g, m: g["cpu"]),
-                  "gpve_guest_memory_bytes": ("Resident memory of its QEMU", lambda g, m: g["mem"]),
+        gauges = {"gpve_guest_up": ("1 while the guest's QEMU runs, 0 when it is stopped", lambda g, m: float(bool(g))),
+                  "gpve_guest_cpu_ratio": ("CPU time over the last interval, per vCPU", lambda g, m: g.get("cpu", 0)),
+                  "gpve_guest_memory_bytes": ("Resident memory of its QEMU", lambda g, m: g.get("mem", 0)),
                   "gpve_guest_memory_max_bytes": ("Configured memory", lambda g, m: m),
-                  "gpve_guest_uptime_seconds": ("Seconds since its QEMU started", lambda g, m: g["uptime"])}
+                  "gpve_guest_uptime_seconds": ("Seconds since its QEMU started", lambda g, m: g.get("uptime", 0))}
         counters = {"gpve_guest_disk_read_bytes": ("Bytes read from its disks", "diskread"),
                     "gpve_guest_disk_written_bytes": ("Bytes written to its disks", "diskwrite"),
                     "gpve_guest_network_receive_bytes": ("Bytes its NICs received", "netin"),
                     "gpve_guest_network_transmit_bytes": ("Bytes its NICs sent", "netout")}
         for metric, (doc, value) in gauges.items():
-            yield self._gauge(metric, doc, labels, [([name, str(v), n], float(value(g, m))) for v, n, g, m in guests])
+            yield self._gauge(metric, doc, labels, [([name, str(v), n], float(value(g or {}, m) or 0))
+                                                    for v, n, g, m in guests])
         for metric, (doc, key) in counters.items():
             family = CounterMetricFamily(metric, doc, labels=labels)
             for vmid, guest_name, g, _ in guests:
-                family.add_metric([name, str(vmid), guest_name], float(g.get(key, 0)))
+                family.add_metric([name, str(vmid), guest_name], float((g or {}).get(key, 0)))
             yield family
 
     def _engine(self, name: str):

@@ -72,12 +72,26 @@ def test_node_and_cluster_metrics(tmp_path):
         found = samples(r.text)
         assert {x.labels["node"] for x in found["gpve_raft_term"]} == {"n1", "n2"}
         assert {(x.labels["node"], x.value) for x in found["gpve_scrape_up"]} == {("n1", 1.0), ("n2", 1.0)}
-        assert [x.labels["vmid"] for x in found["gpve_guest_up"]] == [str(vmid)]
+        assert [(x.labels["vmid"], x.value) for x in found["gpve_guest_up"]] == [(str(vmid), 1.0)]
+        # a guest the caller may not audit is not in its scrape (as it is not in its listings)
+        px.access.users.post(userid="mon@pve", password="monitor-pw")
+        px.access.roles.post(roleid="NodeAudit", privs="Sys.Audit")
+        px.access.acl.put(path="/", roles="NodeAudit", users="mon@pve")
+        mon = n1.session()
+        login = mon.post(f"{n1.url}/access/ticket", data={"username": "mon@pve", "password": "monitor-pw"},
+                         timeout=10).json()["data"]
+        mon.cookies.set("PVEAuthCookie", login["ticket"])
+        for path in ("/metrics", "/nodes/n1/metrics", "/nodes/n2/metrics"):
+            text = mon.get(f"{base}{path}", params={"format": "prometheus"}, timeout=30).text
+            assert "gpve_raft_term{" in text and "vmid=" not in text, path
         assert [n["node"] for n in s.get(f"{base}/metrics", timeout=30).json()["nodes"]] == ["n1", "n2"]
-        # a member down: left out, and said so
+        # a member down: left out, and said so; a stopped guest is down, not gone
+        Tasks.blocking_status(px, px.nodes("n1").qemu(vmid).status.stop.post(), timeout=60, polling_interval=0.2)
         n2.kill()
         r = s.get(f"{base}/metrics", params={"format": "prometheus"}, timeout=30)
         found = samples(r.text)
         assert {x.labels["node"] for x in found["gpve_raft_term"]} == {"n1"}
+        assert {(x.labels["node"], x.value) for x in found["gpve_scrape_up"]} == {("n1", 1.0), ("n2", 0.0)}
+        assert [(x.labels["vmid"], x.value) for x in found["gpve_guest_up"]] == [(str(vmid), 0.0)]
     finally:
         cluster.stop()

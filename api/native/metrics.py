@@ -2,8 +2,8 @@
 Prometheus text format (series in api/metrics.py). Measured by each node's sampler (hypervisor/sampler.py):
 rates are over its last interval (10 s by default). Another node's figures come from that node.
 
-Privileges: `Sys.Audit` on `/nodes/{node}` (on `/` for the whole cluster); the figures of the guests a node
-runs come with it, as they do in Proxmox's node status and RRD data.
+Privileges: `Sys.Audit` on `/nodes/{node}` (on `/` for the whole cluster); guest series only for the guests
+the caller may audit (`VM.Audit` on `/vms/{vmid}`), as in the guest listings.
 """
 
 from __future__ import annotations
@@ -69,13 +69,22 @@ def _cached_bytes() -> int:
     return 0
 
 
-def _guests(ctx: Ctx) -> list[tuple[int, str, dict, int]]:
+def _guests(ctx: Ctx) -> list[tuple[int, str, dict | None, int]]:
+    """Every guest of this node the caller may audit: (vmid, name, its last sample or None when it is not
+    running, configured memory in bytes)."""
     sampler = ctx.rt.sampler
     figures = {vmid: dict(f) for vmid, f in (sampler.guests.items() if sampler is not None else [])}
     with ctx.node.read() as s:
-        return [(vmid, str(g["conf"].get("name", f"VM {vmid}")), figures[vmid],
+        mine = [(vmid, str(g["conf"].get("name", f"VM {vmid}")),
+                 figures.get(vmid, {}) if g.get("status") == "running" else None,
                  int(str(g["conf"].get("memory", 512)).split(",")[0].removeprefix("current=")) * 1024 * 1024)
-                for vmid, g in sorted(s.guests.items()) if vmid in figures and g["node"] == ctx.node.name]
+                for vmid, g in sorted(s.guests.items()) if g["node"] == ctx.node.name]
+    return [row for row in mine if ctx.can("VM.Audit", f"/vms/{row[0]}")]
+
+
+def _auditable(ctx: Ctx, text: str) -> bytes:
+    """Another node's exposition (fetched as a member) without the guest series this caller may not audit."""
+    return _merged(ctx, [text], [], set())
 
 
 def local_exposition(ctx: Ctx) -> bytes:
@@ -105,7 +114,7 @@ async def node_metrics(ctx: Ctx, p: dict):
     prometheus = p.get("format") == "prometheus"
     if p["node"] != ctx.node.name:
         answer = await _peer(ctx, p["node"], prometheus)
-        return Reply(answer, content_type=PROMETHEUS) if prometheus else answer
+        return Reply(_auditable(ctx, answer), content_type=PROMETHEUS) if prometheus else answer
     if prometheus:
         return Reply(local_exposition(ctx), content_type=PROMETHEUS)
     return node_figures(ctx)
@@ -115,10 +124,11 @@ async def node_metrics(ctx: Ctx, p: dict):
               returns={"type": "object", "properties": {"nodes": {"type": "array", "items": NODE_METRICS}}})
 async def cluster_metrics(ctx: Ctx, p: dict):
     """Every online member's figures in one answer (one scrape for the whole cluster). A member that does not
-    answer within 5 s is left out; `gpve_scrape_up{node}` says which answered."""
+    answer within 5 s (or is offline) is left out; `gpve_scrape_up{node}` is 1 for each member that answered and 0
+    for the others."""
     prometheus = p.get("format") == "prometheus"
     with ctx.node.read() as s:
-        names = [n for n in sorted(s.nodes) if n == ctx.node.name or ctx.node.node_online(n)]
+        names = sorted(s.nodes)
     answers: dict[str, object] = {}
 
     async def fetch(name: str) -> None:
@@ -130,12 +140,12 @@ async def cluster_metrics(ctx: Ctx, p: dict):
 
     async with trio.open_nursery() as nursery:
         for name in names:
-            if name != ctx.node.name:
+            if name != ctx.node.name and ctx.node.node_online(name):
                 nursery.start_soon(fetch, name)
     answers[ctx.node.name] = local_exposition(ctx).decode() if prometheus else node_figures(ctx)
     if not prometheus:
         return {"nodes": [answers[n] for n in names if n in answers]}
-    return Reply(_merged([answers[n] for n in names if n in answers], names, set(answers)),
+    return Reply(_merged(ctx, [answers[n] for n in names if n in answers], names, set(answers)),
                  content_type=PROMETHEUS)
 
 
@@ -147,17 +157,22 @@ class _Families:
         return self.families
 
 
-def _merged(texts: list, names: list[str], answered: set[str]) -> bytes:
-    """Several nodes' expositions as one: each metric family once, holding every node's samples."""
+def _merged(ctx: Ctx, texts: list, names: list[str], answered: set[str]) -> bytes:
+    """Several nodes' expositions as one: each metric family once, holding every node's samples (guest samples
+    only for guests the caller may audit)."""
     families: dict[str, object] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
+            family.samples = [x for x in family.samples if "vmid" not in x.labels or
+                              ctx.can("VM.Audit", f"/vms/{x.labels['vmid']}")]
             if family.name in families:
                 families[family.name].samples.extend(family.samples)
             else:
                 families[family.name] = family
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(list(families.values())))
+    if not names:
+        return generate_latest(registry)
     up = "# HELP gpve_scrape_up 1 when the member answered this scrape\n# TYPE gpve_scrape_up gauge\n" + "".join(
         f'gpve_scrape_up{{node="{n}"}} {int(n in answered)}\n' for n in names)
     return generate_latest(registry) + up.encode()
