@@ -152,13 +152,14 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def _guest_runtime(node, data_dir: str):
-    """QEMU driver, `local` dir storage, reconciler and guest watcher of this node."""
+    """QEMU driver, `local` dir storage, network configuration, reconciler and guest watcher of this node."""
     from types import SimpleNamespace
 
     from api.context import Runtime
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
+    from hypervisor.network import NodeNetwork
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
     from hypervisor.storage import DirStorage
@@ -169,9 +170,10 @@ def _guest_runtime(node, data_dir: str):
     storages = {"local": local}
     bridge = AsyncioBridge()
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
-    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
+    network = NodeNetwork(data_dir)
+    reconciler = Reconciler(node, {**Operations(driver, storages, PeerClient(node)).handlers(), **network.handlers()})
     watcher = GuestWatcher(node, driver, reconciler)
-    return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
+    return Runtime(driver, storages, reconciler, network=network), SimpleNamespace(bridge=bridge, watcher=watcher)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ def load_endpoints() -> Registry:
         cluster_config,
         docs,
         domains,
+        network,
         nodes,
         pools,
         qemu,
