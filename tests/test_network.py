@@ -8,12 +8,14 @@ import os
 import subprocess
 
 import pytest
+import requests
 from proxmoxer import ProxmoxAPI, ResourceException
 from proxmoxer.tools import Tasks
 
 from tests import netns
 from tests.guest import build_guest, kernel_args, qemu_missing, wait_serial
 from tests.harness import NodeProcess, free_ports, kill_guests
+from tests.test_compat_shapes import assert_matches
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")]
 
@@ -118,6 +120,11 @@ def test_a_vlan_aware_bridge_is_pending_then_applied(node, ns):
     assert links["eth0"]["master"] == "vmbr1" and "UP" in links["eth0"]["flags"]
     assert ns.addresses("vmbr1") == ["10.77.0.1/24"]
     assert changes(node) is None and rows(px)["vmbr1"]["active"] == 1
+    doc = requests.get(node.url + "/openapi.json", verify=False, timeout=10).json()
+    assert_matches(doc, "/nodes/{node}/network", px.nodes("n1").network.get())
+    assert_matches(doc, "/nodes/{node}/network/{iface}", px.nodes("n1").network("vmbr1").get())
+    assert [r["iface"] for r in px.nodes("n1").network.get(type="bridge")] == ["vmbr1"]
+    assert {r["type"] for r in px.nodes("n1").network.get(type="eth")} == {"eth"}
 
 
 def test_a_second_change_is_reverted(node, ns):
