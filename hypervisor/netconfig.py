@@ -211,8 +211,8 @@ def _stanza(name: str, d: dict, family: str, first: bool) -> str:
             done |= {"vlan-id"}
         raw += [f"\t{k} {v}" for k, v in sorted(d.items()) if k not in done and v not in (None, "", 0)]
     raw += [f"\t{line}" for line in d.get("options" + six, [])]
-    if first:
-        raw += [f"#{line}" for line in str(d.get("comments") or "").splitlines()]
+    if first:  # Proxmox reads both families' comments as one
+        raw += [f"#{line}" for line in (str(d.get("comments") or "") + str(d.get("comments6") or "")).splitlines()]
     return "\n".join(raw) + "\n\n"
 
 
@@ -223,7 +223,7 @@ def _type_options(d: dict) -> list[str]:
         stp = d.get("bridge_stp", "off")
         raw.append(f"\tbridge-stp {stp}")
         fd = d.get("bridge_fd")
-        if fd is not None and (stp == "off" or 2 <= int(fd) <= 30):
+        if fd is not None and (stp == "off" or 2 <= _int(fd) <= 30):
             raw.append(f"\tbridge-fd {fd}")
         elif stp == "off":
             raw.append("\tbridge-fd 0")
@@ -242,6 +242,11 @@ def _type_options(d: dict) -> list[str]:
     if d.get("mtu"):
         raw.append(f"\tmtu {d['mtu']}")
     return raw
+
+
+def _int(value) -> int:
+    """A number the file gives (0 for what is none)."""
+    return int(value) if str(value).isdigit() else 0
 
 
 def split(value) -> list[str]:
@@ -296,7 +301,7 @@ def _check_vlan(ifaces: dict[str, dict], name: str, d: dict) -> None:
         if not d.get("vlan-raw-device"):
             raise ConfigError("missing vlan-raw-device option")
         parent = d["vlan-raw-device"]
-        vid = int(name[4:]) if re.fullmatch(r"vlan\d+", name) else int(d.get("vlan-id") or 0)
+        vid = int(name[4:]) if re.fullmatch(r"vlan\d+", name) else _int(d.get("vlan-id"))
         if not vid:
             raise ConfigError("missing vlan-id option")
     if vid > 4094:
@@ -311,12 +316,12 @@ def _check_vlan(ifaces: dict[str, dict], name: str, d: dict) -> None:
 
 
 def _check_mtu(ifaces: dict[str, dict], parent: str, child: str) -> None:
-    cmtu = ifaces.get(child, {}).get("mtu")
+    cmtu = _int(ifaces.get(child, {}).get("mtu"))
     if not cmtu:
         return
     p = ifaces.get(parent, {})
-    pmtu = p.get("mtu") or (cmtu if p.get("type") == "bond" else 1500)
-    if int(pmtu) < int(cmtu):
+    pmtu = _int(p.get("mtu")) or (cmtu if p.get("type") == "bond" else 1500)
+    if pmtu < cmtu:
         raise ConfigError(f"interface '{parent}' - mtu {pmtu} is lower than '{child}' - mtu {cmtu}")
 
 
