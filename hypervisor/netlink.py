@@ -101,33 +101,41 @@ def configure(new: dict[str, dict], old: dict[str, dict], log: Callable[[str], N
         run = _Run(ipr, log)
         for name, d in sorted(old.items()):
             kind = d.get("type")
-            if kind in VIRTUAL and new.get(name, {}).get("type") != kind and name in run.links:
+            link = run.links.get(name)
+            if kind in VIRTUAL and new.get(name, {}).get("type") != kind and link is not None \
+                    and _kind(link)[0] == kind:
                 log(f"delete {kind} {name}")
-                run.step(name, f"delete {kind}", lambda n=name: ipr.link("del", index=run.index(n)))
+                run.step(name, f"delete {kind}", lambda i=link["index"]: ipr.link("del", index=i))
         run.refresh()
         order = sorted((n for n, d in new.items() if d.get("type") in VIRTUAL),
                        key=lambda n: (VIRTUAL.index(new[n]["type"]) if new[n]["type"] != "vlan" else 2 + n.count("."),
                                       n))
         for name in order:
-            _create(run, name, new[name])
+            _guarded(run, name, _create, new[name])
             run.refresh()
         for name, d in sorted(new.items()):
             if d.get("type") in ("bridge", "bond", "vlan", "eth") and name in run.links:
-                _settings(run, name, d, old.get(name, {}))
+                _guarded(run, name, _settings, d, old.get(name, {}))
         for name, d in sorted(new.items()):  # once every address is in place: gateways need their subnet
             if name in run.links:
-                _gateways(run, name, d, old.get(name, {}))
+                _guarded(run, name, _gateways, d, old.get(name, {}))
         return run.errors
+
+
+def _guarded(run: _Run, name: str, fn: Callable, *args) -> None:
+    """A setting the file gives that makes no sense (a hand-edited address that is none) fails its interface only."""
+    try:
+        fn(run, name, *args)
+    except ValueError as exc:
+        run.fail(f"{name}: {exc}")
 
 
 def _create(run: _Run, name: str, d: dict) -> None:
     ipr, kind = run.ipr, d["type"]
     link = run.links.get(name)
-    if link is not None and _kind(link)[0] != kind:
-        run.log(f"replace {name} ({_kind(link)[0] or 'device'}) with a {kind}")
-        if not run.step(name, "delete the device in the way", lambda: ipr.link("del", index=link["index"])):
-            return
-        link = None
+    if link is not None and _kind(link)[0] != kind:  # not the configuration's: left alone
+        run.fail(f"{name}: unable to create {kind} - a {_kind(link)[0] or 'network device'} of that name exists")
+        return
     if kind == "bridge":
         if link is None:
             run.log(f"create bridge {name}")

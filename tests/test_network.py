@@ -193,7 +193,10 @@ def test_refusals_use_proxmoxs_words_and_write_nothing(node, ns):
 
 
 def test_a_bridge_removed_from_the_configuration_leaves_linux(node, ns):
+    """... and what the configuration does not name stays as it is: a bridge made by hand, an address on a NIC."""
     px = node.api()
+    ns.ip("link", "add", "handmade", "type", "bridge")
+    ns.ip("addr", "add", "10.81.0.1/24", "dev", "eth3")
     px.nodes("n1").network.post(iface="vmbr4", type="bridge", bridge_ports="eth2", autostart=1, cidr="10.80.0.1/24",
                                 mtu=1400)
     applied(px, px.nodes("n1").network.put())
@@ -203,6 +206,7 @@ def test_a_bridge_removed_from_the_configuration_leaves_linux(node, ns):
     applied(px, px.nodes("n1").network.put())
     assert "vmbr4" not in ns.links() and ns.links()["eth2"].get("master") is None
     assert "vmbr4" not in rows(px)
+    assert "handmade" in ns.links() and ns.addresses("eth3") == ["10.81.0.1/24"]
 
 
 def test_privileges(node, ns):
