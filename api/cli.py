@@ -152,7 +152,8 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def _guest_runtime(node, data_dir: str, rrd_interval: float):
-    """QEMU driver, `local` dir storage, reconciler, guest watcher and sampler of this node."""
+    """QEMU driver, `local` dir storage, network configuration, reconciler, guest watcher and sampler of this
+    node."""
     from types import SimpleNamespace
 
     from api.compat.guests import guest_maxima
@@ -161,6 +162,7 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
+    from hypervisor.network import NodeNetwork
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
     from hypervisor.sampler import Sampler
@@ -173,10 +175,11 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     bridge = AsyncioBridge()
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
     peers = PeerClient(node)
-    reconciler = Reconciler(node, Operations(driver, storages, peers).handlers())
+    network = NodeNetwork(data_dir)
+    reconciler = Reconciler(node, {**Operations(driver, storages, peers).handlers(), **network.handlers()})
     watcher = GuestWatcher(node, driver, reconciler)
     sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
-    runtime = Runtime(driver, storages, reconciler, sampler=sampler,
+    runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network,
                       peer_figures=PeerFigures(peers, max_age=rrd_interval))
     return runtime, SimpleNamespace(bridge=bridge, watcher=watcher)
 

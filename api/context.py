@@ -24,6 +24,7 @@ class Runtime:
     peer_figures: Any = None  # api/native/figures.py: the other members' figures, for cluster-wide lists
     adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
     spawn: Any = None  # (async fn of no arguments) -> None: run it in the node's nursery, past the request
+    network: Any = None  # the node's network configuration (hypervisor/network.py NodeNetwork)
 
 
 @dataclass

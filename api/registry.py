@@ -15,6 +15,7 @@ def load_endpoints() -> Registry:
         cluster_options,
         docs,
         domains,
+        network,
         node_info,
         nodes,
         pools,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api import propstrings
+from api.formats import FORMAT_CHECKS
 
 MAX_LIMIT = 500
 INT64 = 2**63
@@ -36,6 +37,7 @@ LIST_FORMATS = {
     "pve-userid-list": (FORMATS["pve-userid"], "value '{}' does not look like a valid user name"),
     "pve-tokenid-list": (FORMATS["pve-userid"] + r"![A-Za-z][A-Za-z0-9.\-_]+",
                          "value '{}' does not look like a valid token ID"),
+    "pve-configid-list": (FORMATS["pve-configid"], "invalid configuration ID '{}'"),
 }
 
 
@@ -118,6 +120,8 @@ class Param:
             bad = next((v for v in split_list(value) if not re.fullmatch(element, v)), None)
             if bad is not None:
                 raise ValueError("invalid format - " + message.format(bad))
+        if self.format in FORMAT_CHECKS and isinstance(value, str):  # checked by code (api/formats.py)
+            FORMAT_CHECKS[self.format](value)
         regex = self.pattern or FORMATS.get(self.format or "")
         if regex and isinstance(value, str) and not re.fullmatch(regex, value):
             if self.format and not self.pattern:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from engine import (
     access,  # noqa: F401 - registers the access-control commands
     datacenter,  # noqa: F401 - registers the datacenter options' commands
+    network,  # noqa: F401 - registers the network reload task
     webhooks,  # noqa: F401 - registers the webhook commands
 )
 from engine.codec import Record, decode_records
