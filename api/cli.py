@@ -159,6 +159,7 @@ def _guest_runtime(node, data_dir: str):
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
+    from hypervisor.console import ConsoleSessions
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
     from hypervisor.storage import DirStorage
@@ -168,10 +169,14 @@ def _guest_runtime(node, data_dir: str):
     local.ensure_dirs()
     storages = {"local": local}
     bridge = AsyncioBridge()
-    driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
-    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
+    ssl_dir = os.path.join(data_dir, "ssl")
+    driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages),
+                        spice_tls=tuple(os.path.join(ssl_dir, f) for f in ("pve-ssl.pem", "pve-ssl.key",
+                                                                           "pve-root-ca.pem")))
+    consoles = ConsoleSessions()
+    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node), consoles=consoles).handlers())
     watcher = GuestWatcher(node, driver, reconciler)
-    return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
+    return Runtime(driver, storages, reconciler, consoles=consoles), SimpleNamespace(bridge=bridge, watcher=watcher)
 
 
 def main(argv: list[str] | None = None) -> None:

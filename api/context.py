@@ -20,6 +20,7 @@ class Runtime:
     reconciler: Any = None
     adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
     spawn: Any = None  # (async fn of no arguments) -> None: run it in the node's nursery, past the request
+    consoles: Any = None  # hypervisor.console.ConsoleSessions: the node's console proxies
 
 
 @dataclass
