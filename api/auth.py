@@ -107,6 +107,11 @@ def verify_vnc_ticket(key_pem: str, ticket: str, userid: str, path: str, port: i
     return VNC_TICKET_MIN_AGE < now - int(m.group(1), 16) < VNC_TICKET_MAX_AGE
 
 
+def vnc_ticket_id(ticket: str) -> str:
+    """A digest naming one VNC ticket (its `PVEVNC:` part): what a console session keeps to know its own ticket."""
+    return hashlib.sha256(ticket[ticket.find("PVEVNC:"):].encode()).hexdigest()
+
+
 def vnc_password() -> str:
     """The VNC protocol password vncproxy answers: 8 random characters from '!' to '`' (PVE::Ticket's
     generate_vnc_password; VNC's DES authentication uses 8)."""

@@ -96,7 +96,8 @@ PAGE = """<!DOCTYPE html>
 html, body { margin: 0; height: 100%; background: #000; color: #ddd; font: 14px sans-serif; }
 #status { position: fixed; top: 0; right: 0; padding: 2px 8px; background: rgba(40, 40, 40, .85); z-index: 10; }
 #screen, #terminal { position: absolute; top: 0; left: 0; right: 0; bottom: 0; }
-#login { display: none; max-width: 320px; margin: 80px auto; padding: 16px; background: #222; }
+#login { display: none; position: relative; z-index: 20; max-width: 320px; margin: 80px auto; padding: 16px;
+         background: #222; }
 #login input, #login button { display: block; width: 100%; margin: 6px 0; box-sizing: border-box; }
 body[data-state=login] #login { display: block; }
 </style></head>

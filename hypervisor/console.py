@@ -13,6 +13,7 @@ the first `serialN: socket` of the config, as `qm terminal` picks it). Errors: `
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class ConsoleSession:
     user: str
     kind: str  # "vnc" | "serial" | "serial0".."serial3"
     password: str | None = None  # the VNC protocol password (never logged)
+    ticket_id: str = ""  # a digest of the session's own ticket (api/auth.py vnc_ticket_id): no other one claims it
     opened: float = 0.0  # trio.current_time() when the call made it
     claimed: bool = False
     connected: trio.Event = field(default_factory=trio.Event)
@@ -87,11 +89,13 @@ class ConsoleSessions:
         if session is not None:
             session.end()
 
-    def claim(self, port: int, vmid: int, user: str) -> ConsoleSession | None:
-        """The session on `port` for this guest and user, once: None when there is none, it is another's, it was
-        claimed already or its client came too late."""
+    def claim(self, port: int, vmid: int, user: str, ticket_id: str = "") -> ConsoleSession | None:
+        """The session on `port` for this guest, user and ticket, once: None when there is none, it is another's
+        (or another ticket's: an earlier session's on the same port), it was claimed already or its client came too
+        late."""
         session = self.sessions.get(port)
         if session is None or session.claimed or session.vmid != vmid or session.user != user \
+                or not hmac.compare_digest(session.ticket_id, ticket_id) \
                 or trio.current_time() - session.opened > self.connect_timeout:
             return None
         session.claimed = True

@@ -67,6 +67,7 @@ async def open_proxy(ctx: Ctx, node: str, vmid: int, kind: str) -> dict:
         raise Rejection(500, str(exc)) from None
     key_pem, _ = ctx.node.auth_secrets()
     ticket = auth.make_vnc_ticket(key_pem, ctx.user, acl_path(vmid), session.port, ctx.now)
+    session.ticket_id = auth.vnc_ticket_id(ticket)
     try:
         upid = await start_task(ctx, node, vmid, "vncproxy", {"port": session.port})
     except BaseException:
@@ -105,7 +106,7 @@ def claim(ctx: Ctx, node: str, vmid: int, port: int, ticket: str) -> tuple[Conso
     guest = guests.guest_or_404(ctx, node, vmid)
     if not valid_ticket(ctx, vmid, port, ticket):
         raise Rejection(401, INVALID)
-    session = _consoles(ctx).claim(port, vmid, ctx.user)
+    session = _consoles(ctx).claim(port, vmid, ctx.user, auth.vnc_ticket_id(ticket))
     if session is None:
         raise Rejection(401, INVALID)
     return session, guest["conf"]
