@@ -292,7 +292,7 @@ def test_spiceproxy_without_spice_answers_proxmoxs_error_and_a_qxl_guest_gets_a_
     px = node.api()
     with pytest.raises(ResourceException) as info:
         px.nodes("n1").qemu(guest).spiceproxy.post()
-    assert info.value.status_code == 500 and "no spice port" in str(info.value)
+    assert info.value.status_code == 409 and "no spice port" in str(info.value)
     vmid = int(px.cluster.nextid.get())
     ok(px, px.nodes("n1").qemu.create(vmid=vmid, name="spicy", memory=64, kvm=0, vga="qxl"))
     ok(px, px.nodes("n1").qemu(vmid).status.start.post())

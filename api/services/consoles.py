@@ -8,9 +8,10 @@ guest and port, and its session is unused (else 401 `permission denied - invalid
 reason, as Proxmox's termproxy gives no hint). The ticket, the password and the session's secrets appear in no log
 line, task log or error.
 
-`spice_config` answers `spiceproxy`: Proxmox's `no spice port` (500) for a guest without SPICE (a `vga` other than
-`qxl`), else the remote-viewer settings as `PVE::AccessControl::remote_viewer_config` makes them, the SPICE password
-given to QEMU for 30 s.
+`spice_config` answers `spiceproxy`: Proxmox's `no spice port` for a guest without SPICE (a `vga` other than `qxl`)
+and `VM N not running` (409: a state of the guest, as the guest agent's refusals; Proxmox answers 500), else the
+remote-viewer settings as `PVE::AccessControl::remote_viewer_config` makes them, the SPICE password given to QEMU for
+30 s. Nothing listens on the SPICE proxy port (3128) yet: gpve has no `spiceproxy` daemon.
 """
 
 from __future__ import annotations
@@ -136,18 +137,18 @@ def _subject(cert_path: str) -> str:
 
 async def spice_config(ctx: Ctx, node: str, vmid: int, proxy: str | None) -> dict:
     """`spiceproxy`: the remote-viewer settings (`type`, `host` (the proxy ticket), `proxy`, `tls-port`, `password`,
-    `ca`, `host-subject`, `title`, ...). 500 `VM N not running`, `no spice port` (as Proxmox) otherwise."""
+    `ca`, `host-subject`, `title`, ...). 409 `VM N not running`, `no spice port` (Proxmox's messages) otherwise."""
     guest = guests.guest_or_404(ctx, node, vmid)
     driver = ctx.rt.driver
     if driver is None or guest["node"] != ctx.node.name or not driver.running(vmid):
-        raise Rejection(500, f"VM {vmid} not running")
+        raise Rejection(409, f"VM {vmid} not running")
     try:
         info = await driver.qmp(vmid, "query-spice") if spice_heads(guest["conf"]) else {}
     except GuestError as exc:
-        raise Rejection(500, str(exc)) from None
+        raise Rejection(409, str(exc)) from None
     port = (info or {}).get("tls-port") or (info or {}).get("port")
     if not port:
-        raise Rejection(500, "no spice port")
+        raise Rejection(409, "no spice port")
     _, secret = ctx.node.auth_secrets()
     password, proxy_ticket = _spice_tickets(secret, ctx.user, vmid, node, int(port), ctx.now)
     try:
