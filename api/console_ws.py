@@ -27,7 +27,9 @@ import trio
 from quart import websocket
 
 from api.bodies import merge, parse_form
+from api.console_forward import relay
 from api.context import Ctx
+from api.forward import FORWARDED
 from api.gate import Credentials, RateLimited
 from api.schema import ParamErrors
 from api.services import consoles
@@ -41,7 +43,12 @@ log = structlog.get_logger("gpve.console")
 
 
 async def serve(api, node: str, vmid: str) -> Rejection | None:
-    """The WebSocket route's handler (`api`: api.app.Api); the refusal when it refuses the upgrade."""
+    """The WebSocket route's handler (`api`: api.app.Api); the refusal when it refuses the upgrade. A guest's node
+    that is another member gets the connection relayed (api/console_forward.py)."""
+    with api.node.read() as s:
+        member = dict(s.nodes[node]) if node != api.node.name and node in s.nodes else None
+    if member is not None and not websocket.headers.get(FORWARDED):
+        return await relay(member, api.node.name, member.get("fingerprint", ""))
     path = f"/nodes/{node}/qemu/{vmid}/vncwebsocket"
     endpoint, path_params, _ = api.registry.resolve("GET", path)
     now = time.time()

@@ -23,7 +23,7 @@ from api import auth
 from api.console_ws import TermInput
 from hypervisor.console import ConsoleSessions, ConsoleTimeout, serial_iface
 from hypervisor.qemu_argv import HostFacts, RunPaths, Spice, build_argv
-from tests.guest import build_guest, qemu_missing, serial_text, wait_serial
+from tests.guest import build_guest, kernel_args, qemu_missing, serial_text, wait_serial
 from tests.harness import Cluster, wait_for
 from tests.test_guests import done, make_guest, ok
 
@@ -442,3 +442,42 @@ def test_the_console_page_logs_in_with_its_form_when_there_is_no_cookie(node, gu
             page.wait_for_function("document.body.dataset.state === 'connected'", timeout=30_000)
         finally:
             b.close()
+
+
+@pytest.mark.slow
+def test_a_console_of_a_guest_on_another_node_is_relayed_there(tmp_path):
+    """The console page's node need not be the guest's: vncproxy/termproxy go to the guest's node, and so does the
+    WebSocket (its refusals too)."""
+    if qemu_missing():
+        pytest.skip(qemu_missing())
+    cluster = Cluster(str(tmp_path), 2).start()
+    n1, n2 = cluster.nodes
+    px = n1.api()
+    vmid = int(px.cluster.nextid.get())
+    try:
+        ok(px, px.nodes("n2").qemu.create(vmid=vmid, name="far", memory=256, kvm=0, serial0="socket",
+                                          args=kernel_args(build_guest())))
+        ok(px, px.nodes("n2").qemu(vmid).status.start.post())
+        wait_serial(n2, vmid, r"built-in shell")
+        term = px.nodes("n2").qemu(vmid).termproxy.post()
+        cookie = n1.session().cookies["PVEAuthCookie"]
+
+        def url(ticket: str) -> str:
+            return ws_url(n1, vmid, term["port"], ticket).replace("/nodes/n1/", "/nodes/n2/")
+
+        with pytest.raises(InvalidStatus) as info:
+            connect(url(term["ticket"] + "x"), ssl=tls(), open_timeout=10,
+                    additional_headers={"Cookie": f"PVEAuthCookie={requests.utils.quote(cookie, safe='')}"})
+        assert info.value.response.status_code == 401
+        assert json.loads(info.value.response.body)["message"] == "permission denied - invalid PVEVNC ticket"
+        with connect(url(term["ticket"]), ssl=tls(), open_timeout=10, subprotocols=["binary"],
+                     additional_headers={"Cookie": f"PVEAuthCookie={requests.utils.quote(cookie, safe='')}"}) as ws:
+            assert terminal_handshake(ws, "root@pam", term["ticket"]).startswith(b"OK")
+            command = "echo GPVE-FAR-$((6*7))\r"
+            ws.send(f"0:{len(command)}:{command}")
+            wait_serial(n2, vmid, r"GPVE-FAR-42", timeout=30)
+        assert done(px, term["upid"], timeout=30)["exitstatus"] == "OK"
+    finally:
+        px.nodes("n2").qemu(vmid).status.stop.post()
+        time.sleep(1)
+        cluster.stop()
