@@ -16,7 +16,7 @@ import pytest
 import requests
 import trio
 from proxmoxer import ResourceException
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from api import auth
@@ -274,6 +274,19 @@ def test_a_terminal_bridges_the_serial_port_and_the_serial_log_keeps_recording(n
     assert done(px, term["upid"], timeout=30)["exitstatus"] == "OK"
     ticks = len(re.findall(r"GPVE-TICK", serial_text(node, guest)))
     wait_for(lambda: len(re.findall(r"GPVE-TICK", serial_text(node, guest))) > ticks, timeout=10)
+
+
+@pytest.mark.slow
+def test_aborting_the_console_task_closes_its_connection(node, guest):
+    px = node.api()
+    term = px.nodes("n1").qemu(guest).termproxy.post()
+    with open_ws(node, node.session().cookies["PVEAuthCookie"], guest, term["port"], term["ticket"]) as ws:
+        assert terminal_handshake(ws, "root@pam", term["ticket"]).startswith(b"OK")
+        px.nodes("n1").tasks(term["upid"]).delete()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=15)
+    assert done(px, term["upid"], timeout=30)["exitstatus"] == "received interrupt"
 
 
 @pytest.mark.slow
