@@ -8,7 +8,8 @@ a second use of its ticket finds it taken. Aborting the task (`DELETE .../tasks/
 
 Shapes: `ConsoleSession(port, vmid, user, kind, password)`, kind `vnc` (the guest's display; `password` is the VNC
 protocol password QEMU is given when the client connects) or `serial0`..`serial3` (termproxy's `serial`; `serial` for
-the first `serialN: socket` of the config, as `qm terminal` picks it). Errors: `NoFreePort`, `ConsoleTimeout`.
+the first `serialN: socket` of the config, as `qm terminal` picks it). Errors: `NoFreePort`, `ConsoleTimeout`,
+`ConsoleError` (the guest end cannot be reached; `connect`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class ConsoleSession:
     vmid: int
     user: str
     kind: str  # "vnc" | "serial" | "serial0".."serial3"
-    password: str | None = None  # the VNC protocol password (never logged)
-    ticket_id: str = ""  # a digest of the session's own ticket (api/auth.py vnc_ticket_id): no other one claims it
+    password: str | None = field(default=None, repr=False)  # the VNC protocol password (never logged)
+    # a digest of the session's own ticket (api/auth.py vnc_ticket_id): no other ticket claims it
+    ticket_id: str = field(default="", repr=False)
     opened: float = 0.0  # trio.current_time() when the call made it
     claimed: bool = False
     connected: trio.Event = field(default_factory=trio.Event)

@@ -124,15 +124,13 @@ def _spice_tickets(secret: str, user: str, vmid: int, node: str, port: int, now:
 
 
 def _subject(cert_path: str) -> str:
-    """The node certificate's subject as remote-viewer's `host-subject` wants it (`C=..,CN=..`)."""
+    """The node certificate's subject as remote-viewer's `host-subject` wants it: its names in order, comma-separated
+    (`C=..,O=..,CN=..`, as Proxmox's read_x509_subject_spice)."""
     from cryptography import x509
 
     with open(cert_path, "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
-    return ",".join(f"{a.oid._name if a.oid._name != 'Unknown OID' else a.oid.dotted_string}={a.value}"
-                    .replace("commonName", "CN").replace("organizationName", "O")
-                    .replace("organizationalUnitName", "OU").replace("countryName", "C")
-                    for a in cert.subject)
+    return ",".join(rdn.rfc4514_string() for rdn in cert.subject.rdns)
 
 
 async def spice_config(ctx: Ctx, node: str, vmid: int, proxy: str | None) -> dict:
