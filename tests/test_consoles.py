@@ -327,6 +327,27 @@ def test_spiceproxy_without_spice_answers_proxmoxs_error_and_a_qxl_guest_gets_a_
         ok(px, px.nodes("n1").qemu(vmid).status.stop.post())
 
 
+@pytest.mark.slow
+def test_the_console_page_is_rendered_for_the_cookies_user_and_serves_only_its_packages(node):
+    base = f"https://127.0.0.1:{node.api_port}"
+    get = lambda path, **kw: requests.get(base + path, verify=False, timeout=10, **kw)  # noqa: E731
+    anonymous = get("/?console=kvm&novnc=1&vmid=100&node=n1")
+    assert anonymous.status_code == 200 and anonymous.headers["Content-Type"].startswith("text/html")
+    assert '"user": ""' in anonymous.text and '"csrf": ""' in anonymous.text
+    cookie = node.session().cookies["PVEAuthCookie"]
+    page = get("/?console=kvm&xtermjs=1&vmid=100&node=n1%3C/script%3E", cookies={"PVEAuthCookie": cookie}).text
+    config = json.loads(re.search(r"const cfg = (\{.*?\});", page).group(1))
+    assert config["user"] == "root@pam" and config["node"] == "n1</script>" and "n1</script>" not in page
+    assert re.fullmatch(r"[0-9A-F]{8}:\S+", config["csrf"])
+    assert get("/?console=lxc&vmid=100&node=n1").status_code == 501
+    assert get("/?console=kvm&novnc=1&vmid=x&node=n1").status_code == 400
+    script = get("/novnc/core/rfb.js")
+    assert script.status_code == 200 and script.headers["Content-Type"].startswith("text/javascript")
+    assert get("/xtermjs/css/xterm.css").status_code == 200
+    assert get("/novnc/%2e%2e/%2e%2e/%2e%2e/pyproject.toml").status_code == 404
+    assert get("/").status_code == 404
+
+
 # ---- the console page in headless Chromium --------------------------------------------------------------------
 
 def _page(pw, node, tmp_path):
