@@ -21,7 +21,9 @@ from quart_trio import QuartTrio
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from api import console_page
 from api.bodies import PARAMS_BODY_LIMIT, merge, parse_body, parse_form, too_large
+from api.console_ws import serve as console_stream
 from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, reason_phrase
 from api.explorer import EXPLORER_PAGE
@@ -264,6 +266,28 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
     async def events_ws() -> Response | None:
         refused = await events_stream(api)
         return error_response(refused, native=True) if refused else None
+
+    @app.websocket("/api2/json/nodes/<node>/qemu/<vmid>/vncwebsocket")
+    async def console_ws(node: str, vmid: str) -> Response | None:
+        refused = await console_stream(api, node, vmid)
+        return error_response(refused) if refused else None
+
+    @app.route("/", methods=["GET"])
+    async def index() -> Response:
+        """Proxmox's console page (`?console=kvm&novnc=1&vmid=N&node=NODE`, or `xtermjs=1`); nothing else here."""
+        if "console" not in request.args:
+            return error_response(Rejection(404, "Not Found"))
+        try:
+            return console_page.page(api)
+        except Rejection as exc:
+            return error_response(exc)
+
+    @app.route("/<any(novnc, xtermjs, 'xtermjs-fit'):prefix>/<path:name>", methods=["GET"])
+    async def console_asset(prefix: str, name: str) -> Response:
+        try:
+            return await console_page.asset(prefix, name)
+        except Rejection as exc:
+            return error_response(exc)
 
     @app.route("/api-explorer/", methods=["GET"])
     async def api_explorer() -> Response:

@@ -162,6 +162,7 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
+    from hypervisor.console import ConsoleSessions
     from hypervisor.network import NodeNetwork
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
@@ -173,13 +174,18 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     local.ensure_dirs()
     storages = {"local": local}
     bridge = AsyncioBridge()
-    driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
+    ssl_dir = os.path.join(data_dir, "ssl")
+    driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages),
+                        spice_tls=tuple(os.path.join(ssl_dir, f) for f in ("pve-ssl.pem", "pve-ssl.key",
+                                                                           "pve-root-ca.pem")))
     peers = PeerClient(node)
+    consoles = ConsoleSessions()
     network = NodeNetwork(data_dir)
-    reconciler = Reconciler(node, {**Operations(driver, storages, peers).handlers(), **network.handlers()})
+    reconciler = Reconciler(node, {**Operations(driver, storages, peers, consoles=consoles).handlers(),
+                                   **network.handlers()})
     watcher = GuestWatcher(node, driver, reconciler)
     sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
-    runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network,
+    runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network, consoles=consoles,
                       peer_figures=PeerFigures(peers, max_age=rrd_interval))
     return runtime, SimpleNamespace(bridge=bridge, watcher=watcher)
 

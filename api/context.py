@@ -25,6 +25,7 @@ class Runtime:
     adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
     spawn: Any = None  # (async fn of no arguments) -> None: run it in the node's nursery, past the request
     network: Any = None  # the node's network configuration (hypervisor/network.py NodeNetwork)
+    consoles: Any = None  # hypervisor.console.ConsoleSessions: the node's console proxies
 
 
 @dataclass

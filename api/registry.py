@@ -22,6 +22,7 @@ def load_endpoints() -> Registry:
         qemu,
         qemu_agent,
         qemu_config,
+        qemu_console,
         qemu_migrate,
         qemu_power,
         qemu_snapshots,

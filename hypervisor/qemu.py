@@ -11,6 +11,7 @@ import asyncio
 import math
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,16 +25,19 @@ from hypervisor.asyncio_bridge import AsyncioBridge
 from hypervisor.qemu_argv import (
     HostFacts,
     RunPaths,
+    Spice,
     StartError,
     agent_socket,
     build_argv,
     machine_type,
     memory_mib,
+    spice_heads,
     tap_script,
 )
 
 log = structlog.get_logger("gpve.qemu")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SPICE_PORTS = range(61000, 62000)  # PVE::Tools::next_spice_port
 
 
 class GuestError(Exception):
@@ -53,14 +57,28 @@ def host_facts() -> HostFacts:
     return HostFacts(bridges=bridges, kvm_available=os.path.exists("/dev/kvm"))
 
 
+def _free_port(ports: range) -> int:
+    """The first TCP port of `ports` free on localhost (PVE::Tools::next_unused_port)."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise StartError(f"unable to find free port ({ports.start}-{ports.stop - 1})")
+
+
 class QemuDriver:
     """Where a QEMU process, its QMP socket, its guest agent socket and the host meet the operating system
     (`_launch`, `_connect`, `_watch`, `_qga_open`, `_kill`, `pid`, `wait_exit`, `facts`), the simulator's driver
     (sim/qemu.py) puts its own."""
 
     def __init__(self, run_dir: str, bridge: AsyncioBridge, resolve: Callable[[str], tuple[str, str]],
-                 qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts) -> None:
+                 qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts,
+                 spice_tls: tuple[str, str, str] | None = None) -> None:
         self.run_dir = run_dir
+        self.spice_tls = spice_tls  # (certificate, key, CA) for SPICE displays: the node's own
         os.makedirs(run_dir, exist_ok=True)
         self.bridge = bridge
         self.resolve = resolve
@@ -182,8 +200,9 @@ class QemuDriver:
         if self.running(vmid):
             raise GuestError(f"VM {vmid} already running")
         try:
+            spice = Spice(_free_port(SPICE_PORTS), *(self.spice_tls or ())) if spice_heads(conf) else None
             argv = build_argv(vmid, conf, self.resolve, self.facts(), self.paths(vmid), self.qemu_binary, loadvm,
-                              incoming, paused)
+                              incoming, paused, spice)
         except (StartError, Exception) as exc:
             raise GuestError(str(exc)) from None
         for key, value in conf.items():

@@ -9,7 +9,8 @@ agent (`qemu-ga` from `qemu-guest-agent`, with the shared libraries it loads fro
 on the `org.qemu.guest_agent.0` virtio-serial port when it has one (`agent: 1`), with its NICs up (virtio_net),
 an /etc/os-release, root in /etc/passwd and /etc/shadow, a `chpasswd` (what `guest-set-user-password` runs) and
 a /sbin/shutdown that powers off (what `guest-shutdown` runs). Booted with `gpve.busy=N`, it prints `GPVE-BUSY`
-at tick N and keeps a CPU busy from then on.
+at tick N and keeps a CPU busy from then on. A shell reads the serial console (getty), and, when
+booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
@@ -48,6 +49,8 @@ for p in /sys/class/virtio-ports/*; do
     [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
     qemu-ga -m virtio-serial -p "/dev/${p##*/}" >/tmp/qga.log 2>&1 &
 done
+(while true; do getty -n -l /bin/sh 115200 ttyS0; sleep 1; done) &
+grep -q console=tty0 /proc/cmdline && (while true; do getty -n -l /bin/sh 38400 tty1; sleep 1; done) &
 sleep 1
 disk=""
 for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done

@@ -29,6 +29,19 @@ quiet_pip() {  # pip's warnings about this machine's unused local indexes are no
     .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
 
+# the console page's browser clients (api/console_page.py), from the npm registry: the node serves them from
+# .console/node_modules (or $GPVE_CONSOLE_DIR/node_modules), no CDN
+console_dir="${GPVE_CONSOLE_DIR:-.console}"
+console_packages="@novnc/novnc@1.7.0 @xterm/xterm@6.0.0 @xterm/addon-fit@0.11.0"
+for pkg in $console_packages; do
+    if ! grep -qs "\"version\": \"${pkg##*@}\"" "$console_dir/node_modules/${pkg%@*}/package.json"; then
+        mkdir -p "$console_dir"
+        (cd "$console_dir" && { [ -f package.json ] || echo '{"name": "gpve-console", "private": true}' > package.json; } \
+            && npm install --silent $console_packages)
+        break
+    fi
+done
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
