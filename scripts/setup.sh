@@ -15,8 +15,8 @@ if [ "$want_test" = bench ]; then
     packages="$packages $(grep -v '^#' scripts/debian-bench-packages.txt | xargs)"
 fi
 missing=""
-for p in $packages; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+for p in $packages; do  # a package whose command is there already (npm bundled with another nodejs) is present
+    dpkg -s "$p" >/dev/null 2>&1 || command -v "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     echo "installing Debian packages:$missing"
