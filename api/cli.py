@@ -152,7 +152,7 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def _guest_runtime(node, data_dir: str):
-    """QEMU driver, `local` dir storage, reconciler and guest watcher of this node."""
+    """QEMU driver, the node's storages (as the log defines them), reconciler and guest watcher of this node."""
     from types import SimpleNamespace
 
     from api.context import Runtime
@@ -161,15 +161,16 @@ def _guest_runtime(node, data_dir: str):
     from hypervisor.asyncio_bridge import AsyncioBridge
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
-    from hypervisor.storage import DirStorage
+    from hypervisor.storage_files import StorageTasks
+    from hypervisor.storages import NodeStorages
     from hypervisor.watch import GuestWatcher
 
-    local = DirStorage("local", os.path.join(data_dir, "storage", "local"))
-    local.ensure_dirs()
-    storages = {"local": local}
+    storages = NodeStorages(node, data_dir)
     bridge = AsyncioBridge()
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
-    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
+    handlers = {**Operations(driver, storages, PeerClient(node)).handlers(),
+                **StorageTasks(storages, node.name).handlers()}
+    reconciler = Reconciler(node, handlers)
     watcher = GuestWatcher(node, driver, reconciler)
     return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from engine import (
     access,  # noqa: F401 - registers the access-control commands
+    storage,  # noqa: F401 - registers the storage definitions and node tasks
     webhooks,  # noqa: F401 - registers the webhook commands
 )
 from engine.codec import Record, decode_records

@@ -35,6 +35,7 @@ class State:
     # access control: kind (user, group, role, pool, acl) -> key -> record
     access: dict[str, dict] = field(default_factory=dict)
     webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
+    storage: dict[str, dict] = field(default_factory=dict)  # storage id -> its definition (engine/storage.py)
     applied: int = 0
 
     def __post_init__(self) -> None:
