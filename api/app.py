@@ -71,13 +71,17 @@ class StreamBody:
 
 class StreamingConnection(TrioASGIHTTPConnection):
     """Requests to endpoints that read their body themselves (`raw_body`: uploads, migrated volumes) get it as a
-    StreamBody; every other request is Quart's as usual."""
+    StreamBody, given before the handler starts; every other request is Quart's as usual."""
 
-    async def handle_messages(self, nursery, request, receive) -> None:  # type: ignore[override]
-        if not self.app.extensions["gpve"].streams(request.method, request.path):
-            return await super().handle_messages(nursery, request, receive)
-        request.body = StreamBody(receive)
-        await trio.sleep_forever()  # the handler reads the body; sending the answer ends the request
+    async def __call__(self, receive, send) -> None:
+        request = self._create_request_from_scope(send)
+        streamed = self.app.extensions["gpve"].streams(request.method, request.path)
+        if streamed:
+            request.body = StreamBody(receive)
+        async with trio.open_nursery() as nursery:
+            if not streamed:
+                nursery.start_soon(self.handle_messages, nursery, request, receive)
+            nursery.start_soon(self.handle_request, nursery, request, send)  # sending the answer ends the request
 
 
 async def drain(body, limit: int) -> None:

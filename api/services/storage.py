@@ -378,8 +378,8 @@ async def upload(ctx: Ctx, node: str, storage: str, body, mimetype: str, boundar
     most UPLOAD_LIMIT bytes), then an `imgcopy` task checks and stores it (`params`: the endpoint's declaration,
     which the fields are checked against). Answers the task's UPID. The fields may come before the file (then
     checked before it is taken in) or after it; whatever fails leaves no file."""
-    if mimetype != "multipart/form-data":
-        raise ApiError(415, f"unsupported Content-Type '{mimetype}' - an upload is multipart/form-data")
+    if mimetype != "multipart/form-data":  # a form or JSON body holds no file
+        raise ParamErrors({"filename": "no file uploaded"})
     dir_storage = active(ctx, node, storage)
     token = secrets.token_hex(16)
     tmp = dir_storage.temp_path(ctx.node.name, token)
