@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from api.bodies import PARAMS_BODY_LIMIT, too_large
@@ -40,10 +41,10 @@ class _Parts:
         while True:
             try:
                 event = self.decoder.next_event()
-            except ValueError as exc:
-                raise ApiError(400, f"malformed multipart body - {exc}") from None
-            except Exception:  # werkzeug's RequestEntityTooLarge: too many parts
+            except RequestEntityTooLarge:
                 raise ApiError(400, f"malformed multipart body - more than {MAX_PARTS} parts") from None
+            except Exception as exc:  # whatever a part's headers make werkzeug raise
+                raise ApiError(400, f"malformed multipart body - {exc}") from None
             if not isinstance(event, NeedData):
                 return event
             if self.ended:

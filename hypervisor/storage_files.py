@@ -306,7 +306,7 @@ class StorageTasks:
                 progress = Progress(run, total, started=time.monotonic(), last=time.monotonic())
                 size = await receive_file(response.aiter_bytes(CHUNK), tmp, progress=progress)
                 progress(size, final=True)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise TaskFailed(f"download failed - {exc or type(exc).__name__}") from None
         except FileRefused as exc:
             raise TaskFailed(str(exc)) from None

@@ -281,6 +281,15 @@ def test_snippets_and_templates_are_uploaded_to_their_directories(node):
     assert (row["volid"], row["format"]) == ("local:snippets/user_data.yaml", "snippet")
     unsupported = refused(px.nodes("n1").storage("local").upload.post, content="import", filename=disc("d.raw"))
     assert (unsupported.status_code, unsupported.content) == (400, "storage 'local' does not support 'import' content")
+    # a retried upload (the same X-Request-ID) answers the first one's task and leaves no second file
+    session, root = node.session(), os.path.join(node.data_dir, "storage", "local")
+    before = files_under(root)
+    upids = [session.post(node.url + "/nodes/n1/storage/local/upload", data={"content": "snippets"},
+                          files={"filename": ("retried.yaml", b"a: 1\n")}, headers={"X-Request-ID": "upload-1"},
+                          timeout=30).json()["data"] for _ in range(2)]
+    assert upids[0] == upids[1]
+    ok(px, upids[0])
+    assert files_under(root) == sorted([*before, "snippets/retried.yaml"])
 
 
 class Files(http.server.SimpleHTTPRequestHandler):

@@ -41,7 +41,7 @@ from hypervisor.storages import activation, local_path
 BOOLEAN_OPTIONS = ("shared", "disable", "create-base-path", "create-subdirs", "mkdir")
 PRUNE_KEYS = ("keep-all", "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly")
 IMAGE_FORMATS = ("qcow2", "raw")  # what gpve's dir storage makes
-URL_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+URL_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
 # ---- definitions -------------------------------------------------------------------------------
@@ -267,8 +267,8 @@ async def allocate(ctx: Ctx, node: str, storage: str, filename: str, size: str, 
         raise ApiError(409, f"disk image '{path}' already exists")
     try:
         await dir_storage.alloc_as(volid, kib * 1024)
-    except StorageError as exc:
-        raise ApiError(500, str(exc)) from None
+    except StorageError as exc:  # what qemu-img refuses (a size beyond its limits)
+        raise ApiError(400, str(exc)) from None
     return volid
 
 
@@ -399,11 +399,16 @@ async def upload(ctx: Ctx, node: str, storage: str, body, mimetype: str, boundar
             raise ParamErrors({"filename": f"'{name}' is not an ISO 9660 or UDF image"})
         intent = {"filename": name, "content": given["content"], "tmpfile": token, "size": received.size,
                   **_checksum(given)}
-        return await _start(ctx, node, "imgcopy", storage, "", intent)
+        upid = await _start(ctx, node, "imgcopy", storage, "", intent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    with ctx.node.read() as s:
+        mine = s.tasks.get(upid, {}).get("intent", {}).get("tmpfile") == token
+    if not mine and os.path.exists(tmp):  # a retried request (the same X-Request-ID): its first upload is stored
+        os.unlink(tmp)
+    return upid
 
 
 async def download(ctx: Ctx, node: str, storage: str, params: dict) -> str:
@@ -429,7 +434,7 @@ async def url_metadata(ctx: Ctx, node: str, url: str, verify: bool = True) -> di
         async with httpx.AsyncClient(verify=verify, follow_redirects=True, trust_env=False,
                                      timeout=URL_TIMEOUT) as client:
             response = await client.head(url, headers={"User-Agent": "Proxmox VE"})
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
         raise ApiError(400, f"invalid server response: '{exc or type(exc).__name__}'") from None
     if response.status_code != 200:
         raise ApiError(400, f"invalid server response: '{response.status_code} {response.reason_phrase}'")
