@@ -16,8 +16,10 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import structlog
+import trio
 from quart import Response, request, send_from_directory
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -41,7 +43,61 @@ JSON_TYPE = "application/json;charset=UTF-8"
 REASON_HEADER = "x-gpve-reason"
 REPLAY_WAIT = 10.0  # s a request is held while a restarted node replays its committed log
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+MAX_BODY = 64 * 1024 * 1024  # bytes of a body read at all (a larger one is cut off); streamed bodies have their own
 log = structlog.get_logger("gpve.api")
+
+
+class StreamBody:
+    """A request body read from the server as the handler takes it: Quart would read it into memory as fast as it
+    arrives; this pulls each piece only when asked, so hypercorn's flow control holds a fast client back and an
+    upload is never held whole. An async iterator of chunks, as Quart's body is. A client that goes away before
+    the end raises ApiError 400."""
+
+    def __init__(self, receive) -> None:
+        self._receive = receive
+        self.done = False
+
+    def __aiter__(self) -> StreamBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.done:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.done = True
+                raise ApiError(400, "client disconnected before the request body ended")
+            self.done = not message.get("more_body", False)
+            if message.get("body"):
+                return message["body"]
+        raise StopAsyncIteration
+
+
+class StreamingConnection(TrioASGIHTTPConnection):
+    """Requests to endpoints that read their body themselves (`raw_body`: uploads, migrated volumes) get it as a
+    StreamBody, given before the handler starts; every other request is Quart's as usual."""
+
+    async def __call__(self, receive, send) -> None:
+        request = self._create_request_from_scope(send)
+        streamed = self.app.extensions["gpve"].streams(request.method, request.path)
+        if streamed:
+            request.body = StreamBody(receive)
+        async with trio.open_nursery() as nursery:
+            if not streamed:
+                nursery.start_soon(self.handle_messages, nursery, request, receive)
+            nursery.start_soon(self.handle_request, nursery, request, send)  # sending the answer ends the request
+
+
+async def drain(body, limit: int) -> None:
+    """Read what is left of a refused request's body (at most `limit` bytes), so that a client still sending
+    hears the refusal instead of a reset connection."""
+    size = 0
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                return
+    except (ApiError, RequestEntityTooLarge):
+        return
 
 
 def json_response(status: int, body: dict, reason: str | None = None, headers: dict | None = None) -> Response:
@@ -109,12 +165,23 @@ class Api:
         self.http = member_client(node, httpx.Timeout(60.0, connect=3.0))  # verified: api/pinning.py
         self.registry = registry
 
+    def streams(self, method: str, path: str) -> bool:
+        """Whether the request goes to an endpoint that reads its body itself (a StreamBody is given then)."""
+        if method not in ("POST", "PUT") or not path.startswith(("/api2/json/", "/v1/")):
+            return False
+        native = path.startswith("/v1/")
+        endpoint, _, _ = self.registry.resolve(method, "/" + path.split("/", 2 if native else 3)[-1].strip("/"),
+                                                native)
+        return endpoint is not None and endpoint.raw_body
+
     async def forward(self, member: dict, path: str, request_id: str) -> Response:
-        """Hand the request to the node it is about; 502 if that node cannot be reached."""
+        """Hand the request to the node it is about (a streamed body as a stream); 502 if that node cannot be
+        reached."""
+        body = request.body if isinstance(request.body, StreamBody) else await _read_body(PARAMS_BODY_LIMIT)
         try:
             status, reason, headers, body = await forward(
                 self.http, member, request.method, path, request.query_string, request.headers,
-                await _read_body(PARAMS_BODY_LIMIT), self.node.name)
+                body, self.node.name)
         except ApiError as exc:
             return error_response(exc)
         except httpx.HTTPError as exc:
@@ -172,7 +239,7 @@ class Api:
             raw = await _raw_params(endpoint, path_params)
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
             self.gate.check_node(endpoint, path_params)
-            params = endpoint.validate(raw)
+            params = endpoint.validate(raw, partial=bool(endpoint.upload))
             self.gate.authorize(endpoint.permission, user, params)
             key = self.gate.request_key(request_id, request.method, endpoint.path, params) if client_id else request_id
             ctx = Ctx(self.node, user, key, request.remote_addr or "", now, self.gate.check_local_password,
@@ -197,8 +264,12 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
-        if response.status_code >= 400:
-            await _discard_body()
+        if response.status_code >= 400:  # what is left of a refused request's body, so the connection stays usable
+            if isinstance(request.body, StreamBody):
+                if not request.body.done:
+                    await drain(request.body, MAX_BODY)
+            else:
+                await _discard_body()
         if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
                 and response.status_code != 401:
             # only refused credentials count against the failed-login budget: not a login that worked, nor one
@@ -246,7 +317,8 @@ def _page_url(start: int, limit: int) -> str:
 def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None,
                limiter: RateLimiter | None = None) -> QuartTrio:
     app = QuartTrio("gpve", root_path=os.path.dirname(os.path.abspath(__file__)))  # not the gpve.v1 stubs' package
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
+    app.asgi_http_class = StreamingConnection
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     runtime = runtime or Runtime()
     runtime.request_metrics = runtime.request_metrics or RequestMetrics(node.name)
     api = Api(node, registry, root_password, runtime, limiter or RateLimiter(None))

@@ -152,8 +152,8 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def _guest_runtime(node, data_dir: str, rrd_interval: float):
-    """QEMU driver, `local` dir storage, network configuration, reconciler, guest watcher and sampler of this
-    node."""
+    """QEMU driver, the node's storages (as the log defines them), network configuration, reconciler, guest
+    watcher and sampler of this node."""
     from types import SimpleNamespace
 
     from api.compat.guests import guest_maxima
@@ -167,12 +167,11 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
     from hypervisor.sampler import Sampler
-    from hypervisor.storage import DirStorage
+    from hypervisor.storage_files import StorageTasks
+    from hypervisor.storages import NodeStorages
     from hypervisor.watch import GuestWatcher
 
-    local = DirStorage("local", os.path.join(data_dir, "storage", "local"))
-    local.ensure_dirs()
-    storages = {"local": local}
+    storages = NodeStorages(node, data_dir)
     bridge = AsyncioBridge()
     ssl_dir = os.path.join(data_dir, "ssl")
     driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages),
@@ -182,7 +181,7 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     consoles = ConsoleSessions()
     network = NodeNetwork(data_dir)
     reconciler = Reconciler(node, {**Operations(driver, storages, peers, consoles=consoles).handlers(),
-                                   **network.handlers()})
+                                   **network.handlers(), **StorageTasks(storages, node.name).handlers()})
     watcher = GuestWatcher(node, driver, reconciler)
     sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
     runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network, consoles=consoles,

@@ -101,7 +101,12 @@ def _operation(ep: Endpoint) -> dict:
         op["responses"] = {"501": {"description": f"Not implemented: gpve has no {ep.absent}",
                                    "content": {"application/json": {"schema": ERROR}}}}
         body = {}
-    if body:
+    if ep.upload:  # a multipart body with the file in field `upload`
+        body[ep.upload] = {"type": "string", "format": "binary", "description": "The file (its name is the file's)."}
+        schema = {"type": "object", "properties": body, "additionalProperties": False,
+                  "required": sorted(set(required) | {ep.upload})}
+        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    elif body:
         schema = {"type": "object", "properties": body, "additionalProperties": False}
         if required:
             schema["required"] = required

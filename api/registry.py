@@ -27,6 +27,7 @@ def load_endpoints() -> Registry:
         qemu_power,
         qemu_snapshots,
         storage,
+        storage_config,
     )
     from api.native import (
         batch,  # noqa: F401

@@ -38,6 +38,10 @@ LIST_FORMATS = {
     "pve-tokenid-list": (FORMATS["pve-userid"] + r"![A-Za-z][A-Za-z0-9.\-_]+",
                          "value '{}' does not look like a valid token ID"),
     "pve-configid-list": (FORMATS["pve-configid"], "invalid configuration ID '{}'"),
+    # pve-storage `verify_content` (the types a `dir` storage holds: engine/storage.py DIR_CONTENT)
+    "pve-storage-content-list": (r"images|rootdir|vztmpl|iso|backup|snippets|none|import",
+                                 "invalid content type '{}'"),
+    "pve-node-list": (FORMATS["pve-node"], "value '{}' does not look like a valid node name"),
 }
 
 
@@ -248,6 +252,8 @@ ROOT_ONLY = Permission(check="root")
 
 
 Handler = Callable[..., Awaitable[Any]]
+# Path parameters that may hold slashes, as the rest of the path (volume ids: Proxmox's `fragmentDelimiter ''`)
+GREEDY = ("volume",)
 
 
 @dataclass
@@ -269,10 +275,13 @@ class Endpoint:
     absent: str = ""  # a Proxmox feature gpve does not have, which this endpoint answers for (api/compat/absent.py)
     unsupported: bool = False  # answered 501 naming `absent`, whatever the parameters (a write to such a feature)
     text: str = ""  # another content type the answer may have (`format=prometheus`), besides JSON
+    upload: str = ""  # a multipart upload: its file's field (the handler reads the body; implies raw_body)
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
-        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", self.path)
+        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(1) in GREEDY else '[^/]+'})",
+                         self.path)
+        self.raw_body = self.raw_body or bool(self.upload)
         self.regex = re.compile(pattern + "/?")
         self.rate_class = self.rate_class or ("read" if self.method == "GET" else "write")
         if self.paged and not any(p.name == "limit" for p in self.params):
@@ -284,26 +293,32 @@ class Endpoint:
     def writes(self) -> bool:
         return self.method != "GET"
 
-    def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Coerce and check every parameter; raise ParamErrors with one message per bad parameter."""
-        values: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        for key, value in raw.items():
-            param = next((p for p in self.params if p.matches(key)), None)
-            if param is None:
-                errors[key] = "property is not defined in schema and the schema does not allow additional properties"
-                continue
-            try:
-                values[key] = param.coerce(value, key)
-            except ValueError as exc:
-                errors[key] = str(exc)
-        for param in self.params:
-            if param.max_index is None and param.name not in raw:
-                if not param.optional:
-                    errors[param.name] = "property is missing and it is not optional"
-        if errors:
-            raise ParamErrors(errors)
-        return values
+    def validate(self, raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+        """Coerce and check every parameter; raise ParamErrors with one message per bad parameter. `partial`: body
+        parameters may be missing (an upload's, read by its handler, which checks them with `check_params`)."""
+        return check_params(self.params, raw, partial)
+
+
+def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """`raw` checked against the declared `params` (see Endpoint.validate)."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, value in raw.items():
+        param = next((p for p in params if p.matches(key)), None)
+        if param is None:
+            errors[key] = "property is not defined in schema and the schema does not allow additional properties"
+            continue
+        try:
+            values[key] = param.coerce(value, key)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    for param in params:
+        if param.max_index is None and param.name not in raw and not param.optional \
+                and not (partial and param.location == "body"):
+            errors[param.name] = "property is missing and it is not optional"
+    if errors:
+        raise ParamErrors(errors)
+    return values
 
 
 class ParamErrors(Exception):
@@ -321,12 +336,12 @@ class Registry:
                  native: bool = False, rate_class: str = "", paged: bool = False,
                  default_limit: int | None = None, raw_body: bool = False,
                  bare: bool = False, absent: str = "", unsupported: bool = False,
-                 text: str = "") -> Callable[[Handler], Handler]:
+                 text: str = "", upload: str = "") -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
                                            description or (handler.__doc__ or ""), native, rate_class, paged,
-                                           default_limit, raw_body, bare, absent, unsupported, text))
+                                           default_limit, raw_body, bare, absent, unsupported, text, upload))
             return handler
         return register
 

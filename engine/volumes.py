@@ -9,6 +9,7 @@ lies in that type's directory of the storage (the directory plugin's `parse_voln
     vztmpl    vztmpl/NAME.tar[.gz|.xz|.zst|.bz2]   -> template/cache/NAME
     backup    backup/NAME.vma|tar|tgz[.gz|…]       -> dump/NAME (vzdump-qemu-VMID-… names an owner)
     snippets  snippets/NAME                        -> snippets/NAME
+    import    import/NAME.ova|ovf|qcow2|raw|vmdk   -> import/NAME (disk images and appliances to import)
 
 Stricter than Proxmox where Proxmox's regexes let a name reach outside its directory: no `.` or `..`
 component, no empty component, one file name per content directory; no blank, control character or
@@ -24,13 +25,14 @@ from dataclasses import dataclass
 
 STORAGE_ID = r"[a-z][a-z0-9\-_.]*[a-z0-9]"
 CONTENT_DIRS = {"images": "images", "iso": "template/iso", "vztmpl": "template/cache", "snippets": "snippets",
-                "backup": "dump"}
+                "backup": "dump", "import": "import"}
 IMAGE_FILE = re.compile(r"(vm|base)-(\d+)-disk-(\d+)\.(qcow2|raw|vmdk)")
 FILES = {  # content type -> file names it holds (Proxmox's ISO_EXT_RE_0, VZTMPL_EXT_RE_1, BACKUP_EXT_RE_2)
     "iso": re.compile(r"[^/]+\.(?:iso|img)", re.I),
     "vztmpl": re.compile(r"[^/]+\.(?:tar|tar\.(?:gz|xz|zst|bz2))", re.I),
     "backup": re.compile(r"[^/]+\.(?:tgz|(?:tar|vma)(?:\.(?:gz|lzo|zst|bz2))?)"),
     "snippets": re.compile(r"[^/]+"),
+    "import": re.compile(r"[a-zA-Z0-9\-.+=_]+\.(ova|ovf|qcow2|raw|vmdk)"),  # SAFE_CHAR_CLASS_RE, IMPORT_EXT_RE_1
 }
 UNSAFE = re.compile(r"[\x00-\x20\x7f%]")  # control characters, blanks, percent-encoding
 DISK_KEY = re.compile(r"(ide|sata|scsi|virtio|efidisk|tpmstate)\d+")
@@ -56,8 +58,8 @@ class Volume:
 
     @property
     def format(self) -> str:
-        m = IMAGE_FILE.fullmatch(self.filename)
-        return m.group(4) if m else "raw"
+        m = IMAGE_FILE.fullmatch(self.filename) if self.vtype != "import" else FILES["import"].fullmatch(self.filename)
+        return m.group(m.lastindex) if m else "raw"
 
 
 def split_volume_id(volid: str) -> tuple[str, str]:

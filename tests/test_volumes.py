@@ -21,6 +21,7 @@ GOOD = {
     "local:backup/vzdump-qemu-100-2024_01_01-00_00_00.vma.zst":
         Volume("local", "backup", "dump", "vzdump-qemu-100-2024_01_01-00_00_00.vma.zst", 100),
     "local:snippets/user-data.yaml": Volume("local", "snippets", "snippets", "user-data.yaml"),
+    "local:import/appliance.ova": Volume("local", "import", "import", "appliance.ova"),
 }
 BAD = {
     "/etc/shadow": "unable to parse volume ID '/etc/shadow'",
@@ -50,7 +51,8 @@ BAD = {
     "local:100/vm-100-disk-0.qcow2/101/vm-101-disk-0.qcow2":  # a linked clone's base must be a base image
         "unable to parse directory volume name '100/vm-100-disk-0.qcow2/101/vm-101-disk-0.qcow2'",
     "local:100/shadow": "unable to parse directory volume name '100/shadow'",
-    "local:import/x.ova": "unable to parse directory volume name 'import/x.ova'",
+    "local:import/x.iso": "unable to parse directory volume name 'import/x.iso'",
+    "local:import/a b.qcow2": "unable to parse directory volume name 'import/a b.qcow2'",
     "local:1": "unable to parse directory volume name '1'",
 }
 
