@@ -23,7 +23,7 @@ FALSE_WORDS = {"0", "false", "no", "off"}
 FORMATS = {
     "pve-node": r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?",
     "pve-storage-id": r"[a-z][a-z0-9\-_.]*[a-z0-9]",
-    "pve-configid": r"[a-z][a-z0-9_]+",
+    "pve-configid": r"[a-z][a-z0-9_\-]+",  # pve-common's CONFIGID_RE (`prune-backups`, `tag-style`)
     "dns-name": r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*([A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)",
     "pve-userid": r"[^\s:/]+@[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-realm": r"[A-Za-z][A-Za-z0-9\.\-_]+",
@@ -330,6 +330,14 @@ class ParamErrors(Exception):
 class Registry:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
+
+    def children(self, path: str) -> list[str]:
+        """The names one level below `path` that a GET serves (a Proxmox directory index: `subdir`s), taken from
+        the declarations, so an index never names what does not exist."""
+        prefix = path.rstrip("/") + "/"
+        return sorted({ep.path[len(prefix):] for ep in self.endpoints
+                       if not ep.native and ep.method == "GET" and ep.path.startswith(prefix)
+                       and "/" not in ep.path[len(prefix):] and not ep.path[len(prefix):].startswith("{")})
 
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
                  permission: Permission | None = None, returns: dict | None = None, description: str = "",

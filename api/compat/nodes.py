@@ -19,6 +19,18 @@ FINGERPRINT = {"ssl_fingerprint": STR}
 NODES_ROW = one_of(obj({**NODE_KEYS, **NODE_FIGURES, **FINGERPRINT}), obj({**NODE_KEYS, **FINGERPRINT}))
 
 
+@API.endpoint("GET", "/nodes/{node}", params=[NODE], returns=array(obj({"name": STR})))
+async def node_index(ctx: Ctx, p: dict) -> list:
+    """Directory index of a node (`{"name": …}` rows, as Proxmox's `/nodes/{node}`)."""
+    return [{"name": name} for name in API.children("/nodes/{node}")]
+
+
+@API.endpoint("GET", "/cluster", returns=array(obj({"name": STR})))
+async def cluster_index(ctx: Ctx, p: dict) -> list:
+    """Directory index of the cluster (`{"name": …}` rows, as Proxmox's `/cluster`)."""
+    return [{"name": name} for name in API.children("/cluster")]
+
+
 @API.endpoint("GET", "/nodes", returns=array(NODES_ROW), paged=True)
 async def list_nodes(ctx: Ctx, p: dict) -> list:
     """Cluster nodes with their status, figures and `ssl_fingerprint` (SHA-256 of the node's API certificate, as

@@ -21,8 +21,7 @@ TIMEOUT = Param("timeout", "integer", minimum=0)
 async def vm_index(ctx: Ctx, p: dict) -> list:
     """Directory index."""
     guests.guest_or_404(ctx, p["node"], p["vmid"])
-    return [{"subdir": d} for d in ("config", "pending", "status", "snapshot", "clone", "migrate", "resize",
-                                    "template", "vncproxy", "termproxy", "rrd", "rrddata")]
+    return [{"subdir": d} for d in API.children("/nodes/{node}/qemu/{vmid}")]
 
 
 @API.endpoint("GET", "/nodes/{node}/qemu/{vmid}/status", params=[NODE, VMID_PATH],
