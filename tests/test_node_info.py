@@ -61,7 +61,7 @@ def declared(doc: dict, method: str, path: str) -> dict:
 def test_every_node_path_answers_an_unknown_node_with_proxmox_wording(node, root, doc):
     families = [(path, method) for path, ops in doc["paths"].items() if path.startswith("/api2/json/nodes/{node}")
                 for method in ops]
-    assert len({p.split("/")[5] for p, _ in families}) >= 4  # qemu, storage, tasks, status, ...
+    assert len({p.split("/")[5] for p, _ in families if p.count("/") > 4}) >= 4  # qemu, storage, tasks, ...
     for path, method in families:
         url = "https://127.0.0.1:{}{}".format(node.api_port, re.sub(
             r"\{(\w+)\}", lambda m: "nope" if m.group(1) == "node" else PATH_VALUES.get(m.group(1), "x1"), path))
