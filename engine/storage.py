@@ -181,7 +181,7 @@ def check_unused(s: State, volid: str) -> None:
 
 
 # ---- decide ------------------------------------------------------------------------------------
-def _check_options(sid: str, options: dict, create: bool) -> None:
+def check_options(sid: str, options: dict, create: bool) -> None:
     unknown = sorted(k for k in options if k not in DIR_OPTIONS)
     if unknown:
         raise bad_request("Parameter verification failed", {unknown[0]: f"unexpected property '{unknown[0]}'"})
@@ -214,7 +214,7 @@ def _(c: SetStorage, s: State) -> Decision:
         raise conflict(f"create storage failed: storage ID '{c.storage}' already defined")
     if not c.create and c.storage not in defs:
         raise not_found(f"storage '{c.storage}' does not exist")
-    _check_options(c.storage, c.options, c.create)
+    check_options(c.storage, c.options, c.create)
     for key in c.delete:
         if key not in DIR_OPTIONS:
             raise bad_request(f"update storage failed: no such option '{key}'")

@@ -57,6 +57,12 @@ def task_log(px, upid: str) -> list[str]:
     return [line["t"] for line in px.nodes("n1").tasks(upid).log.get(limit=1000)]
 
 
+def test_a_refused_storage_definition_writes_nothing(node, tmp_path):
+    px = node.api()
+    err = refused(px.storage.post, storage="rz1", type="dir", path=str(tmp_path / "rz1"), content="none,iso")
+    assert err.status_code == 400 and not os.path.exists(tmp_path / "rz1")
+
+
 def test_local_is_defined_from_the_start_and_definitions_follow_proxmox(node, tmp_path):
     px = node.api()
     [local] = px.storage.get()
@@ -321,6 +327,11 @@ def test_download_url_fetches_with_progress_and_verifies_the_checksum(node, web)
         "invalid server response: '404 File not found'"
     download = px.nodes("n1").storage("local")("download-url").post
     digest = hashlib.sha256(data).hexdigest()
+    secret = base.replace("http://", "http://alice:S3cretPassw0rd@")
+    err = refused(download, url=f"{secret}/remote.iso", filename="creds.iso", content="iso")
+    assert err.status_code == 400 and "credentials" in err.errors["url"]  # never into the log, the task log
+    err = refused(px.nodes("n1").storage("local").content("local:iso/not-there.iso").delete)
+    assert err.status_code == 404  # at once, not a task that fails
     upid = download(url=f"{base}/remote.iso", filename="fetched.iso", content="iso", checksum=digest,
                     **{"checksum-algorithm": "sha256"})
     assert ":download:fetched.iso:root@pam:" in upid

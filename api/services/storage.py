@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -118,6 +119,7 @@ async def create(ctx: Ctx, storage: str, options: dict) -> dict:
     with ctx.node.read() as s:
         if storage in st.definitions(s):
             raise ApiError(409, f"create storage failed: storage ID '{storage}' already defined")
+    st.check_options(storage, options, True)  # the log's checks first: a refused create makes no directory
     if storage != st.LOCAL and st.enabled_on(options, ctx.node.name) and options.get("path"):
         kinds = st.contents({"content": options.get("content", st.DIR_DEFAULT_CONTENT)})
         try:
@@ -332,6 +334,10 @@ async def delete_volume(ctx: Ctx, node: str, storage: str | None, name: str, del
         if not ctx.can(privilege, path):
             raise forbidden(privilege, path)
     _here(ctx, node)
+    try:
+        active(ctx, node, storage).volume_attributes(volid)  # a volume that is not there: 404 now, not a failed task
+    except StorageError as exc:
+        raise ApiError(404, str(exc)) from None
     owner = volume_.owner
     upid = await _start(ctx, node, "imgdel", storage, f"{owner}@{storage}" if owner else storage, {"volume": volid},
                         vmid=owner)
@@ -414,6 +420,10 @@ async def upload(ctx: Ctx, node: str, storage: str, body, mimetype: str, boundar
 async def download(ctx: Ctx, node: str, storage: str, params: dict) -> str:
     """`POST .../{storage}/download-url`: a `download` task (http and https URLs only) whose task id is the file's
     name. Answers its UPID."""
+    parts = urlsplit(params["url"])
+    if parts.username or parts.password:  # the URL goes into the log and the task log: no secret may
+        raise ParamErrors({"url": "credentials in the URL are not allowed (they would be recorded in the cluster's "
+                                  "log and the task log)"})
     dir_storage = active(ctx, node, storage)
     name = _file_target(ctx, dir_storage, storage, params, DOWNLOAD_CONTENT)
     if params.get("compression") and params["content"] != "iso":
