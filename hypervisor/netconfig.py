@@ -294,8 +294,10 @@ def check(ifaces: dict[str, dict]) -> None:
 
 
 def _check_vlan(ifaces: dict[str, dict], name: str, d: dict) -> None:
-    m = re.fullmatch(r"(\S+)\.(\d+)", name)
-    if m:
+    m = re.fullmatch(r"(\S+)\.(\d+)", name) or re.fullmatch(r"(vlan)(\d+)", name)
+    if m and d.get("vlan-id") not in (None, "") and _int(d.get("vlan-id")) != int(m.group(2)):
+        raise ConfigError(f"vlan '{name}' - vlan-id {d['vlan-id']} does not match the id {m.group(2)} in its name")
+    if m and m.group(1) != "vlan":
         parent, vid = m.group(1), int(m.group(2))
     else:
         if not d.get("vlan-raw-device"):

@@ -107,6 +107,8 @@ def test_a_new_bridge_is_written_as_proxmox_writes_it():
     ({"eno9.5": {"type": "vlan"}}, "vlan 'eno9.5' - unable to find parent 'eno9'"),
     ({"vlan7": {"type": "vlan"}}, "missing vlan-raw-device option"),
     ({"office": {"type": "vlan", "vlan-raw-device": "eno1"}}, "missing vlan-id option"),
+    ({"vlan70": {"type": "vlan", "vlan-raw-device": "eno1", "vlan-id": "71"}},
+     "vlan 'vlan70' - vlan-id 71 does not match the id 70 in its name"),
     ({"vmbr1.30": {"type": "vlan", "mtu": "9000"}}, "interface 'vmbr1' - mtu 1500 is lower than 'vmbr1.30' - mtu 9000"),
     ({"eno1": {"type": "eth", "method": "static", "address": "10.1.1.1"}},
      "iface eno1 - ip address can't be set on interface if bridged in vmbr0"),
