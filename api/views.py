@@ -35,6 +35,7 @@ class Grants:
         own = {p.split("/")[2] for p in s.access.get("acl", {}) if p.startswith("/vms/")}
         self._special = pooled | {int(v) for v in own if v.isdigit()}  # guests whose privileges are their own
         self._vms: frozenset[str] | None = None
+        self.memo: dict = {}  # what a listing derives for this user at this applied index (api/compat/qemu.py)
 
     def on(self, path: str) -> frozenset[str]:
         privs = self._paths.get(path)

@@ -34,9 +34,12 @@ async def list_vms(ctx: Ctx, p: dict) -> list:
     """Guests on a node; only those the caller may audit."""
     with ctx.node.read() as s:
         grants = views(ctx.node).grants(s, ctx.user)
-        guests = [(row, g["conf"] if row["status"] == "running" else None)
-                  for g, row in views(ctx.node).guest_rows(s, guest_summary)
-                  if g["node"] == p["node"] and "VM.Audit" in grants.on_vm(row["vmid"])]
+        guests = grants.memo.get(("qemu", p["node"]))
+        if guests is None:  # the caller's rows at this applied index: once
+            guests = grants.memo[("qemu", p["node"])] = [
+                (row, g["conf"] if row["status"] == "running" else None)
+                for g, row in views(ctx.node).guest_rows(s, guest_summary)
+                if g["node"] == p["node"] and "VM.Audit" in grants.on_vm(row["vmid"])]
         running = [(row, dict(conf), sampled(ctx.rt.sampler, {**row, "node": p["node"]}))
                    for row, conf in guests if conf is not None]
     live_rows = {}
