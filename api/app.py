@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
+import orjson
 import structlog
 import trio
 from quart import Response, request, send_from_directory
@@ -100,8 +101,17 @@ async def drain(body, limit: int) -> None:
         return
 
 
+def dump_json(body: Any) -> bytes:
+    """Compact JSON in UTF-8, by orjson (a listing of 10,000 guests in milliseconds); what orjson refuses (an
+    integer beyond 64 bits) by the standard library, as before."""
+    try:
+        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def json_response(status: int, body: dict, reason: str | None = None, headers: dict | None = None) -> Response:
-    resp = Response(json.dumps(body, separators=(",", ":")), status=status, content_type=JSON_TYPE)
+    resp = Response(dump_json(body), status=status, content_type=JSON_TYPE)
     for key, value in (headers or {}).items():
         resp.headers[key] = value
     if reason:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.views import Grants, views
 from engine.node import Node
 
 
@@ -39,10 +40,13 @@ class Ctx:
     rt: Runtime = field(default_factory=Runtime)
 
     def can(self, privilege: str, path: str) -> bool:
-        from engine.roles import privileges_on
-
         with self.node.read() as s:
-            return privilege in privileges_on(s, self.user, path)
+            return privilege in views(self.node).grants(s, self.user).on(path)
+
+    def grants(self) -> Grants:
+        """The caller's privileges at the current state (api/views.py), for checking many paths at once."""
+        with self.node.read() as s:
+            return views(self.node).grants(s, self.user)
 
     def derived(self, step: str) -> Ctx:
         """The same caller for one step of a compound request: its own request id, derived from this one's, so a

@@ -77,11 +77,11 @@ def _prefixes(path: str) -> list[str]:
     return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _roles_on(state, subject: str, groups: list[str], path: str, own_type: str) -> set[str]:
+def _roles_on(state, subject: str, groups: list[str], path: str, own_type: str, below: bool = False) -> set[str]:
     acl = state.access.get("acl", {})
     roles: set[str] = set()
     for prefix in _prefixes(path):
-        final = prefix == path
+        final = prefix == path and not below
         entries = [e for e in acl.get(prefix, []) if e["propagate"] or final]
         mine = {e["roleid"] for e in entries if e["type"] == own_type and e["ugid"] == subject}
         if mine:
@@ -93,7 +93,7 @@ def _roles_on(state, subject: str, groups: list[str], path: str, own_type: str) 
     return set() if "NoAccess" in roles else roles
 
 
-def _privileges_at(state, user: str, path: str) -> frozenset[str]:
+def _privileges_at(state, user: str, path: str, below: bool = False) -> frozenset[str]:
     name, _, tokenid = user.partition("!")
     if name == "root@pam" and not tokenid:
         return frozenset(ALL_PRIVILEGES)
@@ -103,7 +103,7 @@ def _privileges_at(state, user: str, path: str) -> frozenset[str]:
         user_privs = frozenset(ALL_PRIVILEGES)
     else:
         user_privs = frozenset().union(*[role_privileges(state, r) for r in _roles_on(state, name, groups, path,
-                                                                                     "user")])
+                                                                                     "user", below)])
     if not tokenid:
         return user_privs
     token = (record or {}).get("tokens", {}).get(tokenid)
@@ -111,7 +111,7 @@ def _privileges_at(state, user: str, path: str) -> frozenset[str]:
         return frozenset()
     if not token.get("privsep", 1):
         return user_privs
-    own = frozenset().union(*[role_privileges(state, r) for r in _roles_on(state, user, [], path, "token")])
+    own = frozenset().union(*[role_privileges(state, r) for r in _roles_on(state, user, [], path, "token", below)])
     return own & user_privs
 
 
@@ -128,6 +128,13 @@ def privileges_on(state, user: str, path: str) -> frozenset[str]:
             if path[len("/storage/"):] in pool.get("storage", []):
                 privs |= _privileges_at(state, user, f"/pool/{poolid}")
     return privs
+
+
+def privileges_below(state, user: str, path: str) -> frozenset[str]:
+    """What `user` holds on any path directly under `path` (`/vms` → `/vms/100`) that has no ACL entries of its
+    own and is in no pool: `privileges_on` of such a path, computed once for all of them (only entries with
+    `propagate` count, at `path` too)."""
+    return _privileges_at(state, user, path, below=True)
 
 
 def capabilities(state, user: str) -> dict[str, dict[str, int]]:

@@ -25,6 +25,7 @@ from hypervisor.rrd import GUEST_SOURCES, NODE_SOURCES, RrdStore
 log = structlog.get_logger("gpve.sampler")
 INTERVAL = 10.0
 STEPS_PER_SAMPLE = 6  # the RRD base step is this many sample intervals (60 s for 10 s)
+YIELD_EVERY = 100  # guests sampled between two checkpoints (10,000 stopped guests took 0.3 s without one)
 GUEST_FIGURES = ("cpu", "mem", "netin", "netout", "diskread", "diskwrite", "uptime")
 
 
@@ -61,8 +62,10 @@ class Sampler:
         self.sample_host(now)
         with self.node.read() as s:
             mine = {vmid: dict(g["conf"]) for vmid, g in s.guests.items() if g["node"] == self.node.name}
-        for vmid, conf in sorted(mine.items()):
+        for i, (vmid, conf) in enumerate(sorted(mine.items())):
             await self.sample_guest(vmid, conf, now)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:  # a stopped guest's sample never waits: let requests through
+                await trio.sleep(0)
         self.store.keep({f"node/{self.node.name}"} | {f"qemu/{vmid}" for vmid in mine})
         for vmid in set(self.guests) - set(mine):
             del self.guests[vmid]

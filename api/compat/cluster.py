@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary, sampled
+from api.compat.guests import guest_summary
 from api.compat.hostinfo import cgroup_mode, host_figures
 from api.context import Ctx
 from api.native.figures import remote_figures
 from api.registry import API
 from api.returns import BOOL, INT, NUM, STR, array, const, obj, one_of
 from api.schema import Param, ParamErrors
+from api.views import views
 from engine.errors import Rejection
 from hypervisor.sampler import GUEST_FIGURES as SAMPLED
 
@@ -148,36 +149,49 @@ def _declared(figures: dict, keys: dict) -> dict:
     return {k: v for k, v in figures.items() if k in keys}
 
 
+def resource_row(guest: dict) -> dict:
+    """A guest's `/cluster/resources` row without live figures or pool (kept per guest by api/views.py)."""
+    summary = guest_summary(guest)
+    summary["maxcpu"] = summary.pop("cpus")
+    return {"id": f"qemu/{summary['vmid']}", "type": "qemu", "node": guest["node"], "template": 0, "memhost": 0,
+            **summary}
+
+
 def _guests(ctx: Ctx, remote: dict[str, dict]) -> list[dict]:
     """Every guest's row, whether the caller may see it or not: live figures from this node's sampler, or from
-    `remote` (the other members' `/v1/figures`) for a guest running on another online member."""
+    `remote` (the other members' `/v1/figures`) for a guest running on another online member. Rows are shared
+    with api/views.py's cache where nothing is added: do not change them."""
     with ctx.node.read() as s:
         pool_of = {v: pid for pid, pool in s.access.get("pool", {}).items() for v in pool["vms"]}
-        guests = [(g["node"], {**guest_summary(g), **sampled(ctx.rt.sampler, g)}) for _, g in sorted(s.guests.items())]
-    online = {name: ctx.node.node_online(name) for name in {n for n, _ in guests}}
+        cached = [row for _, row in views(ctx.node).guest_rows(s, resource_row)]
+    online = {name: ctx.node.node_online(name) for name in {row["node"] for row in cached}}
+    sampler, here = ctx.rt.sampler, ctx.node.name
     rows = []
-    for node_name, summary in guests:
-        summary["maxcpu"] = summary.pop("cpus")
-        row = {"id": f"qemu/{summary['vmid']}", "type": "qemu", "node": node_name, "template": 0, "memhost": 0,
-               **summary}
+    for row in cached:
+        node_name = row["node"]
         if not online[node_name]:
-            row["status"] = "unknown"  # as Proxmox shows guests of a node it cannot reach
-        elif node_name != ctx.node.name and row["status"] == "running":
-            live = remote.get(node_name, {}).get("guests", {}).get(str(row["vmid"]), {})
-            row.update(_declared(live, GUEST_LIVE))
-        if summary["vmid"] in pool_of:
-            row["pool"] = pool_of[summary["vmid"]]
+            row = {**row, "status": "unknown"}  # as Proxmox shows guests of a node it cannot reach
+        elif row["status"] == "running":
+            if node_name == here:
+                live = sampler.guest(row["vmid"]) if sampler is not None else {}
+            else:
+                live = _declared(remote.get(node_name, {}).get("guests", {}).get(str(row["vmid"]), {}), GUEST_LIVE)
+            if live:
+                row = {**row, **live}
+        if row["vmid"] in pool_of:
+            row = {**row, "pool": pool_of[row["vmid"]]}
         rows.append(row)
     return rows
 
 
 def guest_resources(ctx: Ctx, guests: list[dict]) -> list[dict]:
     """The guests the caller may audit; `pool` only where it may audit the pool too."""
+    grants = ctx.grants()
     rows = []
     for row in guests:
-        if not ctx.can("VM.Audit", f"/vms/{row['vmid']}"):
+        if "VM.Audit" not in grants.on_vm(row["vmid"]):
             continue
-        if "pool" in row and not ctx.can("Pool.Audit", f"/pool/{row['pool']}"):
+        if "pool" in row and "Pool.Audit" not in grants.on(f"/pool/{row['pool']}"):
             row = {k: v for k, v in row.items() if k != "pool"}
         rows.append(row)
     return rows
@@ -188,12 +202,16 @@ def pool_resources(ctx: Ctx, guests: list[dict]) -> list[dict]:
     before it filters guests); `cpu` is weighted by each guest's CPUs."""
     with ctx.node.read() as s:
         pools = sorted(s.access.get("pool", {}))
+    running_in: dict[str, list[dict]] = {}
+    for g in guests:
+        if "pool" in g and g["status"] == "running":
+            running_in.setdefault(g["pool"], []).append(g)
     rows = []
     for pid in pools:
         if not ctx.can("Pool.Audit", f"/pool/{pid}"):
             continue
         row: dict = {"id": f"/pool/{pid}", "type": "pool", "pool": pid}
-        running = [g for g in guests if g.get("pool") == pid and g["status"] == "running"]
+        running = running_in.get(pid)
         if running:
             maxcpu = sum(g["maxcpu"] for g in running)
             row.update(uptime=max(g["uptime"] for g in running), mem=sum(g["mem"] for g in running),

@@ -8,6 +8,7 @@ from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
 from api.services import guest_access, guests
+from api.views import views
 from engine.state import guest_digest
 
 
@@ -32,17 +33,23 @@ async def create_vm(ctx: Ctx, p: dict) -> str:
 async def list_vms(ctx: Ctx, p: dict) -> list:
     """Guests on a node; only those the caller may audit."""
     with ctx.node.read() as s:
-        guests = [(guest_summary(g), dict(g["conf"]), sampled(ctx.rt.sampler, g))
-                  for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
-    rows = []
-    for row, conf, live in guests:
-        if not ctx.can("VM.Audit", f"/vms/{row['vmid']}"):
-            continue
-        if ctx.rt.driver is not None and p["node"] == ctx.node.name and row["status"] == "running":
+        grants = views(ctx.node).grants(s, ctx.user)
+        guests = grants.memo.get(("qemu", p["node"]))
+        if guests is None:  # the caller's rows at this applied index: once
+            guests = grants.memo[("qemu", p["node"])] = [
+                (row, g["conf"] if row["status"] == "running" else None)
+                for g, row in views(ctx.node).guest_rows(s, guest_summary)
+                if g["node"] == p["node"] and "VM.Audit" in grants.on_vm(row["vmid"])]
+        running = [(row, dict(conf), sampled(ctx.rt.sampler, {**row, "node": p["node"]}))
+                   for row, conf in guests if conf is not None]
+    live_rows = {}
+    for row, conf, live in running:  # copies: the cached rows are shared
+        row = dict(row)
+        if ctx.rt.driver is not None and p["node"] == ctx.node.name:
             row.update(ctx.rt.driver.process_status(row["vmid"], conf))
         row.update(live)
-        rows.append(row)
-    return rows
+        live_rows[row["vmid"]] = row
+    return [live_rows.get(row["vmid"], row) for row, _ in guests]
 
 
 @API.endpoint(
