@@ -53,7 +53,7 @@ def test_disks_on_every_bus_with_boot_order_cache_and_cdrom():
             "boot": "order=ide2;scsi0;net0", "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0"}
     a = argv(conf)
     drives, devices = pairs(a, "-drive"), pairs(a, "-device")
-    assert "virtio-scsi-pci,id=scsihw0" in devices and "ahci,id=ahci0" in devices
+    assert "virtio-scsi-pci,id=scsihw0,addr=0x5" in devices and "ahci,id=ahci0,addr=0x7" in devices
     scsi = next(d for d in drives if "drive-scsi0" in d)
     assert "file=/images/vm-100-disk-0.qcow2" in scsi and "format=qcow2" in scsi and "cache=writeback" in scsi
     assert any(d.startswith("scsi-hd,bus=scsihw0.0") and "bootindex=101" in d for d in devices)
