@@ -181,7 +181,7 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
     both = sorted(set(c.revert) & (set(c.set) | set(c.delete)))
     if both:
         raise bad_request("Parameter verification failed",
-                          {"revert": f"you can't use '-{both[0]}' and '-revert {both[0]}' at the same time"})
+                          {"delete": f"you can't use '-{both[0]}' and '-revert {both[0]}' at the same time"})
     conf, pend = pending.stage(c.vmid, guest["conf"], pending.of(guest), c.set, c.delete, c.revert)
     chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*c.set, *c.delete, *c.revert])
     keys = [k for k in chosen.now if not pend.deletes.get(k)]  # a forced delete destroys a volume: a task's work

@@ -17,7 +17,6 @@ import trio
 
 from engine.volumes import is_cdrom, volume_of
 from hypervisor.qemu import GuestError, QemuDriver
-from hypervisor.storage import StorageError
 from hypervisor.qemu_argv import (
     StartError,
     boot_order,
@@ -27,6 +26,7 @@ from hypervisor.qemu_argv import (
     net_options,
     scsi_controller,
 )
+from hypervisor.storage import StorageError
 
 UNPLUG_SECONDS = 5.0  # qemu-server's qemu_devicedelverify: the guest acknowledges a PCI unplug (ACPI) meanwhile
 

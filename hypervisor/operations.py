@@ -251,7 +251,9 @@ class Operations:
         return await self._qmp_action(task, "cont", "resuming")
 
     def _all_volumes(self, vmid: int, guest: dict) -> list[str]:
-        volumes = owned_volumes(vmid, guest["conf"])
+        """The guest's own volumes: in its config, its pending changes (a disk allocated for its next start) and
+        its snapshots (qemu-server's foreach_volid)."""
+        volumes = owned_volumes(vmid, guest["conf"]) + owned_volumes(vmid, pending.of(guest).values)
         for snap in guest.get("snapshots", {}).values():
             volumes += owned_volumes(vmid, snap)
         return sorted(set(volumes))

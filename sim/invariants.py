@@ -297,11 +297,13 @@ class Checker:
             self.violation(f"client requests never answered: {sorted(world.pending)[:5]}")
 
     def _check_disks(self, state: State) -> None:
-        """A guest's disks are images on its node's storage, holding every snapshot its config lists for them (the
-        production handlers made them, through the simulated qemu-img and QEMU)."""
+        """A guest's disks, those of its config and those pending for its next start, are images on its node's
+        storage, holding every snapshot its config lists for them (the production handlers made them, through the
+        simulated qemu-img and QEMU)."""
         for vmid, guest in sorted(state.guests.items()):
             storages = self.world.nodes[guest["node"]].storages
-            for key, value in sorted(guest["conf"].items()):
+            drives = sorted(guest["conf"].items()) + sorted(pending.of(guest).values.items())
+            for key, value in drives:
                 if key.startswith("unused") or not is_disk_key(key) or not owned_volumes(vmid, {key: value}):
                     continue
                 volid = volume_of(value)

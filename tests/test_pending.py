@@ -65,7 +65,7 @@ def test_setting_the_current_value_again_or_reverting_drops_the_pending_change()
     update(m, "u3", revert=["memory"])
     assert "pending" not in m.state.guests[100] and m.state.guests[100]["conf"] == {"cores": 1, "memory": 512}
     both = update(m, "u4", cores=3, revert=["cores"])
-    assert both["error"]["status"] == 400 and "revert" in both["error"]["errors"]
+    assert both["error"]["status"] == 400 and "-revert cores" in both["error"]["errors"]["delete"]
 
 
 def test_deleting_a_key_that_is_only_pending_drops_it():
@@ -159,3 +159,15 @@ def test_every_nic_without_a_mac_gets_one_under_proxmox_oui():
     assert nics.with_mac(kept, lambda: (_ for _ in ()).throw(AssertionError("no entropy needed"))) == kept
     assert nics.with_mac(kept, entropy, renew=True) == "virtio=BC:24:11:A1:B2:C3,bridge=vmbr0"
     assert nics.with_mac("bogus,bridge=vmbr0", entropy) == "bogus,bridge=vmbr0"
+
+
+def test_a_change_left_pending_is_a_public_config_event():
+    from engine import events as ev
+    from engine.public_events import describe
+
+    m = guest_machine(True, cores=1, memory=512)
+    update(m, "u1", cores=3)
+    [(kind, data)] = describe(ev.GuestPendingChanged(vmid=100, pending={"cores": 2}, pending_delete={"memory": True}),
+                              m.state)
+    assert kind == "vm.config.changed" and data["changes"] == {}
+    assert data["pending"] == {"cores": {"old": 3, "new": 2}, "memory": {"delete": 2}}
