@@ -150,5 +150,10 @@ def test_every_path_that_adds_a_nic_gives_it_a_mac(node, guest_dir):
     guest.config.put(net3=given)
     assert guest.config.get()["net3"] == given
     with pytest.raises(ResourceException) as err:
+        guest.config.put(hotplug="network,bogus")
+    assert err.value.status_code == 400 and "invalid hotplug feature 'bogus'" in str(err.value.errors)
+    guest.config.put(cipassword="s3cret")  # `/pending` never shows the password, as Proxmox's
+    assert pending_rows(px, vmid)["cipassword"]["value"] == "**********"
+    with pytest.raises(ResourceException) as err:
         guest.config.get(current=1, snapshot="s1")
     assert err.value.status_code == 400 and "cannot use 'snapshot' parameter with 'current'" in str(err.value.errors)

@@ -20,6 +20,7 @@ from engine import commands as cmd
 from engine import nics, pending, tasks
 from engine.decide import conf_path
 from engine.errors import Rejection, not_found
+from engine.public_events import MASK, SECRET_CONFIG_KEYS
 from engine.state import guest_digest
 from engine.volumes import alloc_requests, owned_volumes
 
@@ -185,7 +186,11 @@ def pending_view(ctx: Ctx, node: str, vmid: int) -> list[dict]:
     """`GET /nodes/{node}/qemu/{vmid}/pending`: every key with its current `value`, its `pending` value and a
     pending `delete` (1, or 2 when forced), `digest` included (GuestHelpers config_with_pending_array)."""
     guest = guest_or_404(ctx, node, vmid)
-    return pending.rows({**guest["conf"], "digest": guest_digest(guest)}, pending.of(guest))
+    rows = pending.rows({**guest["conf"], "digest": guest_digest(guest)}, pending.of(guest))
+    for row in rows:  # as Proxmox's vm_pending, the password never shows
+        if row["key"] in SECRET_CONFIG_KEYS:
+            row.update({k: MASK for k in ("value", "pending") if k in row})
+    return rows
 
 
 async def resize(ctx: Ctx, node: str, vmid: int, disk: str, size: str, *, digest: str | None = None,
