@@ -74,6 +74,16 @@ class GuestConfigChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GuestPendingChanged(Event):
+    """A guest's pending changes, whole (engine/pending.py): values set, and keys to delete (key -> forced)."""
+
+    TYPE = "guest.pending_changed"
+    vmid: int
+    pending: dict = field(default_factory=dict)
+    pending_delete: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GuestMoved(Event):
     TYPE = "guest.moved"
     vmid: int

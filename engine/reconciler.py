@@ -16,7 +16,7 @@ import structlog
 import trio
 
 from engine import commands as cmd
-from engine import tasks
+from engine import pending, tasks
 from engine.bridge import NoQuorum
 from engine.private import write_private
 
@@ -32,6 +32,9 @@ class Outcome:
     power: dict = field(default_factory=dict)
     configs: dict = field(default_factory=dict)
     snapshots: dict = field(default_factory=dict)
+    # vmid (the task's guest) -> its pending changes after the task (engine/pending.py Pending); recorded as what
+    # changed from the copy the task was given, so that a change staged while it ran survives
+    pending: dict = field(default_factory=dict)
     created: list = field(default_factory=list)
     deleted: list = field(default_factory=list)
     moved: dict = field(default_factory=dict)
@@ -184,9 +187,11 @@ class Reconciler:
             exitstatus = "OK"
         log.info("task finished", task_type=task["type"], exitstatus=exitstatus)
         configs, patches = _as_patches(outcome.configs, run)
+        pend = {vmid: pending.diff(pending.of(run.guest), after) for vmid, after in outcome.pending.items()
+                if run.guest is not None and vmid == run.vmid}
         finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=self.node.wall(), user=task["user"], upid=upid,
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=configs,
-                                patches=patches, snapshots=outcome.snapshots, created=outcome.created,
+                                patches=patches, pending=pend, snapshots=outcome.snapshots, created=outcome.created,
                                 deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
         if outcome.then is not None and error is None:
@@ -231,6 +236,10 @@ def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:
 def _copy_guest(guest: dict | None) -> dict | None:
     if guest is None:
         return None
-    return {"vmid": guest["vmid"], "node": guest["node"], "conf": dict(guest["conf"]),
+    copy = {"vmid": guest["vmid"], "node": guest["node"], "conf": dict(guest["conf"]),
             "status": guest.get("status", "stopped"),
             "snapshots": {k: dict(v) for k, v in guest.get("snapshots", {}).items()}}
+    for name in ("pending", "pending_delete"):
+        if guest.get(name):
+            copy[name] = dict(guest[name])
+    return copy

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 
 from engine import events as ev
+from engine import pending
 
 TASK_HISTORY_PER_NODE = 1000
 CLUSTER_LOG_SIZE = 500
@@ -82,20 +83,24 @@ def _render_section(conf: dict) -> list[str]:
     return lines
 
 
-def render_guest_config(conf: dict, snapshots: dict | None = None) -> str:
-    """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf`, snapshots as sections."""
+def render_guest_config(conf: dict, snapshots: dict | None = None, pending: dict | None = None) -> str:
+    """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf` (write_vm_config): the config,
+    its pending changes as a `[PENDING]` section (engine/pending.py `section`), then the snapshots as sections."""
     lines = _render_section(conf)
+    if pending:
+        lines += ["", "[PENDING]"] + _render_section(pending)
     for name in sorted(snapshots or {}):
         lines += ["", f"[{name}]"] + _render_section(snapshots[name])
     return "\n".join(lines) + "\n"
 
 
-def config_digest(conf: dict, snapshots: dict | None = None) -> str:
-    return hashlib.sha1(render_guest_config(conf, snapshots).encode()).hexdigest()
+def config_digest(conf: dict, snapshots: dict | None = None, pending: dict | None = None) -> str:
+    return hashlib.sha1(render_guest_config(conf, snapshots, pending).encode()).hexdigest()
 
 
 def guest_digest(guest: dict) -> str:
-    return config_digest(guest["conf"], guest.get("snapshots"))
+    """The SHA-1 of the guest's whole config file, pending section included (what `digest` guards)."""
+    return config_digest(guest["conf"], guest.get("snapshots"), pending.section(pending.of(guest)))
 
 
 # ---- apply ---------------------------------------------------------------------------------
@@ -156,6 +161,19 @@ def _(e: ev.GuestCreated, s: State) -> State:
 @apply.register
 def _(e: ev.GuestConfigChanged, s: State) -> State:
     s.guests[e.vmid]["conf"] = dict(e.config)
+    return s
+
+
+@apply.register
+def _(e: ev.GuestPendingChanged, s: State) -> State:
+    """A guest's pending changes (engine/pending.py): the fields go when nothing is pending."""
+    guest = s.guests.get(e.vmid)
+    if guest is not None:
+        for name, value in (("pending", e.pending), ("pending_delete", e.pending_delete)):
+            if value:
+                guest[name] = dict(value)
+            else:
+                guest.pop(name, None)
     return s
 
 

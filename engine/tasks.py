@@ -131,7 +131,7 @@ _KINDS = [
     # whose config named disks (or snapshots) that were gone (found by the simulator)
     TaskKind("qmdestroy", "destroyed", {"purge": _B, "destroy-unreferenced-disks": _B}, precheck=_destroy,
              to_the_end=True),
-    TaskKind("qmconfig", None, {"set": dict, "delete": list}),
+    TaskKind("qmconfig", None, {"set": dict, "delete": list, "revert": list}),
     TaskKind("resize", None, {"disk": str, "size": str}),
     TaskKind("qmsnapshot", "snapshot", {"snapname": str, "description": str, "vmstate": _B}, precheck=_new_snapshot),
     TaskKind("qmrollback", "rollback", {"snapname": str, "start": _B}, precheck=_existing_snapshot),

@@ -189,11 +189,8 @@ class QemuDriver:
         except (StartError, Exception) as exc:
             raise GuestError(str(exc)) from None
         for key, value in conf.items():
-            if key.startswith("net") and key[3:].isdigit() and "bridge" in propstr.parse(str(value)):
-                path = os.path.join(self.run_dir, f"tap{vmid}i{key[3:]}.up")
-                with open(path, "w") as f:
-                    f.write(tap_script(str(value)))
-                os.chmod(path, 0o755)
+            if key.startswith("net") and key[3:].isdigit():
+                self.write_tap_script(vmid, key, str(value))
         for stale in (self.paths(vmid).qmp, self.paths(vmid).pidfile):
             if os.path.exists(stale):
                 os.unlink(stale)
@@ -204,6 +201,14 @@ class QemuDriver:
             raise GuestError("start failed: QEMU did not leave a running process")
         await self.attach(vmid)
         return pid
+
+    def write_tap_script(self, vmid: int, key: str, value: str) -> None:
+        """The ifup script QEMU runs for bridged NIC `key` (at start, or when it is hot-plugged)."""
+        if "bridge" in propstr.parse(value):
+            path = os.path.join(self.run_dir, f"tap{vmid}i{key[3:]}.up")
+            with open(path, "w") as f:
+                f.write(tap_script(value))
+            os.chmod(path, 0o755)
 
     async def _launch(self, argv: list[str]) -> None:
         """Run QEMU until it has daemonized (GuestError if it exits with an error instead)."""

@@ -53,6 +53,10 @@ def disk_keys(conf: dict) -> list[str]:
     return sorted(keys, key=lambda k: (DISK_BUSES.index(re.match(r"[a-z]+", k).group()), int(re.sub(r"\D", "", k))))
 
 
+def net_keys(conf: dict) -> list[str]:
+    return sorted((k for k in conf if re.fullmatch(r"net\d+", k)), key=lambda k: int(k[3:]))
+
+
 def boot_order(conf: dict) -> list[str]:
     boot = str(conf.get("boot", ""))
     props = propstr.parse(boot, default_key="legacy")
@@ -86,11 +90,22 @@ def memory_mib(conf: dict) -> int:
     return int(propstr.parse(value, default_key="current").get("current", "512"))
 
 
-def _drive(key: str, value: str, resolve: VolumeResolver, bootindex: dict[str, int]) -> tuple[list[str], str]:
+# Fixed PCI slots on the root bus for the devices gpve hot-plugs (a subset of qemu-server's PCI address map): a
+# device plugged into a running guest gets the slot a cold start gives it, so its migration target (started from
+# the config) lays its devices out as the source does. Others take the first free slot, as QEMU chooses.
+PCI_SLOTS = {"scsihw0": 5, "ahci0": 7, "qga0": 8, **{f"virtio{i}": 10 + i for i in range(6)},
+             **{f"net{i}": 18 + i for i in range(6)}}
+
+
+def _addr(device_id: str) -> str:
+    slot = PCI_SLOTS.get(device_id)
+    return "" if slot is None else f",addr={slot:#x}"
+
+
+def drive_option(key: str, value: str, resolve: VolumeResolver) -> str:
+    """The `-drive` value of disk `key` (also what HMP `drive_add` takes to hot-plug it)."""
     props = propstr.parse(value, default_key="file")
     volume = volume_of(value)  # the same file every check looked at (engine/volumes.py)
-    bus = re.match(r"[a-z]+", key).group()  # type: ignore[union-attr]
-    index = int(key[len(bus):])
     cdrom = props.get("media") == "cdrom"
     drive = [f"if=none,id=drive-{key}"]
     if cdrom and volume in ("none", "cdrom", ""):
@@ -106,22 +121,40 @@ def _drive(key: str, value: str, resolve: VolumeResolver, bootindex: dict[str, i
         if cache not in CACHE_MODES:
             raise StartError(f"{key}: unknown cache mode '{cache}'")
         drive.append(f"cache={cache}")
-    args = ["-drive", ",".join(drive)]
+    return ",".join(drive)
+
+
+def drive_device(key: str, value: str, bootindex: dict[str, int], scsihw: str | None = None) -> str:
+    """The `-device` value of disk `key` (also what `device_add` takes); SCSI disks address their controller
+    (`scsihw`) as qemu-server's print_drivedevice_full does: LSI and PVSCSI by SCSI id, the others by LUN."""
+    bus = re.match(r"[a-z]+", key).group()  # type: ignore[union-attr]
+    index = int(key[len(bus):])
+    cdrom = propstr.parse(value, default_key="file").get("media") == "cdrom"
     boot = f",bootindex={bootindex[key]}" if key in bootindex else ""
     ide_kind = "ide-cd" if cdrom else "ide-hd"
     if bus == "virtio":
-        device = f"virtio-blk-pci,drive=drive-{key},id={key}{boot}"
-    elif bus == "scsi":
+        return f"virtio-blk-pci,drive=drive-{key},id={key}{_addr(key)}{boot}"
+    if bus == "scsi":
         kind = "scsi-cd" if cdrom else "scsi-hd"
-        device = f"{kind},bus=scsihw0.0,channel=0,scsi-id=0,lun={index},drive=drive-{key},id={key}{boot}"
-    elif bus == "sata":
-        device = f"{ide_kind},bus=ahci0.{index},drive=drive-{key},id={key}{boot}"
-    else:
-        device = f"{ide_kind},bus=ide.{index // 2},unit={index % 2},drive=drive-{key},id={key}{boot}"
-    return args + ["-device", device], bus
+        if str(scsihw or "lsi").startswith("lsi") or scsihw == "pvscsi":
+            return f"{kind},bus=scsihw0.0,scsi-id={index},drive=drive-{key},id={key}{boot}"
+        return f"{kind},bus=scsihw0.0,channel=0,scsi-id=0,lun={index},drive=drive-{key},id={key}{boot}"
+    if bus == "sata":
+        return f"{ide_kind},bus=ahci0.{index},drive=drive-{key},id={key}{boot}"
+    return f"{ide_kind},bus=ide.{index // 2},unit={index % 2},drive=drive-{key},id={key}{boot}"
 
 
-def _net(key: str, value: str, host: HostFacts, vmid: int, bootindex: dict[str, int], run_dir: str) -> list[str]:
+def scsi_controller(conf: dict) -> str:
+    """The `-device` value of the SCSI controller `scsihw0` (qemu-server's `scsihw`, default `lsi`)."""
+    controller = SCSI_CONTROLLERS.get(str(conf.get("scsihw", "lsi")))
+    if controller is None:
+        raise StartError(f"scsihw: unknown controller '{conf.get('scsihw')}'")
+    return f"{controller},id=scsihw0{_addr('scsihw0')}"
+
+
+def net_options(key: str, value: str, host: HostFacts, vmid: int, bootindex: dict[str, int],
+                run_dir: str) -> tuple[str, str]:
+    """The `-netdev` and `-device` values of NIC `key` (also what `netdev_add` and `device_add` take)."""
     props = propstr.parse(value)
     model = next((m for m in props if m in NET_DEVICES), props.get("model"))
     if model not in NET_DEVICES:
@@ -139,9 +172,14 @@ def _net(key: str, value: str, host: HostFacts, vmid: int, bootindex: dict[str, 
     device = f"{NET_DEVICES[model]},netdev={key},id={key}"
     if mac:
         device += f",mac={mac}"
+    device += _addr(key)
     if key in bootindex:
         device += f",bootindex={bootindex[key]}"
-    return ["-netdev", netdev, "-device", device]
+    return netdev, device
+
+
+def boot_indexes(conf: dict) -> dict[str, int]:
+    return {dev: 100 + i for i, dev in enumerate(boot_order(conf))}
 
 
 def agent_settings(conf: dict) -> dict[str, str]:
@@ -171,7 +209,7 @@ def _agent(vmid: int, conf: dict, run_dir: str) -> list[str]:
     argv = ["-chardev", f"socket,path={agent_socket(run_dir, vmid)},server=on,wait=off,id=qga0"]
     if agent["type"] == "isa":
         return argv + ["-device", "isa-serial,chardev=qga0"]
-    return argv + ["-device", "virtio-serial,id=qga0", "-device",
+    return argv + ["-device", f"virtio-serial,id=qga0{_addr('qga0')}", "-device",
                    "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
 
 
@@ -241,22 +279,19 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
             raise StartError(f"{key}: invalid value '{value}'")
         argv += ["-chardev", backend, "-device", f"isa-serial,chardev={key}"]
     argv += _agent(vmid, conf, paths.run_dir)  # after the serial ports: an isa agent port comes after them
-    order = boot_order(conf)
-    bootindex = {dev: 100 + i for i, dev in enumerate(order)}
+    bootindex = boot_indexes(conf)
     disks = disk_keys(conf)
     buses = {re.match(r"[a-z]+", k).group() for k in disks}  # type: ignore[union-attr]
     if "scsi" in buses:
-        controller = SCSI_CONTROLLERS.get(str(conf.get("scsihw", "lsi")))
-        if controller is None:
-            raise StartError(f"scsihw: unknown controller '{conf.get('scsihw')}'")
-        argv += ["-device", f"{controller},id=scsihw0"]
+        argv += ["-device", scsi_controller(conf)]
     if "sata" in buses:
-        argv += ["-device", "ahci,id=ahci0"]
+        argv += ["-device", f"ahci,id=ahci0{_addr('ahci0')}"]
     for key in disks:
-        device_args, _ = _drive(key, str(conf[key]), resolve, bootindex)
-        argv += device_args
-    for key in sorted((k for k in conf if re.fullmatch(r"net\d+", k)), key=lambda k: int(k[3:])):
-        argv += _net(key, str(conf[key]), host, vmid, bootindex, paths.run_dir)
+        argv += ["-drive", drive_option(key, str(conf[key]), resolve),
+                 "-device", drive_device(key, str(conf[key]), bootindex, conf.get("scsihw"))]
+    for key in net_keys(conf):
+        netdev, device = net_options(key, str(conf[key]), host, vmid, bootindex, paths.run_dir)
+        argv += ["-netdev", netdev, "-device", device]
     if loadvm:
         argv += ["-loadvm", loadvm]
     if incoming:  # the target of a live migration waits for the guest's state here

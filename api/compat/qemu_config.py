@@ -17,28 +17,44 @@ from api.services.tasks import wait_task
 DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
               + [f"sata{i}" for i in range(6)] + ["efidisk0", "tpmstate0"])
 CHANGE_PARAMS = [Param("delete", description="A list of settings you want to delete."), Param("digest", max_length=64),
-                 Param("revert"), SKIPLOCK, Param("force", "boolean")]
+                 Param("revert", description="Revert a pending change."), SKIPLOCK, Param("force", "boolean")]
 
 
-def _changes(p: dict) -> tuple[dict, list[str]]:
-    """The keys set and deleted by a config request (`delete` is a list, or a string Proxmox splits)."""
-    unsupported = {k: f"'{k}' is not supported yet" for k in ("revert", "force") if p.get(k)}  # pending, unlink
-    if unsupported:
-        raise ParamErrors(unsupported)
+def _keys(value) -> list[str]:
+    """A list of config keys: repeated, or one string Proxmox splits (`pve-configid-list`)."""
+    text = ",".join(value) if isinstance(value, list) else (value or "")
+    return [k for k in re.split(r"[,;\s]+", text) if k]
+
+
+def _changes(p: dict) -> tuple[dict, list[str], list[str]]:
+    """The keys set, deleted and reverted by a config request."""
+    if p.get("force"):  # unlink
+        raise ParamErrors({"force": "'force' is not supported yet"})
     values = {k: v for k, v in p.items() if k not in ("node", "vmid", "delete", "digest", "revert", "skiplock",
                                                        "force", "background_delay")}
-    delete = p.get("delete") or ""
-    delete = [k for k in re.split(r"[,;\s]+", ",".join(delete) if isinstance(delete, list) else delete) if k]
-    return guests.config_changes(values, delete,
-                                 lambda k: any(param.matches(k) for param in CONFIG_PARAMS))
+    def is_key(key: str) -> bool:
+        return any(param.matches(key) for param in CONFIG_PARAMS)
+
+    revert = _keys(p.get("revert"))
+    unknown = [k for k in revert if not is_key(k)]
+    if unknown:
+        raise ParamErrors({"revert": f"unknown option '{unknown[0]}'"})
+    clash = [k for k in revert if k in values]
+    if clash:
+        raise ParamErrors({"delete": f"you can't use '-{clash[0]}' and '-revert {clash[0]}' at the same time"})
+    changes, delete = guests.config_changes(values, _keys(p.get("delete")), is_key)
+    clash = [k for k in revert if k in delete]
+    if clash:
+        raise ParamErrors({"revert": f"you can't use '-delete {clash[0]}' and '-revert {clash[0]}' at the same time"})
+    return changes, delete, revert
 
 
 @API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config", params=[NODE, VMID_PATH, *CONFIG_PARAMS, *CHANGE_PARAMS],
               permission=guest_access.CONFIG_PERMISSION, returns={"type": "null"})
 async def update_config_sync(ctx: Ctx, p: dict) -> None:
     """Set or delete config options (synchronously)."""
-    changes, delete = _changes(p)
-    await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
+    changes, delete, revert = _changes(p)
+    await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, revert=revert, digest=p.get("digest"),
                                skiplock=bool(p.get("skiplock")))
 
 
@@ -50,9 +66,9 @@ async def update_config_sync(ctx: Ctx, p: dict) -> None:
 async def update_config_async(ctx: Ctx, p: dict) -> str | None:
     """Set or delete config options in a task; returns its UPID, or null when the task ended within
     `background_delay` seconds (as Proxmox)."""
-    changes, delete = _changes(p)
-    upid = await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
-                                      skiplock=bool(p.get("skiplock")), background=True)
+    changes, delete, revert = _changes(p)
+    upid = await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, revert=revert,
+                                      digest=p.get("digest"), skiplock=bool(p.get("skiplock")), background=True)
     if p.get("background_delay"):
         with trio.move_on_after(p["background_delay"]):
             await wait_task(ctx, upid)

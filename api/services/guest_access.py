@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from api.errors import ApiError, forbidden
 from api.schema import ParamErrors, Permission
+from engine.pending import HOTPLUG_FEATURES
 from engine.roles import privileges_on
 from engine.volumes import (
     Drive,
@@ -199,6 +200,10 @@ def _check_value(key: str, value: str) -> None:
             raise VolumeError("either 'host' or 'mapping' must be set.")
     elif re.fullmatch(r"virtiofs\d+", key) and not _props(value, "dirid").get("dirid"):
         raise VolumeError("property 'dirid' is missing")
+    elif key == "hotplug" and value not in ("0", "1"):  # qemu-server's parse_hotplug_features
+        wrong = [f for f in re.split(r"[,;\s]+", value.strip()) if f not in HOTPLUG_FEATURES]
+        if wrong:
+            raise VolumeError(f"invalid format - invalid hotplug feature '{wrong[0]}'")
 
 
 def check_values(values: dict) -> None:

@@ -17,20 +17,19 @@ from api.schema import ParamErrors
 from api.services import guest_access
 from api.services.tasks import start_task, wait_task
 from engine import commands as cmd
-from engine import tasks
+from engine import nics, pending, tasks
 from engine.decide import conf_path
-from engine.errors import not_found
+from engine.errors import Rejection, not_found
+from engine.public_events import MASK, SECRET_CONFIG_KEYS
+from engine.state import guest_digest
 from engine.volumes import alloc_requests, owned_volumes
 
-NET_MODELS = ("e1000", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "e1000e", "i82551", "i82557b",
-              "i82559er", "ne2k_isa", "ne2k_pci", "pcnet", "rtl8139", "virtio", "vmxnet3")
-PROXMOX_OUI = "BC:24:11"
 READONLY_KEYS = {"parent", "snaptime", "vmstate"}
 
 
 def guest_or_404(ctx: Ctx, node: str, vmid: int) -> dict:
-    """A copy of the guest record (`vmid`, `node`, `conf`, `status`, `snapshots`); 404 with Proxmox's wording
-    when it is not on `node`."""
+    """A copy of the guest record (`vmid`, `node`, `conf`, `status`, `snapshots`, and `pending`, `pending_delete`
+    when changes are pending: engine/pending.py); 404 with Proxmox's wording when it is not on `node`."""
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is None or guest["node"] != node:
@@ -47,17 +46,12 @@ def snapshot_or_404(ctx: Ctx, node: str, vmid: int, snapname: str) -> tuple[dict
 
 
 # ---- create ------------------------------------------------------------------------------------
-def _with_mac(ctx: Ctx, value: str) -> str:
-    """`virtio,bridge=vmbr0` -> `virtio=BC:24:11:xx:xx:xx,bridge=vmbr0`, as Proxmox assigns MACs."""
-    first, _, rest = value.partition(",")
-    model = first.split("=", 1)[0]
-    if model == "model":
-        model = first.split("=", 1)[1]
-    elif "=" in first or model not in NET_MODELS:
-        return value
-    entropy = _entropy(ctx)
-    mac = PROXMOX_OUI + "".join(f":{entropy[i:i + 2].upper()}" for i in (0, 2, 4))
-    return f"{model}={mac}" + ("," + rest if rest else "")
+def with_macs(ctx: Ctx, values: dict) -> dict:
+    """`values` with a `BC:24:11:…` MAC for every NIC given without one (engine/nics.py), as Proxmox assigns them on
+    every path that adds a NIC: create, and config changes (pending ones included). The entropy comes from the
+    node's id source: random in production, seeded under the simulator."""
+    return {k: nics.with_mac(str(v), lambda: _entropy(ctx)) if nics.NET_KEY.fullmatch(k) else v
+            for k, v in values.items()}
 
 
 def _entropy(ctx: Ctx) -> str:
@@ -73,11 +67,9 @@ def _uuid(ctx: Ctx) -> str:
 def new_guest_config(ctx: Ctx, values: dict) -> dict:
     """The config of a new guest: the given keys, MACs for NICs given without one, and the ids Proxmox
     generates on create (`smbios1` uuid, `vmgenid`)."""
-    conf = dict(values)
+    conf = with_macs(ctx, values)
     if isinstance(conf.get("memory"), str) and conf["memory"].isdigit():
         conf["memory"] = int(conf["memory"])
-    for key in [k for k in conf if re.fullmatch(r"net\d+", k)]:
-        conf[key] = _with_mac(ctx, conf[key])
     conf.setdefault("smbios1", f"uuid={_uuid(ctx)}")
     conf.setdefault("vmgenid", _uuid(ctx))
     return conf
@@ -121,32 +113,84 @@ def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is not None and guest["node"] == node:
-            guest_access.check_update(guest_access.held_in(s, ctx.user), ctx.user, vmid, changes, delete,
-                                      dict(guest["conf"]))
+            # a key deleted or reverted is judged by its value, current or pending (Proxmox's update_vm_api)
+            known = {**pending.of(guest).values, **guest["conf"]}
+            guest_access.check_update(guest_access.held_in(s, ctx.user), ctx.user, vmid, changes, delete, known)
             return
     guest_or_404(ctx, node, vmid)
 
 
-def _needs_task(changes: dict, delete: list[str]) -> bool:
-    return bool(alloc_requests(changes)) or any(re.fullmatch(r"(ide|sata|scsi|virtio)\d+", k) for k in delete)
+def _needs_task(ctx: Ctx, vmid: int, changes: dict, delete: list[str], revert: list[str]) -> bool:
+    """Whether a change needs the guest's node: volumes to allocate or destroy, or QEMU to drive (a hotplug).
+    Everything else is one command, decided in the log (engine/decide.py)."""
+    if alloc_requests(changes):
+        return True
+    with ctx.node.read() as s:
+        guest = s.guests.get(vmid)
+        if guest is None:
+            return False
+        conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert)
+        chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*changes, *delete, *revert])
+    return bool(chosen.plug) or any(pend.deletes.get(k) for k in chosen.now)
 
 
 async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], *,
-                        digest: str | None = None, skiplock: bool = False, background: bool = False) -> str | None:
+                        revert: list[str] | None = None, digest: str | None = None, skiplock: bool = False,
+                        background: bool = False) -> str | None:
     """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`.
-    Changes that allocate or detach volumes run as a `qmconfig` task; the rest is one command."""
-    _authorized(ctx, node, vmid, changes, delete)
-    intent = {"set": changes, "delete": delete}
+    Changes are written into the guest's pending changes and applied as far as Proxmox would (engine/pending.py):
+    at once on a guest that does not run; on a running one what needs no restart, NICs and disks hot-plugged as
+    its `hotplug` option allows; the rest at its next start. `revert` drops pending changes. NICs without a MAC get
+    one. Changes that allocate volumes or drive QEMU run as a `qmconfig` task; a failed hotplug answers 400
+    `{KEY: "hotplug problem - …"}` (the change stays pending)."""
+    revert = list(revert or [])
+    changes = with_macs(ctx, changes)
+    _authorized(ctx, node, vmid, changes, [*delete, *revert])
+    intent = {"set": changes, "delete": delete, **({"revert": revert} if revert else {})}
     if background:
         return await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
-    if _needs_task(changes, delete):
-        await wait_task(ctx, await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest,
-                                              skiplock=skiplock))
+    if _needs_task(ctx, vmid, changes, delete, revert):
+        upid = await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
+        try:
+            await wait_task(ctx, upid)
+        except Rejection as exc:
+            m = re.fullmatch(r"([a-z]+\d*): (hotplug problem - .*)", exc.message, re.S)
+            if m:
+                raise ParamErrors({m.group(1): m.group(2)}) from None
+            raise
         return None
     await ctx.node.submit(cmd.UpdateGuestConfig(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node,
-                                                vmid=vmid, set=changes, delete=delete, digest=digest,
+                                                vmid=vmid, set=changes, delete=delete, revert=revert, digest=digest,
                                                 skiplock=skiplock))
     return None
+
+
+def config_view(ctx: Ctx, node: str, vmid: int, *, current: bool = False, snapshot: str | None = None) -> dict:
+    """`GET /nodes/{node}/qemu/{vmid}/config`: the config with its pending changes applied (`current`: as it
+    runs; `snapshot`: that snapshot's), with the `digest` of the whole config file (pending section included) that
+    every digest-guarded write checks. Proxmox: vm_config, AbstractConfig load_current_config."""
+    if snapshot and current:
+        msg = "cannot use 'snapshot' parameter with 'current'"
+        raise ParamErrors({"snapshot": msg, "current": msg})
+    guest = guest_or_404(ctx, node, vmid)
+    if snapshot:
+        conf = guest.get("snapshots", {}).get(snapshot)
+        if conf is None:
+            raise ParamErrors({"snapshot": f"snapshot '{snapshot}' does not exist"})
+    else:
+        conf = guest["conf"] if current else pending.applied(guest["conf"], pending.of(guest))
+    return {**conf, "digest": guest_digest(guest)}
+
+
+def pending_view(ctx: Ctx, node: str, vmid: int) -> list[dict]:
+    """`GET /nodes/{node}/qemu/{vmid}/pending`: every key with its current `value`, its `pending` value and a
+    pending `delete` (1, or 2 when forced), `digest` included (GuestHelpers config_with_pending_array)."""
+    guest = guest_or_404(ctx, node, vmid)
+    rows = pending.rows({**guest["conf"], "digest": guest_digest(guest)}, pending.of(guest))
+    for row in rows:  # as Proxmox's vm_pending, the password never shows
+        if row["key"] in SECRET_CONFIG_KEYS:
+            row.update({k: MASK for k in ("value", "pending") if k in row})
+    return rows
 
 
 async def resize(ctx: Ctx, node: str, vmid: int, disk: str, size: str, *, digest: str | None = None,
