@@ -6,8 +6,11 @@ from api.compat.guests import guest_summary
 from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY, CREATE_ONLY_PARAMS
 from api.context import Ctx
 from api.registry import API
+from api.returns import NUM, STR, array, obj
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
 from api.services import guest_access, guests
+
+CONF_VALUE = {"anyOf": [STR, NUM]}  # a config value: text, or a number (memory, booleans as 0/1)
 
 
 @API.endpoint(
@@ -56,10 +59,8 @@ async def get_vm_config(ctx: Ctx, p: dict) -> dict:
 @API.endpoint(
     "GET", "/nodes/{node}/qemu/{vmid}/pending", params=[NODE, VMID_PATH],
     permission=Permission("VM.Audit", "/vms/{vmid}"),
-    returns={"type": "array", "items": {"type": "object", "properties": {
-        "key": {"type": "string"}, "value": {"type": "string", "optional": 1},
-        "pending": {"type": "string", "optional": 1},
-        "delete": {"type": "integer", "minimum": 0, "maximum": 2, "optional": 1}}}},
+    returns=array(obj({"key": STR}, {"value": CONF_VALUE, "pending": CONF_VALUE, "delete": {"type": "integer",
+                                                                                         "enum": [1, 2]}})),
 )
 async def get_vm_pending(ctx: Ctx, p: dict) -> list:
     """The guest's configuration with both current and pending values: `{key, value, pending, delete}` per key
