@@ -16,21 +16,32 @@ from api.services.tasks import wait_task
 
 DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
               + [f"sata{i}" for i in range(6)] + ["efidisk0", "tpmstate0"])
+FORCE_DESCRIPTION = ("Force physical removal. Without this, we simple remove the disk from the config file and "
+                     "create an additional configuration entry called 'unused[n]', which contains the volume ID. "
+                     "Unlink of unused[n] always cause physical removal.")
 CHANGE_PARAMS = [Param("delete", description="A list of settings you want to delete."), Param("digest", max_length=64),
-                 Param("revert"), SKIPLOCK, Param("force", "boolean")]
+                 Param("revert"), SKIPLOCK, Param("force", "boolean", description=FORCE_DESCRIPTION)]
+
+
+def _split_list(value) -> list[str]:
+    """A list parameter: a list, or a string Proxmox's `split_list` splits at commas, semicolons and blanks."""
+    value = value or ""
+    return [k for k in re.split(r"[,;\s]+", ",".join(value) if isinstance(value, list) else value) if k]
+
+
+def _is_key(key: str) -> bool:
+    return any(param.matches(key) for param in CONFIG_PARAMS)
 
 
 def _changes(p: dict) -> tuple[dict, list[str]]:
     """The keys set and deleted by a config request (`delete` is a list, or a string Proxmox splits)."""
-    unsupported = {k: f"'{k}' is not supported yet" for k in ("revert", "force") if p.get(k)}  # pending, unlink
-    if unsupported:
-        raise ParamErrors(unsupported)
+    if p.get("revert"):  # pending changes
+        raise ParamErrors({"revert": "'revert' is not supported yet"})
+    if p.get("force") and p.get("delete") is None:
+        raise ParamErrors({"delete": "missing property required by 'force'"})  # the schema's `requires`
     values = {k: v for k, v in p.items() if k not in ("node", "vmid", "delete", "digest", "revert", "skiplock",
                                                        "force", "background_delay")}
-    delete = p.get("delete") or ""
-    delete = [k for k in re.split(r"[,;\s]+", ",".join(delete) if isinstance(delete, list) else delete) if k]
-    return guests.config_changes(values, delete,
-                                 lambda k: any(param.matches(k) for param in CONFIG_PARAMS))
+    return guests.config_changes(values, _split_list(p.get("delete")), _is_key)
 
 
 @API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config", params=[NODE, VMID_PATH, *CONFIG_PARAMS, *CHANGE_PARAMS],
@@ -39,7 +50,20 @@ async def update_config_sync(ctx: Ctx, p: dict) -> None:
     """Set or delete config options (synchronously)."""
     changes, delete = _changes(p)
     await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
-                               skiplock=bool(p.get("skiplock")))
+                               skiplock=bool(p.get("skiplock")), force=bool(p.get("force")))
+
+
+@API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/unlink",
+              params=[NODE, VMID_PATH, Param("idlist", optional=False, format="pve-configid-list",
+                                             description="A list of disk IDs you want to delete."),
+                      Param("force", "boolean", description=FORCE_DESCRIPTION)],
+              permission=Permission("VM.Config.Disk", "/vms/{vmid}", description=guest_access.describe()),
+              returns={"type": "null"})
+async def unlink(ctx: Ctx, p: dict) -> None:
+    """Unlink/delete disk images: each key in `idlist` leaves the config; its volume is kept as `unusedN`, or
+    destroyed with `force` (an `unusedN`'s always is). Proxmox: the same as `PUT config` with `delete`."""
+    _, delete = guests.config_changes({}, _split_list(p["idlist"]), _is_key)
+    await guests.update_config(ctx, p["node"], p["vmid"], {}, delete, force=bool(p.get("force")))
 
 
 @API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/config",
@@ -52,7 +76,7 @@ async def update_config_async(ctx: Ctx, p: dict) -> str | None:
     `background_delay` seconds (as Proxmox)."""
     changes, delete = _changes(p)
     upid = await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
-                                      skiplock=bool(p.get("skiplock")), background=True)
+                                      skiplock=bool(p.get("skiplock")), background=True, force=bool(p.get("force")))
     if p.get("background_delay"):
         with trio.move_on_after(p["background_delay"]):
             await wait_task(ctx, upid)

@@ -20,7 +20,8 @@ from engine import commands as cmd
 from engine import tasks
 from engine.decide import conf_path
 from engine.errors import not_found
-from engine.volumes import alloc_requests, owned_volumes
+from engine.volumes import DISK_KEY, VolumeError, alloc_requests, is_disk_key, owned_volumes, parse_drive
+from hypervisor.storage import StorageError, import_source
 
 NET_MODELS = ("e1000", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "e1000e", "i82551", "i82557b",
               "i82559er", "ne2k_isa", "ne2k_pci", "pcnet", "rtl8139", "virtio", "vmxnet3")
@@ -94,6 +95,7 @@ async def create(ctx: Ctx, node: str, vmid: int, config: dict, *, pool: str | No
             raise ApiError(403, f"pool '{pool}' does not exist")  # Proxmox's check_pool_exist
         guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
                                   storage=storage, start=start)
+    await check_import_sources(ctx, node, given)
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
     result = await ctx.node.submit(cmd.CreateGuest(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid,
@@ -117,26 +119,54 @@ def config_changes(values: dict, delete: list[str], is_key) -> tuple[dict, list[
     return guest_access.resolve_cdrom_alias(changes, delete)
 
 
-def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]) -> None:
+async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
+    """Each `import-from` source exists and is an image gpve may import (format, size, no reference to other
+    files), read on the guest's node (its storages are local: a request for another node is answered there).
+    ParamErrors (400) name the disk, with Proxmox's wording; the task checks again before it copies."""
+    if node != ctx.node.name or not ctx.rt.storages:
+        return
+    for key, value in sorted(values.items()):
+        if not DISK_KEY.fullmatch(key):
+            continue
+        try:
+            drive = parse_drive(str(value), key)
+        except VolumeError:
+            continue  # refused by guest_access.check_values already
+        if drive.import_from is None:
+            continue
+        target = ctx.rt.storages.get(drive.file.partition(":")[0])
+        if target is None:
+            raise ParamErrors({key: f"storage '{drive.file.partition(':')[0]}' does not exist"})
+        try:
+            await import_source(ctx.rt.storages, drive.import_from, target.qemu_img)
+        except StorageError as exc:
+            raise ParamErrors({key: str(exc)}) from None
+
+
+def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], force: bool) -> None:
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is not None and guest["node"] == node:
             guest_access.check_update(guest_access.held_in(s, ctx.user), ctx.user, vmid, changes, delete,
-                                      dict(guest["conf"]))
+                                      dict(guest["conf"]), force)
             return
     guest_or_404(ctx, node, vmid)
 
 
 def _needs_task(changes: dict, delete: list[str]) -> bool:
-    return bool(alloc_requests(changes)) or any(re.fullmatch(r"(ide|sata|scsi|virtio)\d+", k) for k in delete)
+    """Volumes to allocate, import, detach (kept as `unusedN`) or destroy: the guest's node does it."""
+    return bool(alloc_requests(changes)) or any(is_disk_key(k) for k in delete)
 
 
 async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], *,
-                        digest: str | None = None, skiplock: bool = False, background: bool = False) -> str | None:
-    """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`.
-    Changes that allocate or detach volumes run as a `qmconfig` task; the rest is one command."""
-    _authorized(ctx, node, vmid, changes, delete)
-    intent = {"set": changes, "delete": delete}
+                        digest: str | None = None, skiplock: bool = False, background: bool = False,
+                        force: bool = False) -> str | None:
+    """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`, and
+    `PUT …/unlink` (`force`: the deleted disks' volumes are destroyed, not kept as `unusedN`). Changes that
+    allocate, import, detach or destroy volumes run as a `qmconfig` task; the rest is one command."""
+    _authorized(ctx, node, vmid, changes, delete, force)
+    await check_import_sources(ctx, node, changes)
+    intent = {"set": changes, "delete": delete, **({"force": 1} if force else {})}
     if background:
         return await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
     if _needs_task(changes, delete):
