@@ -7,6 +7,7 @@ logs what it does, and returns the changes for the log (`Outcome`).
 from __future__ import annotations
 
 import functools
+import os
 import random
 import re
 import time
@@ -18,13 +19,14 @@ import trio
 from engine.errors import Rejection
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
 from engine.snapshots import drop_snapshot
-from engine.volumes import alloc_requests, owned_volumes, volume_of
+from engine.volumes import DISK_KEY, alloc_requests, destroyed_volumes, owned_volumes, volume_of
 from hypervisor import propstr
 from hypervisor.qemu import GuestError, QemuDriver
-from hypervisor.qemu_argv import disk_keys
-from hypervisor.storage import DirStorage, StorageError
+from hypervisor.qemu_argv import disk_keys, ovmf_files, start_warnings, volume_keys
+from hypervisor.storage import DirStorage, StorageError, import_source
 
 GIB = 1 << 30
+TPMSTATE_SIZE = 4 << 20  # qemu-server's TPMSTATE_DISK_SIZE
 PROXMOX_OUI = "BC:24:11"
 SNAPSHOT_META = ("snaptime", "vmstate", "description", "parent")
 
@@ -40,7 +42,24 @@ def _failing_cleanly(fn):
 
 
 def _is_drive(key: str) -> bool:
-    return bool(re.fullmatch(r"(ide|sata|scsi|virtio)\d+", key))
+    """A drive key (`scsi0`, `efidisk0`, ...), not `unusedN`."""
+    return bool(DISK_KEY.fullmatch(key))
+
+
+def _add_unused(conf: dict, volid: str) -> str:
+    """The `unusedN` key now holding `volid`: the one that already does, else the first free
+    (AbstractConfig's `add_unused_volume`)."""
+    keys = [k for k in conf if re.fullmatch(r"unused\d+", k)]
+    same = next((k for k in keys if volume_of(str(conf[k])) == volid), None)
+    if same is not None:
+        return same
+    taken = {int(k[6:]) for k in keys}
+    free = next((i for i in range(256) if i not in taken), None)
+    if free is None:
+        raise TaskFailed("Too many unused volumes - please delete them first.")
+    key = f"unused{free}"
+    conf[key] = volid
+    return key
 
 
 def new_mac(rng: random.Random) -> str:
@@ -50,6 +69,7 @@ def new_mac(rng: random.Random) -> str:
 def with_size(value: str, volid: str, size: int) -> str:
     props = propstr.parse(value, default_key="file")
     props.pop("volume", None)  # the alias of `file` (engine/volumes.py drive_props)
+    props.pop("import-from", None)
     props["file"] = volid
     props.pop("format", None) if volid.endswith((".qcow2", ".raw")) else None
     props["size"] = propstr.format_size(size)
@@ -103,30 +123,72 @@ class Operations:
             raise TaskFailed(str(exc)) from None
 
     async def _allocate(self, task: TaskRun, vmid: int, conf: dict, keys: list[str]) -> list[str]:
-        """Turn `STORAGE:GiB` disk specs into volumes; returns the new volume ids."""
-        made = []
+        """Turn `STORAGE:GiB` disk specs into volumes (qemu-server's `create_disks`): an empty one of that size, a
+        copy of its `import-from` source, an EFI vars volume (`efidisk0`: the size is ignored) or a TPM state volume
+        (4 MiB). Returns the new volume ids; on failure the ones made here are freed again."""
+        made: list[str] = []
         specs = alloc_requests(conf)
-        for key in keys:
-            storage_id, gib = specs[key]
-            storage = self.storage_of(f"{storage_id}:")
-            fmt = propstr.parse(str(conf[key]), default_key="file").get("format")
-            size = int(gib * GIB)
-            volid = await storage.alloc(vmid, size, fmt)
-            task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
-            conf[key] = with_size(str(conf[key]), volid, size)
-            made.append(volid)
+        try:
+            for key in keys:
+                storage = self.storage_of(f"{specs[key][0]}:")
+                props = propstr.parse(str(conf[key]), default_key="file")
+                fmt = props.get("format") or storage.default_format
+                if props.get("import-from"):
+                    volid, size = await self._import(task, storage, vmid, key, conf, props, fmt)
+                elif key == "efidisk0":
+                    volid, size = await self._efidisk(task, storage, vmid, conf, props, fmt)
+                else:
+                    size = TPMSTATE_SIZE if key == "tpmstate0" else int(specs[key][1] * GIB)
+                    volid = await storage.alloc(vmid, size, fmt)
+                    task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
+                made.append(volid)
+                conf[key] = with_size(str(conf[key]), volid, size)
+        except (StorageError, TaskFailed):
+            for volid in made:
+                await self.storage_of(volid).free(volid)
+            raise
         return made
+
+    async def _efidisk(self, task: TaskRun, storage: DirStorage, vmid: int, conf: dict, props: dict,
+                       fmt: str) -> tuple[str, int]:
+        """A volume of the OVMF vars template's size holding a copy of it (qemu-server's `create_efidisk`)."""
+        _, template = ovmf_files(conf, props)
+        if not os.path.exists(template):
+            raise TaskFailed(f"EFI vars image '{template}' not found")
+        size = os.path.getsize(template)
+        volid = await storage.alloc(vmid, size, fmt)
+        try:
+            await storage.fill(volid, template, "raw")
+        except StorageError:
+            await storage.free(volid)
+            raise
+        task.log(f"efidisk0: allocated volume '{volid}' ({propstr.format_size(size)}) holding {template}")
+        return volid, size
+
+    async def _import(self, task: TaskRun, storage: DirStorage, vmid: int, key: str, conf: dict, props: dict,
+                      fmt: str) -> tuple[str, int]:
+        """A new volume converted from the `import-from` source (qemu-server's `create_disks` with `import-from`),
+        of the source's size; an EFI vars image must have the size its `efitype` gives."""
+        source = props["import-from"]
+        found = await import_source(self.storages, source, storage.qemu_img)
+        if key == "efidisk0":
+            expected = os.path.getsize(ovmf_files(conf, props)[1])
+            if found.size != expected:
+                raise TaskFailed(f"cannot import from '{source}' - EFI vars image of {found.size} bytes, efitype "
+                                 f"{props.get('efitype')} needs {expected}")
+        task.log(f"{key}: importing '{source}' ({found.format}, {propstr.format_size(found.size)})")
+        volid = await storage.clone_full(found.path, found.format, vmid, fmt)
+        size = await storage.size(volid)
+        task.log(f"{key}: imported as volume '{volid}'")
+        return volid, size
 
     # ---- tasks ----------------------------------------------------------------------------
     @_failing_cleanly
     async def create(self, task: TaskRun) -> Outcome:
         vmid, conf = task.vmid, dict(task.guest["conf"])
-        made: list[str] = []
         try:
-            made = await self._allocate(task, vmid, conf, task.intent.get("alloc", []))
+            await self._allocate(task, vmid, conf, task.intent.get("alloc", []))
         except (StorageError, TaskFailed) as exc:
-            for volid in made:
-                await self.storage_of(volid).free(volid)
             raise TaskFailed(f"unable to create VM {vmid} - {exc}", Outcome(deleted=[vmid])) from None
         outcome = Outcome(configs={vmid: conf})
         if task.intent.get("start"):
@@ -134,6 +196,7 @@ class Operations:
             task.log(f"starting VM {vmid}")
             await self.driver.start(vmid, conf)
             outcome.power[vmid] = "running"
+            outcome.warnings = start_warnings(conf)
         return outcome
 
     @_failing_cleanly
@@ -144,7 +207,7 @@ class Operations:
         task.log(f"starting VM {vmid}")
         pid = await self.driver.start(vmid, task.guest["conf"], loadvm=task.intent.get("loadvm"))
         task.log(f"VM {vmid} started with PID {pid}")
-        return Outcome(power={vmid: "running"})
+        return Outcome(power={vmid: "running"}, warnings=start_warnings(task.guest["conf"]))
 
     @_failing_cleanly
     async def stop(self, task: TaskRun) -> Outcome:
@@ -233,11 +296,13 @@ class Operations:
 
     @_failing_cleanly
     async def config(self, task: TaskRun) -> Outcome:
-        """Disks set (`STORAGE:GiB` allocates one) or deleted; a disk's volume that leaves the config is kept
-        as `unusedN` (Proxmox's `vmconfig_register_unused_drive`). gpve does not hotplug disks, so a running
-        guest's disks are not changed: its QEMU would go on using the old ones while the config, and every
-        snapshot taken from it, named the new ones (found by the simulator)."""
-        vmid, conf = task.vmid, dict(task.guest["conf"])
+        """Disks set (`STORAGE:GiB` allocates one, `import-from` copies one) or deleted; a disk's volume that leaves
+        the config is kept as `unusedN` (Proxmox's `vmconfig_register_unused_drive`), unless deleted with `force`;
+        deleting `unusedN` destroys its volume (`try_deallocate_drive`: not while a disk or a snapshot still uses
+        it). gpve does not hotplug disks, so a running guest's disks are not changed: its QEMU would go on using
+        the old ones while the config, and every snapshot taken from it, named the new ones (found by the
+        simulator). Volumes are destroyed last, once the rest succeeded; a rerun after a crash finds them gone."""
+        vmid, guest, conf = task.vmid, task.guest, dict(task.guest["conf"])
         changes = dict(task.intent.get("set", {}))
         delete = list(task.intent.get("delete", []))
         disks = sorted({k for k, v in changes.items() if _is_drive(k) and "media=cdrom" not in str(v)} |
@@ -245,19 +310,24 @@ class Operations:
                         and k in conf})
         if disks and self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} is running - gpve does not hotplug disks ({', '.join(disks)}): stop it first")
+        doomed = destroyed_volumes(vmid, conf, guest.get("snapshots", {}), task.intent)
+        busy = next((volid for _, volid, in_use in doomed if in_use), None)
+        if busy is not None:
+            raise TaskFailed(f"unable to delete '{busy}' - volume is still in use (snapshot?)")
         before = dict(conf)
         conf.update(changes)
         await self._allocate(task, vmid, conf, sorted(alloc_requests(changes)))
         for key in delete:
             conf.pop(key, None)
-        unused = [int(k[6:]) for k in conf if k.startswith("unused")]
+        gone = {volid for _, volid, _ in doomed}
         for key in sorted(k for k in [*changes, *delete] if _is_drive(k) and k in before):
-            old = before[key]
-            if owned_volumes(vmid, {key: old}) and (key not in conf or volume_of(conf[key]) != volume_of(old)):
-                n = next(i for i in range(256) if i not in unused)
-                unused.append(n)
-                conf[f"unused{n}"] = volume_of(old)
-                task.log(f"{key}: volume kept as unused{n}")
+            old = volume_of(before[key])
+            if owned_volumes(vmid, {key: before[key]}) and old not in gone and \
+                    (key not in conf or volume_of(conf[key]) != old):
+                task.log(f"{key}: volume kept as {_add_unused(conf, old)}")
+        for key, volid, _ in doomed:
+            task.log(f"{key}: removing volume '{volid}'")
+            await self.storage_of(volid).free(volid)
         return Outcome(configs={vmid: conf})
 
     @_failing_cleanly
@@ -284,7 +354,7 @@ class Operations:
     def _snapshot_disks(self, conf: dict) -> list[tuple[str, str]]:
         """(key, volid) of the disks a snapshot covers; all must be qcow2."""
         disks = []
-        for key in disk_keys(conf):
+        for key in volume_keys(conf):
             value = str(conf[key])
             if "media=cdrom" in value:
                 continue
@@ -372,7 +442,7 @@ class Operations:
         conf = {k: v for k, v in source.items() if k not in ("lock", "parent", "template")}
         made: list[str] = []
         try:
-            for key in disk_keys(source):
+            for key in volume_keys(source):
                 value = str(source[key])
                 if "media=cdrom" in value:
                     continue
@@ -420,7 +490,7 @@ class Operations:
         if guest.get("snapshots"):
             raise TaskFailed("you can't convert a VM to template if VM has snapshots")
         conf = dict(guest["conf"])
-        for key in disk_keys(conf):
+        for key in volume_keys(conf):
             value = str(conf[key])
             volid = volume_of(value)
             if "media=cdrom" in value or f"vm-{vmid}-disk-" not in volid:
