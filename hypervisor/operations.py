@@ -46,6 +46,15 @@ def _is_drive(key: str) -> bool:
     return bool(DISK_KEY.fullmatch(key))
 
 
+def _vars_template(conf: dict, efidisk: dict) -> str:
+    """The OVMF vars template an efidisk starts from (qemu-server's `get_ovmf_files`: `EFI vars image '…' not
+    found`)."""
+    _, template = ovmf_files(conf, efidisk)
+    if not os.path.exists(template):
+        raise TaskFailed(f"EFI vars image '{template}' not found")
+    return template
+
+
 def _add_unused(conf: dict, volid: str) -> str:
     """The `unusedN` key now holding `volid`: the one that already does, else the first free
     (AbstractConfig's `add_unused_volume`)."""
@@ -152,9 +161,7 @@ class Operations:
     async def _efidisk(self, task: TaskRun, storage: DirStorage, vmid: int, conf: dict, props: dict,
                        fmt: str) -> tuple[str, int]:
         """A volume of the OVMF vars template's size holding a copy of it (qemu-server's `create_efidisk`)."""
-        _, template = ovmf_files(conf, props)
-        if not os.path.exists(template):
-            raise TaskFailed(f"EFI vars image '{template}' not found")
+        template = _vars_template(conf, props)
         size = os.path.getsize(template)
         volid = await storage.alloc(vmid, size, fmt)
         try:
@@ -172,7 +179,7 @@ class Operations:
         source = props["import-from"]
         found = await import_source(self.storages, source, storage.qemu_img)
         if key == "efidisk0":
-            expected = os.path.getsize(ovmf_files(conf, props)[1])
+            expected = os.path.getsize(_vars_template(conf, props))
             if found.size != expected:
                 raise TaskFailed(f"cannot import from '{source}' - EFI vars image of {found.size} bytes, efitype "
                                  f"{props.get('efitype')} needs {expected}")

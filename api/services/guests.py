@@ -20,7 +20,15 @@ from engine import commands as cmd
 from engine import tasks
 from engine.decide import conf_path
 from engine.errors import not_found
-from engine.volumes import DISK_KEY, VolumeError, alloc_requests, is_disk_key, owned_volumes, parse_drive
+from engine.volumes import (
+    DISK_KEY,
+    VolumeError,
+    alloc_requests,
+    is_disk_key,
+    owned_volumes,
+    parse_drive,
+    parse_import_source,
+)
 from hypervisor.storage import StorageError, import_source
 
 NET_MODELS = ("e1000", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "e1000e", "i82551", "i82557b",
@@ -137,6 +145,12 @@ async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
         target = ctx.rt.storages.get(drive.file.partition(":")[0])
         if target is None:
             raise ParamErrors({key: f"storage '{drive.file.partition(':')[0]}' does not exist"})
+        owner = parse_import_source(drive.import_from)
+        with ctx.node.read() as s:
+            owner_node = s.guests.get(owner.owner, {}).get("node") if owner is not None else None
+        if owner_node not in (None, node):  # qemu-server's `$import_from_volid`
+            raise ParamErrors({key: f"cannot import from '{drive.import_from}' - owner VM {owner.owner} not on "
+                                    "local node"})
         try:
             await import_source(ctx.rt.storages, drive.import_from, target.qemu_img)
         except StorageError as exc:
