@@ -35,6 +35,7 @@ LIST_FORMATS = {
     "pve-userid-list": (FORMATS["pve-userid"], "value '{}' does not look like a valid user name"),
     "pve-tokenid-list": (FORMATS["pve-userid"] + r"![A-Za-z][A-Za-z0-9.\-_]+",
                          "value '{}' does not look like a valid token ID"),
+    "pve-configid-list": (FORMATS["pve-configid"], "invalid configuration ID '{}'"),  # pve_verify_configid
 }
 
 

@@ -100,6 +100,7 @@ class UpdateGuestConfig(Command):
     digest: str | None = None
     skiplock: bool = False
     revert: list = field(default_factory=list)  # keys whose pending change is dropped (engine/pending.py)
+    force: bool = False  # the deletes are forced: a disk's volume is destroyed when its delete applies
 
 
 @dataclass(frozen=True, kw_only=True)

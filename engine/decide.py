@@ -183,7 +183,8 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
     if both:
         raise bad_request("Parameter verification failed",
                           {"delete": f"you can't use '-{both[0]}' and '-revert {both[0]}' at the same time"})
-    conf, pend = pending.stage(c.vmid, guest["conf"], pending.of(guest), c.set, c.delete, c.revert)
+    tasks.check_config_change(s, guest, {"delete": c.delete, "force": c.force})
+    conf, pend = pending.stage(c.vmid, guest["conf"], pending.of(guest), c.set, c.delete, c.revert, force=c.force)
     chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*c.set, *c.delete, *c.revert])
     keys = [k for k in chosen.now if not pend.deletes.get(k)]  # a forced delete destroys a volume: a task's work
     conf, pend, _ = pending.commit(c.vmid, conf, pend, keys)

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from engine.errors import bad_request
 from engine.volumes import DISK_KEY, is_cdrom, owned_volumes, property_string, volume_of
 
 # Applied at once on a running guest: they change nothing QEMU runs (qemu-server's $fast_plug_option, and every
@@ -105,7 +106,9 @@ def keep_unused(vmid: int, conf: dict, value: str) -> dict:
     if any((is_drive(k) or k.startswith("unused")) and volume_of(str(v)) == volid for k, v in conf.items()):
         return conf
     taken = {int(k[6:]) for k in conf if re.fullmatch(r"unused\d+", k)}
-    n = next(i for i in range(256) if i not in taken)
+    n = next((i for i in range(256) if i not in taken), None)
+    if n is None:
+        raise bad_request("Too many unused volumes - please delete them first.")
     return {**conf, f"unused{n}": volid}
 
 
@@ -280,6 +283,13 @@ def applied(conf: dict, pend: Pending) -> dict:
     for key in pend.deletes:
         out.pop(key, None)
     return out
+
+
+def sections(guest: dict) -> dict:
+    """The guest's snapshots and its pending values (as `[PENDING]`, a name no snapshot has): where else than its
+    config a volume of the guest may be named (engine/volumes.py `volume_in_use` scans them)."""
+    pend = of(guest)
+    return {**guest.get("snapshots", {}), **({"[PENDING]": pend.values} if pend.values else {})}
 
 
 def is_live(state, guest: dict) -> bool:

@@ -115,7 +115,7 @@ class Reconciler:
                     if vmid is not None:
                         busy.add(vmid)
                     run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"],
-                                  abortable=not getattr(tasks.KINDS.get(task["type"]), "to_the_end", False))
+                                  abortable=not _to_the_end(task))
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
@@ -152,8 +152,7 @@ class Reconciler:
         structlog.contextvars.bind_contextvars(upid=upid)
         outcome, error = Outcome(), None
         try:
-            to_the_end = getattr(tasks.KINDS.get(task["type"]), "to_the_end", False)
-            resumed = to_the_end and upid in self.interrupted  # begun before a restart: it runs again, to its end
+            resumed = _to_the_end(task) and upid in self.interrupted  # begun before a restart: runs again, to its end
             if upid in self.interrupted and not resumed:
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
@@ -208,6 +207,11 @@ class Reconciler:
     def _record(self, begun: set[str]) -> None:
         self.begun = set(begun)
         write_private(self._begun_path, "".join(f"{u}\n" for u in sorted(self.begun)).encode())
+
+
+def _to_the_end(task: dict) -> bool:
+    kind = tasks.KINDS.get(task["type"])
+    return kind is not None and kind.runs_to_the_end(task["intent"])
 
 
 def _read_lines(path: str) -> set[str]:

@@ -7,6 +7,7 @@ logs what it does, and returns the changes for the log (`Outcome`).
 from __future__ import annotations
 
 import functools
+import os
 import random
 import time
 import uuid
@@ -18,13 +19,14 @@ from engine import nics, pending
 from engine.errors import Rejection
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
 from engine.snapshots import drop_snapshot
-from engine.volumes import alloc_requests, owned_volumes, volume_of
+from engine.volumes import alloc_requests, destroyed_volumes, owned_volumes, volume_in_use, volume_of
 from hypervisor import hotplug, propstr
 from hypervisor.qemu import GuestError, QemuDriver
-from hypervisor.qemu_argv import agent_settings, disk_keys
-from hypervisor.storage import DirStorage, StorageError
+from hypervisor.qemu_argv import agent_settings, disk_keys, ovmf_files, start_warnings, volume_keys
+from hypervisor.storage import DirStorage, StorageError, import_source
 
 GIB = 1 << 30
+TPMSTATE_SIZE = 4 << 20  # qemu-server's TPMSTATE_DISK_SIZE
 SNAPSHOT_META = ("snaptime", "vmstate", "description", "parent")
 
 
@@ -38,9 +40,19 @@ def _failing_cleanly(fn):
     return wrapper
 
 
+def _vars_template(conf: dict, efidisk: dict) -> str:
+    """The OVMF vars template an efidisk starts from (qemu-server's `get_ovmf_files`: `EFI vars image '…' not
+    found`)."""
+    _, template = ovmf_files(conf, efidisk)
+    if not os.path.exists(template):
+        raise TaskFailed(f"EFI vars image '{template}' not found")
+    return template
+
+
 def with_size(value: str, volid: str, size: int) -> str:
     props = propstr.parse(value, default_key="file")
     props.pop("volume", None)  # the alias of `file` (engine/volumes.py drive_props)
+    props.pop("import-from", None)
     props["file"] = volid
     props.pop("format", None) if volid.endswith((".qcow2", ".raw")) else None
     props["size"] = propstr.format_size(size)
@@ -94,19 +106,62 @@ class Operations:
             raise TaskFailed(str(exc)) from None
 
     async def _allocate(self, task: TaskRun, vmid: int, conf: dict, keys: list[str]) -> list[str]:
-        """Turn `STORAGE:GiB` disk specs into volumes; returns the new volume ids."""
-        made = []
+        """Turn `STORAGE:GiB` disk specs into volumes (qemu-server's `create_disks`): an empty one of that size, a
+        copy of its `import-from` source, an EFI vars volume (`efidisk0`: the size is ignored) or a TPM state volume
+        (4 MiB). Returns the new volume ids; on failure the ones made here are freed again."""
+        made: list[str] = []
         specs = alloc_requests(conf)
-        for key in keys:
-            storage_id, gib = specs[key]
-            storage = self.storage_of(f"{storage_id}:")
-            fmt = propstr.parse(str(conf[key]), default_key="file").get("format")
-            size = int(gib * GIB)
-            volid = await storage.alloc(vmid, size, fmt)
-            task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
-            conf[key] = with_size(str(conf[key]), volid, size)
-            made.append(volid)
+        try:
+            for key in keys:
+                storage = self.storage_of(f"{specs[key][0]}:")
+                props = propstr.parse(str(conf[key]), default_key="file")
+                fmt = props.get("format") or storage.default_format
+                if props.get("import-from"):
+                    volid, size = await self._import(task, storage, vmid, key, conf, props, fmt)
+                elif key == "efidisk0":
+                    volid, size = await self._efidisk(task, storage, vmid, conf, props, fmt)
+                else:
+                    size = TPMSTATE_SIZE if key == "tpmstate0" else int(specs[key][1] * GIB)
+                    volid = await storage.alloc(vmid, size, fmt)
+                    task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
+                made.append(volid)
+                conf[key] = with_size(str(conf[key]), volid, size)
+        except (StorageError, TaskFailed):
+            for volid in made:
+                await self.storage_of(volid).free(volid)
+            raise
         return made
+
+    async def _efidisk(self, task: TaskRun, storage: DirStorage, vmid: int, conf: dict, props: dict,
+                       fmt: str) -> tuple[str, int]:
+        """A volume of the OVMF vars template's size holding a copy of it (qemu-server's `create_efidisk`)."""
+        template = _vars_template(conf, props)
+        size = os.path.getsize(template)
+        volid = await storage.alloc(vmid, size, fmt)
+        try:
+            await storage.fill(volid, template, "raw")
+        except StorageError:
+            await storage.free(volid)
+            raise
+        task.log(f"efidisk0: allocated volume '{volid}' ({propstr.format_size(size)}) holding {template}")
+        return volid, size
+
+    async def _import(self, task: TaskRun, storage: DirStorage, vmid: int, key: str, conf: dict, props: dict,
+                      fmt: str) -> tuple[str, int]:
+        """A new volume converted from the `import-from` source (qemu-server's `create_disks` with `import-from`),
+        of the source's size; an EFI vars image must have the size its `efitype` gives."""
+        source = props["import-from"]
+        found = await import_source(self.storages, source, storage.qemu_img)
+        if key == "efidisk0":
+            expected = os.path.getsize(_vars_template(conf, props))
+            if found.size != expected:
+                raise TaskFailed(f"cannot import from '{source}' - EFI vars image of {found.size} bytes, efitype "
+                                 f"{props.get('efitype')} needs {expected}")
+        task.log(f"{key}: importing '{source}' ({found.format}, {propstr.format_size(found.size)})")
+        volid = await storage.clone_full(found.path, found.format, vmid, fmt)
+        size = await storage.size(volid)
+        task.log(f"{key}: imported as volume '{volid}'")
+        return volid, size
 
     # ---- tasks ----------------------------------------------------------------------------
     @_failing_cleanly
@@ -115,12 +170,9 @@ class Operations:
         # once begun, a create ends with its outcome: cancelled after allocating or starting, it left a running QEMU
         # and a volume that its config did not name (found by the simulator's check of what runs, seed 2)
         task.abortable = False
-        made: list[str] = []
         try:
-            made = await self._allocate(task, vmid, conf, task.intent.get("alloc", []))
+            await self._allocate(task, vmid, conf, task.intent.get("alloc", []))
         except (StorageError, TaskFailed) as exc:
-            for volid in made:
-                await self.storage_of(volid).free(volid)
             raise TaskFailed(f"unable to create VM {vmid} - {exc}", Outcome(deleted=[vmid])) from None
         outcome = Outcome(configs={vmid: conf})
         if task.intent.get("start"):
@@ -128,6 +180,7 @@ class Operations:
             task.log(f"starting VM {vmid}")
             await self.driver.start(vmid, conf)
             outcome.power[vmid] = "running"
+            outcome.warnings = start_warnings(conf)
         return outcome
 
     async def _apply_pending(self, task: TaskRun, conf: dict, pend: pending.Pending, keys,
@@ -136,9 +189,9 @@ class Operations:
         forced delete destroys its disk's volume, unless a snapshot still uses it (then it stays pending, with
         Proxmox's warning: qemu-server's vmconfig_apply_pending and try_deallocate_drive)."""
         vmid, keys = task.vmid, list(keys)
-        in_snapshots = {v for snap in task.guest.get("snapshots", {}).values() for v in owned_volumes(vmid, snap)}
+        snapshots = task.guest.get("snapshots", {})
         for key in [k for k in keys if pend.deletes.get(k) and k in conf]:
-            used = [v for v in owned_volumes(vmid, {key: conf[key]}) if v in in_snapshots]
+            used = [v for v in owned_volumes(vmid, {key: conf[key]}) if volume_in_use(conf, snapshots, key, v)]
             if used:
                 keys.remove(key)
                 outcome.warnings.append(f"unable to apply pending change {key} : unable to delete '{used[0]}' - "
@@ -173,6 +226,7 @@ class Operations:
         except GuestError as exc:  # what pending changes were applied stays applied, as in Proxmox
             raise TaskFailed(str(exc), Outcome(configs=outcome.configs, pending=outcome.pending)) from None
         task.log(f"VM {vmid} started with PID {pid}")
+        outcome.warnings += start_warnings(conf)
         return outcome
 
     @_failing_cleanly
@@ -288,19 +342,26 @@ class Operations:
 
     @_failing_cleanly
     async def config(self, task: TaskRun) -> Outcome:
-        """`PUT`/`POST …/config` as a task (qemu-server's update_vm_api): new disks (`STORAGE:GiB`) are allocated
-        first; then the change is written into pending and applied as far as it can be (engine/pending.py): all of
-        it when the guest does not run; on a running guest the keys that need no restart, and NICs, disks and CD-ROM
-        media through QMP as its `hotplug` option allows (hypervisor/hotplug.py). A volume that leaves the config is
-        kept as `unusedN`. What fails to hot-plug stays pending and fails the task with `KEY: hotplug problem - …`."""
+        """`PUT`/`POST …/config` as a task (qemu-server's update_vm_api): new disks are allocated first (`STORAGE:GiB`,
+        `import-from` copies, EFI vars and TPM state volumes); deleting `unusedN` destroys its volume at once
+        (`try_deallocate_drive`); then the change is written into pending and applied as far as it can be
+        (engine/pending.py): all of it when the guest does not run; on a running guest the keys that need no restart,
+        and NICs, disks and CD-ROM media through QMP as its `hotplug` option allows (hypervisor/hotplug.py). A volume
+        that leaves the config is kept as `unusedN`, unless deleted with `force` (then destroyed when the delete
+        applies). What fails to hot-plug stays pending and fails the task with `KEY: hotplug problem - …`."""
         vmid, guest = task.vmid, task.guest
         changes = dict(task.intent.get("set", {}))
         delete, revert = list(task.intent.get("delete", [])), list(task.intent.get("revert", []))
+        force = bool(task.intent.get("force"))
         words = [f"-{k} {'<hidden>' if k == 'cipassword' else v}" for k, v in sorted(changes.items())]
         words += [f"-{name} {','.join(keys)}" for name, keys in (("delete", delete), ("revert", revert)) if keys]
-        task.log(f"update VM {vmid}: {' '.join(words)}")
+        task.log(f"update VM {vmid}: {' '.join(words)}" + (" -force 1" if force else ""))
+        doomed = destroyed_volumes(vmid, guest["conf"], pending.sections(guest), task.intent)
+        busy = next((volid for _, volid, in_use in doomed if in_use), None)
+        if busy is not None:
+            raise TaskFailed(f"unable to delete '{busy}' - volume is still in use (snapshot?)")
         await self._allocate(task, vmid, changes, sorted(alloc_requests(changes)))
-        conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert)
+        conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert, force=force)
         outcome = Outcome(configs={vmid: conf}, pending={vmid: pend})
         chosen = pending.plan(conf, pend, self.driver.running(vmid), [*changes, *delete, *revert])
         conf, pend = await self._apply_pending(task, conf, pend, chosen.now, outcome)
@@ -317,6 +378,10 @@ class Operations:
             conf, pend = await self._apply_pending(task, conf, pend, [key], outcome)
         for key in pend.keys():
             task.log(f"{key}: pending until the next start")
+        for key, volid, _ in doomed:  # the `unusedN` deleted, last (a disk's forced delete destroys when it applies)
+            if key.startswith("unused"):
+                task.log(f"{key}: removing volume '{volid}'")
+                await self.storage_of(volid).free(volid)
         if errors:
             raise TaskFailed(errors[0], outcome)
         return outcome
@@ -345,7 +410,7 @@ class Operations:
     def _snapshot_disks(self, conf: dict) -> list[tuple[str, str]]:
         """(key, volid) of the disks a snapshot covers; all must be qcow2."""
         disks = []
-        for key in disk_keys(conf):
+        for key in volume_keys(conf):
             value = str(conf[key])
             if "media=cdrom" in value:
                 continue
@@ -435,7 +500,7 @@ class Operations:
         conf = {k: v for k, v in source.items() if k not in ("lock", "parent", "template")}
         made: list[str] = []
         try:
-            for key in disk_keys(source):
+            for key in volume_keys(source):
                 value = str(source[key])
                 if "media=cdrom" in value:
                     continue
@@ -479,7 +544,7 @@ class Operations:
         if guest.get("snapshots"):
             raise TaskFailed("you can't convert a VM to template if VM has snapshots")
         conf = dict(guest["conf"])
-        for key in disk_keys(conf):
+        for key in volume_keys(conf):
             value = str(conf[key])
             volid = volume_of(value)
             if "media=cdrom" in value or f"vm-{vmid}-disk-" not in volid:

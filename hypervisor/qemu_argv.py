@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.volumes import volume_of
+from engine.volumes import DISK_KEY, drive_props, is_host_path, volume_of
 from hypervisor import propstr
 
 DISK_BUSES = ("ide", "sata", "scsi", "virtio")
@@ -26,6 +26,8 @@ CACHE_MODES = ("none", "writethrough", "writeback", "unsafe", "directsync")
 AGENT_TYPES = ("virtio", "isa")
 BOOLEAN_WORDS = {"1": True, "yes": True, "on": True, "true": True, "0": False, "no": False, "off": False,
                  "false": False}
+OVMF_DIR = "/usr/share/OVMF"  # Debian's `ovmf` package (Proxmox: /usr/share/pve-edk2-firmware, the same builds)
+NO_EFIDISK = "no efidisk configured! Using temporary efivars disk."
 
 
 class StartError(Exception):
@@ -55,6 +57,57 @@ def disk_keys(conf: dict) -> list[str]:
 
 def net_keys(conf: dict) -> list[str]:
     return sorted((k for k in conf if re.fullmatch(r"net\d+", k)), key=lambda k: int(k[3:]))
+
+
+def volume_keys(conf: dict) -> list[str]:
+    """The disks (`disk_keys`) and the EFI vars and TPM state volumes: what clones, snapshots and templates cover."""
+    return disk_keys(conf) + [k for k in ("efidisk0", "tpmstate0") if k in conf and DISK_KEY.fullmatch(k)]
+
+
+def is_true(value: str | None) -> bool:
+    return BOOLEAN_WORDS.get(str(value).lower(), False)
+
+
+def ovmf_files(conf: dict, efidisk: dict | None) -> tuple[str, str]:
+    """(OVMF code, OVMF vars template) for a guest and its `efidisk0` properties (qemu-server's `get_ovmf_files`,
+    x86_64): `efitype=4m` takes the 4 MiB builds, the Secure Boot one on q35 (which has SMM), and the vars with
+    Microsoft's and the distribution's keys enrolled when `pre-enrolled-keys`; otherwise the legacy 2 MiB builds."""
+    if efidisk is not None and efidisk.get("efitype") == "4m":
+        code = "OVMF_CODE_4M.secboot.fd" if machine_type(conf) == "q35" else "OVMF_CODE_4M.fd"
+        template = "OVMF_VARS_4M.ms.fd" if is_true(efidisk.get("pre-enrolled-keys")) else "OVMF_VARS_4M.fd"
+    else:
+        code, template = "OVMF_CODE.fd", "OVMF_VARS.fd"
+    return f"{OVMF_DIR}/{code}", f"{OVMF_DIR}/{template}"
+
+
+def temporary_vars(paths: RunPaths, vmid: int) -> str:
+    """Where a guest with `bios: ovmf` and no `efidisk0` keeps a copy of the vars template while it runs."""
+    return f"{paths.run_dir}/{vmid}-ovmf.fd"
+
+
+def start_warnings(conf: dict) -> list[str]:
+    """What a start logs as warnings (qemu-server's `log_warn` while building the command line)."""
+    return [NO_EFIDISK] if conf.get("bios") == "ovmf" and not conf.get("efidisk0") else []
+
+
+def _ovmf(vmid: int, conf: dict, resolve: VolumeResolver, paths: RunPaths) -> list[str]:
+    """The OVMF code as read-only pflash and the guest's EFI vars (its `efidisk0`, or a temporary copy of the
+    template) as writable pflash (qemu-server's `print_ovmf_drive_commandlines`)."""
+    efidisk = drive_props(str(conf["efidisk0"])) if conf.get("efidisk0") else None
+    code, _ = ovmf_files(conf, efidisk)
+    vars_drive = "if=pflash,unit=1,id=drive-efidisk0"
+    if efidisk is not None:
+        volume = efidisk.get("file", "")
+        if is_host_path(volume):
+            if "format" not in efidisk:
+                raise StartError("efidisk format must be specified")
+            path, fmt = volume, efidisk["format"]
+        else:
+            path, fmt = resolve(volume)
+        vars_drive += f",format={efidisk.get('format', fmt)},file={path}"
+    else:
+        vars_drive += f",format=raw,file={temporary_vars(paths, vmid)}"
+    return ["-drive", f"if=pflash,unit=0,format=raw,readonly=on,file={code}", "-drive", vars_drive]
 
 
 def boot_order(conf: dict) -> list[str]:
@@ -252,7 +305,7 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
     elif not kvm:
         argv += ["-cpu", "qemu64"]
     if conf.get("bios") == "ovmf":
-        argv += ["-bios", "/usr/share/ovmf/OVMF.fd"]
+        argv += _ovmf(vmid, conf, resolve, paths)
     vga = propstr.parse(str(conf.get("vga", "std")), default_key="type").get("type", "std")
     if vga.startswith("serial"):
         argv += ["-vga", "none"]

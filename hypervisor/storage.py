@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from engine.volumes import CONTENT_DIRS, IMAGE_FILE, VolumeError, parse_volume
+from engine.volumes import CONTENT_DIRS, IMAGE_FILE, VolumeError, parse_import_source, parse_volume
 
 
 class StorageError(Exception):
@@ -51,7 +52,7 @@ def _virtual_size(path: str, fmt: str) -> int:
 class DirStorage:
     storage_id: str
     path: str
-    content: tuple[str, ...] = ("images", "iso", "vztmpl", "snippets", "backup")
+    content: tuple[str, ...] = ("images", "iso", "vztmpl", "snippets", "backup", "import")
     default_format: str = "qcow2"
     qemu_img: QemuImg = field(default=qemu_img, repr=False, compare=False)  # the simulator gives its own
 
@@ -120,6 +121,12 @@ class DirStorage:
         os.makedirs(directory, exist_ok=True)
         await self.qemu_img("convert", "-U", "-f", source_fmt, "-O", fmt, source_path, os.path.join(directory, name))
         return f"{self.storage_id}:{vmid}/{name}"
+
+    async def fill(self, volid: str, source_path: str, source_fmt: str) -> None:
+        """Copy an image into an existing volume of at least its size (`qemu-img convert -n`; the EFI vars
+        template into a new efidisk, as qemu-server's `create_efidisk`)."""
+        await self.qemu_img("convert", "-n", "-f", source_fmt, "-O", self.volume_format(volid), source_path,
+                            self.volume_path(volid))
 
     async def clone_linked(self, base_volid: str, vmid: int) -> str:
         """A qcow2 overlay on a template's base volume: `local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2`."""
@@ -205,3 +212,52 @@ class DirStorage:
         total = st.f_blocks * st.f_frsize
         avail = st.f_bavail * st.f_frsize
         return {"total": total, "avail": avail, "used": total - st.f_bfree * st.f_frsize}
+
+
+@dataclass(frozen=True)
+class ImportSource:
+    """What an `import-from` source is: its file, its format and its virtual size in bytes."""
+
+    path: str
+    format: str
+    size: int
+
+
+async def import_source(storages: dict[str, DirStorage], source: str, qemu_img: QemuImg) -> ImportSource:
+    """Check an `import-from` source and read its format and size (qemu-server's `create_disks` and
+    `$import_from_volid`, pve-storage's `abs_filesystem_path` and `file_size_info`). A host path or an `import`
+    volume is untrusted: its format is detected (a path's) or checked (an import volume's, named by its extension)
+    and it may not name other files (backing file, qcow2 data file). Raises StorageError with Proxmox's wording."""
+    try:
+        volume = parse_import_source(source)
+    except VolumeError as exc:
+        raise StorageError(str(exc)) from None
+    if volume is None:
+        if not (os.path.isfile(source) or _is_block_device(source)):
+            raise StorageError(f"can't find file '{source}'")
+        path, fmt, untrusted = os.path.realpath(source), None, True
+    else:
+        storage = storages.get(volume.storage)
+        if storage is None:
+            raise StorageError(f"storage '{volume.storage}' does not exist")
+        path, fmt, untrusted = storage.volume_path(source), volume.format, volume.vtype == "import"
+        if not os.path.isfile(path):
+            raise StorageError(f"cannot import from '{source}' - could not get size of {source}")
+    try:
+        info = json.loads(await qemu_img("info", "-U", "--output=json", *(["-f", fmt] if fmt else []), path))
+    except (StorageError, ValueError):
+        raise StorageError(f"cannot import from '{source}' - failed to query file information with qemu-img") \
+            from None
+    if untrusted:
+        if info.get("format-specific", {}).get("data", {}).get("data-file"):
+            raise StorageError(f"{path}: 'data-file' references are not allowed!")
+        if info.get("backing-filename"):
+            raise StorageError(f"backing file not allowed for untrusted image '{path}'!")
+    return ImportSource(path, fmt or str(info.get("format", "raw")), int(info["virtual-size"]))
+
+
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -117,7 +117,7 @@ def _drives(argv: list[str]) -> dict[str, tuple[str, str]]:
     for flag, value in zip(argv, argv[1:], strict=False):
         if flag == "-drive":
             props = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
-            if "file" in props:
+            if "file" in props and "id" in props:  # (OVMF's code, a read-only pflash, has no id)
                 out[props["id"]] = (props["file"], props.get("format", "raw"))
     return out
 

@@ -35,6 +35,7 @@ from engine.volumes import (
     is_cdrom,
     is_host_path,
     parse_drive,
+    parse_import_source,
     parse_volume,
     property_string,
     volume_of,
@@ -152,7 +153,7 @@ def check_volume_access(held: Held, user: str, vmid: int | None, volid: str, con
     path = f"/storage/{volume.storage}"
     if "Datastore.Allocate" in held(path):
         return
-    if volume.vtype in ("iso", "vztmpl"):  # templates and ISOs may be sensitive: at least read access
+    if volume.vtype in ("iso", "vztmpl", "import"):  # templates, ISOs, images to import may be sensitive: read access
         _require(held, ("Datastore.AllocateSpace", "Datastore.Audit"), path, any_=True)
     elif volume.owner is not None and volume.owner == vmid:
         return
@@ -180,7 +181,7 @@ def _props(value: str, default_key: str | None) -> dict[str, str]:
 
 def _check_value(key: str, value: str) -> None:
     if DRIVE_KEY.fullmatch(key):
-        parse_drive(value)
+        parse_drive(value, key)
     elif key.startswith("unused"):
         file = drive_props(value).get("file", "")
         if not file or is_host_path(file):
@@ -221,19 +222,26 @@ def check_values(values: dict) -> None:
 
 # ---- value-dependent privileges ------------------------------------------------------------------
 def _drive_storage(held: Held, user: str, vmid: int, drive: Drive) -> None:
-    """`$check_storage_access` for one drive."""
+    """`$check_storage_access` for one drive; an `import-from` source needs VM.Clone on the guest owning it (an
+    `images` volume), what `check_volume_access` asks (an `import` volume), or root@pam (a host path)."""
     if drive.kind == "host-cdrom":
         _require(held, ("Sys.Console",), "/")
     elif drive.kind == "alloc":
         _require(held, ("Datastore.AllocateSpace",), f"/storage/{drive.file.partition(':')[0]}")
     elif drive.kind in ("path", "volume"):
         check_volume_access(held, user, vmid, drive.file)
+    if drive.import_from is not None:
+        source = parse_import_source(drive.import_from)
+        if source is not None and source.owner is not None:
+            _require(held, ("VM.Clone",), f"/vms/{source.owner}")
+        else:
+            check_volume_access(held, user, vmid, drive.import_from)
 
 
 def _check_storage(held: Held, user: str, vmid: int, values: dict) -> None:
     for key, value in sorted(values.items()):
         if DRIVE_KEY.fullmatch(key):
-            _drive_storage(held, user, vmid, parse_drive(str(value)))
+            _drive_storage(held, user, vmid, parse_drive(str(value), key))
         elif key.startswith("unused"):
             check_volume_access(held, user, vmid, drive_props(str(value))["file"], "images")
     if values.get("vmstatestorage"):
@@ -326,9 +334,24 @@ def check_create(held: Held, user: str, vmid: int, config: dict, pool: str | Non
     _check_cpu_model(held, config)
 
 
-def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterable[str], conf: dict) -> None:
-    """PUT/POST `…/config`, after CONFIG_PERMISSION: keys set (`changes`) and deleted, against the current
-    `conf` (deleting a disk or changing a device is judged by its old value too)."""
+def _destroyed(held: Held, vmid: int, old: str) -> None:
+    """qemu-server's `try_deallocate_drive`: destroying a volume the guest owns needs Datastore.AllocateSpace on
+    its storage (a volume of another owner only leaves the config)."""
+    volid = volume_of(old)
+    try:
+        volume = parse_volume(volid)
+    except VolumeError:
+        return
+    if volume.vtype == "images" and volume.owner == vmid:
+        _require(held, ("Datastore.AllocateSpace",), f"/storage/{volume.storage}")
+
+
+def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterable[str], conf: dict,
+                 force: bool = False) -> None:
+    """PUT/POST `…/config` (and `…/unlink`), after CONFIG_PERMISSION: keys set (`changes`) and deleted, against
+    the current `conf` (deleting a disk or changing a device is judged by its old value too). Deleting `unusedN`,
+    or a disk with `force`, destroys the volume: VM.Config.Disk and, for the guest's own volume,
+    Datastore.AllocateSpace on its storage (`vmconfig_delete_or_detach_drive`, `try_deallocate_drive`)."""
     delete = list(delete)
     check_values(changes)
     check_keys(held, user, vmid, delete)
@@ -341,8 +364,12 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
             continue
         if key.startswith("unused"):
             _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
+            _destroyed(held, vmid, str(old))
         elif DRIVE_KEY.fullmatch(key):
             _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
+            if force and not is_cdrom(str(old)):
+                _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
+                _destroyed(held, vmid, str(old))
         elif re.fullmatch(r"serial\d+", key):
             if old == "socket":
                 _require(held, ("VM.Config.HWType",), f"/vms/{vmid}")

@@ -22,7 +22,8 @@ from engine.decide import conf_path
 from engine.errors import Rejection, not_found
 from engine.public_events import MASK, SECRET_CONFIG_KEYS
 from engine.state import guest_digest
-from engine.volumes import alloc_requests, owned_volumes
+from engine.volumes import DISK_KEY, VolumeError, alloc_requests, owned_volumes, parse_drive, parse_import_source
+from hypervisor.storage import StorageError, import_source
 
 READONLY_KEYS = {"parent", "snaptime", "vmstate"}
 
@@ -86,6 +87,7 @@ async def create(ctx: Ctx, node: str, vmid: int, config: dict, *, pool: str | No
             raise ApiError(403, f"pool '{pool}' does not exist")  # Proxmox's check_pool_exist
         guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
                                   storage=storage, start=start)
+    await check_import_sources(ctx, node, given)
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
     result = await ctx.node.submit(cmd.CreateGuest(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid,
@@ -109,47 +111,86 @@ def config_changes(values: dict, delete: list[str], is_key) -> tuple[dict, list[
     return guest_access.resolve_cdrom_alias(changes, delete)
 
 
-def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]) -> None:
+async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
+    """Each `import-from` source exists and is an image gpve may import (format, size, no reference to other
+    files), read on the guest's node (its storages are local: a request for another node is answered there).
+    ParamErrors (400) name the disk, with Proxmox's wording; the task checks again before it copies."""
+    if node != ctx.node.name or not ctx.rt.storages:
+        return
+    for key, value in sorted(values.items()):
+        if not DISK_KEY.fullmatch(key):
+            continue
+        try:
+            drive = parse_drive(str(value), key)
+        except VolumeError:
+            continue  # refused by guest_access.check_values already
+        if drive.import_from is None:
+            continue
+        target = ctx.rt.storages.get(drive.file.partition(":")[0])
+        if target is None:
+            raise ParamErrors({key: f"storage '{drive.file.partition(':')[0]}' does not exist"})
+        owner = parse_import_source(drive.import_from)
+        with ctx.node.read() as s:
+            owner_node = s.guests.get(owner.owner, {}).get("node") if owner is not None else None
+        if owner_node not in (None, node):  # qemu-server's `$import_from_volid`
+            raise ParamErrors({key: f"cannot import from '{drive.import_from}' - owner VM {owner.owner} not on "
+                                    "local node"})
+        try:
+            await import_source(ctx.rt.storages, drive.import_from, target.qemu_img)
+        except StorageError as exc:
+            raise ParamErrors({key: str(exc)}) from None
+
+
+def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], revert: list[str],
+                force: bool) -> None:
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is not None and guest["node"] == node:
             # a key deleted or reverted is judged by its value, current or pending (Proxmox's update_vm_api)
             known = {**pending.of(guest).values, **guest["conf"]}
-            guest_access.check_update(guest_access.held_in(s, ctx.user), ctx.user, vmid, changes, delete, known)
+            held = guest_access.held_in(s, ctx.user)
+            guest_access.check_update(held, ctx.user, vmid, changes, delete, known, force)
+            if revert:
+                guest_access.check_update(held, ctx.user, vmid, {}, revert, known)
             return
     guest_or_404(ctx, node, vmid)
 
 
-def _needs_task(ctx: Ctx, vmid: int, changes: dict, delete: list[str], revert: list[str]) -> bool:
-    """Whether a change needs the guest's node: volumes to allocate or destroy, or QEMU to drive (a hotplug).
-    Everything else is one command, decided in the log (engine/decide.py)."""
-    if alloc_requests(changes):
+def _needs_task(ctx: Ctx, vmid: int, changes: dict, delete: list[str], revert: list[str], force: bool) -> bool:
+    """Whether a change needs the guest's node: volumes to allocate, import or destroy (an `unusedN` deleted, a
+    forced delete that applies now), or QEMU to drive (a hotplug). Everything else is one command, decided in the
+    log (engine/decide.py)."""
+    if alloc_requests(changes) or any(k.startswith("unused") for k in delete):
         return True
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is None:
             return False
-        conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert)
+        conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert, force=force)
         chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*changes, *delete, *revert])
     return bool(chosen.plug) or any(pend.deletes.get(k) for k in chosen.now)
 
 
 async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], *,
                         revert: list[str] | None = None, digest: str | None = None, skiplock: bool = False,
-                        background: bool = False) -> str | None:
-    """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`.
-    Changes are written into the guest's pending changes and applied as far as Proxmox would (engine/pending.py):
-    at once on a guest that does not run; on a running one what needs no restart, NICs and disks hot-plugged as
-    its `hotplug` option allows; the rest at its next start. `revert` drops pending changes. NICs without a MAC get
-    one. Changes that allocate volumes or drive QEMU run as a `qmconfig` task; a failed hotplug answers 400
-    `{KEY: "hotplug problem - …"}` (the change stays pending)."""
+                        background: bool = False, force: bool = False) -> str | None:
+    """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`, and
+    `PUT …/unlink`. Changes are written into the guest's pending changes and applied as far as Proxmox would
+    (engine/pending.py): at once on a guest that does not run; on a running one what needs no restart, NICs and
+    disks hot-plugged as its `hotplug` option allows; the rest at its next start. `revert` drops pending changes.
+    A deleted disk's volume is kept as `unusedN`, or with `force` destroyed when the delete applies; deleting
+    `unusedN` destroys its volume at once. NICs without a MAC get one. Changes that allocate, import or destroy
+    volumes or drive QEMU run as a `qmconfig` task; a failed hotplug answers 400 `{KEY: "hotplug problem - …"}`
+    (the change stays pending)."""
     revert = list(revert or [])
     changes = with_macs(ctx, changes)
-    _authorized(ctx, node, vmid, changes, [*delete, *revert])
-    intent = {"set": changes, "delete": delete, **({"revert": revert} if revert else {})}
+    _authorized(ctx, node, vmid, changes, delete, revert, force)
+    await check_import_sources(ctx, node, changes)
+    intent = {"set": changes, "delete": delete, **({"revert": revert} if revert else {}),
+              **({"force": 1} if force else {})}
     if background:
         return await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
-    if _needs_task(ctx, vmid, changes, delete, revert):
+    if _needs_task(ctx, vmid, changes, delete, revert, force):
         upid = await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
         try:
             await wait_task(ctx, upid)
@@ -160,8 +201,8 @@ async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: l
             raise
         return None
     await ctx.node.submit(cmd.UpdateGuestConfig(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node,
-                                                vmid=vmid, set=changes, delete=delete, revert=revert, digest=digest,
-                                                skiplock=skiplock))
+                                                vmid=vmid, set=changes, delete=delete, revert=revert, force=force,
+                                                digest=digest, skiplock=skiplock))
     return None
 
 
