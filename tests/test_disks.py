@@ -343,3 +343,34 @@ def test_an_ovmf_guest_boots_with_its_efidisk_or_a_temporary_copy(node, guest_di
     ok(px, vm.status.stop.post())
     ok(px, vm.delete(purge=1))
     assert files_of(node, vmid) == []
+
+
+@pytest.mark.slow
+def test_on_a_running_guest_unused_volumes_go_at_once_and_forced_deletes_follow_pending(node, guest_dir):
+    """qemu-server's update_vm_api on a running guest: deleting `unusedN` destroys the volume at once; a forced delete
+    of a disk that cannot be unplugged (SATA) waits in `/pending` as `delete: 2` and destroys the volume when it
+    applies (the next stop); one that can (SCSI, default hotplug) is unplugged and destroyed at once."""
+    px = node.api()
+    vmid = create(px, name="running-unlink", memory=256, kvm=0, serial0="socket", args=kernel_args(guest_dir),
+                  virtio0="local:1", sata0="local:1", scsi1="local:1", scsi2="local:1")
+    vm = px.nodes("n1").qemu(vmid)
+    name = {k: vm.config.get()[k].split(",")[0].split("/")[1] for k in ("sata0", "scsi1", "scsi2")}
+    vm.config.put(delete="scsi2")  # stopped: detached at once, kept as unused0
+    assert vm.config.get()["unused0"].endswith(name["scsi2"])
+    ok(px, vm.status.start.post())
+    wait_serial(node, vmid, r"GPVE-GUEST-READY")
+    vm.config.put(delete="unused0")
+    assert "unused0" not in vm.config.get() and name["scsi2"] not in files_of(node, vmid)
+    vm.unlink.put(idlist="sata0", force=1)
+    pending = {row["key"]: row for row in vm.pending.get()}
+    assert pending["sata0"]["delete"] == 2 and "sata0" in vm.config.get(current=1) and "sata0" not in vm.config.get()
+    assert name["sata0"] in files_of(node, vmid)  # QEMU still has it open
+    vm.unlink.put(idlist="scsi1", force=1)
+    assert "scsi1" not in vm.config.get(current=1) and name["scsi1"] not in files_of(node, vmid)
+    assert not any(v.endswith(name["scsi1"]) for v in map(str, vm.config.get().values()))
+    ok(px, vm.status.stop.post())  # the pending forced delete applies: the volume goes, not to unusedN
+    conf = vm.config.get()
+    assert "sata0" not in conf and not any(k.startswith("unused") for k in conf)
+    assert name["sata0"] not in files_of(node, vmid) and not any("delete" in r for r in vm.pending.get())
+    ok(px, vm.delete(purge=1))
+    assert files_of(node, vmid) == []
