@@ -159,6 +159,7 @@ class FinishTask(Command):
     # config of the moment, so that an edit made while the task ran is kept (a full config would undo it)
     patches: dict = field(default_factory=dict)
     snapshots: dict = field(default_factory=dict)  # vmid -> full snapshot table
+    cloudinit: dict = field(default_factory=dict)  # vmid -> the config values its cloud-init image was made from
     created: list = field(default_factory=list)  # [{vmid, node, config}]
     deleted: list = field(default_factory=list)  # [vmid]
     moved: dict = field(default_factory=dict)  # vmid -> the node that owns it now (migration)

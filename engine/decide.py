@@ -233,6 +233,9 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
             events.append(ev.GuestConfigChanged(vmid=vmid, config=_keeping_lock(s, vmid, conf)))
     for vmid, snaps in sorted((int(k), v) for k, v in c.snapshots.items()):
         events.append(ev.GuestSnapshotsChanged(vmid=vmid, snapshots=dict(snaps)))
+    for vmid, values in sorted((int(k), v) for k, v in c.cloudinit.items()):
+        if vmid in s.guests:
+            events.append(ev.GuestCloudinitMade(vmid=vmid, values=dict(values)))
     for vmid, node in sorted((int(k), v) for k, v in c.moved.items()):
         if vmid in s.guests and node in s.nodes:
             events.append(ev.GuestMoved(vmid=vmid, node=node))

@@ -32,6 +32,7 @@ class Outcome:
     power: dict = field(default_factory=dict)
     configs: dict = field(default_factory=dict)
     snapshots: dict = field(default_factory=dict)
+    cloudinit: dict = field(default_factory=dict)  # vmid -> the config values its cloud-init image was made from
     created: list = field(default_factory=list)
     deleted: list = field(default_factory=list)
     moved: dict = field(default_factory=dict)
@@ -186,8 +187,9 @@ class Reconciler:
         configs, patches = _as_patches(outcome.configs, run)
         finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=self.node.wall(), user=task["user"], upid=upid,
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=configs,
-                                patches=patches, snapshots=outcome.snapshots, created=outcome.created,
-                                deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
+                                patches=patches, snapshots=outcome.snapshots, cloudinit=outcome.cloudinit,
+                                created=outcome.created, deleted=outcome.deleted, moved=outcome.moved,
+                                keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
         if outcome.then is not None and error is None:
             try:

@@ -236,6 +236,13 @@ def _(e: ev.GuestPowerChanged, s: State) -> State:
 
 
 @apply.register
+def _(e: ev.GuestCloudinitMade, s: State) -> State:
+    if e.vmid in s.guests:
+        s.guests[e.vmid]["cloudinit"] = dict(e.values)
+    return s
+
+
+@apply.register
 def _(e: ev.GuestSnapshotsChanged, s: State) -> State:
     if e.vmid in s.guests:
         s.guests[e.vmid]["snapshots"] = dict(e.snapshots)
