@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 import trio
 
+from engine.cloudinit import CloudinitError, tracked
 from engine.errors import Rejection
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
 from engine.snapshots import drop_snapshot
-from engine.volumes import alloc_requests, owned_volumes, volume_of
-from hypervisor import propstr
+from engine.volumes import CLOUDINIT_SPEC, alloc_requests, is_cdrom, is_cloudinit, owned_volumes, volume_of
+from hypervisor import cloudinit, propstr
 from hypervisor.qemu import GuestError, QemuDriver
 from hypervisor.qemu_argv import disk_keys
 from hypervisor.storage import DirStorage, StorageError
@@ -34,7 +35,7 @@ def _failing_cleanly(fn):
     async def wrapper(self, task: TaskRun) -> Outcome:
         try:
             return await fn(self, task)
-        except (GuestError, StorageError, Rejection) as exc:
+        except (GuestError, StorageError, Rejection, CloudinitError) as exc:
             raise TaskFailed(str(exc)) from None
     return wrapper
 
@@ -87,7 +88,8 @@ class Operations:
                 "qmreboot": self.reboot, "qmreset": self.reset, "qmsuspend": self.suspend, "qmresume": self.resume,
                 "qmdestroy": self.destroy, "qmconfig": self.config, "resize": self.resize,
                 "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
-                "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate}
+                "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate,
+                "qmcloudinit": self.regenerate_cloudinit}
 
     # ---- helpers --------------------------------------------------------------------------
     def storage_of(self, volid: str) -> DirStorage:
@@ -103,19 +105,56 @@ class Operations:
             raise TaskFailed(str(exc)) from None
 
     async def _allocate(self, task: TaskRun, vmid: int, conf: dict, keys: list[str]) -> list[str]:
-        """Turn `STORAGE:GiB` disk specs into volumes; returns the new volume ids."""
+        """Turn `STORAGE:GiB` disk specs into volumes, and `STORAGE:cloudinit` into the guest's cloud-init drive
+        (`vm-VMID-cloudinit.FMT`, a CD-ROM; qemu-server's create_disks); returns the new volume ids."""
         made = []
         specs = alloc_requests(conf)
         for key in keys:
             storage_id, gib = specs[key]
             storage = self.storage_of(f"{storage_id}:")
             fmt = propstr.parse(str(conf[key]), default_key="file").get("format")
+            if CLOUDINIT_SPEC.fullmatch(volume_of(str(conf[key]))):
+                made.append(await self._allocate_cloudinit(task, vmid, conf, key, storage, fmt))
+                continue
             size = int(gib * GIB)
             volid = await storage.alloc(vmid, size, fmt)
             task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
             conf[key] = with_size(str(conf[key]), volid, size)
             made.append(volid)
         return made
+
+    async def _allocate_cloudinit(self, task: TaskRun, vmid: int, conf: dict, key: str, storage: DirStorage,
+                                  fmt: str | None) -> str:
+        other = next((k for k in disk_keys(conf) if k != key and is_cloudinit(str(conf[k]))
+                      and not CLOUDINIT_SPEC.fullmatch(volume_of(str(conf[k])))), None)
+        if other:
+            raise TaskFailed(f"{key} - cloud-init drive is already attached at '{other}'")
+        volid = await storage.alloc(vmid, cloudinit.CLOUDINIT_SIZE, fmt or "qcow2", f"vm-{vmid}-cloudinit")
+        props = propstr.parse(str(conf[key]), default_key="file")
+        props.pop("volume", None)
+        props.pop("format", None)
+        props.pop("size", None)
+        props["file"] = volid
+        props["media"] = "cdrom"
+        conf[key] = propstr.render(props, default_key="file")
+        task.log(f"{key}: successfully created disk '{conf[key]}'")
+        return volid
+
+    async def _make_cloudinit(self, task: TaskRun, vmid: int, conf: dict, outcome: Outcome) -> None:
+        """The image of the guest's cloud-init drive, made from `conf` before its QEMU starts (qemu-server's
+        vm_start) and recorded in `outcome`; nothing for a guest without one."""
+        if cloudinit.drive_key(conf) is None:
+            return
+        task.log("generating cloud-init ISO")
+        await cloudinit.generate(vmid, conf, self.storages, cloudinit.host_dns())
+        outcome.cloudinit[vmid] = tracked(conf)
+
+    async def _start(self, task: TaskRun, vmid: int, conf: dict, outcome: Outcome, loadvm: str | None = None) -> int:
+        """Start the guest's QEMU, its cloud-init image made first; records it running in `outcome`."""
+        await self._make_cloudinit(task, vmid, conf, outcome)
+        pid = await self.driver.start(vmid, conf, loadvm=loadvm)
+        outcome.power[vmid] = "running"
+        return pid
 
     # ---- tasks ----------------------------------------------------------------------------
     @_failing_cleanly
@@ -132,8 +171,7 @@ class Operations:
         if task.intent.get("start"):
             conf.pop("lock", None)
             task.log(f"starting VM {vmid}")
-            await self.driver.start(vmid, conf)
-            outcome.power[vmid] = "running"
+            await self._start(task, vmid, conf, outcome)
         return outcome
 
     @_failing_cleanly
@@ -142,9 +180,10 @@ class Operations:
         if self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} already running")
         task.log(f"starting VM {vmid}")
-        pid = await self.driver.start(vmid, task.guest["conf"], loadvm=task.intent.get("loadvm"))
+        outcome = Outcome()
+        pid = await self._start(task, vmid, task.guest["conf"], outcome, loadvm=task.intent.get("loadvm"))
         task.log(f"VM {vmid} started with PID {pid}")
-        return Outcome(power={vmid: "running"})
+        return outcome
 
     @_failing_cleanly
     async def stop(self, task: TaskRun) -> Outcome:
@@ -188,8 +227,9 @@ class Operations:
         timeout = float(task.intent.get("timeout") or 180)
         await self.driver.shutdown(vmid, timeout, False)
         task.log(f"VM {vmid} shut down; starting again")
-        await self.driver.start(vmid, task.guest["conf"])
-        return Outcome(power={vmid: "running"})
+        outcome = Outcome()
+        await self._start(task, vmid, task.guest["conf"], outcome)
+        return outcome
 
     async def _qmp_action(self, task: TaskRun, command: str, verb: str) -> Outcome:
         if not self.driver.running(task.vmid):
@@ -233,32 +273,57 @@ class Operations:
 
     @_failing_cleanly
     async def config(self, task: TaskRun) -> Outcome:
-        """Disks set (`STORAGE:GiB` allocates one) or deleted; a disk's volume that leaves the config is kept
-        as `unusedN` (Proxmox's `vmconfig_register_unused_drive`). gpve does not hotplug disks, so a running
-        guest's disks are not changed: its QEMU would go on using the old ones while the config, and every
-        snapshot taken from it, named the new ones (found by the simulator)."""
+        """Disks set (`STORAGE:GiB` allocates one, `STORAGE:cloudinit` the cloud-init drive, whose image is made at
+        once) or deleted; a disk's volume that leaves the config is kept as `unusedN` (Proxmox's
+        `vmconfig_register_unused_drive`), a cloud-init drive's is freed (`add_unused_volume`). gpve does not
+        hotplug disks, so a running guest's disks are not changed: its QEMU would go on using the old ones while
+        the config, and every snapshot taken from it, named the new ones (found by the simulator)."""
         vmid, conf = task.vmid, dict(task.guest["conf"])
         changes = dict(task.intent.get("set", {}))
         delete = list(task.intent.get("delete", []))
-        disks = sorted({k for k, v in changes.items() if _is_drive(k) and "media=cdrom" not in str(v)} |
-                       {k for k in [*changes, *delete] if _is_drive(k) and "media=cdrom" not in str(conf.get(k, ""))
-                        and k in conf})
+
+        def attached(value) -> bool:  # a disk, or the cloud-init drive: not a CD-ROM whose medium may change
+            return not is_cdrom(str(value)) or is_cloudinit(str(value))
+        disks = sorted({k for k, v in changes.items() if _is_drive(k) and attached(v)} |
+                       {k for k in [*changes, *delete] if _is_drive(k) and k in conf and attached(conf[k])})
         if disks and self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} is running - gpve does not hotplug disks ({', '.join(disks)}): stop it first")
         before = dict(conf)
         conf.update(changes)
-        await self._allocate(task, vmid, conf, sorted(alloc_requests(changes)))
         for key in delete:
             conf.pop(key, None)
+        made = await self._allocate(task, vmid, conf, sorted(alloc_requests(changes)))
+        outcome = Outcome(configs={vmid: conf})
+        if any(is_cloudinit(volid) for volid in made):  # as Proxmox's vmconfig_apply_pending
+            await self._make_cloudinit(task, vmid, conf, outcome)
         unused = [int(k[6:]) for k in conf if k.startswith("unused")]
         for key in sorted(k for k in [*changes, *delete] if _is_drive(k) and k in before):
             old = before[key]
-            if owned_volumes(vmid, {key: old}) and (key not in conf or volume_of(conf[key]) != volume_of(old)):
+            if not owned_volumes(vmid, {key: old}) or (key in conf and volume_of(conf[key]) == volume_of(old)):
+                continue
+            if is_cloudinit(str(old)):
+                task.log(f"found unused cloudinit disk '{volume_of(old)}', removing it")
+                await self.storage_of(volume_of(old)).free(volume_of(old))
+            else:
                 n = next(i for i in range(256) if i not in unused)
                 unused.append(n)
                 conf[f"unused{n}"] = volume_of(old)
                 task.log(f"{key}: volume kept as unused{n}")
-        return Outcome(configs={vmid: conf})
+        return outcome
+
+    @_failing_cleanly
+    async def regenerate_cloudinit(self, task: TaskRun) -> Outcome:
+        """`PUT …/cloudinit`: the image made anew from the config; a running guest gets it as its new medium
+        (qemu-server's vmconfig_update_cloudinit_drive). Nothing for a guest without a cloud-init drive."""
+        vmid, conf = task.vmid, task.guest["conf"]
+        outcome = Outcome()
+        await self._make_cloudinit(task, vmid, conf, outcome)
+        key = cloudinit.drive_key(conf)
+        if key is not None and self.driver.running(vmid):
+            path, fmt = self.resolve(volume_of(str(conf[key])))
+            await self.driver.qmp(vmid, "blockdev-change-medium", {"id": key, "filename": path, "format": fmt})
+            task.log(f"{key}: new medium inserted")
+        return outcome
 
     @_failing_cleanly
     async def resize(self, task: TaskRun) -> Outcome:
@@ -342,8 +407,7 @@ class Operations:
         outcome = Outcome(configs={vmid: conf}, power={vmid: "stopped"})
         if snap.get("vmstate") or task.intent.get("start"):
             task.log(f"starting VM {vmid}" + (" with the saved state" if snap.get("vmstate") else ""))
-            await self.driver.start(vmid, conf, loadvm=name if snap.get("vmstate") else None)
-            outcome.power[vmid] = "running"
+            await self._start(task, vmid, conf, outcome, loadvm=name if snap.get("vmstate") else None)
         return outcome
 
     @_failing_cleanly
@@ -374,11 +438,18 @@ class Operations:
         try:
             for key in disk_keys(source):
                 value = str(source[key])
-                if "media=cdrom" in value:
+                if is_cdrom(value) and not is_cloudinit(value):
                     continue
                 volid = volume_of(value)
                 storage = self.storage_of(volid)
-                if linked:
+                if is_cloudinit(value):  # a new, empty drive: made when the clone starts (qemu-server clone_disk)
+                    target = self.storages.get(intent.get("storage") or storage.storage_id)
+                    if target is None:
+                        raise TaskFailed(f"storage '{intent.get('storage')}' does not exist")
+                    fmt = intent.get("format") if intent.get("format") in ("qcow2", "raw") else \
+                        storage.volume_format(volid)
+                    new_volid = await target.alloc(newid, cloudinit.CLOUDINIT_SIZE, fmt, f"vm-{newid}-cloudinit")
+                elif linked:
                     new_volid = await storage.clone_linked(volid, newid)
                 else:
                     target = self.storages.get(intent.get("storage") or storage.storage_id)
@@ -387,7 +458,8 @@ class Operations:
                     path, fmt = self.resolve(volid)
                     new_volid = await target.clone_full(path, fmt, newid, intent.get("format"))
                 made.append(new_volid)
-                task.log(f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
+                task.log(f"{key}: allocated target volume '{new_volid}'" if is_cloudinit(value) else
+                         f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
                 props = propstr.parse(value, default_key="file")
                 props.pop("volume", None)
                 props["file"] = new_volid
@@ -471,10 +543,14 @@ class Operations:
             await self._copy_volumes(task, remote, volumes)
             task.log(f"VM {vmid} now belongs to node '{target}'")
             return Outcome(moved={vmid: target}, then=self._freeing(volumes))
-        if volumes and not intent.get("with-local-disks"):
-            raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(volumes)}) without with-local-disks")
+        # the cloud-init drive is copied as a file, not mirrored, and asks for no with-local-disks (QemuMigrate's
+        # 'generated' volumes); the target uses the image as it is
+        generated = {volume_of(v) for k, v in guest["conf"].items() if _is_drive(k) and is_cloudinit(str(v))}
+        local = [v for v in volumes if v not in generated]
+        if local and not intent.get("with-local-disks"):
+            raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(local)}) without with-local-disks")
         disks = [(key, volume_of(guest["conf"][key])) for key in disk_keys(guest["conf"])
-                 if volume_of(guest["conf"][key]) in volumes]
+                 if volume_of(guest["conf"][key]) in local]
         in_snapshots = {v for snap in guest.get("snapshots", {}).values() for v in owned_volumes(vmid, snap)}
         for _, volid in disks:  # a drive mirror copies the disk's data, not its internal snapshots (qemu-server)
             if volid in in_snapshots:
