@@ -15,6 +15,7 @@ def load_endpoints() -> Registry:
         nodes,
         pools,
         qemu,
+        qemu_cloudinit,
         qemu_config,
         qemu_migrate,
         qemu_power,

@@ -7,7 +7,7 @@ from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY, CREATE_ONLY_PARA
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
-from api.services import guest_access, guests
+from api.services import cloudinit, guest_access, guests
 from engine.state import guest_digest
 
 
@@ -57,4 +57,4 @@ async def get_vm_config(ctx: Ctx, p: dict) -> dict:
         conf = guest.get("snapshots", {}).get(p["snapshot"])
         if conf is None:
             raise ParamErrors({"snapshot": f"snapshot '{p['snapshot']}' does not exist"})
-    return {**conf, "digest": guest_digest(guest)}
+    return {**cloudinit.shown(conf), "digest": guest_digest(guest)}

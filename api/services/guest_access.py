@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from api.errors import ApiError, forbidden
 from api.schema import ParamErrors, Permission
+from engine.cloudinit import CloudinitError, check_value
 from engine.roles import privileges_on
 from engine.volumes import (
     Drive,
@@ -32,6 +33,7 @@ from engine.volumes import (
     VolumeError,
     drive_props,
     is_cdrom,
+    is_cloudinit,
     is_host_path,
     parse_drive,
     parse_volume,
@@ -199,19 +201,28 @@ def _check_value(key: str, value: str) -> None:
             raise VolumeError("either 'host' or 'mapping' must be set.")
     elif re.fullmatch(r"virtiofs\d+", key) and not _props(value, "dirid").get("dirid"):
         raise VolumeError("property 'dirid' is missing")
+    else:
+        check_value(key, value)  # ipconfigN, sshkeys, nameserver
 
 
-def check_values(values: dict) -> None:
-    """Every value that names a volume, a path or a device parses (for root@pam too); ParamErrors names
-    each bad key."""
+def check_values(values: dict, conf: dict | None = None, delete: Iterable[str] = ()) -> None:
+    """Every value that names a volume, a path or a device parses (for root@pam too), and cloud-init values
+    have their formats; ParamErrors names each bad key. With the guest's `conf` (and the keys deleted), a second
+    cloud-init drive is refused (ApiError 400 with qemu-server's message)."""
     errors = {}
     for key, value in sorted(values.items()):
         try:
             _check_value(key, str(value))
-        except VolumeError as exc:
+        except (VolumeError, CloudinitError) as exc:
             errors[key] = str(exc)
     if errors:
         raise ParamErrors(errors)
+    present = sorted(k for k, v in (conf or {}).items() if DRIVE_KEY.fullmatch(k) and is_cloudinit(str(v))
+                     and k not in values and k not in delete)
+    for key in sorted(k for k, v in values.items() if DRIVE_KEY.fullmatch(k) and is_cloudinit(str(v))):
+        if present:
+            raise ApiError(400, f"{key} - cloud-init drive is already attached at '{present[0]}'")
+        present.append(key)
 
 
 # ---- value-dependent privileges ------------------------------------------------------------------
@@ -273,8 +284,11 @@ def _check_cpu_model(held: Held, new: dict, old: dict | None = None) -> None:
         _require(held, ("Mapping.Use",), f"/mapping/cpu/{cputype.removeprefix('custom-')}")
 
 
-def _drive_privilege(value: str) -> str:
-    return "VM.Config.CDROM" if is_cdrom(value) else "VM.Config.Disk"
+def _drive_privileges(value: str) -> tuple[str, ...]:
+    """A cloud-init drive needs both VM.Config.Cloudinit and VM.Config.CDROM (update_vm's check_drive_perms)."""
+    if is_cloudinit(value):
+        return ("VM.Config.Cloudinit", "VM.Config.CDROM")
+    return ("VM.Config.CDROM",) if is_cdrom(value) else ("VM.Config.Disk",)
 
 
 # ---- the operations ------------------------------------------------------------------------------
@@ -325,7 +339,7 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
     """PUT/POST `…/config`, after CONFIG_PERMISSION: keys set (`changes`) and deleted, against the current
     `conf` (deleting a disk or changing a device is judged by its old value too)."""
     delete = list(delete)
-    check_values(changes)
+    check_values(changes, conf, delete)
     check_keys(held, user, vmid, delete)
     check_keys(held, user, vmid, changes)
     _check_storage(held, user, vmid, changes)
@@ -337,7 +351,7 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
         if key.startswith("unused"):
             _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
         elif DRIVE_KEY.fullmatch(key):
-            _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
+            _require(held, _drive_privileges(str(old)), f"/vms/{vmid}")
         elif re.fullmatch(r"serial\d+", key):
             if old == "socket":
                 _require(held, ("VM.Config.HWType",), f"/vms/{vmid}")
@@ -349,8 +363,8 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
         old = conf.get(key)
         if DRIVE_KEY.fullmatch(key):
             if old is not None:
-                _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
-            _require(held, (_drive_privilege(str(value)),), f"/vms/{vmid}")
+                _require(held, _drive_privileges(str(old)), f"/vms/{vmid}")
+            _require(held, _drive_privileges(str(value)), f"/vms/{vmid}")
         elif re.fullmatch(r"serial\d+", key):
             if old in (None, "socket") and value == "socket":
                 _require(held, ("VM.Config.HWType",), f"/vms/{vmid}")

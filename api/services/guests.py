@@ -14,7 +14,7 @@ import re
 from api.context import Ctx
 from api.errors import ApiError
 from api.schema import ParamErrors
-from api.services import guest_access
+from api.services import cloudinit, guest_access
 from api.services.tasks import start_task, wait_task
 from engine import commands as cmd
 from engine import tasks
@@ -71,9 +71,9 @@ def _uuid(ctx: Ctx) -> str:
 
 
 def new_guest_config(ctx: Ctx, values: dict) -> dict:
-    """The config of a new guest: the given keys, MACs for NICs given without one, and the ids Proxmox
-    generates on create (`smbios1` uuid, `vmgenid`)."""
-    conf = dict(values)
+    """The config of a new guest: the given keys (`cipassword` hashed), MACs for NICs given without one, and the
+    ids Proxmox generates on create (`smbios1` uuid, `vmgenid`)."""
+    conf = cloudinit.with_hashed_password(dict(values), values.get("ostype"), _entropy(ctx))
     if isinstance(conf.get("memory"), str) and conf["memory"].isdigit():
         conf["memory"] = int(conf["memory"])
     for key in [k for k in conf if re.fullmatch(r"net\d+", k)]:
@@ -94,6 +94,7 @@ async def create(ctx: Ctx, node: str, vmid: int, config: dict, *, pool: str | No
             raise ApiError(403, f"pool '{pool}' does not exist")  # Proxmox's check_pool_exist
         guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
                                   storage=storage, start=start)
+    cloudinit.check_custom_snippets(ctx, node, given)
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
     result = await ctx.node.submit(cmd.CreateGuest(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid,
@@ -117,29 +118,36 @@ def config_changes(values: dict, delete: list[str], is_key) -> tuple[dict, list[
     return guest_access.resolve_cdrom_alias(changes, delete)
 
 
-def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]) -> None:
+def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]) -> dict:
+    """The guest's config, once the caller may make these changes."""
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is not None and guest["node"] == node:
             guest_access.check_update(guest_access.held_in(s, ctx.user), ctx.user, vmid, changes, delete,
                                       dict(guest["conf"]))
-            return
-    guest_or_404(ctx, node, vmid)
+            return dict(guest["conf"])
+    return guest_or_404(ctx, node, vmid)["conf"]
 
 
-def _needs_task(changes: dict, delete: list[str]) -> bool:
-    return bool(alloc_requests(changes)) or any(re.fullmatch(r"(ide|sata|scsi|virtio)\d+", k) for k in delete)
+def _needs_task(changes: dict, delete: list[str], conf: dict) -> bool:
+    """Volumes to allocate, or drives that go or are replaced (their volumes kept as unused, or freed)."""
+    drive = re.compile(r"(ide|sata|scsi|virtio)\d+")
+    return bool(alloc_requests(changes)) or any(drive.fullmatch(k) for k in delete) or \
+        any(drive.fullmatch(k) and k in conf for k in changes)
 
 
 async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], *,
                         digest: str | None = None, skiplock: bool = False, background: bool = False) -> str | None:
     """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`.
-    Changes that allocate or detach volumes run as a `qmconfig` task; the rest is one command."""
-    _authorized(ctx, node, vmid, changes, delete)
+    Changes that allocate or detach volumes run as a `qmconfig` task; the rest is one command. `cipassword` is
+    hashed here, before it reaches the log."""
+    conf = _authorized(ctx, node, vmid, changes, delete)
+    cloudinit.check_custom_snippets(ctx, node, changes)
+    changes = cloudinit.with_hashed_password(changes, conf.get("ostype"), _entropy(ctx))
     intent = {"set": changes, "delete": delete}
     if background:
         return await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
-    if _needs_task(changes, delete):
+    if _needs_task(changes, delete, conf):
         await wait_task(ctx, await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest,
                                               skiplock=skiplock))
         return None
