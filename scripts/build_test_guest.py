@@ -4,7 +4,10 @@
 The guest boots in a few seconds under software emulation, prints `GPVE-GUEST-READY` on its serial
 console, then every second `GPVE-TICK <n> disk=<first bytes of its first disk>` (a counter in RAM
 and what the disk holds, so tests can tell a restored snapshot). It powers off on the ACPI power
-button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`.
+button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`. With a cloud-init drive
+(an ISO 9660 CD-ROM on IDE or virtio-scsi), it prints before READY what the drive holds: `GPVE-CLOUDINIT
+label=… user=… hostname=… key=<first SSH key's comment>`, a `GPVE-CLOUDINIT-NET <line>` per line of its
+network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 
-MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"]
+MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ata_piix", "sr_mod", "isofs"]
 
 INIT = r"""#!/bin/sh
 /bin/busybox --install -s /bin
@@ -37,6 +40,20 @@ grep -q gpve.noacpi /proc/cmdline || acpid -c /etc/acpi
 sleep 1
 disk=""
 for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done
+if [ -b /dev/sr0 ] && mkdir -p /mnt/ci && mount -t iso9660 -o ro /dev/sr0 /mnt/ci 2>/dev/null; then
+    ud=/mnt/ci/user-data; nc=/mnt/ci/network-config
+    if [ -f /mnt/ci/openstack/latest/user_data ]; then
+        ud=/mnt/ci/openstack/latest/user_data; nc=/mnt/ci/openstack/content/0000
+    fi
+    label=$(dd if=/dev/sr0 bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')  # the volume id
+    user=$(sed -n 's/^user: *//p' $ud | head -n 1)
+    host=$(sed -n 's/^hostname: *//p' $ud | head -n 1)
+    key=$(awk '/^ssh_authorized_keys:/ {f=1; next} f && /^ *- / {print $NF; exit} f && /^[^ ]/ {exit}' $ud)
+    echo "GPVE-CLOUDINIT label=$label user=$user hostname=$host key=$key" > /dev/ttyS0
+    [ -f $nc ] && sed 's/^ *//' $nc | while IFS= read -r line; do echo "GPVE-CLOUDINIT-NET $line"; done > /dev/ttyS0
+    echo "GPVE-CLOUDINIT-END" > /dev/ttyS0
+    umount /mnt/ci
+fi
 echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
 n=0
 while true; do
