@@ -24,6 +24,7 @@ from api.services.cloudinit import hashed
 from engine.cloudinit import CloudinitError, HostDns, check_value, dump, files, parse_resolv_conf, pending
 from tests.grpc_client import Stubs, channel, ticket
 from tests.guest import build_guest, kernel_args, qemu_missing, serial_text, wait_serial
+from tests.harness import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 needs_qemu = pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or "")
@@ -357,7 +358,8 @@ def test_the_password_is_hashed_before_the_log_and_masked_for_everyone(single_no
 
 # ---- the test guest boots with it --------------------------------------------------------------------------
 def _boot(px, node, vmid: int, **config) -> dict[str, str]:
-    """Create and start the test guest with `config`; what its init found on the cloud-init drive."""
+    """Create and start the test guest with `config`; what its init found on the cloud-init drive. It is left
+    running."""
     _ok(px, px.nodes("n1").qemu.create(vmid=vmid, memory=256, kvm=0, serial0="socket",
                                        args=kernel_args(build_guest()), **config))
     _ok(px, px.nodes("n1").qemu(vmid).status.start.post())
@@ -365,7 +367,6 @@ def _boot(px, node, vmid: int, **config) -> dict[str, str]:
     text = serial_text(node, vmid)
     found = dict(re.findall(r"(\w+)=(\S*)", re.search(r"GPVE-CLOUDINIT (.*)", text).group(1)))
     found["net"] = "\n".join(re.findall(r"GPVE-CLOUDINIT-NET (.*?)\r?$", text, re.M))
-    _ok(px, px.nodes("n1").qemu(vmid).status.stop.post())
     return found
 
 
@@ -382,8 +383,15 @@ def test_the_guest_boots_with_a_nocloud_drive_made_through_the_api(single_node):
     assert f"mac_address: '{mac}'" in found["net"]
     assert "address: '192.168.77.9'\nnetmask: '255.255.255.0'\ngateway: '192.168.77.1'" in found["net"]
     assert "- '192.168.77.53'" in found["net"]
-    # the image holds what GET …/cloudinit now calls current
+    # the image holds what GET …/cloudinit now calls current; regenerated, the running guest gets the new medium
     assert {"key": "ciuser", "value": "alice"} in px.nodes("n1").qemu(vmid).cloudinit.get()
+    px.nodes("n1").qemu(vmid).config.put(ciuser="alice2")
+    assert {"key": "ciuser", "value": "alice", "pending": "alice2"} in px.nodes("n1").qemu(vmid).cloudinit.get()
+    px.nodes("n1").qemu(vmid).cloudinit.put()
+    assert {"key": "ciuser", "value": "alice2"} in px.nodes("n1").qemu(vmid).cloudinit.get()
+    blocks = px.nodes("n1").qemu(vmid).monitor.post(command="info block")
+    assert f"vm-{vmid}-cloudinit.qcow2" in blocks and "drive-ide2" in blocks
+    _ok(px, px.nodes("n1").qemu(vmid).status.stop.post())
     _ok(px, px.nodes("n1").qemu(vmid).delete())
 
 
@@ -397,6 +405,7 @@ def test_the_guest_reads_a_configdrive2_drive_on_virtio_scsi(single_node):
     assert (found["label"], found["user"], found["hostname"], found["key"]) == \
         ("config-2", "carol", "cd2-guest", "carol@desk")
     assert "iface eth0 inet static\naddress 10.9.8.7\nnetmask 255.255.0.0\ngateway 10.9.0.1" in found["net"]
+    _ok(px, px.nodes("n1").qemu(vmid).status.stop.post())
     _ok(px, px.nodes("n1").qemu(vmid).delete())
 
 
@@ -413,6 +422,7 @@ def test_the_guest_reads_cicustom_user_data_from_a_snippet(single_node):
                   cicustom="user=local:snippets/ci-user.yaml", net0="virtio", ipconfig0="ip=dhcp")
     assert (found["user"], found["hostname"], found["key"]) == ("snippy", "from-snippet", "snippet@key")
     assert "- type: dhcp4" in found["net"]  # the parts not given are generated
+    _ok(px, px.nodes("n1").qemu(vmid).status.stop.post())
     # a snippet that is gone fails the start with the reason, and regeneration answers 400
     os.unlink(os.path.join(snippets, "ci-user.yaml"))
     upid = px.nodes("n1").qemu(vmid).status.start.post()
@@ -426,3 +436,28 @@ def test_the_guest_reads_cicustom_user_data_from_a_snippet(single_node):
 
 def _token(px) -> str:
     return px.access.users("root@pam").token("ci").post(privsep=0)["value"]
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_the_drive_moves_with_a_live_and_an_offline_migration(three_nodes):
+    """A local cloud-init drive needs no with-local-disks: it is copied as it is (QemuMigrate's 'generated'
+    volumes), and the guest keeps the image it booted with."""
+    n1, n2, _ = three_nodes.nodes
+    px = n1.api()
+    vmid = int(px.cluster.nextid.get())
+    found = _boot(px, n1, vmid, name="mover", ide2="local:cloudinit", ciuser="mia", net0="virtio",
+                  ipconfig0="ip=dhcp")
+    assert found["user"] == "mia"
+    name = f"vm-{vmid}-cloudinit.qcow2"
+    _ok(px, px.nodes("n1").qemu(vmid).migrate.post(target="n2", online=1), timeout=120)
+    assert px.nodes("n2").qemu(vmid).status.current.get()["status"] == "running"
+    assert _images(n2, vmid) == [name]
+    wait_for(lambda: _images(n1, vmid) == [])  # the source's copy goes once the log says the guest moved
+    assert {"key": "ciuser", "value": "mia"} in px.nodes("n2").qemu(vmid).cloudinit.get()
+    _ok(px, px.nodes("n2").qemu(vmid).status.stop.post())
+    _ok(px, px.nodes("n2").qemu(vmid).migrate.post(target="n1"))
+    assert _images(n1, vmid) == [name]
+    wait_for(lambda: _images(n2, vmid) == [])
+    _ok(px, px.nodes("n1").qemu(vmid).delete())
+    assert _images(n1, vmid) == []
