@@ -193,7 +193,7 @@ def alloc_requests(conf: dict) -> dict[str, tuple[str, float]]:
     drive to allocate (`STORAGE:cloudinit`) is one of CLOUDINIT_GIB."""
     out = {}
     for key, value in conf.items():
-        if DISK_KEY.fullmatch(key) and CLOUDINIT_SPEC.fullmatch(volume_of(value)):
+        if re.fullmatch(r"(ide|sata|scsi|virtio)\d+", key) and CLOUDINIT_SPEC.fullmatch(volume_of(value)):
             out[key] = (volume_of(value).partition(":")[0], CLOUDINIT_GIB)
         elif DISK_KEY.fullmatch(key) and not is_cdrom(value):
             m = ALLOC_SPEC.fullmatch(volume_of(value))

@@ -181,7 +181,8 @@ def _props(value: str, default_key: str | None) -> dict[str, str]:
 
 def _check_value(key: str, value: str) -> None:
     if DRIVE_KEY.fullmatch(key):
-        parse_drive(value)
+        if parse_drive(value).kind == "cloudinit" and key in ("efidisk0", "tpmstate0"):  # a CD-ROM bus only
+            raise VolumeError("unable to parse directory volume name 'cloudinit'")
     elif key.startswith("unused"):
         file = drive_props(value).get("file", "")
         if not file or is_host_path(file):
