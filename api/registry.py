@@ -18,6 +18,7 @@ def load_endpoints() -> Registry:
         pools,
         qemu,
         qemu_agent,
+        qemu_cloudinit,
         qemu_config,
         qemu_migrate,
         qemu_power,

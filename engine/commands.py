@@ -166,6 +166,7 @@ class FinishTask(Command):
     # vmid -> what the task changed in the guest's pending changes (engine/pending.py `diff`), applied over the
     # pending changes of the moment: an entry the task took in goes only if it is still what the task saw
     pending: dict = field(default_factory=dict)
+    cloudinit: dict = field(default_factory=dict)  # vmid -> the config values its cloud-init image was made from
     created: list = field(default_factory=list)  # [{vmid, node, config}]
     deleted: list = field(default_factory=list)  # [vmid]
     moved: dict = field(default_factory=dict)  # vmid -> the node that owns it now (migration)

@@ -186,7 +186,7 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
     tasks.check_config_change(s, guest, {"delete": c.delete, "force": c.force})
     conf, pend = pending.stage(c.vmid, guest["conf"], pending.of(guest), c.set, c.delete, c.revert, force=c.force)
     chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*c.set, *c.delete, *c.revert])
-    keys = [k for k in chosen.now if not pend.deletes.get(k)]  # a forced delete destroys a volume: a task's work
+    keys = [k for k in chosen.now if not pending.destroys(c.vmid, conf, pend, k)]  # destroying volumes: a task's
     conf, pend, _ = pending.commit(c.vmid, conf, pend, keys)
     return config_events(guest, conf, pend), {}
 
@@ -258,6 +258,9 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
         events += config_events(guest, conf, pend)
     for vmid, snaps in sorted((int(k), v) for k, v in c.snapshots.items()):
         events.append(ev.GuestSnapshotsChanged(vmid=vmid, snapshots=dict(snaps)))
+    for vmid, values in sorted((int(k), v) for k, v in c.cloudinit.items()):
+        if vmid in s.guests:
+            events.append(ev.GuestCloudinitMade(vmid=vmid, values=dict(values)))
     for vmid, node in sorted((int(k), v) for k, v in c.moved.items()):
         if vmid in s.guests and node in s.nodes:
             events.append(ev.GuestMoved(vmid=vmid, node=node))

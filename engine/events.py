@@ -131,6 +131,16 @@ class GuestPowerChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GuestCloudinitMade(Event):
+    """The image of the guest's cloud-init drive was made from these config values (engine/cloudinit.py
+    `tracked`): `GET …/cloudinit` shows them as its current values."""
+
+    TYPE = "guest.cloudinit_made"
+    vmid: int
+    values: dict
+
+
+@dataclass(frozen=True, kw_only=True)
 class GuestSnapshotsChanged(Event):
     TYPE = "guest.snapshots_changed"
     vmid: int

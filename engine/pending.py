@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from engine.errors import bad_request
-from engine.volumes import DISK_KEY, is_cdrom, owned_volumes, property_string, volume_of
+from engine.volumes import DISK_KEY, is_cdrom, is_cloudinit, owned_volumes, property_string, volume_of
 
 # Applied at once on a running guest: they change nothing QEMU runs (qemu-server's $fast_plug_option, and every
 # cloud-init key, which only the next cloud-init image reads).
@@ -237,9 +237,9 @@ def _drive_action(key: str, old, new, deleting: bool, features: frozenset[str]) 
     if bus in ("efidisk", "tpmstate"):
         return None
     pluggable = "disk" in features and bus not in ("ide", "sata")
-    if deleting:
+    if deleting or old is None:
         return PLUG if pluggable else None
-    if old is None:
+    if is_cloudinit(str(old)) or is_cloudinit(str(new)):  # a cloud-init drive plugs as a disk does
         return PLUG if pluggable else None
     if is_cdrom(str(old)) or is_cdrom(str(new)):
         return PLUG  # a CD-ROM's medium changes on any bus (a change of media type fails there)
@@ -252,10 +252,19 @@ def _drive_action(key: str, old, new, deleting: bool, features: frozenset[str]) 
 
 
 # ---- applying ------------------------------------------------------------------------------------
+def _detached(vmid: int, conf: dict, old: str, force: bool) -> tuple[dict, list[str]]:
+    """A drive value that leaves the config: its volume kept as `unusedN`, or returned to be destroyed when the
+    delete is forced or it is a cloud-init drive (vmconfig_register_unused_drive frees those)."""
+    if force or is_cloudinit(old):
+        return conf, owned_volumes(vmid, {"scsi0": old})
+    return keep_unused(vmid, conf, old), []
+
+
 def commit(vmid: int, conf: dict, pend: Pending, keys: Iterable[str]) -> tuple[dict, Pending, list[str]]:
     """Move `keys` from pending into the config (one entry each, as vmconfig_apply_pending applies it). A disk
-    replaced or deleted keeps its volume as `unusedN`; a forced delete instead returns the volume, for the caller
-    to destroy (it checks first that no snapshot uses it). Returns (config, pending, volumes to destroy)."""
+    replaced or deleted keeps its volume as `unusedN`; a forced delete, or a cloud-init drive, instead returns the
+    volume, for the caller to destroy (it checks first that no snapshot uses a forced delete's). Returns (config,
+    pending, volumes to destroy)."""
     conf, vals, dels = dict(conf), dict(pend.values), dict(pend.deletes)
     doomed: list[str] = []
     for key in keys:
@@ -263,18 +272,31 @@ def commit(vmid: int, conf: dict, pend: Pending, keys: Iterable[str]) -> tuple[d
             force = dels.pop(key)
             old = conf.pop(key, None)
             if old is not None and is_drive(key):
-                if force:
-                    doomed += owned_volumes(vmid, {key: old})
-                else:
-                    conf = keep_unused(vmid, conf, str(old))
+                conf, gone = _detached(vmid, conf, str(old), bool(force))
+                doomed += gone
         elif key in vals:
             new = vals.pop(key)
             old = conf.get(key)
             conf[key] = new
             if old is not None and is_drive(key) and volume_of(str(old)) != volume_of(str(new)):
-                conf = keep_unused(vmid, conf, str(old))
+                conf, gone = _detached(vmid, conf, str(old), False)
+                doomed += gone
     conf = drop_reattached(conf)
     return conf, cleanup(conf, Pending(vals, dels)), doomed
+
+
+def destroys(vmid: int, conf: dict, pend: Pending, key: str) -> bool:
+    """Whether applying `key`'s pending change destroys a volume (a forced delete, a cloud-init drive replaced or
+    deleted): work for the guest's node, never for the log alone."""
+    return bool(commit(vmid, conf, pend, [key])[2])
+
+
+def released(vmid: int, conf: dict, pend: Pending, conf_after: dict, pend_after: Pending) -> list[str]:
+    """The guest's cloud-init volumes that its config or pending changes named and name no more (a pending
+    cloud-init drive reverted or replaced before it applied): freed, as vmconfig_register_unused_drive frees them."""
+    def named(c: dict, p: Pending) -> set[str]:
+        return {v for v in owned_volumes(vmid, c) + owned_volumes(vmid, p.values) if is_cloudinit(v)}
+    return sorted(named(conf, pend) - named(conf_after, pend_after))
 
 
 def applied(conf: dict, pend: Pending) -> dict:

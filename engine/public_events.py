@@ -31,9 +31,9 @@ from __future__ import annotations
 from functools import singledispatch
 
 from engine import events as ev
+from engine.cloudinit import MASK
 from engine.state import State
 
-MASK = "**********"
 SECRET_CONFIG_KEYS = frozenset({"cipassword"})
 # The documented types, for validation of subscription filters.
 PUBLIC_TYPES = ("vm.created", "vm.config.changed", "vm.status.changed", "vm.started", "vm.stopped", "vm.locked",

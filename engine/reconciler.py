@@ -35,6 +35,7 @@ class Outcome:
     # vmid (the task's guest) -> its pending changes after the task (engine/pending.py Pending); recorded as what
     # changed from the copy the task was given, so that a change staged while it ran survives
     pending: dict = field(default_factory=dict)
+    cloudinit: dict = field(default_factory=dict)  # vmid -> the config values its cloud-init image was made from
     created: list = field(default_factory=list)
     deleted: list = field(default_factory=list)
     moved: dict = field(default_factory=dict)
@@ -190,8 +191,9 @@ class Reconciler:
                 if run.guest is not None and vmid == run.vmid}
         finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=self.node.wall(), user=task["user"], upid=upid,
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=configs,
-                                patches=patches, pending=pend, snapshots=outcome.snapshots, created=outcome.created,
-                                deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
+                                patches=patches, pending=pend, snapshots=outcome.snapshots,
+                                cloudinit=outcome.cloudinit, created=outcome.created, deleted=outcome.deleted,
+                                moved=outcome.moved, keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
         if outcome.then is not None and error is None:
             try:

@@ -13,6 +13,7 @@ from functools import singledispatch
 
 from engine import events as ev
 from engine import pending
+from engine.volumes import DISK_KEY, is_cloudinit
 
 TASK_HISTORY_PER_NODE = 1000
 CLUSTER_LOG_SIZE = 500
@@ -83,24 +84,33 @@ def _render_section(conf: dict) -> list[str]:
     return lines
 
 
-def render_guest_config(conf: dict, snapshots: dict | None = None, pending: dict | None = None) -> str:
+def render_guest_config(conf: dict, snapshots: dict | None = None, pending: dict | None = None,
+                        cloudinit: dict | None = None) -> str:
     """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf` (write_vm_config): the config,
-    its pending changes as a `[PENDING]` section (engine/pending.py `section`), then the snapshots as sections."""
+    its pending changes as a `[PENDING]` section (engine/pending.py `section`), the values its cloud-init image was
+    made from as `[special:cloudinit]` (given only while it has a cloud-init drive), then the snapshots."""
     lines = _render_section(conf)
     if pending:
         lines += ["", "[PENDING]"] + _render_section(pending)
+    if cloudinit is not None:
+        lines += ["", "[special:cloudinit]"] + _render_section(cloudinit)
     for name in sorted(snapshots or {}):
         lines += ["", f"[{name}]"] + _render_section(snapshots[name])
     return "\n".join(lines) + "\n"
 
 
-def config_digest(conf: dict, snapshots: dict | None = None, pending: dict | None = None) -> str:
-    return hashlib.sha1(render_guest_config(conf, snapshots, pending).encode()).hexdigest()
+def config_digest(conf: dict, snapshots: dict | None = None, pending: dict | None = None,
+                  cloudinit: dict | None = None) -> str:
+    return hashlib.sha1(render_guest_config(conf, snapshots, pending, cloudinit).encode()).hexdigest()
 
 
 def guest_digest(guest: dict) -> str:
-    """The SHA-1 of the guest's whole config file, pending section included (what `digest` guards)."""
-    return config_digest(guest["conf"], guest.get("snapshots"), pending.section(pending.of(guest)))
+    """The SHA-1 of the guest's whole config file, pending and cloud-init sections included (what `digest`
+    guards; Proxmox writes `[special:cloudinit]` only while the config has a cloud-init drive)."""
+    made = guest.get("cloudinit")
+    if made is not None and not any(DISK_KEY.fullmatch(k) and is_cloudinit(str(v)) for k, v in guest["conf"].items()):
+        made = None
+    return config_digest(guest["conf"], guest.get("snapshots"), pending.section(pending.of(guest)), made)
 
 
 # ---- apply ---------------------------------------------------------------------------------
@@ -251,6 +261,13 @@ def _(e: ev.TaskAbortRequested, s: State) -> State:
 def _(e: ev.GuestPowerChanged, s: State) -> State:
     if e.vmid in s.guests:
         s.guests[e.vmid]["status"] = e.status
+    return s
+
+
+@apply.register
+def _(e: ev.GuestCloudinitMade, s: State) -> State:
+    if e.vmid in s.guests:
+        s.guests[e.vmid]["cloudinit"] = dict(e.values)
     return s
 
 

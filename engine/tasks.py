@@ -121,6 +121,11 @@ def _destroys(intent: dict) -> bool:
         bool(intent.get("force") and intent.get("delete"))
 
 
+def _cloudinit(s, guest: dict, intent: dict) -> None:
+    """Proxmox regenerates under the config lock, synchronously: the request does not wait behind another task."""
+    check_no_task(s, guest["vmid"], "regenerating the cloud-init drive")
+
+
 def _template(s, guest: dict, intent: dict) -> None:
     if _running(guest):
         raise conflict("you can't convert a running VM to a template")
@@ -177,6 +182,8 @@ _KINDS = [
                                   "target": str},
              precheck=_clone),
     TaskKind("qmtemplate", None, {"disk": str}, precheck=_template, to_the_end=True),
+    TaskKind("qmcloudinit", None, {}, precheck=_cloudinit,
+             description="make the cloud-init drive's image anew (PUT …/cloudinit)"),
     TaskKind("qmigrate", "migrate", {"target": str, "online": _B, "with-local-disks": _B}, precheck=_migrate),
 ]
 KINDS: dict[str, TaskKind] = {k.type: k for k in _KINDS}

@@ -4,7 +4,8 @@ guest owns.
 A volume id is `STORAGE:NAME` (pve-storage `parse_volume_id`); NAME belongs to one content type and
 lies in that type's directory of the storage (the directory plugin's `parse_volname`):
 
-    images    VMID/vm-VMID-disk-N.FMT, VMID/base-VMID-disk-N.FMT, linked: BASEVMID/base-…/VMID/vm-VMID-disk-N.FMT
+    images    VMID/vm-VMID-disk-N.FMT, VMID/base-VMID-disk-N.FMT, linked: BASEVMID/base-…/VMID/vm-VMID-disk-N.FMT,
+              VMID/vm-VMID-cloudinit.FMT (a cloud-init drive: a CD-ROM the guest owns)
     iso       iso/NAME.iso|img                     -> template/iso/NAME
     vztmpl    vztmpl/NAME.tar[.gz|.xz|.zst|.bz2]   -> template/cache/NAME
     backup    backup/NAME.vma|tar|tgz[.gz|…]       -> dump/NAME (vzdump-qemu-VMID-… names an owner)
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 STORAGE_ID = r"[a-z][a-z0-9\-_.]*[a-z0-9]"
 CONTENT_DIRS = {"images": "images", "iso": "template/iso", "vztmpl": "template/cache", "snippets": "snippets",
                 "backup": "dump", "import": "import"}
-IMAGE_FILE = re.compile(r"(vm|base)-(\d+)-disk-(\d+)\.(qcow2|raw|vmdk)")
+IMAGE_FILE = re.compile(r"(vm|base)-(\d+)-(?:disk-(\d+)|cloudinit)\.(qcow2|raw|vmdk)")  # group 3: None for cloud-init
 FILES = {  # content type -> file names it holds (Proxmox's ISO_EXT_RE_0, VZTMPL_EXT_RE_1, BACKUP_EXT_RE_2)
     "iso": re.compile(r"[^/]+\.(?:iso|img)", re.I),
     "vztmpl": re.compile(r"[^/]+\.(?:tar|tar\.(?:gz|xz|zst|bz2))", re.I),
@@ -37,6 +38,9 @@ FILES = {  # content type -> file names it holds (Proxmox's ISO_EXT_RE_0, VZTMPL
 UNSAFE = re.compile(r"[\x00-\x20\x7f%]")  # control characters, blanks, percent-encoding
 DISK_KEY = re.compile(r"(ide|sata|scsi|virtio|efidisk|tpmstate)\d+")
 ALLOC_SPEC = re.compile(rf"({STORAGE_ID}):(\d+(?:\.\d+)?)")
+CLOUDINIT_SPEC = re.compile(rf"({STORAGE_ID}):cloudinit")  # a cloud-init drive to allocate (Proxmox's volname)
+CLOUDINIT_VOLUME = re.compile(r"[:/](?:vm-\d+-)?cloudinit(?:\.(?:qcow2|raw|vmdk))?\Z")  # qemu-server drive_is_cloudinit
+CLOUDINIT_GIB = 4 / 1024  # Proxmox allocates 4 MiB (CLOUDINIT_DISK_SIZE)
 
 
 class VolumeError(ValueError):
@@ -141,6 +145,12 @@ def is_cdrom(value: str) -> bool:
     return property_string(value, "file", strict=False).get("media") == "cdrom"
 
 
+def is_cloudinit(value: str) -> bool:
+    """A cloud-init drive: `STORAGE:cloudinit` to allocate, or its volume `STORAGE:VMID/vm-VMID-cloudinit.FMT`
+    (qemu-server's `drive_is_cloudinit`, which reads the name only)."""
+    return bool(CLOUDINIT_VOLUME.search(volume_of(value)))
+
+
 @dataclass(frozen=True)
 class Drive:
     """A drive's file and what it is: `none`, the host's CD-ROM drive (`cdrom`), a new volume to allocate
@@ -149,13 +159,12 @@ class Drive:
 
     file: str
     cdrom: bool
-    kind: str  # none | host-cdrom | alloc | path | volume
+    kind: str  # none | host-cdrom | alloc | cloudinit (to allocate) | path | volume
     import_from: str | None = None  # a volume id (`images` or `import` content) or an absolute path
 
 
 ENUMS = {"efitype": ("2m", "4m"), "pre-enrolled-keys": ("0", "1"), "ms-cert": ("2011", "2023", "2023w", "2023k"),
          "version": ("v1.2", "v2.0")}
-CLOUDINIT_NAME = re.compile(r"vm-\d+-cloudinit(\.\w+)?")
 
 
 def parse_import_source(source: str) -> Volume | None:
@@ -166,7 +175,7 @@ def parse_import_source(source: str) -> Volume | None:
     volume = parse_volume(source)
     if volume.vtype not in ("images", "import"):
         raise VolumeError(f"{source} has wrong type '{volume.vtype}' - needs to be 'images' or 'import'")
-    if CLOUDINIT_NAME.fullmatch(volume.filename):
+    if is_cloudinit(source):
         raise VolumeError(f"cannot import from '{source}' - cannot import from cloudinit disk")
     if volume.format in ("ova", "ovf"):
         raise VolumeError(f"cannot import from '{source}' - importing from an {volume.format.upper()} is not "
@@ -201,6 +210,10 @@ def parse_drive(value: str, key: str = "") -> Drive:
         return Drive(file, cdrom, "none")
     if cdrom and file == "cdrom":
         return Drive(file, cdrom, "host-cdrom")
+    if CLOUDINIT_SPEC.fullmatch(file):
+        if props.get("format", "qcow2") not in ("qcow2", "raw"):
+            raise VolumeError(f"unsupported format '{props['format']}' for a cloud-init drive")
+        return Drive(file, True, "cloudinit")
     if not cdrom and ALLOC_SPEC.fullmatch(file):
         return Drive(file, cdrom, "alloc")
     if is_host_path(file):
@@ -218,10 +231,13 @@ def is_disk_key(key: str) -> bool:
 
 
 def alloc_requests(conf: dict) -> dict[str, tuple[str, float]]:
-    """Disk keys whose value is `STORAGE:SIZE_GiB` (a volume to allocate), as {key: (storage, GiB)}."""
+    """Disk keys whose value is `STORAGE:SIZE_GiB` (a volume to allocate), as {key: (storage, GiB)}; a cloud-init
+    drive to allocate (`STORAGE:cloudinit`) is one of CLOUDINIT_GIB."""
     out = {}
     for key, value in conf.items():
-        if DISK_KEY.fullmatch(key) and not is_cdrom(value):
+        if re.fullmatch(r"(ide|sata|scsi|virtio)\d+", key) and CLOUDINIT_SPEC.fullmatch(volume_of(value)):
+            out[key] = (volume_of(value).partition(":")[0], CLOUDINIT_GIB)
+        elif DISK_KEY.fullmatch(key) and not is_cdrom(value):
             m = ALLOC_SPEC.fullmatch(volume_of(value))
             if m:
                 out[key] = (m.group(1), float(m.group(2)))
@@ -229,10 +245,11 @@ def alloc_requests(conf: dict) -> dict[str, tuple[str, float]]:
 
 
 def owned_volumes(vmid: int, conf: dict) -> list[str]:
-    """Volumes of this guest referenced by its config (its own images, not ISOs or other guests' bases)."""
+    """Volumes of this guest referenced by its config (its own images, its cloud-init drive; not ISOs or other
+    guests' bases)."""
     out = []
     for key, value in conf.items():
-        if is_disk_key(key) and not is_cdrom(value):
+        if is_disk_key(key) and (not is_cdrom(value) or is_cloudinit(value)):
             volid = volume_of(value)
             try:
                 volume = parse_volume(volid)

@@ -16,11 +16,21 @@ from collections.abc import Callable
 import trio
 
 from engine import nics, pending
+from engine.cloudinit import CloudinitError, tracked
 from engine.errors import Rejection
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
 from engine.snapshots import drop_snapshot
-from engine.volumes import alloc_requests, destroyed_volumes, owned_volumes, volume_in_use, volume_of
-from hypervisor import hotplug, propstr
+from engine.volumes import (
+    CLOUDINIT_SPEC,
+    alloc_requests,
+    destroyed_volumes,
+    is_cdrom,
+    is_cloudinit,
+    owned_volumes,
+    volume_in_use,
+    volume_of,
+)
+from hypervisor import cloudinit, hotplug, propstr
 from hypervisor.qemu import GuestError, QemuDriver
 from hypervisor.qemu_argv import agent_settings, disk_keys, ovmf_files, start_warnings, volume_keys
 from hypervisor.storage import DirStorage, StorageError, import_source
@@ -35,7 +45,7 @@ def _failing_cleanly(fn):
     async def wrapper(self, task: TaskRun) -> Outcome:
         try:
             return await fn(self, task)
-        except (GuestError, StorageError, Rejection) as exc:
+        except (GuestError, StorageError, Rejection, CloudinitError) as exc:
             raise TaskFailed(str(exc)) from None
     return wrapper
 
@@ -90,7 +100,8 @@ class Operations:
                 "qmreboot": self.reboot, "qmreset": self.reset, "qmsuspend": self.suspend, "qmresume": self.resume,
                 "qmdestroy": self.destroy, "qmconfig": self.config, "resize": self.resize,
                 "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
-                "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate}
+                "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate,
+                "qmcloudinit": self.regenerate_cloudinit}
 
     # ---- helpers --------------------------------------------------------------------------
     def storage_of(self, volid: str) -> DirStorage:
@@ -107,14 +118,18 @@ class Operations:
 
     async def _allocate(self, task: TaskRun, vmid: int, conf: dict, keys: list[str]) -> list[str]:
         """Turn `STORAGE:GiB` disk specs into volumes (qemu-server's `create_disks`): an empty one of that size, a
-        copy of its `import-from` source, an EFI vars volume (`efidisk0`: the size is ignored) or a TPM state volume
-        (4 MiB). Returns the new volume ids; on failure the ones made here are freed again."""
+        copy of its `import-from` source, an EFI vars volume (`efidisk0`: the size is ignored), a TPM state volume
+        (4 MiB), or for `STORAGE:cloudinit` the guest's cloud-init drive (`vm-VMID-cloudinit.FMT`, a CD-ROM).
+        Returns the new volume ids; on failure the ones made here are freed again."""
         made: list[str] = []
         specs = alloc_requests(conf)
         try:
             for key in keys:
                 storage = self.storage_of(f"{specs[key][0]}:")
                 props = propstr.parse(str(conf[key]), default_key="file")
+                if CLOUDINIT_SPEC.fullmatch(volume_of(str(conf[key]))):
+                    made.append(await self._allocate_cloudinit(task, vmid, conf, key, storage, props.get("format")))
+                    continue
                 fmt = props.get("format") or storage.default_format
                 if props.get("import-from"):
                     volid, size = await self._import(task, storage, vmid, key, conf, props, fmt)
@@ -163,6 +178,42 @@ class Operations:
         task.log(f"{key}: imported as volume '{volid}'")
         return volid, size
 
+    async def _allocate_cloudinit(self, task: TaskRun, vmid: int, conf: dict, key: str, storage: DirStorage,
+                                  fmt: str | None) -> str:
+        other = next((k for k in disk_keys(conf) if k != key and is_cloudinit(str(conf[k]))
+                      and not CLOUDINIT_SPEC.fullmatch(volume_of(str(conf[k])))), None)
+        if other:
+            raise TaskFailed(f"{key} - cloud-init drive is already attached at '{other}'")
+        volid = await storage.alloc(vmid, cloudinit.CLOUDINIT_SIZE, fmt or "qcow2", f"vm-{vmid}-cloudinit")
+        props = propstr.parse(str(conf[key]), default_key="file")
+        props.pop("volume", None)
+        props.pop("format", None)
+        props.pop("size", None)
+        props["file"] = volid
+        props["media"] = "cdrom"
+        conf[key] = propstr.render(props, default_key="file")
+        task.log(f"{key}: successfully created disk '{conf[key]}'")
+        return volid
+
+    async def _make_cloudinit(self, task: TaskRun, vmid: int, conf: dict, outcome: Outcome) -> None:
+        """The image of the guest's cloud-init drive, made from `conf` before its QEMU starts (qemu-server's
+        vm_start) and recorded in `outcome`; nothing for a guest without one."""
+        if cloudinit.drive_key(conf) is None:
+            return
+        task.log("generating cloud-init ISO")
+        await cloudinit.generate(vmid, conf, self.storages, cloudinit.host_dns())
+        outcome.cloudinit[vmid] = tracked(conf)
+
+    async def _start(self, task: TaskRun, vmid: int, conf: dict, outcome: Outcome, loadvm: str | None = None) -> int:
+        """Start the guest's QEMU from `conf` (every start goes through here: start, create and rollback with
+        `start`, reboot): its cloud-init image made first, what the start warns about (an OVMF guest without
+        `efidisk0`) recorded in `outcome` with it running."""
+        await self._make_cloudinit(task, vmid, conf, outcome)
+        pid = await self.driver.start(vmid, conf, loadvm=loadvm)
+        outcome.power[vmid] = "running"
+        outcome.warnings += start_warnings(conf)
+        return pid
+
     # ---- tasks ----------------------------------------------------------------------------
     @_failing_cleanly
     async def create(self, task: TaskRun) -> Outcome:
@@ -178,9 +229,7 @@ class Operations:
         if task.intent.get("start"):
             conf.pop("lock", None)
             task.log(f"starting VM {vmid}")
-            await self.driver.start(vmid, conf)
-            outcome.power[vmid] = "running"
-            outcome.warnings = start_warnings(conf)
+            await self._start(task, vmid, conf, outcome)
         return outcome
 
     async def _apply_pending(self, task: TaskRun, conf: dict, pend: pending.Pending, keys,
@@ -222,11 +271,11 @@ class Operations:
         conf = dict(task.guest["conf"]) if loadvm else await self._applying_pending(task, outcome)
         task.log(f"starting VM {vmid}")
         try:
-            pid = await self.driver.start(vmid, conf, loadvm=loadvm)
-        except GuestError as exc:  # what pending changes were applied stays applied, as in Proxmox
-            raise TaskFailed(str(exc), Outcome(configs=outcome.configs, pending=outcome.pending)) from None
+            pid = await self._start(task, vmid, conf, outcome, loadvm=loadvm)
+        except (GuestError, StorageError, CloudinitError) as exc:  # pending changes applied stay, as in Proxmox
+            raise TaskFailed(str(exc), Outcome(configs=outcome.configs, pending=outcome.pending,
+                                               cloudinit=outcome.cloudinit)) from None
         task.log(f"VM {vmid} started with PID {pid}")
-        outcome.warnings += start_warnings(conf)
         return outcome
 
     @_failing_cleanly
@@ -292,10 +341,9 @@ class Operations:
         outcome = Outcome(power={vmid: "stopped"}, warnings=warnings)
         conf = await self._applying_pending(task, outcome)  # a reboot is how pending changes reach a guest
         try:
-            await self.driver.start(vmid, conf)
-        except GuestError as exc:
+            await self._start(task, vmid, conf, outcome)
+        except (GuestError, StorageError, CloudinitError) as exc:
             raise TaskFailed(str(exc), outcome) from None
-        outcome.power[vmid] = "running"
         return outcome
 
     async def _qmp_action(self, task: TaskRun, command: str, verb: str) -> Outcome:
@@ -343,12 +391,14 @@ class Operations:
     @_failing_cleanly
     async def config(self, task: TaskRun) -> Outcome:
         """`PUT`/`POST …/config` as a task (qemu-server's update_vm_api): new disks are allocated first (`STORAGE:GiB`,
-        `import-from` copies, EFI vars and TPM state volumes); deleting `unusedN` destroys its volume at once
-        (`try_deallocate_drive`); then the change is written into pending and applied as far as it can be
+        `import-from` copies, EFI vars and TPM state volumes, the cloud-init drive); deleting `unusedN` destroys its
+        volume (`try_deallocate_drive`); then the change is written into pending and applied as far as it can be
         (engine/pending.py): all of it when the guest does not run; on a running guest the keys that need no restart,
         and NICs, disks and CD-ROM media through QMP as its `hotplug` option allows (hypervisor/hotplug.py). A volume
         that leaves the config is kept as `unusedN`, unless deleted with `force` (then destroyed when the delete
-        applies). What fails to hot-plug stays pending and fails the task with `KEY: hotplug problem - …`."""
+        applies); a cloud-init drive's is freed. A cloud-init drive that reaches the config gets its image at once
+        (before it is hot-plugged into a running guest). What fails to hot-plug stays pending and fails the task with
+        `KEY: hotplug problem - …`."""
         vmid, guest = task.vmid, task.guest
         changes = dict(task.intent.get("set", {}))
         delete, revert = list(task.intent.get("delete", [])), list(task.intent.get("revert", []))
@@ -360,17 +410,27 @@ class Operations:
         busy = next((volid for _, volid, in_use in doomed if in_use), None)
         if busy is not None:
             raise TaskFailed(f"unable to delete '{busy}' - volume is still in use (snapshot?)")
-        await self._allocate(task, vmid, changes, sorted(alloc_requests(changes)))
+        # allocated against the config as it will be (the machine an EFI disk is for, a cloud-init drive already there)
+        keys = sorted(alloc_requests(changes))
+        view = {k: v for k, v in pending.applied(guest["conf"], pending.of(guest)).items() if k not in delete}
+        view.update(changes)
+        await self._allocate(task, vmid, view, keys)
+        changes.update({k: view[k] for k in keys})
         conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert, force=force)
+        released = pending.released(vmid, guest["conf"], pending.of(guest), conf, pend)  # reverted cloud-init drives
         outcome = Outcome(configs={vmid: conf}, pending={vmid: pend})
         chosen = pending.plan(conf, pend, self.driver.running(vmid), [*changes, *delete, *revert])
         conf, pend = await self._apply_pending(task, conf, pend, chosen.now, outcome)
+        if any(k in changes and k in conf and is_cloudinit(str(conf[k])) for k in chosen.now):
+            await self._make_cloudinit(task, vmid, conf, outcome)  # as vmconfig_apply_pending
         errors = []
         for key in chosen.plug:
             new = pend.values.get(key)
             try:
+                if new is not None and is_cloudinit(str(new)):  # its image first, then the drive
+                    await self._make_cloudinit(task, vmid, {**conf, key: new}, outcome)
                 outcome.warnings += await hotplug.apply(self.driver, vmid, conf, key, new)
-            except GuestError as exc:
+            except (GuestError, StorageError, CloudinitError) as exc:
                 errors.append(f"{key}: hotplug problem - {exc}")
                 task.log(errors[-1])
                 continue
@@ -382,8 +442,25 @@ class Operations:
             if key.startswith("unused"):
                 task.log(f"{key}: removing volume '{volid}'")
                 await self.storage_of(volid).free(volid)
+        for volid in released:
+            task.log(f"found unused cloudinit disk '{volid}', removing it")
+            await self.storage_of(volid).free(volid)
         if errors:
             raise TaskFailed(errors[0], outcome)
+        return outcome
+
+    @_failing_cleanly
+    async def regenerate_cloudinit(self, task: TaskRun) -> Outcome:
+        """`PUT …/cloudinit`: the image made anew from the config; a running guest gets it as its new medium
+        (qemu-server's vmconfig_update_cloudinit_drive). Nothing for a guest without a cloud-init drive."""
+        vmid, conf = task.vmid, task.guest["conf"]
+        outcome = Outcome()
+        await self._make_cloudinit(task, vmid, conf, outcome)
+        key = cloudinit.drive_key(conf)
+        if key is not None and self.driver.running(vmid):
+            path, fmt = self.resolve(volume_of(str(conf[key])))
+            await self.driver.qmp(vmid, "blockdev-change-medium", {"id": key, "filename": path, "format": fmt})
+            task.log(f"{key}: new medium inserted")
         return outcome
 
     @_failing_cleanly
@@ -470,8 +547,7 @@ class Operations:
         outcome = Outcome(configs={vmid: conf}, power={vmid: "stopped"}, pending={vmid: pending.Pending()})
         if snap.get("vmstate") or task.intent.get("start"):
             task.log(f"starting VM {vmid}" + (" with the saved state" if snap.get("vmstate") else ""))
-            await self.driver.start(vmid, conf, loadvm=name if snap.get("vmstate") else None)
-            outcome.power[vmid] = "running"
+            await self._start(task, vmid, conf, outcome, loadvm=name if snap.get("vmstate") else None)
         return outcome
 
     @_failing_cleanly
@@ -502,11 +578,18 @@ class Operations:
         try:
             for key in volume_keys(source):
                 value = str(source[key])
-                if "media=cdrom" in value:
+                if is_cdrom(value) and not is_cloudinit(value):
                     continue
                 volid = volume_of(value)
                 storage = self.storage_of(volid)
-                if linked:
+                if is_cloudinit(value):  # a new, empty drive: made when the clone starts (qemu-server clone_disk)
+                    target = self.storages.get(intent.get("storage") or storage.storage_id)
+                    if target is None:
+                        raise TaskFailed(f"storage '{intent.get('storage')}' does not exist")
+                    fmt = intent.get("format") if intent.get("format") in ("qcow2", "raw") else \
+                        storage.volume_format(volid)
+                    new_volid = await target.alloc(newid, cloudinit.CLOUDINIT_SIZE, fmt, f"vm-{newid}-cloudinit")
+                elif linked:
                     new_volid = await storage.clone_linked(volid, newid)
                 else:
                     target = self.storages.get(intent.get("storage") or storage.storage_id)
@@ -515,7 +598,8 @@ class Operations:
                     path, fmt = self.resolve(volid)
                     new_volid = await target.clone_full(path, fmt, newid, intent.get("format"))
                 made.append(new_volid)
-                task.log(f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
+                task.log(f"{key}: allocated target volume '{new_volid}'" if is_cloudinit(value) else
+                         f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
                 props = propstr.parse(value, default_key="file")
                 props.pop("volume", None)
                 props["file"] = new_volid
@@ -595,10 +679,14 @@ class Operations:
             await self._copy_volumes(task, remote, volumes)
             task.log(f"VM {vmid} now belongs to node '{target}'")
             return Outcome(moved={vmid: target}, then=self._freeing(volumes))
-        if volumes and not intent.get("with-local-disks"):
-            raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(volumes)}) without with-local-disks")
+        # the cloud-init drive is copied as a file, not mirrored, and asks for no with-local-disks (QemuMigrate's
+        # 'generated' volumes); the target uses the image as it is
+        generated = {volume_of(v) for k, v in guest["conf"].items() if pending.is_drive(k) and is_cloudinit(str(v))}
+        local = [v for v in volumes if v not in generated]
+        if local and not intent.get("with-local-disks"):
+            raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(local)}) without with-local-disks")
         disks = [(key, volume_of(guest["conf"][key])) for key in disk_keys(guest["conf"])
-                 if volume_of(guest["conf"][key]) in volumes]
+                 if volume_of(guest["conf"][key]) in local]
         in_snapshots = {v for snap in guest.get("snapshots", {}).values() for v in owned_volumes(vmid, snap)}
         for _, volid in disks:  # a drive mirror copies the disk's data, not its internal snapshots (qemu-server)
             if volid in in_snapshots:

@@ -97,19 +97,23 @@ class DirStorage:
         if os.path.isdir(directory):
             for f in os.listdir(directory):
                 m = IMAGE_FILE.fullmatch(f)
-                if m:
+                if m and m.group(3) is not None:  # (a cloud-init volume has no number)
                     taken.add(int(m.group(3)))
         n = next(i for i in range(10_000) if i not in taken)
         return f"{prefix}-{vmid}-disk-{n}.{fmt}"
 
     # ---- operations -------------------------------------------------------------------
-    async def alloc(self, vmid: int, size: int, fmt: str | None = None) -> str:
+    async def alloc(self, vmid: int, size: int, fmt: str | None = None, name: str | None = None) -> str:
+        """A new volume of `size` bytes: the guest's next `vm-VMID-disk-N`, or `name` (`vm-VMID-cloudinit`, its
+        format appended); StorageError if that one exists already (pve-storage's `alloc_image`)."""
         fmt = fmt or self.default_format
         if fmt not in ("qcow2", "raw"):
             raise StorageError(f"unsupported format '{fmt}'")
-        name = self.next_disk_name(vmid, fmt)
+        name = f"{name}.{fmt}" if name else self.next_disk_name(vmid, fmt)
         directory = os.path.join(self.path, "images", str(vmid))
         os.makedirs(directory, exist_ok=True)
+        if os.path.exists(os.path.join(directory, name)):
+            raise StorageError(f"disk image '{self.storage_id}:{vmid}/{name}' already exists")
         await self.qemu_img("create", "-q", "-f", fmt, *(["-o", "preallocation=off"] if fmt == "qcow2" else []),
                             os.path.join(directory, name), str(size))
         return f"{self.storage_id}:{vmid}/{name}"
@@ -154,6 +158,18 @@ class DirStorage:
         path = self.volume_path(volid)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         await self.qemu_img("create", "-q", "-f", self.volume_format(volid), path, str(size))
+
+    async def replace_from_raw(self, volid: str, source: str) -> None:
+        """The volume's content becomes the raw image `source` (a cloud-init ISO), converted to the volume's
+        format; a running guest keeps the old file open until its medium is changed."""
+        path = self.volume_path(volid)
+        made = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.new")
+        try:
+            await self.qemu_img("convert", "-q", "-f", "raw", "-O", self.volume_format(volid), source, made)
+            os.replace(made, path)
+        finally:
+            if os.path.exists(made):
+                os.unlink(made)
 
     async def free(self, volid: str) -> None:
         path = self.volume_path(volid)

@@ -92,6 +92,9 @@ ROWS = [
     Row("net0", "virtio", (NET,)),
     Row("ipconfig0", "ip=dhcp", (CLOUD,)), Row("ciuser", "bob", (CLOUD,)), Row("cipassword", "s3cret", (CLOUD,)),
     Row("cicustom", "user=local:snippets/user.yaml", (CLOUD,)),
+    # a cloud-init drive: both privileges to attach it (update_vm's check_drive_perms), none more to allocate it
+    Row("ide2", "local:cloudinit", ("vm:VM.Config.Cloudinit", CDROM), create=()),
+    Row("scsi3", "local:cloudinit", ("vm:VM.Config.Cloudinit", CDROM), create=()),
     Row("scsi0", "local:1", (SPACE, DISK), create=(SPACE,), clone=(SPACE,)),
     Row("efidisk0", "local:1", (SPACE, DISK), create=(SPACE,), clone=(SPACE,)),
     Row("ide2", "local:iso/debian.iso,media=cdrom", (READ_STORAGE, CDROM), create=(READ_STORAGE,)),
@@ -193,6 +196,10 @@ def world(single_node):
         if role:
             root.ok("PUT", "/access/acl", path=path, roles=role, users=user)
     root.ok("PUT", "/access/acl", path="/storage/local", roles="PVEDatastoreUser", users="cloner@pve")
+    snippets = os.path.join(single_node.data_dir, "storage", "local", "snippets")  # as an operator copies it
+    os.makedirs(snippets, exist_ok=True)
+    with open(os.path.join(snippets, "user.yaml"), "w") as f:
+        f.write("#cloud-config\n")
     secret = root.ok("POST", "/access/users/tok@pve/token/limited", privsep=1)["value"]
     callers = {p.name: Caller(single_node, f"{p.name.replace('options', 'opts')}@pve",
                               f"secret-{p.name.replace('options', 'opts')}@pve")

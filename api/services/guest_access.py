@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from api.errors import ApiError, forbidden
 from api.schema import ParamErrors, Permission
+from engine.cloudinit import CloudinitError, check_value
 from engine.pending import HOTPLUG_FEATURES
 from engine.roles import privileges_on
 from engine.volumes import (
@@ -33,6 +34,7 @@ from engine.volumes import (
     VolumeError,
     drive_props,
     is_cdrom,
+    is_cloudinit,
     is_host_path,
     parse_drive,
     parse_import_source,
@@ -181,7 +183,8 @@ def _props(value: str, default_key: str | None) -> dict[str, str]:
 
 def _check_value(key: str, value: str) -> None:
     if DRIVE_KEY.fullmatch(key):
-        parse_drive(value, key)
+        if parse_drive(value, key).kind == "cloudinit" and key in ("efidisk0", "tpmstate0"):  # a CD-ROM bus only
+            raise VolumeError("unable to parse directory volume name 'cloudinit'")
     elif key.startswith("unused"):
         file = drive_props(value).get("file", "")
         if not file or is_host_path(file):
@@ -205,19 +208,28 @@ def _check_value(key: str, value: str) -> None:
         wrong = [f for f in re.split(r"[,;\s]+", value.strip()) if f not in HOTPLUG_FEATURES]
         if wrong:
             raise VolumeError(f"invalid format - invalid hotplug feature '{wrong[0]}'")
+    else:
+        check_value(key, value)  # ipconfigN, sshkeys, nameserver
 
 
-def check_values(values: dict) -> None:
-    """Every value that names a volume, a path or a device parses (for root@pam too); ParamErrors names
-    each bad key."""
+def check_values(values: dict, conf: dict | None = None, delete: Iterable[str] = ()) -> None:
+    """Every value that names a volume, a path or a device parses (for root@pam too), and cloud-init values
+    have their formats; ParamErrors names each bad key. With the guest's `conf` (and the keys deleted), a second
+    cloud-init drive is refused (ApiError 400 with qemu-server's message)."""
     errors = {}
     for key, value in sorted(values.items()):
         try:
             _check_value(key, str(value))
-        except VolumeError as exc:
+        except (VolumeError, CloudinitError) as exc:
             errors[key] = str(exc)
     if errors:
         raise ParamErrors(errors)
+    present = sorted(k for k, v in (conf or {}).items() if DRIVE_KEY.fullmatch(k) and is_cloudinit(str(v))
+                     and k not in values and k not in delete)
+    for key in sorted(k for k, v in values.items() if DRIVE_KEY.fullmatch(k) and is_cloudinit(str(v))):
+        if present:
+            raise ApiError(400, f"{key} - cloud-init drive is already attached at '{present[0]}'")
+        present.append(key)
 
 
 # ---- value-dependent privileges ------------------------------------------------------------------
@@ -286,8 +298,11 @@ def _check_cpu_model(held: Held, new: dict, old: dict | None = None) -> None:
         _require(held, ("Mapping.Use",), f"/mapping/cpu/{cputype.removeprefix('custom-')}")
 
 
-def _drive_privilege(value: str) -> str:
-    return "VM.Config.CDROM" if is_cdrom(value) else "VM.Config.Disk"
+def _drive_privileges(value: str) -> tuple[str, ...]:
+    """A cloud-init drive needs both VM.Config.Cloudinit and VM.Config.CDROM (update_vm's check_drive_perms)."""
+    if is_cloudinit(value):
+        return ("VM.Config.Cloudinit", "VM.Config.CDROM")
+    return ("VM.Config.CDROM",) if is_cdrom(value) else ("VM.Config.Disk",)
 
 
 # ---- the operations ------------------------------------------------------------------------------
@@ -353,7 +368,7 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
     or a disk with `force`, destroys the volume: VM.Config.Disk and, for the guest's own volume,
     Datastore.AllocateSpace on its storage (`vmconfig_delete_or_detach_drive`, `try_deallocate_drive`)."""
     delete = list(delete)
-    check_values(changes)
+    check_values(changes, conf, delete)
     check_keys(held, user, vmid, delete)
     check_keys(held, user, vmid, changes)
     _check_storage(held, user, vmid, changes)
@@ -366,7 +381,7 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
             _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
             _destroyed(held, vmid, str(old))
         elif DRIVE_KEY.fullmatch(key):
-            _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
+            _require(held, _drive_privileges(str(old)), f"/vms/{vmid}")
             if force and not is_cdrom(str(old)):
                 _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
                 _destroyed(held, vmid, str(old))
@@ -381,8 +396,8 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
         old = conf.get(key)
         if DRIVE_KEY.fullmatch(key):
             if old is not None:
-                _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
-            _require(held, (_drive_privilege(str(value)),), f"/vms/{vmid}")
+                _require(held, _drive_privileges(str(old)), f"/vms/{vmid}")
+            _require(held, _drive_privileges(str(value)), f"/vms/{vmid}")
         elif re.fullmatch(r"serial\d+", key):
             if old in (None, "socket") and value == "socket":
                 _require(held, ("VM.Config.HWType",), f"/vms/{vmid}")

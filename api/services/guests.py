@@ -14,7 +14,7 @@ import re
 from api.context import Ctx
 from api.errors import ApiError
 from api.schema import ParamErrors
-from api.services import guest_access
+from api.services import cloudinit, guest_access
 from api.services.tasks import start_task, wait_task
 from engine import commands as cmd
 from engine import nics, pending, tasks
@@ -66,9 +66,9 @@ def _uuid(ctx: Ctx) -> str:
 
 
 def new_guest_config(ctx: Ctx, values: dict) -> dict:
-    """The config of a new guest: the given keys, MACs for NICs given without one, and the ids Proxmox
-    generates on create (`smbios1` uuid, `vmgenid`)."""
-    conf = with_macs(ctx, values)
+    """The config of a new guest: the given keys (`cipassword` hashed), MACs for NICs given without one, and the
+    ids Proxmox generates on create (`smbios1` uuid, `vmgenid`)."""
+    conf = cloudinit.with_hashed_password(with_macs(ctx, values), values.get("ostype"), _entropy(ctx))
     if isinstance(conf.get("memory"), str) and conf["memory"].isdigit():
         conf["memory"] = int(conf["memory"])
     conf.setdefault("smbios1", f"uuid={_uuid(ctx)}")
@@ -88,6 +88,7 @@ async def create(ctx: Ctx, node: str, vmid: int, config: dict, *, pool: str | No
         guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
                                   storage=storage, start=start)
     await check_import_sources(ctx, node, given)
+    cloudinit.check_custom_snippets(ctx, node, given)
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
     result = await ctx.node.submit(cmd.CreateGuest(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid,
@@ -142,7 +143,9 @@ async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
 
 
 def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], revert: list[str],
-                force: bool) -> None:
+                force: bool) -> dict:
+    """The guest's config as `GET …/config` shows it (pending changes applied), once the caller may make these
+    changes."""
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is not None and guest["node"] == node:
@@ -152,23 +155,25 @@ def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]
             guest_access.check_update(held, ctx.user, vmid, changes, delete, known, force)
             if revert:
                 guest_access.check_update(held, ctx.user, vmid, {}, revert, known)
-            return
-    guest_or_404(ctx, node, vmid)
+            return pending.applied(guest["conf"], pending.of(guest))
+    return guest_or_404(ctx, node, vmid)["conf"]
 
 
 def _needs_task(ctx: Ctx, vmid: int, changes: dict, delete: list[str], revert: list[str], force: bool) -> bool:
     """Whether a change needs the guest's node: volumes to allocate, import or destroy (an `unusedN` deleted, a
-    forced delete that applies now), or QEMU to drive (a hotplug). Everything else is one command, decided in the
-    log (engine/decide.py)."""
+    forced delete or a cloud-init drive's that applies now, a pending cloud-init drive reverted), or QEMU to drive
+    (a hotplug). Everything else is one command, decided in the log (engine/decide.py)."""
     if alloc_requests(changes) or any(k.startswith("unused") for k in delete):
         return True
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is None:
             return False
-        conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert, force=force)
+        before = pending.of(guest)
+        conf, pend = pending.stage(vmid, guest["conf"], before, changes, delete, revert, force=force)
         chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*changes, *delete, *revert])
-    return bool(chosen.plug) or any(pend.deletes.get(k) for k in chosen.now)
+        return bool(chosen.plug) or any(pending.destroys(vmid, conf, pend, k) for k in chosen.now) or \
+            bool(pending.released(vmid, guest["conf"], before, conf, pend))
 
 
 async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], *,
@@ -179,13 +184,15 @@ async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: l
     (engine/pending.py): at once on a guest that does not run; on a running one what needs no restart, NICs and
     disks hot-plugged as its `hotplug` option allows; the rest at its next start. `revert` drops pending changes.
     A deleted disk's volume is kept as `unusedN`, or with `force` destroyed when the delete applies; deleting
-    `unusedN` destroys its volume at once. NICs without a MAC get one. Changes that allocate, import or destroy
-    volumes or drive QEMU run as a `qmconfig` task; a failed hotplug answers 400 `{KEY: "hotplug problem - …"}`
-    (the change stays pending)."""
+    `unusedN` destroys its volume at once. NICs without a MAC get one; `cipassword` is hashed here, before it
+    reaches the log. Changes that allocate, import or destroy volumes or drive QEMU run as a `qmconfig` task; a
+    failed hotplug answers 400 `{KEY: "hotplug problem - …"}` (the change stays pending)."""
     revert = list(revert or [])
     changes = with_macs(ctx, changes)
-    _authorized(ctx, node, vmid, changes, delete, revert, force)
+    conf = _authorized(ctx, node, vmid, changes, delete, revert, force)
     await check_import_sources(ctx, node, changes)
+    cloudinit.check_custom_snippets(ctx, node, changes)
+    changes = cloudinit.with_hashed_password(changes, conf.get("ostype"), _entropy(ctx))
     intent = {"set": changes, "delete": delete, **({"revert": revert} if revert else {}),
               **({"force": 1} if force else {})}
     if background:
@@ -220,7 +227,7 @@ def config_view(ctx: Ctx, node: str, vmid: int, *, current: bool = False, snapsh
             raise ParamErrors({"snapshot": f"snapshot '{snapshot}' does not exist"})
     else:
         conf = guest["conf"] if current else pending.applied(guest["conf"], pending.of(guest))
-    return {**conf, "digest": guest_digest(guest)}
+    return {**cloudinit.shown(conf), "digest": guest_digest(guest)}
 
 
 def pending_view(ctx: Ctx, node: str, vmid: int) -> list[dict]:
