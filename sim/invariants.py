@@ -296,20 +296,22 @@ class Checker:
             self.violation(f"client requests never answered: {sorted(world.pending)[:5]}")
 
     def _check_disks(self, state: State) -> None:
-        """A guest's disks, those of its config and those pending for its next start, are images on its node's
-        storage, holding every snapshot its config lists for them (the production handlers made them, through the
-        simulated qemu-img and QEMU)."""
+        """A guest's disks, those of its config (its `unusedN` too) and those pending for its next start, are images
+        on its node's storage, holding every snapshot its config lists for them (the production handlers made them,
+        through the simulated qemu-img and QEMU; a volume destroyed leaves the config with it)."""
         for vmid, guest in sorted(state.guests.items()):
             storages = self.world.nodes[guest["node"]].storages
             drives = sorted(guest["conf"].items()) + sorted(pending.of(guest).values.items())
             for key, value in drives:
-                if key.startswith("unused") or not is_disk_key(key) or not owned_volumes(vmid, {key: value}):
+                if not is_disk_key(key) or not owned_volumes(vmid, {key: value}):
                     continue
                 volid = volume_of(value)
                 storage = storages.get(volid.partition(":")[0])
                 path = storage.volume_path(volid) if storage else ""
                 if not os.path.exists(path):
                     self.violation(f"VM {vmid}: {key} '{volid}' is not on {guest['node']}'s storage")
+                    continue
+                if key.startswith("unused"):  # a snapshot covers the drives of its time, not what was unused
                     continue
                 held = {s["name"] for s in images.read(path)["snapshots"]}
                 for name, snap in sorted(guest["snapshots"].items()):

@@ -243,20 +243,24 @@ class Client(AccessOps):
         self._guest_task("qmigrate", intent, digest=self.rng.random() < 0.5)
 
     def op_config(self) -> None:
-        """`PUT /nodes/{node}/qemu/{vmid}/config` as a `qmconfig` task: a disk to allocate or detach, a NIC added,
-        replaced or removed; hot-plugged into a running guest (or left pending, as its `hotplug` option says)."""
+        """`PUT /nodes/{node}/qemu/{vmid}/config` as a `qmconfig` task: a disk to allocate, detach or destroy (with
+        `force`, or an `unusedN` deleted), a NIC added, replaced or removed; hot-plugged into a running guest (or left
+        pending, as its `hotplug` option says)."""
         def intent(node, guest) -> dict:
             conf = (guest or {}).get("conf", {})
             disks = sorted(k for k in conf if k.startswith("scsi"))
             nets = sorted(k for k in conf if k.startswith("net"))
+            unused = sorted(k for k in conf if k.startswith("unused"))
             pick = self.rng.random()
             if nets and pick < 0.15:
                 return {"set": {}, "delete": [self.rng.choice(nets)]}
-            if pick < 0.4:
+            if pick < 0.35:
                 mac = "BC:24:11:" + ":".join(f"{self.rng.randrange(256):02X}" for _ in range(3))
                 return {"set": {f"net{self.rng.randrange(2)}": f"virtio={mac},bridge=vmbr0"}, "delete": []}
+            if unused and pick < 0.45:
+                return {"set": {}, "delete": [self.rng.choice(unused)]}
             if disks and pick < 0.65:
-                return {"set": {}, "delete": [self.rng.choice(disks)]}
+                return {"set": {}, "delete": [self.rng.choice(disks)], **({"force": 1} if pick < 0.52 else {})}
             return {"set": {f"scsi{self.rng.randrange(3)}": "local:1"}, "delete": []}
         self._guest_task("qmconfig", intent, digest=self.rng.random() < 0.3)
 
