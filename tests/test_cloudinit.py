@@ -396,6 +396,52 @@ def test_the_guest_boots_with_a_nocloud_drive_made_through_the_api(single_node):
 
 
 @needs_qemu
+def test_a_cloudinit_drive_on_a_running_guest_follows_its_pending_changes(single_node):
+    """On IDE the drive waits for the next start (a pending one reverted is freed at once); its image, made at the
+    start, is in the config file's `[special:cloudinit]` section the digest covers; a delete waits too and frees
+    the volume when it applies; on SCSI (default hotplug) the drive gets its image and is plugged at once."""
+    px = single_node.api()
+    vmid = int(px.cluster.nextid.get())
+    _ok(px, px.nodes("n1").qemu.create(vmid=vmid, name="late-ci", memory=256, kvm=0, serial0="socket",
+                                       scsihw="virtio-scsi-pci", args=kernel_args(build_guest()), ciuser="late"))
+    vm = px.nodes("n1").qemu(vmid)
+    _ok(px, vm.status.start.post())
+    wait_serial(single_node, vmid, "GPVE-GUEST-READY", timeout=120)
+    drive = f"local:{vmid}/vm-{vmid}-cloudinit.qcow2,media=cdrom"
+
+    def waiting() -> dict:
+        return {r["key"]: r for r in vm.pending.get() if "pending" in r or "delete" in r}
+    vm.config.put(ide2="local:cloudinit")
+    assert waiting() == {"ide2": {"key": "ide2", "pending": drive}} and "ide2" not in vm.config.get(current=1)
+    assert _images(single_node, vmid) == [f"vm-{vmid}-cloudinit.qcow2"]
+    vm.config.put(revert="ide2")
+    assert waiting() == {} and _images(single_node, vmid) == []
+    vm.config.put(ide2="local:cloudinit")
+    _ok(px, vm.status.stop.post())
+    assert vm.config.get(current=1)["ide2"] == drive and waiting() == {}
+    digest = vm.config.get()["digest"]
+    _ok(px, vm.status.start.post())
+    wait_serial(single_node, vmid, "GPVE-CLOUDINIT-END", timeout=120)
+    assert "user=late hostname=late-ci" in serial_text(single_node, vmid)
+    assert vm.config.get()["digest"] != digest  # [special:cloudinit] now holds what the image was made from
+    vm.config.put(delete="ide2")
+    assert waiting() == {"ide2": {"key": "ide2", "value": drive, "delete": 1}}
+    _ok(px, vm.status.stop.post())
+    assert "ide2" not in vm.config.get() and _images(single_node, vmid) == []  # freed, not kept as unusedN
+    assert not any(k.startswith("unused") for k in vm.config.get())
+    _ok(px, vm.status.start.post())
+    wait_serial(single_node, vmid, "GPVE-GUEST-READY", timeout=120)
+    vm.config.put(scsi3="local:cloudinit")
+    assert waiting() == {} and vm.config.get(current=1)["scsi3"] == drive
+    blocks = vm.monitor.post(command="info block")
+    assert "drive-scsi3" in blocks and f"vm-{vmid}-cloudinit.qcow2" in blocks
+    assert {"key": "ciuser", "value": "late"} in vm.cloudinit.get()  # its image was made before the plug
+    _ok(px, vm.status.stop.post())
+    _ok(px, vm.delete())
+    assert _images(single_node, vmid) == []
+
+
+@needs_qemu
 def test_the_guest_reads_a_configdrive2_drive_on_virtio_scsi(single_node):
     px = single_node.api()
     vmid = int(px.cluster.nextid.get())
