@@ -13,13 +13,19 @@ from engine.node import Node
 
 @dataclass
 class Runtime:
-    """The node's guest machinery: QEMU driver, storages, reconciler (None where not set up)."""
+    """The node's guest machinery: QEMU driver, storages, reconciler, sampler of live figures (None where not
+    set up)."""
 
     driver: Any = None
     storages: dict = field(default_factory=dict)
     reconciler: Any = None
+    sampler: Any = None  # hypervisor/sampler.py: the latest host and guest figures and the RRD store
+    request_metrics: Any = None  # api/metrics.py RequestMetrics: the API's latency histogram
+    peer_figures: Any = None  # api/native/figures.py: the other members' figures, for cluster-wide lists
     adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
     spawn: Any = None  # (async fn of no arguments) -> None: run it in the node's nursery, past the request
+    network: Any = None  # the node's network configuration (hypervisor/network.py NodeNetwork)
+    consoles: Any = None  # hypervisor.console.ConsoleSessions: the node's console proxies
 
 
 @dataclass
@@ -56,3 +62,4 @@ class Reply:
     data: Any
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None  # `data` is the body itself (bytes or text) of this type, not JSON

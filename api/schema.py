@@ -12,6 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import propstrings
+from api.formats import FORMAT_CHECKS
+
 MAX_LIMIT = 500
 INT64 = 2**63
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -20,12 +23,11 @@ FALSE_WORDS = {"0", "false", "no", "off"}
 FORMATS = {
     "pve-node": r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?",
     "pve-storage-id": r"[a-z][a-z0-9\-_.]*[a-z0-9]",
-    "pve-configid": r"[a-z][a-z0-9_]+",
+    "pve-configid": r"[a-z][a-z0-9_\-]+",  # pve-common's CONFIGID_RE (`prune-backups`, `tag-style`)
     "dns-name": r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*([A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)",
     "pve-userid": r"[^\s:/]+@[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-realm": r"[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-poolid": r"[A-Za-z][A-Za-z0-9\-_]+",
-    "pve-tag-list": r"[a-zA-Z0-9_+.\-]+([;, ]+[a-zA-Z0-9_+.\-]+)*[;, ]*",
 }
 # Proxmox's `-list` formats: every element of `split_list(value)` must match, else Proxmox's message
 # (pve-access-control `verify_rolename`, `verify_groupname`, `verify_username`, `pve_verify_tokenid`).
@@ -36,6 +38,10 @@ LIST_FORMATS = {
     "pve-tokenid-list": (FORMATS["pve-userid"] + r"![A-Za-z][A-Za-z0-9.\-_]+",
                          "value '{}' does not look like a valid token ID"),
     "pve-configid-list": (FORMATS["pve-configid"], "invalid configuration ID '{}'"),  # pve_verify_configid
+    # pve-storage `verify_content` (the types a `dir` storage holds: engine/storage.py DIR_CONTENT)
+    "pve-storage-content-list": (r"images|rootdir|vztmpl|iso|backup|snippets|none|import",
+                                 "invalid content type '{}'"),
+    "pve-node-list": (FORMATS["pve-node"], "value '{}' does not look like a valid node name"),
 }
 
 
@@ -65,9 +71,11 @@ class Param:
         m = re.fullmatch(re.escape(self.name[:-3]) + r"(\d+)", key)
         return bool(m) and int(m.group(1)) <= self.max_index
 
-    def coerce(self, raw: Any) -> Any:
-        """Parse one raw value; raise ValueError with Proxmox's message on failure."""
+    def coerce(self, raw: Any, key: str | None = None) -> Any:
+        """Parse one raw value (of parameter `key`, for a family such as `net[n]`); raise ValueError with
+        Proxmox's message on failure. A property string (api/propstrings.py) comes back as Proxmox stores it."""
         value: Any = raw
+        stored: Any = None
         if self.type == "array":
             return self._coerce_array(raw)
         if self.type == "object":
@@ -99,6 +107,8 @@ class Param:
             value = str(raw)
             if "\x00" in value:
                 raise ValueError("value contains a NUL character")
+            if propstrings.knows(self.format):
+                stored = propstrings.coerce(str(self.format), key or self.name, value)
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"value must have a minimum value of {_num(self.minimum)}")
         if self.maximum is not None and value > self.maximum:
@@ -114,12 +124,14 @@ class Param:
             bad = next((v for v in split_list(value) if not re.fullmatch(element, v)), None)
             if bad is not None:
                 raise ValueError("invalid format - " + message.format(bad))
+        if self.format in FORMAT_CHECKS and isinstance(value, str):  # checked by code (api/formats.py)
+            FORMAT_CHECKS[self.format](value)
         regex = self.pattern or FORMATS.get(self.format or "")
         if regex and isinstance(value, str) and not re.fullmatch(regex, value):
             if self.format and not self.pattern:
                 raise ValueError(f"value does not look like a valid {self.format.removeprefix('pve-')}")
             raise ValueError("value does not match the regex pattern")
-        return value
+        return value if stored is None else stored
 
     def _coerce_array(self, raw: Any) -> list:
         """Proxmox's `type => 'array'`: a JSON list, or repeated keys of a form or query string; a single value is
@@ -240,6 +252,8 @@ ROOT_ONLY = Permission(check="root")
 
 
 Handler = Callable[..., Awaitable[Any]]
+# Path parameters that may hold slashes, as the rest of the path (volume ids: Proxmox's `fragmentDelimiter ''`)
+GREEDY = ("volume",)
 
 
 @dataclass
@@ -260,10 +274,14 @@ class Endpoint:
     bare: bool = False  # the answer is the whole body, not wrapped in `data` (a document such as openapi.json)
     absent: str = ""  # a Proxmox feature gpve does not have, which this endpoint answers for (api/compat/absent.py)
     unsupported: bool = False  # answered 501 naming `absent`, whatever the parameters (a write to such a feature)
+    text: str = ""  # another content type the answer may have (`format=prometheus`), besides JSON
+    upload: str = ""  # a multipart upload: its file's field (the handler reads the body; implies raw_body)
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
-        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", self.path)
+        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(1) in GREEDY else '[^/]+'})",
+                         self.path)
+        self.raw_body = self.raw_body or bool(self.upload)
         self.regex = re.compile(pattern + "/?")
         self.rate_class = self.rate_class or ("read" if self.method == "GET" else "write")
         if self.paged and not any(p.name == "limit" for p in self.params):
@@ -275,26 +293,32 @@ class Endpoint:
     def writes(self) -> bool:
         return self.method != "GET"
 
-    def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Coerce and check every parameter; raise ParamErrors with one message per bad parameter."""
-        values: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        for key, value in raw.items():
-            param = next((p for p in self.params if p.matches(key)), None)
-            if param is None:
-                errors[key] = "property is not defined in schema and the schema does not allow additional properties"
-                continue
-            try:
-                values[key] = param.coerce(value)
-            except ValueError as exc:
-                errors[key] = str(exc)
-        for param in self.params:
-            if param.max_index is None and param.name not in raw:
-                if not param.optional:
-                    errors[param.name] = "property is missing and it is not optional"
-        if errors:
-            raise ParamErrors(errors)
-        return values
+    def validate(self, raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+        """Coerce and check every parameter; raise ParamErrors with one message per bad parameter. `partial`: body
+        parameters may be missing (an upload's, read by its handler, which checks them with `check_params`)."""
+        return check_params(self.params, raw, partial)
+
+
+def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """`raw` checked against the declared `params` (see Endpoint.validate)."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, value in raw.items():
+        param = next((p for p in params if p.matches(key)), None)
+        if param is None:
+            errors[key] = "property is not defined in schema and the schema does not allow additional properties"
+            continue
+        try:
+            values[key] = param.coerce(value, key)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    for param in params:
+        if param.max_index is None and param.name not in raw and not param.optional \
+                and not (partial and param.location == "body"):
+            errors[param.name] = "property is missing and it is not optional"
+    if errors:
+        raise ParamErrors(errors)
+    return values
 
 
 class ParamErrors(Exception):
@@ -307,16 +331,25 @@ class Registry:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
 
+    def children(self, path: str) -> list[str]:
+        """The names one level below `path` that a GET serves (a Proxmox directory index: `subdir`s), taken from
+        the declarations, so an index never names what does not exist."""
+        prefix = path.rstrip("/") + "/"
+        return sorted({ep.path[len(prefix):] for ep in self.endpoints
+                       if not ep.native and ep.method == "GET" and ep.path.startswith(prefix)
+                       and "/" not in ep.path[len(prefix):] and not ep.path[len(prefix):].startswith("{")})
+
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
                  permission: Permission | None = None, returns: dict | None = None, description: str = "",
                  native: bool = False, rate_class: str = "", paged: bool = False,
                  default_limit: int | None = None, raw_body: bool = False,
-                 bare: bool = False, absent: str = "", unsupported: bool = False) -> Callable[[Handler], Handler]:
+                 bare: bool = False, absent: str = "", unsupported: bool = False,
+                 text: str = "", upload: str = "") -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
                                            description or (handler.__doc__ or ""), native, rate_class, paged,
-                                           default_limit, raw_body, bare, absent, unsupported))
+                                           default_limit, raw_body, bare, absent, unsupported, text, upload))
             return handler
         return register
 

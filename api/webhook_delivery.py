@@ -68,33 +68,43 @@ class WebhookDeliverer:
         self.rng = random.Random()
         self.scanned: dict[str, int] = {}  # hook -> event id scanned up to with nothing to send (this run)
         self.due: dict[str, float] = {}
+        self.busy: set[str] = set()  # hooks with an attempt under way
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Runs for the node's life; delivers only while this node leads the log."""
+        """Runs for the node's life; delivers only while this node leads the log. Each hook's attempt is its own
+        task, so a slow receiver holds back only its own hook."""
         task_status.started()
-        async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as http:
+        async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as http, \
+                trio.open_nursery() as nursery:
             while True:
                 changed = self.node.state_changed()
                 wait = 5.0
                 if self.node.is_leader():
-                    try:
-                        wait = await self.round(http)
-                    except Exception:  # a fault here must not stop the node: log it, try again later
-                        log.exception("webhook delivery round failed")
+                    wait = self.round(nursery, http)
                 with trio.move_on_after(wait):
                     await changed.wait()
 
-    async def round(self, http: httpx.AsyncClient) -> float:
-        """One pass over the enabled hooks: each sends what is due. Returns seconds until the next due retry."""
+    def round(self, nursery: trio.Nursery, http: httpx.AsyncClient) -> float:
+        """Start an attempt for each enabled hook that is due and idle. Returns seconds until the next due retry."""
         with self.node.read() as s:
             hooks = [dict(h) for _, h in sorted(s.webhooks.items()) if h["enabled"]]
         now = time.time()
-        due = [h for h in hooks if self.due.get(h["id"], 0.0) <= now]
-        async with trio.open_nursery() as nursery:
-            for hook in due:
-                nursery.start_soon(self.step, http, hook)
+        for hook in hooks:
+            if hook["id"] not in self.busy and self.due.get(hook["id"], 0.0) <= now:
+                self.busy.add(hook["id"])
+                nursery.start_soon(self._attempt, http, hook)
         waits = [t - time.time() for t in self.due.values() if t > time.time()]
         return max(0.05, min(waits, default=5.0))
+
+    async def _attempt(self, http: httpx.AsyncClient, hook: dict) -> None:
+        try:
+            await self.step(http, hook)
+        except Exception:  # a fault here must not stop the node: log it, try again later
+            log.exception("webhook delivery failed", hook=hook["id"])
+            self.due[hook["id"]] = time.time() + 5.0
+        finally:
+            self.busy.discard(hook["id"])
+            self.node.wake_waiters()  # look again: this hook may have more to send
 
     def _next(self, hook: dict) -> tuple[PublicEvent | None, int]:
         """The event to send next and its attempt number; (None, 0) when there is none."""

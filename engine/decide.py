@@ -194,7 +194,8 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
 @decide.register
 def _(c: cmd.StartTask, s: State) -> Decision:
     task_kind = tasks.kind(c.type)
-    guest = _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
+    guest = _guest(s, c.vmid, c.node) if task_kind.alongside else \
+        _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
     task_kind.check_intent(c.intent, c.user)
     if task_kind.power and guest["conf"].get("template"):
         raise bad_request("you can't start a vm if it's a template" if c.type == "qmstart"

@@ -118,10 +118,11 @@ class Node:
         """This node's wall clock (the simulator gives each node its own)."""
         return time.time()
 
-    async def run(self, *, reconciler=None, watcher=None, servers: Sequence[Callable] = (),
+    async def run(self, *, reconciler=None, watcher=None, sampler=None, servers: Sequence[Callable] = (),
                   task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The node's runtime tree, in one nursery owned here: the log bridge, the bootstrap, the reconciler, the
-        guest watcher and the servers it is handed (each `async fn(task_status)`), started in that order.
+        guest watcher, the sampler of live figures (hypervisor/sampler.py) and the servers it is handed (each
+        `async fn(task_status)`), started in that order.
         Reports started once every server is; cancel the call to stop them all. (`gpve serve` and the
         simulator both run nodes through this.)"""
         self.bind_trio()
@@ -133,6 +134,8 @@ class Node:
                 await nursery.start(reconciler.run)
             if watcher is not None:
                 nursery.start_soon(watcher.run)
+            if sampler is not None:
+                await nursery.start(sampler.run)
             for server in servers:
                 await nursery.start(server)
             task_status.started()

@@ -100,7 +100,8 @@ class Reconciler:
             await self._caught_up()
             while True:
                 changed = self.node.state_changed()
-                busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None}
+                busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None
+                        and not getattr(tasks.KINDS.get(run.type), "alongside", False)}
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
@@ -111,9 +112,10 @@ class Reconciler:
                                 scope.cancel()
                         continue
                     vmid = task.get("vmid")
-                    if vmid in busy and not task["abort"]:
+                    alongside = getattr(tasks.KINDS.get(task["type"]), "alongside", False)
+                    if vmid in busy and not task["abort"] and not alongside:
                         continue  # waits for the guest's earlier task (an aborted one just ends)
-                    if vmid is not None:
+                    if vmid is not None and not alongside:
                         busy.add(vmid)
                     run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"],
                                   abortable=not _to_the_end(task))

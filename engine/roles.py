@@ -3,7 +3,7 @@
 Evaluation follows Proxmox: walk the ACL path from `/` down; at each level, entries for the user
 (or token) override those for its groups, and a level with entries replaces what the levels above
 gave; entries above the target count only with `propagate`. `NoAccess` removes everything. A
-guest in a pool also gets what `/pool/<pool>` grants. A token with `privsep` gets the intersection
+guest or storage in a pool also gets what `/pool/<pool>` grants. A token with `privsep` gets the intersection
 of its own ACLs and its user's privileges.
 """
 
@@ -122,6 +122,10 @@ def privileges_on(state, user: str, path: str) -> frozenset[str]:
         vmid = path.split("/")[2]
         for poolid, pool in sorted(state.access.get("pool", {}).items()):
             if vmid.isdigit() and int(vmid) in pool.get("vms", []):
+                privs |= _privileges_at(state, user, f"/pool/{poolid}")
+    elif path.startswith("/storage/") and path.count("/") == 2:  # Proxmox's pool roles: the storage's own path
+        for poolid, pool in sorted(state.access.get("pool", {}).items()):
+            if path[len("/storage/"):] in pool.get("storage", []):
                 privs |= _privileges_at(state, user, f"/pool/{poolid}")
     return privs
 

@@ -36,7 +36,9 @@ class State:
     cluster_log: list[dict] = field(default_factory=list)
     # access control: kind (user, group, role, pool, acl) -> key -> record
     access: dict[str, dict] = field(default_factory=dict)
+    datacenter: dict[str, str] = field(default_factory=dict)  # Proxmox's datacenter.cfg: key -> value
     webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
+    storage: dict[str, dict] = field(default_factory=dict)  # storage id -> its definition (engine/storage.py)
     applied: int = 0
 
     def __post_init__(self) -> None:

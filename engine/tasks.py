@@ -32,6 +32,9 @@ class TaskKind:
     # stop it (its steps are idempotent; stopped half-way, it left a config naming what was gone); a function of
     # the intent for kinds that do so only for some intents
     to_the_end: bool | Callable[[dict], bool] = False
+    # runs beside the guest's other tasks, whatever lock the guest holds, and keeps none of them waiting: a console
+    # proxy (Proxmox's `vncproxy` worker takes no config lock; it ends when its connection closes)
+    alongside: bool = False
     description: str = ""
 
     def runs_to_the_end(self, intent: dict) -> bool:
@@ -65,7 +68,8 @@ def _running(guest: dict) -> bool:
 def check_no_task(s, vmid: int, doing: str) -> None:
     """Destroying a guest waits for its running tasks: a task without a lock (start, resize, ...) would otherwise
     go on for a guest that is gone (found by the simulator: a resize whose guest vanished under it)."""
-    busy = next((u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid), None)
+    busy = next((u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid
+                 and not getattr(KINDS.get(s.tasks[u]["type"]), "alongside", False)), None)
     if busy is not None:
         raise conflict(f"VM {vmid} has a running task ({busy}) - {doing} failed")
 
@@ -185,6 +189,9 @@ _KINDS = [
     TaskKind("qmcloudinit", None, {}, precheck=_cloudinit,
              description="make the cloud-init drive's image anew (PUT …/cloudinit)"),
     TaskKind("qmigrate", "migrate", {"target": str, "online": _B, "with-local-disks": _B}, precheck=_migrate),
+    # a console proxy (vncproxy and termproxy alike, as Proxmox names both): waits for its one WebSocket client on
+    # `port` (a key of the node's console sessions, hypervisor/console.py), bridges it, ends when it closes
+    TaskKind("vncproxy", None, {"port": int}, alongside=True, description="console proxy (VNC or serial)"),
 ]
 KINDS: dict[str, TaskKind] = {k.type: k for k in _KINDS}
 POWER_TYPES = tuple(k.type for k in _KINDS if k.power)

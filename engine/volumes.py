@@ -10,7 +10,7 @@ lies in that type's directory of the storage (the directory plugin's `parse_voln
     vztmpl    vztmpl/NAME.tar[.gz|.xz|.zst|.bz2]   -> template/cache/NAME
     backup    backup/NAME.vma|tar|tgz[.gz|…]       -> dump/NAME (vzdump-qemu-VMID-… names an owner)
     snippets  snippets/NAME                        -> snippets/NAME
-    import    import/NAME.qcow2|raw|vmdk|ova|ovf   -> import/NAME (disk images to import, `import-from`)
+    import    import/NAME.ova|ovf|qcow2|raw|vmdk   -> import/NAME (disk images and appliances to import, `import-from`)
 
 Stricter than Proxmox where Proxmox's regexes let a name reach outside its directory: no `.` or `..`
 component, no empty component, one file name per content directory; no blank, control character or

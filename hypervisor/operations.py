@@ -31,6 +31,7 @@ from engine.volumes import (
     volume_of,
 )
 from hypervisor import cloudinit, hotplug, propstr
+from hypervisor.console import ConsoleSessions, ConsoleTimeout
 from hypervisor.qemu import GuestError, QemuDriver
 from hypervisor.qemu_argv import agent_settings, disk_keys, ovmf_files, start_warnings, volume_keys
 from hypervisor.storage import DirStorage, StorageError, import_source
@@ -82,11 +83,14 @@ def make_resolver(storages: dict[str, DirStorage]):
 class Operations:
     """`peers.migration_target(node)` answers what a migration's target node does for its source (the calls of
     `hypervisor.migration_target.MigrationTarget`, over the network in `api.peers`); `clock` gives snapshot times and
-    `rng` new MAC addresses and UUIDs (the simulator passes its own: its hosts, clocks and seeds)."""
+    `rng` new MAC addresses and UUIDs (the simulator passes its own: its hosts, clocks and seeds); `consoles` holds the
+    node's console sessions (the API opens them, the `vncproxy` task watches them)."""
 
     def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], peers=None,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 consoles: ConsoleSessions | None = None) -> None:
         self.driver = driver
+        self.consoles = consoles or ConsoleSessions()
         self.storages = storages
         self.peers = peers
         self.clock = clock
@@ -101,7 +105,8 @@ class Operations:
                 "qmdestroy": self.destroy, "qmconfig": self.config, "resize": self.resize,
                 "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
                 "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate,
-                "qmcloudinit": self.regenerate_cloudinit}
+                "qmcloudinit": self.regenerate_cloudinit,
+                "vncproxy": self.console}
 
     # ---- helpers --------------------------------------------------------------------------
     def storage_of(self, volid: str) -> DirStorage:
@@ -364,6 +369,18 @@ class Operations:
     @_failing_cleanly
     async def resume(self, task: TaskRun) -> Outcome:
         return await self._qmp_action(task, "cont", "resuming")
+
+    async def console(self, task: TaskRun) -> Outcome:
+        """A console proxy (qemu-server's `vncproxy`/`termproxy` worker): waits for its client, lasts while it is
+        connected (hypervisor/console.py). Fails with `connection timed out` when no client came within 10 s, or with
+        why the guest end could not be reached."""
+        try:
+            error = await self.consoles.supervise(int(task.intent["port"]))
+        except ConsoleTimeout:
+            raise TaskFailed("connection timed out") from None
+        if error:
+            raise TaskFailed(error)
+        return Outcome()
 
     def _all_volumes(self, vmid: int, guest: dict) -> list[str]:
         """The guest's own volumes: in its config, its pending changes (a disk allocated for its next start) and

@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import signal
-import time
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,18 +26,21 @@ from hypervisor.asyncio_bridge import AsyncioBridge
 from hypervisor.qemu_argv import (
     HostFacts,
     RunPaths,
+    Spice,
     StartError,
     agent_socket,
     build_argv,
     machine_type,
     memory_mib,
     ovmf_files,
+    spice_heads,
     tap_script,
     temporary_vars,
 )
 
 log = structlog.get_logger("gpve.qemu")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SPICE_PORTS = range(61000, 62000)  # PVE::Tools::next_spice_port
 
 
 class GuestError(Exception):
@@ -57,14 +60,28 @@ def host_facts() -> HostFacts:
     return HostFacts(bridges=bridges, kvm_available=os.path.exists("/dev/kvm"))
 
 
+def _free_port(ports: range) -> int:
+    """The first TCP port of `ports` free on localhost (PVE::Tools::next_unused_port)."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise StartError(f"unable to find free port ({ports.start}-{ports.stop - 1})")
+
+
 class QemuDriver:
     """Where a QEMU process, its QMP socket, its guest agent socket and the host meet the operating system
     (`_launch`, `_connect`, `_watch`, `_qga_open`, `_kill`, `pid`, `wait_exit`, `facts`), the simulator's driver
     (sim/qemu.py) puts its own."""
 
     def __init__(self, run_dir: str, bridge: AsyncioBridge, resolve: Callable[[str], tuple[str, str]],
-                 qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts) -> None:
+                 qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts,
+                 spice_tls: tuple[str, str, str] | None = None) -> None:
         self.run_dir = run_dir
+        self.spice_tls = spice_tls  # (certificate, key, CA) for SPICE displays: the node's own
         os.makedirs(run_dir, exist_ok=True)
         self.bridge = bridge
         self.resolve = resolve
@@ -73,7 +90,6 @@ class QemuDriver:
         self.clients: dict[int, QMPClient] = {}
         self.shutdown_seen: set[int] = set()
         self.events_in, self.events = trio.open_memory_channel[GuestEvent](math.inf)
-        self._cpu_samples: dict[int, tuple[float, float]] = {}
 
     # ---- paths and processes ------------------------------------------------------------
     def paths(self, vmid: int) -> RunPaths:
@@ -187,8 +203,9 @@ class QemuDriver:
         if self.running(vmid):
             raise GuestError(f"VM {vmid} already running")
         try:
+            spice = Spice(_free_port(SPICE_PORTS), *(self.spice_tls or ())) if spice_heads(conf) else None
             argv = build_argv(vmid, conf, self.resolve, self.facts(), self.paths(vmid), self.qemu_binary, loadvm,
-                              incoming, paused)
+                              incoming, paused, spice)
         except (StartError, Exception) as exc:
             raise GuestError(str(exc)) from None
         if conf.get("bios") == "ovmf":
@@ -302,34 +319,64 @@ class QemuDriver:
 
     # ---- status -------------------------------------------------------------------------
     def process_status(self, vmid: int, conf: dict) -> dict:
-        """What /proc tells of a guest that runs here: pid, uptime, cpu, mem (no QMP round trip)."""
+        """What /proc tells of a guest that runs here: `status`, `pid`, `uptime` (no QMP round trip; its cpu,
+        mem and counters come from the node's sampler, hypervisor/sampler.py)."""
         maxmem = memory_mib(conf) * (1 << 20)
         pid = self.pid(vmid)
         if pid is None:
-            return {"status": "stopped", "maxmem": maxmem, "mem": 0, "cpu": 0, "uptime": 0}
-        out: dict = {"status": "running", "pid": pid, "maxmem": maxmem}
+            return {"status": "stopped", "maxmem": maxmem, "uptime": 0}
+        out: dict = {"status": "running", "pid": pid, "maxmem": maxmem, "uptime": 0}
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open("/proc/uptime") as f:
-                boot_uptime = float(f.read().split()[0])
-            started = int(fields[19]) / CLK_TCK
-            out["uptime"] = int(boot_uptime - started)
+            out["uptime"] = self._uptime(self._proc_stat(pid))
+        except (OSError, IndexError, ValueError):
+            pass
+        return out
+
+    @staticmethod
+    def _uptime(stat: list[str]) -> int:
+        """Seconds since the process of these /proc/PID/stat fields started."""
+        with open("/proc/uptime") as f:
+            boot_uptime = float(f.read().split()[0])
+        return int(boot_uptime - int(stat[19]) / CLK_TCK)
+
+    @staticmethod
+    def _proc_stat(pid: int) -> list[str]:
+        """The fields of /proc/PID/stat after the command name (field 3 on, so `[11]` is utime)."""
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    async def counters(self, vmid: int) -> dict | None:
+        """A running guest's cumulative figures, as Proxmox's `vmstatus` reads them: `cpu_seconds` (its QEMU's
+        user and system time, all threads), `uptime`, `mem` (its resident memory), `diskread`/`diskwrite` (bytes, QMP
+        `query-blockstats` over all drives, once attached), `netin`/`netout` (bytes, its tap devices). None if it
+        does not run."""
+        pid = self.pid(vmid)
+        if pid is None:
+            return None
+        try:
+            fields = self._proc_stat(pid)
             cpu_seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
-            now = time.monotonic()
-            last = self._cpu_samples.get(vmid)
-            self._cpu_samples[vmid] = (now, cpu_seconds)
-            out["cpu"] = round(max(0.0, (cpu_seconds - last[1]) / (now - last[0])), 4) if last and now > last[0] \
-                else 0
+            uptime = self._uptime(fields)
             with open(f"/proc/{pid}/status") as f:
                 rss = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
-            out["mem"] = min(rss, maxmem)
         except (OSError, IndexError, ValueError):
-            out.update(uptime=0, cpu=0, mem=0)
+            return None
+        out = {"cpu_seconds": cpu_seconds, "uptime": uptime, "mem": rss, "diskread": 0, "diskwrite": 0}
+        client = self.clients.get(vmid)
+        try:
+            if client is None or client.runstate != Runstate.RUNNING:  # attaching is the start's and the watcher's
+                raise GuestError("not attached")
+            with trio.fail_after(2):
+                stats = await self.qmp(vmid, "query-blockstats")
+            out["diskread"] = sum(s["stats"].get("rd_bytes", 0) for s in stats)
+            out["diskwrite"] = sum(s["stats"].get("wr_bytes", 0) for s in stats)
+        except (GuestError, KeyError, TypeError, trio.TooSlowError):
+            pass
+        out["netin"], out["netout"] = self._tap_counters(vmid)
         return out
 
     async def status(self, vmid: int, conf: dict) -> dict:
-        """Proxmox's status/current fields for a guest that runs here."""
+        """Proxmox's status/current fields for a guest that runs here, from /proc and QMP."""
         out = self.process_status(vmid, conf)
         if out["status"] == "stopped":
             return {**out, "qmpstatus": "stopped"}
@@ -343,12 +390,8 @@ class QemuDriver:
             wanted = machine_type(conf)
             current = next((m for m in machines if m.get("is-current") or wanted in (m.get("alias"), m["name"])), None)
             out["running-machine"] = current["name"] if current else ""
-            stats = await self.qmp(vmid, "query-blockstats")
-            out["diskread"] = sum(s["stats"].get("rd_bytes", 0) for s in stats)
-            out["diskwrite"] = sum(s["stats"].get("wr_bytes", 0) for s in stats)
         except (GuestError, KeyError, TypeError):
             out.setdefault("qmpstatus", "running")
-        out["netin"], out["netout"] = self._tap_counters(vmid)
         return out
 
     @staticmethod

@@ -41,6 +41,17 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class Spice:
+    """Where a SPICE guest's display listens (a `tls-port` on localhost, reached through Proxmox's SPICE proxy), and
+    the node's TLS files for it (None: a plain `port`)."""
+
+    port: int
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+
+@dataclass(frozen=True)
 class RunPaths:
     qmp: str
     pidfile: str
@@ -253,6 +264,46 @@ def agent_socket(run_dir: str, vmid: int) -> str:
     return f"{run_dir}/{vmid}.qga"
 
 
+def vnc_socket(run_dir: str, vmid: int) -> str:
+    """The guest's VNC display (Proxmox: /var/run/qemu-server/VMID.vnc); QEMU asks a password, set over QMP when a
+    console connects (hypervisor/console.py)."""
+    return f"{run_dir}/{vmid}.vnc"
+
+
+def serial_socket(run_dir: str, vmid: int, key: str) -> str:
+    """The host side of `serialN: socket` (Proxmox: /var/run/qemu-server/VMID.serialN); its output is also logged to
+    the same path + `.log`."""
+    return f"{run_dir}/{vmid}.{key}"
+
+
+def has_display(conf: dict) -> bool:
+    """Whether the guest gets a VNC display: a `vga` other than `none` and `serialN` (qemu-server's
+    config_to_command)."""
+    vga = propstr.parse(str(conf.get("vga", "std")), default_key="type").get("type", "std")
+    return vga != "none" and not vga.startswith("serial")
+
+
+def spice_heads(conf: dict) -> int:
+    """0 unless the guest's `vga` is qxl (qemu-server's vga_conf_has_spice): then its number of heads (qxl2: 2)."""
+    vga = propstr.parse(str(conf.get("vga", "std")), default_key="type").get("type", "std")
+    m = re.fullmatch(r"qxl([234])?", vga)
+    return int(m.group(1) or 1) if m else 0
+
+
+def _spice(spice: Spice | None) -> list[str]:
+    """The SPICE display and its agent channel (qemu-server's config_to_command for qxl)."""
+    if spice is None:
+        raise StartError("SPICE display needs a port")
+    opts = f"port={spice.port},addr=127.0.0.1,seamless-migration=on"
+    if spice.cert and spice.key:
+        opts = (f"tls-port={spice.port},addr=127.0.0.1,tls-ciphers=HIGH,seamless-migration=on,"
+                f"x509-cert-file={spice.cert},x509-key-file={spice.key}")
+        if spice.ca:
+            opts += f",x509-cacert-file={spice.ca}"
+    return ["-device", "virtio-serial,id=spice", "-chardev", "spicevmc,id=vdagent,name=vdagent",
+            "-device", "virtserialport,chardev=vdagent,name=com.redhat.spice.0", "-spice", opts]
+
+
 def _agent(vmid: int, conf: dict, run_dir: str) -> list[str]:
     """The guest agent's channel (qemu-server's config_to_command): a socket chardev, and a virtio-serial port named
     `org.qemu.guest_agent.0` (type virtio) or an ISA serial port (type isa) for it."""
@@ -281,8 +332,9 @@ def tap_script(value: str) -> str:
 
 def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, paths: RunPaths,
                qemu: str = "qemu-system-x86_64", loadvm: str | None = None, incoming: str | None = None,
-               paused: bool = False) -> list[str]:
-    """The full QEMU command line for `conf`; raises StartError for configs that cannot run."""
+               paused: bool = False, spice: Spice | None = None) -> list[str]:
+    """The full QEMU command line for `conf`; raises StartError for configs that cannot run. `spice`: where a qxl
+    guest's SPICE display listens (picked by the driver when it starts one)."""
     kvm = int(conf.get("kvm", 1))
     if kvm and not host.kvm_available:
         raise StartError("KVM virtualisation configured, but not available. Either disable in VM configuration "
@@ -313,6 +365,10 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
         argv += ["-vga", VGA_TYPES[vga]]
     else:
         raise StartError(f"vga: unknown type '{vga}'")
+    if has_display(conf):
+        argv += ["-vnc", f"unix:{vnc_socket(paths.run_dir, vmid)},password=on"]
+    if spice_heads(conf):
+        argv += _spice(spice)
     if conf.get("smbios1"):
         argv += ["-smbios", "type=1," + str(conf["smbios1"])]
     if conf.get("vmgenid") and conf["vmgenid"] != "0":
@@ -324,7 +380,7 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
     for key in sorted(k for k in conf if re.fullmatch(r"serial\d", k)):
         value = str(conf[key])
         if value == "socket":
-            path = f"{paths.run_dir}/{vmid}.{key}"
+            path = serial_socket(paths.run_dir, vmid, key)
             backend = f"socket,id={key},path={path},server=on,wait=off,logfile={path}.log"
         elif value.startswith("/dev/"):
             backend = f"tty,id={key},path={value}"

@@ -11,7 +11,9 @@ an /etc/os-release, root in /etc/passwd and /etc/shadow, a `chpasswd` (what `gue
 a /sbin/shutdown that powers off (what `guest-shutdown` runs). With a cloud-init drive
 (an ISO 9660 CD-ROM on IDE or virtio-scsi), it prints before READY what the drive holds: `GPVE-CLOUDINIT
 label=… user=… hostname=… key=<first SSH key's comment>`, a `GPVE-CLOUDINIT-NET <line>` per line of its
-network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`.
+network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`. Booted with `gpve.busy=N`, it prints
+`GPVE-BUSY` at tick N and keeps a CPU busy from then on. A shell reads the serial console (getty), and, when
+booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
@@ -51,6 +53,8 @@ for p in /sys/class/virtio-ports/*; do
     [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
     qemu-ga -m virtio-serial -p "/dev/${p##*/}" >/tmp/qga.log 2>&1 &
 done
+(while true; do getty -n -l /bin/sh 115200 ttyS0; sleep 1; done) &
+grep -q console=tty0 /proc/cmdline && (while true; do getty -n -l /bin/sh 38400 tty1; sleep 1; done) &
 sleep 1
 disk=""
 for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done
@@ -69,9 +73,11 @@ if [ -b /dev/sr0 ] && mkdir -p /mnt/ci && mount -t iso9660 -o ro /dev/sr0 /mnt/c
     umount /mnt/ci
 fi
 echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
+busy=$(sed -n 's/.*gpve\.busy=\([0-9]*\).*/\1/p' /proc/cmdline)
 n=0
 while true; do
     n=$((n+1))
+    [ "$n" = "$busy" ] && { echo GPVE-BUSY > /dev/ttyS0; while :; do :; done & }
     content=""
     [ -n "$disk" ] && content=$(dd if=$disk bs=512 count=1 iflag=direct 2>/dev/null | head -c 16 | tr -dc 'A-Za-z0-9_-')
     echo "GPVE-TICK $n disk=$content" > /dev/ttyS0

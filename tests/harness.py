@@ -67,7 +67,8 @@ class NodeProcess:
     raft_bind: str | None = None
     cluster_key_file: str | None = None  # the static cluster's Raft key (every member the same)
     grpc_port: int = 0  # 0: a free port, picked here
-    extra_args: list[str] = field(default_factory=list)  # more `gpve serve` options
+    extra_args: list[str] = field(default_factory=list)  # more `gpve serve` options (e.g. `--rrd-interval`)
+    prefix: list[str] = field(default_factory=list)  # runs the node under this command (`ip netns exec NS`)
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 
@@ -99,7 +100,7 @@ class NodeProcess:
         args += self.extra_args
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.prefix + args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -56,6 +56,11 @@ def test_batch_start_and_stop_across_nodes_with_a_locked_guest(three_nodes):
         [(a, True, False), (c, False, False), (b, False, True), (d, False, True)]
     assert (status(px, a), status(px, b), status(px, d)) == ("stopped", "running", "running")
 
+    # a guest whose node is down: the single call's 502, at once, and nothing queued
+    three_nodes.node("n2").kill()
+    r = batch(s, n1, {"action": "stop", "vmids": [b], "wait": 1})
+    assert r.json()["results"] == [{"vmid": b, "success": False, "status": 502, "error": "node 'n2' is unreachable"}]
+
 
 def test_batch_rules_are_the_single_calls_rules(single_node):
     node = single_node

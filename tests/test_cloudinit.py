@@ -30,6 +30,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequ
 needs_qemu = pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or "")
 
 KEYS = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpve alice@laptop\nssh-rsa AAAAB3NzaC1yc2EAAAADAQAB second@key\n"
+# well-formed public keys (type, then the key blob naming the same type): the API checks what it is given
+ED25519_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+RSA_KEY = ("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAQQABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fICEiIyQlJicoKSorLC0uLz"
+           "AxMjM0NTY3ODk6Ozw9Pj9A")
 CONF = {"name": "web1", "ciuser": "alice", "cipassword": "$5$salt$hash", "sshkeys": quote(KEYS, safe=""),
         "net0": "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0", "ipconfig0": "ip=192.168.10.5/24,gw=192.168.10.1",
         "net1": "virtio=BC:24:11:00:00:01", "ipconfig1": "ip=dhcp,ip6=auto", "nameserver": "1.1.1.1 9.9.9.9",
@@ -375,7 +379,8 @@ def test_the_guest_boots_with_a_nocloud_drive_made_through_the_api(single_node):
     px = single_node.api()
     vmid = int(px.cluster.nextid.get())
     found = _boot(px, single_node, vmid, name="ci-guest", ide2="local:cloudinit", ciuser="alice",
-                  sshkeys=quote(KEYS, safe=""), net0="virtio", ipconfig0="ip=192.168.77.9/24,gw=192.168.77.1",
+                  sshkeys=quote(f"{ED25519_KEY} alice@laptop\n{RSA_KEY} second@key\n", safe=""),
+                  net0="virtio", ipconfig0="ip=192.168.77.9/24,gw=192.168.77.1",
                   nameserver="192.168.77.53", searchdomain="lab.example", cipassword="guest-secret")
     mac = px.nodes("n1").qemu(vmid).config.get()["net0"].split("=")[1].split(",")[0].lower()
     assert (found["label"], found["user"], found["hostname"], found["key"]) == \
@@ -446,7 +451,7 @@ def test_the_guest_reads_a_configdrive2_drive_on_virtio_scsi(single_node):
     px = single_node.api()
     vmid = int(px.cluster.nextid.get())
     found = _boot(px, single_node, vmid, name="cd2-guest", scsihw="virtio-scsi-pci", scsi5="local:cloudinit",
-                  citype="configdrive2", ciuser="carol", sshkeys=quote("ssh-ed25519 AAAA carol@desk", safe=""),
+                  citype="configdrive2", ciuser="carol", sshkeys=quote(f"{ED25519_KEY} carol@desk", safe=""),
                   net0="virtio", ipconfig0="ip=10.9.8.7/16,gw=10.9.0.1")
     assert (found["label"], found["user"], found["hostname"], found["key"]) == \
         ("config-2", "carol", "cd2-guest", "carol@desk")

@@ -46,7 +46,7 @@ def world(single_node):
     and `olga@pve`, who holds nothing but VM.Audit on one guest."""
     root = single_node.api()
     vmids = [int(root.cluster.nextid.get())]
-    done(root, root.nodes("n1").qemu.create(vmid=vmids[0], name="plain", memory=64, tags="web;prod"))
+    done(root, root.nodes("n1").qemu.create(vmid=vmids[0], name="plain", memory=64, tags="web;prod"))  # stored sorted
     vmids.append(int(root.cluster.nextid.get()))
     done(root, root.nodes("n1").qemu.create(vmid=vmids[1], name="golden", memory=64))
     done(root, root.nodes("n1").qemu(vmids[1]).template.post())
@@ -133,7 +133,7 @@ def test_resource_rows_carry_proxmoxs_keys_and_values(world):
     node, (plain, golden), _doc = world
     rows = {r["id"]: r for r in node.api().cluster.resources.get()}
     assert rows[f"qemu/{plain}"]["template"] == 0 and rows[f"qemu/{golden}"]["template"] == 1
-    assert (rows[f"qemu/{plain}"]["tags"], rows[f"qemu/{plain}"]["pool"]) == ("web;prod", "shapes")
+    assert (rows[f"qemu/{plain}"]["tags"], rows[f"qemu/{plain}"]["pool"]) == ("prod;web", "shapes")
     assert rows[f"qemu/{plain}"]["maxmem"] == 64 << 20 and rows[f"qemu/{plain}"]["status"] == "stopped"
     n1 = rows["node/n1"]
     assert n1["level"] == "" and n1["cgroup-mode"] in (1, 2) and n1["maxcpu"] >= 1 and n1["maxmem"] > 0

@@ -211,3 +211,21 @@ def test_post_config_with_background_delay_answers_null_when_the_task_ends_in_ti
     r = s.put(url, data={"cores": 4, "revert": "cores"})  # set and revert at once: refused (Proxmox names `delete`)
     assert r.status_code == 400 and "-revert cores" in r.json()["errors"]["delete"]
     assert px.nodes("n1").qemu(vmid).config.get()["cores"] == 3
+
+
+def test_directory_indexes_name_only_what_exists(single_node):
+    px = single_node.api()
+    for index, path in ((px.nodes("n1").get(), "/nodes/n1"), (px.cluster.get(), "/cluster")):
+        names = [row["name"] for row in index]
+        assert {"qemu", "storage", "tasks", "status"} <= set(names) or {"resources", "status", "nextid"} <= set(names)
+        for name in names:  # each is served (a read of it is no 404 "No handler")
+            r = single_node.session().get(f"{single_node.url}{path}/{name}", timeout=10)
+            assert "No 'GET' handler" not in r.text, (path, name, r.text)
+    vmid = int(px.cluster.nextid.get())
+    px.nodes("n1").qemu.create(vmid=vmid, memory=64)
+    subdirs = [row["subdir"] for row in px.nodes("n1").qemu(vmid).get()]
+    assert {"config", "status", "snapshot", "rrddata"} <= set(subdirs) and "rrd" not in subdirs
+    # an option with a hyphen can be deleted (pve-configid allows '-')
+    px.cluster.options.put(**{"tag-style": "ordering=alphabetical"})
+    px.cluster.options.put(delete="tag-style")
+    assert "tag-style" not in px.cluster.options.get()

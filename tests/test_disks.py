@@ -29,6 +29,8 @@ MARKER = b"GPVEIMPORTMARKER"
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     cluster = Cluster(str(tmp_path_factory.mktemp("disks")), 1).start()
+    # `local` holds no `import` content unless told to (as pve-storage's default `local`)
+    cluster.nodes[0].api().storage("local").put(content="backup,images,import,iso,snippets,vztmpl")
     yield cluster.nodes[0]
     px = cluster.nodes[0].api()
     for guest in px.nodes("n1").qemu.get():

@@ -84,6 +84,11 @@ def test_refusals_and_the_resync_close_code(tmp_path):
         assert b"unknown event type 'vm.nonsense'" in refused.value.response.body
         r = node.session().get(f"https://127.0.0.1:{node.api_port}/v1/events/ws", timeout=10)
         assert r.status_code == 400 and "WebSocket" in r.json()["message"]
+        with pytest.raises(InvalidStatus) as refused:  # an id no event of this cluster has: not a silent stream
+            open_stream(node, ticket, since=10**15)
+        assert refused.value.response.status_code == 400 and b"since" in refused.value.response.body
+        r = node.session().get(f"https://127.0.0.1:{node.api_port}/v1/events", params={"since": 10**15}, timeout=10)
+        assert r.status_code == 400 and "since" in r.json()["errors"]
 
         px = node.api()
         for i in range(4):  # more events than the node keeps: the oldest ids are gone

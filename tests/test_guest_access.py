@@ -208,6 +208,8 @@ def world(single_node):
     callers["token"] = Caller(single_node, "tok@pve!limited", token=secret)
     root.ok("POST", "/nodes/n1/qemu", vmid=GUEST, name=f"g{GUEST}")
     root.wait(root.ok("POST", "/nodes/n1/qemu", vmid=OTHER, name=f"g{OTHER}", scsi0="local:1"))  # OTHER_DISK
+    root.ok("PUT", "/storage/local", content="backup,images,import,iso,snippets,vztmpl")  # (not by default)
+    os.makedirs(os.path.join(single_node.data_dir, "storage", "local", "import"), exist_ok=True)
     with open(os.path.join(single_node.data_dir, "storage", "local", "import", "seed.raw"), "wb") as f:
         f.truncate(1 << 20)  # an image to import
     return single_node, callers
@@ -314,7 +316,8 @@ FUZZ = [  # (key, value, status for a non-root administrator, message); root get
     ("ide2", "/etc/shadow,media=cdrom", 403, ONLY_ROOT_PATHS),
     ("scsi1", "media=disk,file=/etc/shadow", 403, ONLY_ROOT_PATHS),
     ("scsi1", "volume=/etc/shadow", 403, ONLY_ROOT_PATHS),
-    ("scsi1", "local:1,file=/etc/shadow", 400, "duplicate key in comma-separated list property: file"),
+    ("scsi1", "local:1,file=/etc/shadow", 400,
+     "invalid format - duplicate key in comma-separated list property: file"),
     ("ide2", "local:iso//etc/shadow,media=cdrom", 400, "unable to parse directory volume name 'iso//etc/shadow'"),
     ("ide2", "local:iso/../../../../etc/shadow.iso,media=cdrom", 400,
      "unable to parse directory volume name 'iso/../../../../etc/shadow.iso'"),
@@ -334,20 +337,23 @@ FUZZ = [  # (key, value, status for a non-root administrator, message); root get
      "content type needs to be 'images' or 'iso'"),
     ("scsi1", "local:vztmpl/debian.tar.zst", 400, "content type needs to be 'images' or 'iso'"),
     ("scsi1", "local:iso/debian.iso", 400, "explicit 'media=cdrom' is required for iso images"),
-    ("scsi1", "etc/shadow", 400, "unable to parse volume ID 'etc/shadow'"),
+    ("scsi1", "etc/shadow", 400,
+     "invalid format - format error\nscsi1.file: invalid format - unable to parse volume ID 'etc/shadow'"),
     ("scsi1", f"LOCAL:{GUEST}/vm-{GUEST}-disk-0.qcow2", 400,
      f"unable to parse volume ID 'LOCAL:{GUEST}/vm-{GUEST}-disk-0.qcow2'"),
     ("cicustom", "user=local:snippets/../../../x", 400, "unable to parse directory volume name 'snippets/../../../x'"),
     ("cicustom", "user=local:snippets/%2e%2e", 400, "unable to parse directory volume name 'snippets/%2e%2e'"),
     ("cicustom", "user=local:iso/debian.iso", 400, "local:iso/debian.iso is not in the snippets directory"),
-    ("cicustom", "user=/etc/shadow", 400, "unable to parse volume ID '/etc/shadow'"),
+    ("cicustom", "user=/etc/shadow", 400,
+     "invalid format - format error\ncicustom.user: invalid format - unable to parse volume ID '/etc/shadow'"),
     ("hookscript", "local:snippets/../../x.sh", 400, "unable to parse directory volume name 'snippets/../../x.sh'"),
     ("hookscript", "local:iso/debian.iso", 400, "'local:iso/debian.iso' is not in the snippets directory"),
     ("scsi1", "local:0,import-from=local:iso/debian.iso", 400,
      "local:iso/debian.iso has wrong type 'iso' - needs to be 'images' or 'import'"),
     ("scsi1", "local:0,import-from=local:import/../../../etc/shadow.raw", 400,
      "unable to parse directory volume name 'import/../../../etc/shadow.raw'"),
-    ("scsi1", "local:0,import-from=etc/shadow", 400, "unable to parse volume ID 'etc/shadow'"),
+    ("scsi1", "local:0,import-from=etc/shadow", 400,
+     "invalid format - format error\nscsi1.import-from: invalid format - unable to parse volume ID 'etc/shadow'"),
     ("scsi1", "local:2,import-from=local:import/seed.raw", 400,
      "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"),
     ("scsi1", "local:0,import-from=local:import/missing.qcow2", 400,
@@ -355,8 +361,9 @@ FUZZ = [  # (key, value, status for a non-root administrator, message); root get
     ("efidisk0", "local:0,import-from=local:import/seed.raw", 400,
      "need to specify 'efitype' when using 'import-from'"),
     ("efidisk0", "local:1,efitype=3m", 400,
-     "invalid format - efitype: value '3m' does not have a value in the enumeration '2m, 4m'"),
-    ("unused0", "/etc/shadow", 400, "not a valid volid: /etc/shadow"),
+     "invalid format - format error\nefidisk0.efitype: value '3m' does not have a value in the enumeration '2m, 4m'"),
+    ("unused0", "/etc/shadow", 400,
+     "invalid format - format error\nunused0.file: invalid format - unable to parse volume ID '/etc/shadow'"),
     ("unused0", "local:iso/debian.iso", 400,
      "unable to use volume local:iso/debian.iso - content type needs to be 'images'"),
 ]

@@ -17,12 +17,13 @@ import pytest
 
 from tests.guest import build_guest, kernel_args, qemu_missing, serial_text, wait_serial
 from tests.harness import Cluster
+from tests.test_cloudinit import ED25519_KEY, RSA_KEY
 from tests.test_guest_agent import agent_ready
 from tests.test_guests import ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or ""),
               pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]
-KEYS = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpve deploy@ci\nssh-rsa AAAAB3NzaC1yc2E second@key\n"
+KEYS = f"{ED25519_KEY} deploy@ci\n{RSA_KEY} second@key\n"
 
 
 @pytest.fixture(scope="module")

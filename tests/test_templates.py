@@ -49,7 +49,9 @@ def test_template_catalogue_and_instantiation(single_node):
     assert r.json()["vmid"] == 4242
     assert px.nodes("n1").qemu(4242).config.get()["scsi0"].startswith("local:4242/vm-4242-disk-0")
 
-    # errors: no such template, a plain guest is no template, bad bodies
+    # errors: no such template, a plain guest is no template, a running guest (refused before anything changes)
+    r = s.post(f"{v1(node)}/templates", json={"source_vmid": vmid, "name": "renamed"}, timeout=60)
+    assert r.status_code == 409 and px.nodes("n1").qemu(vmid).config.get()["name"] == "web1"
     assert s.get(f"{v1(node)}/templates/{vmid}", timeout=10).status_code == 404
     assert s.post(f"{v1(node)}/templates/{vmid}/instantiate", json={}, timeout=10).status_code == 404
     r = s.post(f"{v1(node)}/templates", json={"source_vmid": source, "tags": "Bad Tag!"}, timeout=10)

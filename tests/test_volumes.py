@@ -35,6 +35,7 @@ GOOD = {
     "local:import/noble-server-cloudimg-amd64.qcow2": Volume("local", "import", "import",
                                                              "noble-server-cloudimg-amd64.qcow2"),
     "local:import/x.ova": Volume("local", "import", "import", "x.ova"),
+    "local:import/appliance.ova": Volume("local", "import", "import", "appliance.ova"),
 }
 BAD = {
     "/etc/shadow": "unable to parse volume ID '/etc/shadow'",
@@ -68,6 +69,7 @@ BAD = {
     "local:import/x.ova/disk.qcow2": "unable to parse directory volume name 'import/x.ova/disk.qcow2'",
     "local:import/../100/vm-100-disk-0.qcow2": "unable to parse directory volume name "
                                                "'import/../100/vm-100-disk-0.qcow2'",
+    "local:import/a b.qcow2": "unable to parse directory volume name 'import/a b.qcow2'",
     "local:1": "unable to parse directory volume name '1'",
 }
 

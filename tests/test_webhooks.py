@@ -13,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from proxmoxer.tools import Tasks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -140,6 +141,17 @@ def test_gone_disables_and_bad_hooks_are_refused(single_node):
                           ({"url": receiver.url, "events": []}, "name")):
             r = s.post(f"{v1(single_node)}/webhooks", json=body, timeout=10)
             assert r.status_code == 400 and key in r.json()["errors"], (body, r.text)
+        # a user without Sys.Modify on / may not make the cluster send requests anywhere
+        px.access.users.post(userid="plain@pve", password="plain-user-pw")
+        plain = requests.Session()
+        plain.verify, plain.trust_env = False, False
+        ticket = plain.post(f"{single_node.url}/access/ticket", data={"username": "plain@pve",
+                                                                      "password": "plain-user-pw"}, timeout=10).json()
+        plain.cookies.set("PVEAuthCookie", ticket["data"]["ticket"])
+        plain.headers["CSRFPreventionToken"] = ticket["data"]["CSRFPreventionToken"]
+        r = plain.post(f"{v1(single_node)}/webhooks", json={"name": "x", "url": receiver.url, "events": []},
+                       timeout=10)
+        assert r.status_code == 403 and "Sys.Modify" in r.json()["message"]
         assert s.delete(f"{v1(single_node)}/webhooks/{hook['id']}", timeout=10).status_code == 200
         assert s.get(f"{v1(single_node)}/webhooks/{hook['id']}", timeout=10).status_code == 404
     finally:

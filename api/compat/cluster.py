@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary
+from api.compat.guests import guest_summary, sampled
 from api.compat.hostinfo import cgroup_mode, host_figures
 from api.context import Ctx
+from api.native.figures import remote_figures
 from api.registry import API
 from api.returns import BOOL, INT, NUM, STR, array, const, obj, one_of
 from api.schema import Param, ParamErrors
 from engine.errors import Rejection
+from hypervisor.sampler import GUEST_FIGURES as SAMPLED
 
 
 @API.endpoint("GET", "/cluster/status", returns={"type": "array", "items": {"type": "object"}})
@@ -67,12 +69,14 @@ STORAGE_ROW = obj({"id": STR, "type": const("storage"), "storage": STR, "node": 
 POOL_ROW = obj({"id": STR, "type": const("pool"), "pool": STR}, GUEST_FIGURES)  # figures: its running guests'
 NETWORK_ROW = obj({"id": STR, "type": const("network"), "network-type": {"type": "string", "enum": ["zone"]},
                    "network": STR, "node": STR, "status": STR})
+GUEST_LIVE = {k: QEMU_ROW["properties"][k] for k in SAMPLED}  # a guest's figures a sampler measures
 RESOURCE_ROW = one_of(QEMU_ROW, NODE_ROW, NODE_ROW_UNAUDITED, STORAGE_ROW, POOL_ROW, NETWORK_ROW)
 
 
-def node_resources(ctx: Ctx) -> list[dict]:
+def node_resources(ctx: Ctx, remote: dict[str, dict] | None = None) -> list[dict]:
     """One row per member: figures for callers with Sys.Audit on the node (this node's measured here; another
-    member's `maxcpu`/`maxmem` from its registration, its live figures 0 until members share them)."""
+    online member's from `remote`, its `/v1/figures` (api/native/figures.py); where it gave none, `maxcpu`/`maxmem`
+    from its registration and zeros)."""
     with ctx.node.read() as s:
         members = {name: dict(n.get("static") or {}) for name, n in sorted(s.nodes.items())}
     rows = []
@@ -85,10 +89,12 @@ def node_resources(ctx: Ctx) -> list[dict]:
             row["cgroup-mode"] = mode
         if ctx.can("Sys.Audit", f"/nodes/{name}"):
             if name == ctx.node.name:
-                row.update(host_figures(ctx.node.spec.data_dir))
+                row.update(host_figures(ctx.node.spec.data_dir, ctx.rt.sampler))
             else:
                 row.update(uptime=0, cpu=0, mem=0, disk=0, maxcpu=static.get("cpus", 0),
                            maxmem=static.get("memory", 0), maxdisk=0)
+                if online:
+                    row.update(_declared((remote or {}).get(name, {}).get("node", {}), NODE_FIGURES))
         rows.append(row)
     return rows
 
@@ -110,14 +116,15 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
     lists configured SDN zones, and there are none.
     """
     kind = p.get("type")
+    remote = await remote_figures(ctx) if kind in (None, "vm", "qemu", "pool", "node") else {}
     rows: list[dict] = []
-    guests = _guests(ctx) if kind in (None, "vm", "qemu", "pool") else []
+    guests = _guests(ctx, remote) if kind in (None, "vm", "qemu", "pool") else []
     if kind in (None, "pool"):
         rows += pool_resources(ctx, guests)
     if kind in (None, "vm", "qemu"):
         rows += guest_resources(ctx, guests)
     if kind in (None, "node"):
-        rows.extend(node_resources(ctx))
+        rows.extend(node_resources(ctx, remote))
     if kind in (None, "storage"):
         rows.extend(storage_resources(ctx))
     if kind is None and ctx.can("SDN.Audit", "/sdn/zones/localnetwork"):
@@ -136,11 +143,17 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
     return rows
 
 
-def _guests(ctx: Ctx) -> list[dict]:
-    """Every guest's row, whether the caller may see it or not."""
+def _declared(figures: dict, keys: dict) -> dict:
+    """Only the figures a row declares (another member's answer is not trusted to be closed)."""
+    return {k: v for k, v in figures.items() if k in keys}
+
+
+def _guests(ctx: Ctx, remote: dict[str, dict]) -> list[dict]:
+    """Every guest's row, whether the caller may see it or not: live figures from this node's sampler, or from
+    `remote` (the other members' `/v1/figures`) for a guest running on another online member."""
     with ctx.node.read() as s:
         pool_of = {v: pid for pid, pool in s.access.get("pool", {}).items() for v in pool["vms"]}
-        guests = [(g["node"], guest_summary(g)) for _, g in sorted(s.guests.items())]
+        guests = [(g["node"], {**guest_summary(g), **sampled(ctx.rt.sampler, g)}) for _, g in sorted(s.guests.items())]
     online = {name: ctx.node.node_online(name) for name in {n for n, _ in guests}}
     rows = []
     for node_name, summary in guests:
@@ -149,6 +162,9 @@ def _guests(ctx: Ctx) -> list[dict]:
                **summary}
         if not online[node_name]:
             row["status"] = "unknown"  # as Proxmox shows guests of a node it cannot reach
+        elif node_name != ctx.node.name and row["status"] == "running":
+            live = remote.get(node_name, {}).get("guests", {}).get(str(row["vmid"]), {})
+            row.update(_declared(live, GUEST_LIVE))
         if summary["vmid"] in pool_of:
             row["pool"] = pool_of[summary["vmid"]]
         rows.append(row)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary
+from api.compat.guests import guest_summary, sampled
 from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY, CREATE_ONLY_PARAMS
 from api.context import Ctx
 from api.registry import API
@@ -34,13 +34,15 @@ async def create_vm(ctx: Ctx, p: dict) -> str:
 async def list_vms(ctx: Ctx, p: dict) -> list:
     """Guests on a node; only those the caller may audit."""
     with ctx.node.read() as s:
-        guests = [(guest_summary(g), dict(g["conf"])) for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
+        guests = [(guest_summary(g), dict(g["conf"]), sampled(ctx.rt.sampler, g))
+                  for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
     rows = []
-    for row, conf in guests:
+    for row, conf, live in guests:
         if not ctx.can("VM.Audit", f"/vms/{row['vmid']}"):
             continue
         if ctx.rt.driver is not None and p["node"] == ctx.node.name and row["status"] == "running":
             row.update(ctx.rt.driver.process_status(row["vmid"], conf))
+        row.update(live)
         rows.append(row)
     return rows
 

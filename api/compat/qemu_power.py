@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary
+from api.compat.guests import guest_summary, sampled
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
@@ -21,8 +21,7 @@ TIMEOUT = Param("timeout", "integer", minimum=0)
 async def vm_index(ctx: Ctx, p: dict) -> list:
     """Directory index."""
     guests.guest_or_404(ctx, p["node"], p["vmid"])
-    return [{"subdir": d} for d in ("config", "pending", "status", "snapshot", "clone", "migrate", "resize",
-                                    "template", "vncproxy", "termproxy", "rrd", "rrddata")]
+    return [{"subdir": d} for d in API.children("/nodes/{node}/qemu/{vmid}")]
 
 
 @API.endpoint("GET", "/nodes/{node}/qemu/{vmid}/status", params=[NODE, VMID_PATH],
@@ -48,6 +47,8 @@ async def status_current(ctx: Ctx, p: dict) -> dict:
     if driver is not None and guest["node"] == ctx.node.name:
         live = await driver.status(p["vmid"], conf)
         row.update(live)
+        if live["status"] == "running":
+            row.update(sampled(ctx.rt.sampler, {**guest, "status": "running"}))
     for key in ("lock", "tags", "template"):
         if conf.get(key):
             row[key] = conf[key]

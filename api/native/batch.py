@@ -106,6 +106,8 @@ async def _run(ctx: Ctx, endpoint, action: str, vmid: int, given: dict, wait: bo
             raise forbidden(*denied)
         if guest is None:
             raise Rejection(404, f"VM {vmid} does not exist")
+        if guest["node"] != ctx.node.name and not ctx.node.node_online(guest["node"]):
+            raise Rejection(502, f"node '{guest['node']}' is unreachable")  # as the single call, forwarded
         upid = await endpoint.handler(sub, params)
     except ParamErrors as exc:
         return {"vmid": vmid, "success": False, "status": 400,

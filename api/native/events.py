@@ -9,7 +9,7 @@ from api.context import Ctx
 from api.errors import ApiError
 from api.registry import API
 from api.schema import Param, ParamErrors, split_list
-from engine.hub import PublicEvent, TooOld
+from engine.hub import PER_ENTRY, PublicEvent, TooOld
 from engine.public_events import PUBLIC_TYPES, type_matches, unknown_types
 
 EVENT = {"type": "object", "properties": {"id": {"type": "integer"}, "type": {"type": "string", "enum":
@@ -46,6 +46,16 @@ FILTERS = [Param("types", description="Event types, comma-separated; `vm.*` sele
            Param("node", format="pve-node")]
 
 
+AHEAD = 1000  # log entries a `since` may be ahead of what this node knows committed (a node a little behind)
+
+
+def check_since(node, since: int) -> None:
+    """400 for an id no event of this cluster can have yet (from another cluster, or mistyped): rather than a
+    stream that stays silent for ever."""
+    if since // PER_ENTRY > max(node.replog.raftCommitIndex, node.hub.last_id() // PER_ENTRY) + AHEAD:
+        raise ParamErrors({"since": f"no event {since} in this cluster's log yet (newest: {node.hub.last_id()})"})
+
+
 def checked_types(p: dict) -> list[str]:
     """The `types` filter; 400 naming the first type no public event has."""
     types = split_list(p.get("types"))
@@ -63,7 +73,9 @@ def checked_types(p: dict) -> list[str]:
                       Param("wait", "integer", minimum=0, maximum=60, default=0,
                             description="Seconds to wait for a first event when there is none yet.")],
               returns={"type": "object", "properties": {"events": {"type": "array", "items": EVENT},
-                                                         "last_id": {"type": "integer"}}})
+                                                         "last_id": {"type": "integer"},
+                                                         "more": {"type": "boolean", "description":
+                                                                  "events after last_id exist now: read on"}}})
 async def list_events(ctx: Ctx, p: dict) -> dict:
     """Events after `since`, oldest first, that the caller may audit; `last_id` is the id to pass as `since`
     next time (it moves past events filtered out too). 410 when `since` is older than what the node keeps:
@@ -71,6 +83,7 @@ async def list_events(ctx: Ctx, p: dict) -> dict:
     hub = ctx.node.hub
     since, limit = p.get("since", 0) or hub.floor, p.get("limit", 100)
     types = checked_types(p)
+    check_since(ctx.node, since)
     with trio.move_on_after(p.get("wait", 0)):
         while True:
             changed = ctx.node.state_changed()
@@ -86,7 +99,7 @@ async def list_events(ctx: Ctx, p: dict) -> dict:
                 continue
             await changed.wait()
     last = events[-1].id if events else since
-    return {"events": [e.to_dict() for e in shown], "last_id": last}
+    return {"events": [e.to_dict() for e in shown], "last_id": last, "more": hub.last_id() > last}
 
 
 @API.endpoint("GET", "/events/ws", native=True, rate_class="read",

@@ -29,7 +29,7 @@ from quart import websocket
 from api.bodies import parse_form
 from api.context import Ctx
 from api.gate import Credentials, RateLimited
-from api.native.events import checked_types, visible
+from api.native.events import check_since, checked_types, visible
 from api.schema import ParamErrors
 from engine.errors import Rejection
 from engine.hub import TooOld
@@ -54,6 +54,8 @@ async def serve(api) -> Rejection | None:
         params = endpoint.validate(parse_form(websocket.query_string, "query string"))
         api.gate.authorize(endpoint.permission, user, params)
         types = checked_types(params)
+        if "since" in params:
+            check_since(api.node, params["since"])
     except RateLimited as exc:
         return Rejection(429, f"Rate limit exceeded. Try again in {exc.verdict.retry_after} seconds.")
     except ParamErrors as exc:

@@ -6,7 +6,7 @@ import dataclasses
 
 from api.context import Ctx
 from api.registry import API
-from api.schema import Param
+from api.schema import Param, Permission
 from api.services import webhooks
 
 HOOK = {"type": "object", "required": ["id", "name", "url", "events", "enabled"], "properties": {
@@ -23,7 +23,11 @@ FIELDS = [Param("name", max_length=128), Param("url", max_length=2048),
           Param("enabled", "boolean")]
 
 
-@API.endpoint("GET", "/webhooks", native=True, returns={"type": "array", "items": HOOK})
+AUDIT = Permission("Sys.Audit", "/", description="And: only your own hooks, unless you have Sys.Modify on '/'.")
+MODIFY = Permission("Sys.Modify", "/", description="A hook makes the cluster send requests where it points.")
+
+
+@API.endpoint("GET", "/webhooks", native=True, permission=AUDIT, returns={"type": "array", "items": HOOK})
 async def list_webhooks(ctx: Ctx, p: dict) -> list:
     """Your hooks (every hook with Sys.Modify on `/`); secrets are never shown."""
     return webhooks.listing(ctx)
@@ -31,6 +35,7 @@ async def list_webhooks(ctx: Ctx, p: dict) -> list:
 
 @API.endpoint("POST", "/webhooks", native=True,
               params=[dataclasses.replace(f, optional=f.name not in ("name", "url", "events")) for f in FIELDS],
+              permission=MODIFY,
               returns={**HOOK, "properties": {**HOOK["properties"], "secret": {"type": "string"}}})
 async def create_webhook(ctx: Ctx, p: dict) -> dict:
     """A new hook; the answer holds its `secret`, which is never shown again."""
@@ -38,24 +43,25 @@ async def create_webhook(ctx: Ctx, p: dict) -> dict:
                                  bool(p.get("enabled", 1)))
 
 
-@API.endpoint("GET", "/webhooks/{id}", native=True, params=[ID], returns=HOOK)
+@API.endpoint("GET", "/webhooks/{id}", native=True, params=[ID], permission=AUDIT, returns=HOOK)
 async def get_webhook(ctx: Ctx, p: dict) -> dict:
     return webhooks.get(ctx, p["id"])
 
 
-@API.endpoint("PUT", "/webhooks/{id}", native=True, params=[ID, *FIELDS], returns=HOOK)
+@API.endpoint("PUT", "/webhooks/{id}", native=True, params=[ID, *FIELDS], permission=MODIFY, returns=HOOK)
 async def update_webhook(ctx: Ctx, p: dict) -> dict:
     """Change the fields given (a new `secret` is not answered)."""
     fields = {k: p[k] for k in ("name", "url", "events", "secret") if k in p}
     return await webhooks.update(ctx, p["id"], enabled=bool(p["enabled"]) if "enabled" in p else None, **fields)
 
 
-@API.endpoint("DELETE", "/webhooks/{id}", native=True, params=[ID])
+@API.endpoint("DELETE", "/webhooks/{id}", native=True, params=[ID], permission=MODIFY)
 async def delete_webhook(ctx: Ctx, p: dict) -> None:
+    """Remove the hook; an attempt under way finishes, nothing more is sent."""
     await webhooks.delete(ctx, p["id"])
 
 
-@API.endpoint("GET", "/webhooks/{id}/deliveries", native=True, params=[ID],
+@API.endpoint("GET", "/webhooks/{id}/deliveries", native=True, params=[ID], permission=AUDIT,
               returns={"type": "array", "items": {"type": "object", "properties": {
                   "event": {"type": "integer"}, "attempt": {"type": "integer"}, "status": {"type": "integer"},
                   "error": {"type": "string"}, "duration_ms": {"type": "number"}, "ts": {"type": "number"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 from api.context import Ctx
 from api.services import guests
 from api.services.tasks import wait_task
+from engine import tasks
 from engine.errors import Rejection, not_found
 from engine.volumes import DISK_KEY, is_cdrom
 
@@ -48,6 +49,8 @@ async def create(ctx: Ctx, vmid: int, *, name: str | None = None, description: s
     """Set the given name, description and tags on guest `vmid`, then make it a template
     (`POST /nodes/{node}/qemu/{vmid}/template`); waits for the conversion. Returns the catalogue row and `upid`."""
     node = _node_of(ctx, vmid)
+    with ctx.node.read() as s:
+        tasks.kind("qmtemplate").precheck(s, dict(s.guests[vmid]), {})  # refused before anything is changed
     changes = {k: v for k, v in (("name", name), ("description", description),
                                  ("tags", ";".join(tags) if tags is not None else None)) if v is not None}
     if changes:

@@ -24,6 +24,7 @@ from engine.errors import Rejection, not_found
 from engine.public_events import unknown_types
 
 SECRET_MIN = 16
+MAX_HOOKS = 100  # per cluster: each hook's attempts are written to the log
 SHOWN = ("id", "name", "url", "events", "enabled", "owner", "created")
 
 
@@ -99,6 +100,9 @@ async def create(ctx: Ctx, name: str, url: str, events: list[str], secret: str |
     """`POST /v1/webhooks`: the hook, with its `secret` (the only time it is answered). It receives the
     events committed after this call."""
     _checked(url, events, secret)
+    with ctx.node.read() as s:
+        if len(s.webhooks) >= MAX_HOOKS:
+            raise Rejection(400, f"too many webhooks (at most {MAX_HOOKS} per cluster)")
     result = await ctx.node.submit(wh.SetWebhook(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, hook_id="wh-" + secrets.token_hex(6), create=True,
         name=name, url=url, events=list(events), enabled=enabled,
