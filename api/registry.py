@@ -21,6 +21,7 @@ def load_endpoints() -> Registry:
         pools,
         qemu,
         qemu_agent,
+        qemu_cloudinit,
         qemu_config,
         qemu_console,
         qemu_migrate,

@@ -37,7 +37,7 @@ LIST_FORMATS = {
     "pve-userid-list": (FORMATS["pve-userid"], "value '{}' does not look like a valid user name"),
     "pve-tokenid-list": (FORMATS["pve-userid"] + r"![A-Za-z][A-Za-z0-9.\-_]+",
                          "value '{}' does not look like a valid token ID"),
-    "pve-configid-list": (FORMATS["pve-configid"], "invalid configuration ID '{}'"),
+    "pve-configid-list": (FORMATS["pve-configid"], "invalid configuration ID '{}'"),  # pve_verify_configid
     # pve-storage `verify_content` (the types a `dir` storage holds: engine/storage.py DIR_CONTENT)
     "pve-storage-content-list": (r"images|rootdir|vztmpl|iso|backup|snippets|none|import",
                                  "invalid content type '{}'"),

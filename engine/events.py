@@ -74,6 +74,16 @@ class GuestConfigChanged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GuestPendingChanged(Event):
+    """A guest's pending changes, whole (engine/pending.py): values set, and keys to delete (key -> forced)."""
+
+    TYPE = "guest.pending_changed"
+    vmid: int
+    pending: dict = field(default_factory=dict)
+    pending_delete: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GuestMoved(Event):
     TYPE = "guest.moved"
     vmid: int
@@ -118,6 +128,16 @@ class GuestPowerChanged(Event):
     TYPE = "guest.power_changed"
     vmid: int
     status: str  # running | stopped
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestCloudinitMade(Event):
+    """The image of the guest's cloud-init drive was made from these config values (engine/cloudinit.py
+    `tracked`): `GET …/cloudinit` shows them as its current values."""
+
+    TYPE = "guest.cloudinit_made"
+    vmid: int
+    values: dict
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from engine import tasks
+from engine import pending, tasks
 from engine.access import AccessChanged
 from engine.commands import Command
 from engine.decide import Decision, decide
@@ -156,10 +156,12 @@ def digest(s: State) -> str:
 
 def volume_users(s: State, volid: str) -> list[tuple[int, str, str | None, bool]]:
     """Who uses volume `volid`: (vmid, key, snapshot name or None, as a linked clone's base) for every guest config
-    and snapshot naming it as a drive, an `unusedN`, a VM state or inside a property (`cicustom`)."""
+    and snapshot naming it as a drive, an `unusedN`, a VM state or inside a property (`cicustom`), and every pending
+    change (a disk allocated for the guest's next start)."""
     users = []
     for vmid, guest in sorted(s.guests.items()):
-        for snap, conf in [(None, guest["conf"]), *sorted(guest.get("snapshots", {}).items())]:
+        for snap, conf in [(None, guest["conf"]), (None, pending.of(guest).values),
+                           *sorted(guest.get("snapshots", {}).items())]:
             for key, value in sorted(conf.items()):
                 parts = [p.partition("=")[2] if "=" in p else p for p in str(value).split(",")]
                 if volid in parts:

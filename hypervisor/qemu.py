@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Callable
@@ -31,8 +32,10 @@ from hypervisor.qemu_argv import (
     build_argv,
     machine_type,
     memory_mib,
+    ovmf_files,
     spice_heads,
     tap_script,
+    temporary_vars,
 )
 
 log = structlog.get_logger("gpve.qemu")
@@ -205,12 +208,11 @@ class QemuDriver:
                               incoming, paused, spice)
         except (StartError, Exception) as exc:
             raise GuestError(str(exc)) from None
+        if conf.get("bios") == "ovmf":
+            self._prepare_firmware(vmid, conf)
         for key, value in conf.items():
-            if key.startswith("net") and key[3:].isdigit() and "bridge" in propstr.parse(str(value)):
-                path = os.path.join(self.run_dir, f"tap{vmid}i{key[3:]}.up")
-                with open(path, "w") as f:
-                    f.write(tap_script(str(value)))
-                os.chmod(path, 0o755)
+            if key.startswith("net") and key[3:].isdigit():
+                self.write_tap_script(vmid, key, str(value))
         for stale in (self.paths(vmid).qmp, self.paths(vmid).pidfile):
             if os.path.exists(stale):
                 os.unlink(stale)
@@ -221,6 +223,25 @@ class QemuDriver:
             raise GuestError("start failed: QEMU did not leave a running process")
         await self.attach(vmid)
         return pid
+
+    def write_tap_script(self, vmid: int, key: str, value: str) -> None:
+        """The ifup script QEMU runs for bridged NIC `key` (at start, or when it is hot-plugged)."""
+        if "bridge" in propstr.parse(value):
+            path = os.path.join(self.run_dir, f"tap{vmid}i{key[3:]}.up")
+            with open(path, "w") as f:
+                f.write(tap_script(value))
+            os.chmod(path, 0o755)
+    def _prepare_firmware(self, vmid: int, conf: dict) -> None:
+        """An OVMF guest needs the firmware files; without an `efidisk0` it gets a fresh copy of the vars template
+        (qemu-server's `print_ovmf_drive_commandlines`: `EFI base image '…' not found`)."""
+        efidisk = propstr.parse(str(conf["efidisk0"]), default_key="file") if conf.get("efidisk0") else None
+        code, template = ovmf_files(conf, efidisk)
+        if not os.path.exists(code):
+            raise GuestError(f"EFI base image '{code}' not found")
+        if not os.path.exists(template):
+            raise GuestError(f"EFI vars image '{template}' not found")
+        if efidisk is None:
+            shutil.copyfile(template, temporary_vars(self.paths(vmid), vmid))
 
     async def _launch(self, argv: list[str]) -> None:
         """Run QEMU until it has daemonized (GuestError if it exits with an error instead)."""

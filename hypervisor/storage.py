@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
 
-from engine.volumes import CONTENT_DIRS, FILES, IMAGE_FILE, VolumeError, parse_volume
+from engine.volumes import CONTENT_DIRS, FILES, IMAGE_FILE, VolumeError, parse_import_source, parse_volume
 
 NOTES_EXT, PROTECTED_EXT = ".notes", ".protected"  # a backup's attributes (pve-storage Plugin.pm, Storage.pm)
 TMP_PREFIX = ".gpve-tmp-"  # a file being uploaded or downloaded: `<path>/.gpve-tmp-<node>-<hex>`, never listed
@@ -94,7 +95,7 @@ def _first_line(path: str) -> str | None:
 class DirStorage:
     storage_id: str
     path: str
-    content: tuple[str, ...] = ("images", "iso", "vztmpl", "snippets", "backup")
+    content: tuple[str, ...] = ("images", "iso", "vztmpl", "snippets", "backup", "import")
     default_format: str = "qcow2"
     qemu_img: QemuImg = field(default=qemu_img, repr=False, compare=False)  # the simulator gives its own
 
@@ -178,7 +179,7 @@ class DirStorage:
         if os.path.isdir(directory):
             for f in os.listdir(directory):
                 m = IMAGE_FILE.fullmatch(f)
-                if m:
+                if m and m.group(3) is not None:  # (a cloud-init volume has no number)
                     taken.add(int(m.group(3)))
         n = next(i for i in range(10_000) if i not in taken)
         return f"{prefix}-{vmid}-disk-{n}.{fmt}"
@@ -188,14 +189,19 @@ class DirStorage:
         if "images" not in self.content:  # qemu-server's wording (PVE/API2/Qemu.pm)
             raise StorageError(f"storage '{self.storage_id}' does not support vm images")
 
-    async def alloc(self, vmid: int, size: int, fmt: str | None = None) -> str:
+    async def alloc(self, vmid: int, size: int, fmt: str | None = None, name: str | None = None) -> str:
+        """A new volume of `size` bytes: the guest's next `vm-VMID-disk-N`, or `name` (`vm-VMID-cloudinit`, its
+        format appended); StorageError if that one exists already (pve-storage's `alloc_image`) or the storage holds
+        no `images`."""
         self._check_images()
         fmt = fmt or self.default_format
         if fmt not in ("qcow2", "raw"):
             raise StorageError(f"unsupported format '{fmt}'")
-        name = self.next_disk_name(vmid, fmt)
+        name = f"{name}.{fmt}" if name else self.next_disk_name(vmid, fmt)
         directory = os.path.join(self.path, "images", str(vmid))
         os.makedirs(directory, exist_ok=True)
+        if os.path.exists(os.path.join(directory, name)):
+            raise StorageError(f"disk image '{self.storage_id}:{vmid}/{name}' already exists")
         await self.qemu_img("create", "-q", "-f", fmt, *(["-o", "preallocation=off"] if fmt == "qcow2" else []),
                             os.path.join(directory, name), str(size))
         return f"{self.storage_id}:{vmid}/{name}"
@@ -208,6 +214,12 @@ class DirStorage:
         os.makedirs(directory, exist_ok=True)
         await self.qemu_img("convert", "-U", "-f", source_fmt, "-O", fmt, source_path, os.path.join(directory, name))
         return f"{self.storage_id}:{vmid}/{name}"
+
+    async def fill(self, volid: str, source_path: str, source_fmt: str) -> None:
+        """Copy an image into an existing volume of at least its size (`qemu-img convert -n`; the EFI vars
+        template into a new efidisk, as qemu-server's `create_efidisk`)."""
+        await self.qemu_img("convert", "-n", "-f", source_fmt, "-O", self.volume_format(volid), source_path,
+                            self.volume_path(volid))
 
     async def clone_linked(self, base_volid: str, vmid: int) -> str:
         """A qcow2 overlay on a template's base volume: `local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2`."""
@@ -235,6 +247,18 @@ class DirStorage:
         path = self.volume_path(volid)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         await self.qemu_img("create", "-q", "-f", self.volume_format(volid), path, str(size))
+
+    async def replace_from_raw(self, volid: str, source: str) -> None:
+        """The volume's content becomes the raw image `source` (a cloud-init ISO), converted to the volume's
+        format; a running guest keeps the old file open until its medium is changed."""
+        path = self.volume_path(volid)
+        made = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.new")
+        try:
+            await self.qemu_img("convert", "-q", "-f", "raw", "-O", self.volume_format(volid), source, made)
+            os.replace(made, path)
+        finally:
+            if os.path.exists(made):
+                os.unlink(made)
 
     async def free(self, volid: str) -> None:
         path = self.volume_path(volid)
@@ -359,3 +383,52 @@ class DirStorage:
         total = st.f_blocks * st.f_frsize
         avail = st.f_bavail * st.f_frsize
         return {"total": total, "avail": avail, "used": total - st.f_bfree * st.f_frsize}
+
+
+@dataclass(frozen=True)
+class ImportSource:
+    """What an `import-from` source is: its file, its format and its virtual size in bytes."""
+
+    path: str
+    format: str
+    size: int
+
+
+async def import_source(storages: dict[str, DirStorage], source: str, qemu_img: QemuImg) -> ImportSource:
+    """Check an `import-from` source and read its format and size (qemu-server's `create_disks` and
+    `$import_from_volid`, pve-storage's `abs_filesystem_path` and `file_size_info`). A host path or an `import`
+    volume is untrusted: its format is detected (a path's) or checked (an import volume's, named by its extension)
+    and it may not name other files (backing file, qcow2 data file). Raises StorageError with Proxmox's wording."""
+    try:
+        volume = parse_import_source(source)
+    except VolumeError as exc:
+        raise StorageError(str(exc)) from None
+    if volume is None:
+        if not (os.path.isfile(source) or _is_block_device(source)):
+            raise StorageError(f"can't find file '{source}'")
+        path, fmt, untrusted = os.path.realpath(source), None, True
+    else:
+        storage = storages.get(volume.storage)
+        if storage is None:
+            raise StorageError(f"storage '{volume.storage}' does not exist")
+        path, fmt, untrusted = storage.volume_path(source), volume.format, volume.vtype == "import"
+        if not os.path.isfile(path):
+            raise StorageError(f"cannot import from '{source}' - could not get size of {source}")
+    try:
+        info = json.loads(await qemu_img("info", "-U", "--output=json", *(["-f", fmt] if fmt else []), path))
+    except (StorageError, ValueError):
+        raise StorageError(f"cannot import from '{source}' - failed to query file information with qemu-img") \
+            from None
+    if untrusted:
+        if info.get("format-specific", {}).get("data", {}).get("data-file"):
+            raise StorageError(f"{path}: 'data-file' references are not allowed!")
+        if info.get("backing-filename"):
+            raise StorageError(f"backing file not allowed for untrusted image '{path}'!")
+    return ImportSource(path, fmt or str(info.get("format", "raw")), int(info["virtual-size"]))
+
+
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -8,8 +8,11 @@ button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`
 agent (`qemu-ga` from `qemu-guest-agent`, with the shared libraries it loads from the packages its Depends name)
 on the `org.qemu.guest_agent.0` virtio-serial port when it has one (`agent: 1`), with its NICs up (virtio_net),
 an /etc/os-release, root in /etc/passwd and /etc/shadow, a `chpasswd` (what `guest-set-user-password` runs) and
-a /sbin/shutdown that powers off (what `guest-shutdown` runs). Booted with `gpve.busy=N`, it prints `GPVE-BUSY`
-at tick N and keeps a CPU busy from then on. A shell reads the serial console (getty), and, when
+a /sbin/shutdown that powers off (what `guest-shutdown` runs). With a cloud-init drive
+(an ISO 9660 CD-ROM on IDE or virtio-scsi), it prints before READY what the drive holds: `GPVE-CLOUDINIT
+label=… user=… hostname=… key=<first SSH key's comment>`, a `GPVE-CLOUDINIT-NET <line>` per line of its
+network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`. Booted with `gpve.busy=N`, it prints
+`GPVE-BUSY` at tick N and keeps a CPU busy from then on. A shell reads the serial console (getty), and, when
 booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
@@ -29,7 +32,8 @@ import subprocess
 import sys
 import tempfile
 
-MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "virtio_console", "virtio_net"]
+MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "virtio_console", "virtio_net",
+           "ata_piix", "sr_mod", "isofs"]
 LIBDIR = "lib/x86_64-linux-gnu"
 
 INIT = r"""#!/bin/sh
@@ -54,6 +58,20 @@ grep -q console=tty0 /proc/cmdline && (while true; do getty -n -l /bin/sh 38400 
 sleep 1
 disk=""
 for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done
+if [ -b /dev/sr0 ] && mkdir -p /mnt/ci && mount -t iso9660 -o ro /dev/sr0 /mnt/ci 2>/dev/null; then
+    ud=/mnt/ci/user-data; nc=/mnt/ci/network-config
+    if [ -f /mnt/ci/openstack/latest/user_data ]; then
+        ud=/mnt/ci/openstack/latest/user_data; nc=/mnt/ci/openstack/content/0000
+    fi
+    label=$(dd if=/dev/sr0 bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')  # the volume id
+    user=$(sed -n 's/^user: *//p' $ud | head -n 1)
+    host=$(sed -n 's/^hostname: *//p' $ud | head -n 1)
+    key=$(awk '/^ssh_authorized_keys:/ {f=1; next} f && /^ *- / {print $NF; exit} f && /^[^ ]/ {exit}' $ud)
+    echo "GPVE-CLOUDINIT label=$label user=$user hostname=$host key=$key" > /dev/ttyS0
+    [ -f $nc ] && sed 's/^ *//' $nc | while IFS= read -r line; do echo "GPVE-CLOUDINIT-NET $line"; done > /dev/ttyS0
+    echo "GPVE-CLOUDINIT-END" > /dev/ttyS0
+    umount /mnt/ci
+fi
 echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
 busy=$(sed -n 's/.*gpve\.busy=\([0-9]*\).*/\1/p' /proc/cmdline)
 n=0

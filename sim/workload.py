@@ -133,14 +133,19 @@ class Client(AccessOps):
         self.call(lambda node: cmd.ReserveVmid(request_id="", ts=node.wall(), vmid=vmid, lease=10.0))
 
     def _update(self, with_digest: bool) -> None:
-        key = self.rng.choice(["memory", "cores", "description"])
-        value = self.rng.randint(1, 64) if key != "description" else f"edited by c{self.cid} #{self.seq}"
+        """A config change without volumes or QEMU: on a running guest `memory` and `cores` wait as pending changes,
+        `description` and `hotplug` apply at once; one in seven drops a pending change (`revert`)."""
+        key = self.rng.choice(["memory", "cores", "description", "hotplug"])
+        value = {"description": f"edited by c{self.cid} #{self.seq}",
+                 "hotplug": self.rng.choice(["0", "1", "network,disk"])}.get(key) or self.rng.randint(1, 64)
+        revert = self.rng.random() < 1 / 7
 
         def build(node) -> cmd.Command:
             vmid, guest = self.known_guest(node)
             digest = guest_digest(guest) if with_digest and guest else None
             return cmd.UpdateGuestConfig(request_id="", ts=node.wall(), node=self.owner(node, vmid), vmid=vmid,
-                                         set={key: value}, digest=digest)
+                                         set={} if revert else {key: value}, revert=[key] if revert else [],
+                                         digest=digest)
         self.call(build)
 
     def op_update(self) -> None:
@@ -238,11 +243,24 @@ class Client(AccessOps):
         self._guest_task("qmigrate", intent, digest=self.rng.random() < 0.5)
 
     def op_config(self) -> None:
-        """`PUT /nodes/{node}/qemu/{vmid}/config` with a disk to allocate or a disk to detach: a `qmconfig` task."""
+        """`PUT /nodes/{node}/qemu/{vmid}/config` as a `qmconfig` task: a disk to allocate, detach or destroy (with
+        `force`, or an `unusedN` deleted), a NIC added, replaced or removed; hot-plugged into a running guest (or left
+        pending, as its `hotplug` option says)."""
         def intent(node, guest) -> dict:
-            disks = sorted(k for k in (guest or {}).get("conf", {}) if k.startswith("scsi"))
-            if disks and self.rng.random() < 0.4:
-                return {"set": {}, "delete": [self.rng.choice(disks)]}
+            conf = (guest or {}).get("conf", {})
+            disks = sorted(k for k in conf if k.startswith("scsi"))
+            nets = sorted(k for k in conf if k.startswith("net"))
+            unused = sorted(k for k in conf if k.startswith("unused"))
+            pick = self.rng.random()
+            if nets and pick < 0.15:
+                return {"set": {}, "delete": [self.rng.choice(nets)]}
+            if pick < 0.35:
+                mac = "BC:24:11:" + ":".join(f"{self.rng.randrange(256):02X}" for _ in range(3))
+                return {"set": {f"net{self.rng.randrange(2)}": f"virtio={mac},bridge=vmbr0"}, "delete": []}
+            if unused and pick < 0.45:
+                return {"set": {}, "delete": [self.rng.choice(unused)]}
+            if disks and pick < 0.65:
+                return {"set": {}, "delete": [self.rng.choice(disks)], **({"force": 1} if pick < 0.52 else {})}
             return {"set": {f"scsi{self.rng.randrange(3)}": "local:1"}, "delete": []}
         self._guest_task("qmconfig", intent, digest=self.rng.random() < 0.3)
 

@@ -208,8 +208,8 @@ def test_post_config_with_background_delay_answers_null_when_the_task_ends_in_ti
     upid = s.post(url, data={"cores": 3}).json()["data"]
     assert upid.startswith("UPID:n1:") and ":qmconfig:" in upid
     assert Tasks.blocking_status(px, upid, timeout=10)["exitstatus"] == "OK"
-    r = s.put(url, data={"cores": 4, "revert": "cores"})  # no pending changes to revert: refused, not ignored
-    assert r.status_code == 400 and "revert" in r.json()["errors"]
+    r = s.put(url, data={"cores": 4, "revert": "cores"})  # set and revert at once: refused (Proxmox names `delete`)
+    assert r.status_code == 400 and "-revert cores" in r.json()["errors"]["delete"]
     assert px.nodes("n1").qemu(vmid).config.get()["cores"] == 3
 
 

@@ -155,16 +155,17 @@ def test_volumes_are_allocated_read_and_deleted_unless_a_guest_or_snapshot_uses_
         "filename": f"illegal name 'vm-{vmid + 1}-disk-0.raw' - should be 'vm-{vmid}-*'"}
     assert refused(content(volid).put, notes="hi").content == "only backups can have notes"
     assert refused(content("other:iso/x.iso").get).errors == {"volume": "storage ID mismatch (other != local)"}
-    ok(px, px.nodes("n1").qemu(vmid).config.post(scsi1=volid))
+    # another guest uses it: its own config, then (detached: not its own image, so not kept as unusedN) a snapshot
+    other = int(px.cluster.nextid.get())
+    ok(px, px.nodes("n1").qemu.create(vmid=other, memory=64, scsi1=volid))
     in_use = refused(content(volid).delete)
     assert (in_use.status_code, in_use.content) == (
-        409, f"unable to delete '{volid}' - volume is still in use by VM {vmid} (scsi1)")
-    ok(px, px.nodes("n1").qemu(vmid).snapshot.post(snapname="s1"))
-    ok(px, px.nodes("n1").qemu(vmid).config.post(delete="scsi1"))
-    px.nodes("n1").qemu(vmid).config.put(delete="unused0")
+        409, f"unable to delete '{volid}' - volume is still in use by VM {other} (scsi1)")
+    ok(px, px.nodes("n1").qemu(other).snapshot.post(snapname="s1"))
+    ok(px, px.nodes("n1").qemu(other).config.post(delete="scsi1"))
     assert refused(content(volid).delete).content == \
-        f"unable to delete '{volid}' - volume is still in use by VM {vmid} (snapshot 's1')"
-    ok(px, px.nodes("n1").qemu(vmid).snapshot("s1").delete())
+        f"unable to delete '{volid}' - volume is still in use by VM {other} (snapshot 's1')"
+    ok(px, px.nodes("n1").qemu(other).snapshot("s1").delete())
     upid = content(volid).delete()
     assert re.fullmatch(rf"UPID:n1:[0-9A-F]{{8}}:[0-9A-F]{{8}}:[0-9A-F]{{8}}:imgdel:{vmid}@local:root@pam:", upid)
     ok(px, upid)

@@ -6,10 +6,12 @@ from api.compat.guests import guest_summary, sampled
 from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY, CREATE_ONLY_PARAMS
 from api.context import Ctx
 from api.registry import API
+from api.returns import NUM, STR, array, obj
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
 from api.services import guest_access, guests
 from api.views import views
-from engine.state import guest_digest
+
+CONF_VALUE = {"anyOf": [STR, NUM]}  # a config value: text, or a number (memory, booleans as 0/1)
 
 
 @API.endpoint(
@@ -58,12 +60,18 @@ async def list_vms(ctx: Ctx, p: dict) -> list:
     permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "object"},
 )
 async def get_vm_config(ctx: Ctx, p: dict) -> dict:
-    """The guest's configuration (or, with `snapshot`, that snapshot's), with the `digest` of the whole config
-    file that every digest-guarded write checks (Proxmox: `GET /nodes/{node}/qemu/{vmid}/config`)."""
-    guest = guests.guest_or_404(ctx, p["node"], p["vmid"])
-    conf = guest["conf"]
-    if p.get("snapshot"):
-        conf = guest.get("snapshots", {}).get(p["snapshot"])
-        if conf is None:
-            raise ParamErrors({"snapshot": f"snapshot '{p['snapshot']}' does not exist"})
-    return {**conf, "digest": guest_digest(guest)}
+    """The guest's configuration with pending changes applied (`current`: as it runs; `snapshot`: that snapshot's),
+    with the `digest` of the whole config file that every digest-guarded write checks."""
+    return guests.config_view(ctx, p["node"], p["vmid"], current=bool(p.get("current")), snapshot=p.get("snapshot"))
+
+
+@API.endpoint(
+    "GET", "/nodes/{node}/qemu/{vmid}/pending", params=[NODE, VMID_PATH],
+    permission=Permission("VM.Audit", "/vms/{vmid}"),
+    returns=array(obj({"key": STR}, {"value": CONF_VALUE, "pending": CONF_VALUE, "delete": {"type": "integer",
+                                                                                         "enum": [1, 2]}})),
+)
+async def get_vm_pending(ctx: Ctx, p: dict) -> list:
+    """The guest's configuration with both current and pending values: `{key, value, pending, delete}` per key
+    (`delete` 1, or 2 for a forced delete)."""
+    return guests.pending_view(ctx, p["node"], p["vmid"])
