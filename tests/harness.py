@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import requests
 import urllib3
 from proxmoxer import ProxmoxAPI
+from proxmoxer.tools import Tasks
 
 urllib3.disable_warnings()
 GPVE = [sys.executable, "-m", "api.cli"]
@@ -223,3 +224,17 @@ def kill_guests(data_dir: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+def done(px, upid: str, timeout: float = 120) -> dict:
+    """A task's final status (proxmoxer `Tasks.blocking_status`), asserting it ended."""
+    status = Tasks.blocking_status(px, upid, timeout=timeout, polling_interval=0.2)
+    assert status is not None, f"task {upid} did not end"
+    return status
+
+
+def ok(px, upid: str, timeout: float = 120) -> dict:
+    """As `done`, asserting the task ended OK (its log in the message when not)."""
+    status = done(px, upid, timeout)
+    assert status["exitstatus"] == "OK", (status, px.nodes(upid.split(":")[1]).tasks(upid).log.get())
+    return status

@@ -15,10 +15,9 @@ import tempfile
 
 import pytest
 from proxmoxer import ProxmoxAPI, ResourceException
-from proxmoxer.tools import Tasks
 
 from tests.guest import build_guest, kernel_args, qemu_missing, serial_text, ticks, wait_serial
-from tests.harness import Cluster
+from tests.harness import Cluster, done, ok
 
 pytestmark = [pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or ""),
               pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]
@@ -47,18 +46,6 @@ def files_of(node, vmid: int) -> list[str]:
     """The guest's files on the storage, as `ls images/VMID` shows them."""
     directory = storage(node, "images", str(vmid))
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
-
-
-def done(px, upid: str, timeout: float = 120) -> dict:
-    status = Tasks.blocking_status(px, upid, timeout=timeout, polling_interval=0.2)
-    assert status is not None, f"task {upid} did not end"
-    return status
-
-
-def ok(px, upid: str, timeout: float = 120) -> dict:
-    status = done(px, upid, timeout)
-    assert status["exitstatus"] == "OK", (status, px.nodes("n1").tasks(upid).log.get())
-    return status
 
 
 def refused(call, *args, **kwargs) -> ResourceException:
