@@ -229,3 +229,22 @@ def test_directory_indexes_name_only_what_exists(single_node):
     px.cluster.options.put(**{"tag-style": "ordering=alphabetical"})
     px.cluster.options.put(delete="tag-style")
     assert "tag-style" not in px.cluster.options.get()
+
+
+def test_a_pool_read_answers_its_members_as_resource_rows(single_node):
+    px = single_node.api()
+    vmid = int(px.cluster.nextid.get())
+    px.nodes("n1").qemu.create(vmid=vmid, memory=64, name="pooled")
+    px.pools.post(poolid="shapes", comment="for the shapes")
+    px.pools("shapes").put(vms=str(vmid), storage="local")
+    [pool] = px.pools.get(poolid="shapes")  # Proxmox 8.1+: the non-deprecated read of one pool
+    assert pool["poolid"] == "shapes" and pool["comment"] == "for the shapes"
+    guest = next(m for m in pool["members"] if m["type"] == "qemu")
+    assert (guest["vmid"], guest["name"], guest["status"], guest["maxmem"]) == (vmid, "pooled", "stopped",
+                                                                                64 * 1024 * 1024)
+    assert [m["storage"] for m in pool["members"] if m["type"] == "storage"] == ["local"]
+    assert [m["type"] for m in px.pools.get(poolid="shapes", type="storage")[0]["members"]] == ["storage"]
+    assert [m["type"] for m in px.pools("shapes").get(type="qemu")["members"]] == ["qemu"]
+    with pytest.raises(ResourceException) as exc:
+        px.pools.get(poolid="nope")
+    assert exc.value.status_code == 404 and "pool 'nope' does not exist" in str(exc.value)

@@ -119,7 +119,7 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
     kind = p.get("type")
     remote = await remote_figures(ctx) if kind in (None, "vm", "qemu", "pool", "node") else {}
     rows: list[dict] = []
-    guests = _guests(ctx, remote) if kind in (None, "vm", "qemu", "pool") else []
+    guests = all_guest_rows(ctx, remote) if kind in (None, "vm", "qemu", "pool") else []
     if kind in (None, "pool"):
         rows += pool_resources(ctx, guests)
     if kind in (None, "vm", "qemu"):
@@ -157,7 +157,7 @@ def resource_row(guest: dict) -> dict:
             **summary}
 
 
-def _guests(ctx: Ctx, remote: dict[str, dict]) -> list[dict]:
+def all_guest_rows(ctx: Ctx, remote: dict[str, dict]) -> list[dict]:
     """Every guest's row, whether the caller may see it or not: live figures from this node's sampler, or from
     `remote` (the other members' `/v1/figures`) for a guest running on another online member. Rows are shared
     with api/views.py's cache where nothing is added: do not change them."""
