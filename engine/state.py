@@ -116,6 +116,14 @@ def guest_digest(guest: dict) -> str:
 
 
 # ---- apply ---------------------------------------------------------------------------------
+def put_record(table: dict, key: str, value: dict | None) -> None:
+    """A keyed table's record set to a copy of `value`, or removed (None): what a record-changed event applies."""
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = dict(value)
+
+
 @singledispatch
 def apply(event: ev.Event, state: State) -> State:
     raise TypeError(f"no apply for {type(event).__name__}")
