@@ -234,8 +234,9 @@ class CreateVCluster(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class StartVClusterTask(Command):
-    """`vcscale` (intent: `cpu`, `memory`, `workers`, any of them), `vcdelete`, or `vcsnippet` (intent `remove`) for
-    vCluster `vc_id`, run by `node` (`vcsnippet`: always the vCluster's own node)."""
+    """`vcscale` (intent: `cpu`, `memory`, `workers`, any of them), `vcdelete`, or `vcsnippet` (intent `storage`,
+    `roles`, `remove`) for vCluster `vc_id`, run by `node` (`vcsnippet`: the vCluster's node, or that of its failed
+    attempt)."""
 
     TYPE = "vcluster.task"
     vc_id: str
@@ -323,7 +324,7 @@ def _(c: CreateVCluster, s: State) -> Decision:
               "pki": ""}
     return [VClusterChanged(vc_id=vc_id, value=record),
             TaskStarted(upid=c.upid, node=c.orchestrator, type="vccreate", id=vc_id, user=c.user,
-                        starttime=c.starttime)], {"id": vc_id, "upid": c.upid, "node": node}
+                        starttime=c.starttime, intent={"vcluster": vc_id})], {"id": vc_id, "upid": c.upid, "node": node}
 
 
 @decide.register
@@ -338,7 +339,7 @@ def _(c: StartVClusterTask, s: State) -> Decision:
     status, _ = shown_status(s, vc)
     events: list[Event] = []
     if c.type == "vcsnippet":
-        if c.node != vc["node"]:
+        if c.node not in (vc["node"], vc.get("previous_node")):
             raise bad_request(f"the snippets of vCluster '{c.vc_id}' are on node '{vc['node']}'")
     elif c.type == "vcdelete":
         if status in BUSY:
@@ -362,7 +363,7 @@ def _(c: StartVClusterTask, s: State) -> Decision:
         events.append(VClusterChanged(vc_id=c.vc_id, value={**vc, "status": "scaling", "reason": "", "upid": c.upid,
                                                             "addresses": addresses}))
     events.append(TaskStarted(upid=c.upid, node=c.node, type=c.type, id=c.vc_id, user=c.user, starttime=c.starttime,
-                              intent=dict(c.intent)))
+                              intent={**c.intent, "vcluster": c.vc_id}))
     return events, {"upid": c.upid}
 
 
@@ -383,12 +384,15 @@ def _(c: ForgetVCluster, s: State) -> Decision:
 
 
 VC_KINDS: dict[str, tasks.TaskKind] = {k.type: k for k in (
-    tasks.TaskKind("vccreate", description="provision a vCluster: keys, guests, cloud-init, start, wait for its API"),
-    tasks.TaskKind("vcscale", None, {"cpu": int, "memory": int, "workers": int},
+    tasks.TaskKind("vccreate", None, {"vcluster": str},
+                   description="provision a vCluster: keys, guests, cloud-init, start, wait for its API"),
+    tasks.TaskKind("vcscale", None, {"vcluster": str, "cpu": int, "memory": int, "workers": int},
                    description="resize a vCluster's guests (rolling restart) and add or remove workers"),
     # a deletion runs to its end: stopped half-way, it left a record naming guests that were gone
-    tasks.TaskKind("vcdelete", to_the_end=True, description="stop and destroy a vCluster's guests, forget it"),
-    tasks.TaskKind("vcsnippet", None, {"remove": (int, bool)}, to_the_end=True,
-                   description="write (or remove) a vCluster's cloud-init snippets on its node"),
+    tasks.TaskKind("vcdelete", None, {"vcluster": str}, to_the_end=True,
+                   description="stop and destroy a vCluster's guests, forget it"),
+    # writes the snippets of `roles` into `storage`, removes the vCluster's others (all of them with `remove`)
+    tasks.TaskKind("vcsnippet", None, {"vcluster": str, "storage": str, "roles": list, "remove": (int, bool)},
+                   to_the_end=True, description="write (or remove) a vCluster's cloud-init snippets on a node"),
 )}
 tasks.KINDS.update(VC_KINDS)
