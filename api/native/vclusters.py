@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from api.context import Ctx, Reply
 from api.registry import API
 from api.schema import Param, Permission
@@ -25,8 +27,9 @@ VCLUSTER = {"type": "object", "required": ["id", "name", "status", "k8s_version"
         "vmid": {"type": "integer"}}}},
     "upid": {"type": "string", "description": "its current or last task"}}}
 ID = Param("id", optional=False, location="path", pattern=r"vc-[a-z0-9]{4,32}", description="The vCluster's id.")
-RESOURCES = (Param("cpu", pattern=r"\d+m?", description="Cores per guest, or millicores (`500m`, rounded up)."),
-             Param("memory", pattern=r"\d+([KMGTPE]i|[kKMGTPE])?",
+# parsed by engine/vclusters.py (`cpu_cores`, `memory_mib`), whose refusals say what a quantity looks like
+RESOURCES = (Param("cpu", max_length=32, description="Cores per guest, or millicores (`500m`, rounded up)."),
+             Param("memory", max_length=32,
                    description="Memory per guest, a Kubernetes quantity: `8Gi`, `512Mi`, `1G`, bytes."))
 WORKERS = Param("workers", "integer", minimum=0, maximum=rules.MAX_WORKERS,
                 description="Worker guests besides the control plane (isolation `vm` only).")
@@ -53,7 +56,7 @@ async def list_vclusters(ctx: Ctx, p: dict) -> dict:
     Param("isolation", default="namespace", enum=rules.ISOLATIONS,
           description="`namespace`: one control-plane guest that runs the workloads too; `vm`: plus worker guests."),
     Param("resources", "object", optional=False, properties=tuple(
-        Param(r.name, optional=False, pattern=r.pattern, description=r.description) for r in RESOURCES)),
+        dataclasses.replace(r, optional=False) for r in RESOURCES)),
     Param("node_selector", "object", properties=(Param("node", format="pve-node"),),
           description="`node`: where to run it; default: the node with the most free memory."),
     WORKERS,

@@ -1,0 +1,152 @@
+"""/v1/vclusters and gRPC VClusterService against a real `gpve serve`: templates offering Kubernetes versions, the
+create refusals (nothing left behind), privileges, a provisioning that fails (a bridge the node lacks) and is
+retried, and a deletion leaving no guest, volume, snippet or key. The API server itself needs the test guest's
+stand-in: tests/test_vclusters_guest.py."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import requests
+
+from tests.guest import qemu_missing
+from tests.harness import Cluster, done, ok
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or "")]
+NET = {"bridge": "gpvenobr0", "cidr": "10.88.0.0/29", "gateway": "10.88.0.1"}  # a bridge no node has
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    cluster = Cluster(str(tmp_path_factory.mktemp("vc")), 1)
+    cluster.nodes[0].extra_args = ["--vcluster-ready-timeout", "3"]
+    cluster.start()
+    yield cluster.nodes[0]
+    cluster.stop()
+
+
+def v1(node) -> str:
+    return f"https://127.0.0.1:{node.api_port}/v1"
+
+
+@pytest.fixture(scope="module")
+def template(node):
+    """A vCluster template offering 1.28.0 and 1.29.1 (a small disk, no OS: the guests only need to start)."""
+    px, s = node.api(), node.session()
+    vmid = int(px.cluster.nextid.get())
+    ok(px, px.nodes("n1").qemu.create(vmid=vmid, name="k8s-base", memory=128, kvm=0, scsi0="local:1"))
+    r = s.post(f"{v1(node)}/templates", json={"source_vmid": vmid, "name": "k8s-base", "kind": "vcluster",
+                                              "k8s_versions": ["1.28.0", "1.29.1"]}, timeout=60)
+    assert r.status_code == 200, r.text
+    return vmid
+
+
+def user_session(node, userid: str, password: str = "secret-pw-1") -> requests.Session:
+    px = node.api()
+    if userid not in [u["userid"] for u in px.access.users.get()]:
+        px.access.users.post(userid=userid, password=password)
+    s = requests.Session()
+    s.verify, s.trust_env = False, False
+    data = s.post(node.url + "/access/ticket", data={"username": userid, "password": password}, timeout=10).json()
+    s.cookies.set("PVEAuthCookie", data["data"]["ticket"])
+    s.headers["CSRFPreventionToken"] = data["data"]["CSRFPreventionToken"]
+    return s
+
+
+def vc_files(node) -> list[str]:
+    return sorted(glob.glob(os.path.join(node.data_dir, "storage", "local", "snippets", "vc-*")))
+
+
+def images(node) -> list[str]:
+    return sorted(p for p in glob.glob(os.path.join(node.data_dir, "storage", "local", "images", "*", "*")))
+
+
+def test_templates_name_their_kubernetes_versions(node, template):
+    s = node.session()
+    row = s.get(f"{v1(node)}/templates/{template}", timeout=10).json()
+    assert (row["kind"], row["k8s_versions"]) == ("vcluster", ["1.28.0", "1.29.1"])
+    r = s.post(f"{v1(node)}/templates", json={"source_vmid": template, "kind": "vcluster", "k8s_versions": []},
+               timeout=10)
+    assert r.status_code == 400 and "k8s_versions" in r.json()["errors"]
+
+
+def test_create_refusals_leave_nothing_behind(node, template):
+    s = node.session()
+    before = (s.get(f"{v1(node)}/vclusters", timeout=10).json(), node.api().cluster.resources.get(type="vm"))
+    base = {"name": "bad", "k8s_version": "1.28.0", "resources": {"cpu": 1, "memory": "256Mi"}, "network": NET}
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "k8s_version": "1.99.0"}, timeout=10)
+    assert r.status_code == 400
+    assert r.json()["errors"]["k8s_version"] == "unsupported Kubernetes version '1.99.0' - available: 1.28.0, 1.29.1"
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "isolation": "cluster"}, timeout=10)
+    assert r.status_code == 400 and "enumeration" in r.json()["errors"]["isolation"]
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": 1, "memory": "64Ti"}}, timeout=10)
+    assert r.status_code == 409, r.text
+    assert r.json()["message"].startswith("no node can take the vCluster: it needs 1 guest(s) of 1 core(s) and "
+                                          "67108864 MiB") and "n1: " in r.json()["message"]
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": 1, "memory": "lots"}}, timeout=10)
+    assert r.status_code == 400 and "resources.memory" in r.json()["errors"]
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "workers": 2}, timeout=10)
+    assert r.status_code == 400 and "isolation 'vm'" in r.json()["errors"]["workers"]
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "node_selector": {"node": "elsewhere"}}, timeout=10)
+    assert r.status_code == 404
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "network": {**NET, "gateway": "10.99.0.1"}}, timeout=10)
+    assert r.status_code == 400 and "network.gateway" in r.json()["errors"]
+    assert (s.get(f"{v1(node)}/vclusters", timeout=10).json(), node.api().cluster.resources.get(type="vm")) == before
+    assert vc_files(node) == []
+
+
+def test_failed_provisioning_retry_and_delete_leave_nothing(node, template):
+    s, px = node.session(), node.api()
+    guests_before, images_before = px.cluster.resources.get(type="vm"), images(node)
+    spec = {"name": "dev", "k8s_version": "1.29.1", "isolation": "vm", "workers": 1,
+            "resources": {"cpu": "500m", "memory": "128Mi"}, "network": NET}
+    r = s.post(f"{v1(node)}/vclusters", json=spec, timeout=10)
+    assert r.status_code == 200, r.text
+    made = r.json()
+    assert made["id"].startswith("vc-") and made["status"] == "provisioning" and made["node"] == "n1"
+    assert [(g["role"], g["address"]) for g in made["guests"]] == [("cp", "10.88.0.2"), ("w1", "10.88.0.3")]
+    assert made["resources"] == {"cpu": 1, "memory": "128Mi"}
+    status = done(px, made["upid"])
+    assert "bridge 'gpvenobr0' does not exist" in status["exitstatus"]
+    row = s.get(f"{v1(node)}/vclusters/{made['id']}", timeout=10).json()
+    assert row["status"] == "failed" and "bridge 'gpvenobr0' does not exist" in row["reason"]
+    cp = next(g["vmid"] for g in row["guests"] if g["role"] == "cp")
+    conf = px.nodes("n1").qemu(cp).config.get()
+    assert (conf["name"], conf["cores"], conf["memory"]) == ("dev-cp", 1, 128)
+    assert conf["ipconfig0"] == "ip=10.88.0.2/29,gw=10.88.0.1"
+    assert conf["cicustom"] == f"user=local:snippets/{made['id']}-cp.yaml" and "bridge=gpvenobr0" in conf["net0"]
+    files = vc_files(node)
+    assert [os.path.basename(f) for f in files] == [f"{made['id']}-cp.yaml", f"{made['id']}-w1.yaml"]
+    assert all(os.stat(f).st_mode & 0o777 == 0o600 for f in files)
+    # no key in the task log, the events or the answers
+    log = "\n".join(line["t"] for line in px.nodes("n1").tasks(made["upid"]).log.get())
+    events = s.get(f"{v1(node)}/events", params={"since": 0, "limit": 500}, timeout=10).text
+    for text in (log, events, r.text, s.get(f"{v1(node)}/vclusters", timeout=10).text):
+        assert "PRIVATE KEY" not in text and "LS0tLS1CRUdJTiBQUklWQVRF" not in text
+
+    # a retry under the same name: the failed attempt's guests go first, the same id and addresses
+    r = s.post(f"{v1(node)}/vclusters", json={**spec, "workers": 0}, timeout=10)
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["id"] == made["id"] and [g["role"] for g in again["guests"]] == ["cp"]
+    done(px, again["upid"])
+    row = s.get(f"{v1(node)}/vclusters/{made['id']}", timeout=10).json()
+    assert row["status"] == "failed" and [g["role"] for g in row["guests"]] == ["cp"]
+    log = [line["t"] for line in px.nodes("n1").tasks(again["upid"]).log.get()]
+    assert any(line.startswith("removing what the failed attempt left: VMs ") for line in log), log
+    assert [os.path.basename(f) for f in vc_files(node)] == [f"{made['id']}-cp.yaml"]
+    assert len(px.cluster.resources.get(type="vm")) == len(guests_before) + 1
+    # the kubeconfig exists once the keys are made (the failed vCluster has them)
+    kubeconfig = s.get(f"{v1(node)}/vclusters/{made['id']}/kubeconfig", timeout=10)
+    assert kubeconfig.status_code == 200 and kubeconfig.headers["Content-Type"].startswith("application/yaml")
+    assert "server: https://10.88.0.2:6443" in kubeconfig.text
+
+    r = s.delete(f"{v1(node)}/vclusters/{made['id']}", timeout=10)
+    assert r.status_code == 200, r.text
+    ok(px, r.json()["upid"])
+    assert s.get(f"{v1(node)}/vclusters/{made['id']}", timeout=10).status_code == 404
+    assert s.get(f"{v1(node)}/vclusters/{made['id']}/kubeconfig", timeout=10).status_code == 404
+    assert px.cluster.resources.get(type="vm") == guests_before
+    assert images(node) == images_before and vc_files(node) == []
