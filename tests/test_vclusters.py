@@ -150,3 +150,86 @@ def test_failed_provisioning_retry_and_delete_leave_nothing(node, template):
     assert s.get(f"{v1(node)}/vclusters/{made['id']}/kubeconfig", timeout=10).status_code == 404
     assert px.cluster.resources.get(type="vm") == guests_before
     assert images(node) == images_before and vc_files(node) == []
+
+
+def failed_vcluster(node, name: str) -> str:
+    """A vCluster whose provisioning failed (its network's bridge is missing): its id."""
+    s, px = node.session(), node.api()
+    r = s.post(f"{v1(node)}/vclusters", json={"name": name, "k8s_version": "1.28.0", "network": NET,
+                                              "resources": {"cpu": 1, "memory": "128Mi"}}, timeout=10)
+    assert r.status_code == 200, r.text
+    done(px, r.json()["upid"])
+    return r.json()["id"]
+
+
+def test_privileges_on_vclusters(node, template):
+    px = node.api()
+    mine, other = failed_vcluster(node, "mine"), failed_vcluster(node, "other")
+    aud = user_session(node, "vcaudit@pve")
+    px.access.acl.put(path=f"/vclusters/{mine}", roles="PVEAuditor", users="vcaudit@pve")
+    assert [r["id"] for r in aud.get(f"{v1(node)}/vclusters", timeout=10).json()["items"]] == [mine]
+    assert aud.get(f"{v1(node)}/vclusters/{mine}", timeout=10).json()["name"] == "mine"
+    r = aud.get(f"{v1(node)}/vclusters/{other}", timeout=10)
+    assert (r.status_code, r.json()["message"]) == (403, f"Permission denied - missing 'VCluster.Audit' on "
+                                                         f"'/vclusters/{other}'")
+    r = aud.get(f"{v1(node)}/vclusters/{mine}/kubeconfig", timeout=10)
+    assert (r.status_code, r.json()["message"]) == (403, f"Permission denied - missing 'VCluster.Modify' on "
+                                                         f"'/vclusters/{mine}'")
+    assert aud.delete(f"{v1(node)}/vclusters/{mine}", timeout=10).status_code == 403
+    assert aud.post(f"{v1(node)}/vclusters/{mine}/scale", json={"workers": 1}, timeout=10).status_code == 403
+    r = aud.post(f"{v1(node)}/vclusters", json={"name": "x", "k8s_version": "1.28.0",
+                                                "resources": {"cpu": 1, "memory": "1Gi"}}, timeout=10)
+    assert (r.status_code, r.json()["message"]) == (403, "Permission denied - missing 'VCluster.Allocate' on "
+                                                         "'/vclusters'")
+    # PVEAdmin on the vCluster: its kubeconfig; a scale of a failed vCluster is refused (409)
+    adm = user_session(node, "vcadmin@pve")
+    px.access.acl.put(path=f"/vclusters/{mine}", roles="PVEAdmin", users="vcadmin@pve")
+    assert adm.get(f"{v1(node)}/vclusters/{mine}/kubeconfig", timeout=10).text.startswith("apiVersion: v1\n")
+    r = adm.post(f"{v1(node)}/vclusters/{mine}/scale", json={"resources": {"memory": "256Mi"}}, timeout=10)
+    assert (r.status_code, r.json()["message"]) == (409, f"vCluster '{mine}' is failed - only a running vCluster "
+                                                         "can be scaled")
+    with open(node.log_path, errors="replace") as f:
+        logged = [line for line in f if "vcluster kubeconfig read" in line]
+    assert any(mine in line and "vcadmin@pve" in line for line in logged)
+    assert not any("PRIVATE KEY" in line for line in logged)
+    for vc_id in (mine, other):
+        ok(px, node.session().delete(f"{v1(node)}/vclusters/{vc_id}", timeout=10).json()["upid"])
+
+
+def test_grpc_vcluster_service(node, template):
+    import grpc
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    from api.rpc.pb import vcluster_pb2 as pb
+    from tests.grpc_client import Stubs, channel, ticket
+
+    rpc, root = Stubs(channel(node)), ticket(node)
+    with pytest.raises(grpc.RpcError) as exc:
+        rpc.vclusters.Create(pb.CreateVClusterRequest(name="g1", k8s_version="2.0.0", isolation=pb.ISOLATION_VM,
+                                                      resources=pb.VClusterResources(cpu=1, memory_mib=128)),
+                             metadata=root)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    rpc_status.from_call(exc.value).details[0].Unpack(bad := error_details_pb2.BadRequest())
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("k8s_version", "unsupported Kubernetes version '2.0.0' - available: 1.28.0, 1.29.1")]
+    made = rpc.vclusters.Create(pb.CreateVClusterRequest(
+        name="g1", k8s_version="1.28.0", isolation=pb.ISOLATION_VM, workers=1,
+        resources=pb.VClusterResources(cpu=1, memory_mib=128),
+        network=pb.VClusterNetwork(**NET)), metadata=root)
+    assert made.vcluster.state == pb.VCLUSTER_STATE_PROVISIONING and made.operation.type == "vccreate"
+    assert (made.vcluster.workers, made.vcluster.resources.memory_mib) == (1, 128)
+    done(node.api(), made.operation.upid)
+    got = rpc.vclusters.Get(pb.GetVClusterRequest(id=made.vcluster.id), metadata=root)
+    assert got.state == pb.VCLUSTER_STATE_FAILED and "gpvenobr0" in got.reason
+    assert [v.id for v in rpc.vclusters.List(pb.ListVClustersRequest(), metadata=root).vclusters] == [got.id]
+    kubeconfig = rpc.vclusters.GetKubeconfig(pb.GetKubeconfigRequest(id=got.id), metadata=root).kubeconfig
+    assert "current-context: g1\n" in kubeconfig
+    with pytest.raises(grpc.RpcError) as exc:
+        rpc.vclusters.Scale(pb.ScaleVClusterRequest(id=got.id, workers=2), metadata=root)
+    assert exc.value.code() == grpc.StatusCode.ABORTED and "only a running vCluster" in exc.value.details()
+    deleted = rpc.vclusters.Delete(pb.DeleteVClusterRequest(id=got.id), metadata=root)
+    rpc.wait_ok(deleted.operation, root)
+    with pytest.raises(grpc.RpcError) as exc:
+        rpc.vclusters.Get(pb.GetVClusterRequest(id=got.id), metadata=root)
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND

@@ -226,7 +226,7 @@ def probe(address: str, pki: dict[str, str], scratch: str, timeout: float = 3.0)
             issued = ssl.PEM_cert_to_DER_cert(pki["apiserver.crt"])
             if tls.getpeercert(binary_form=True) != issued:
                 return "the API server presents another certificate than the one issued"
-            tls.sendall(f"GET /version HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
             answer = tls.recv(64)
             if not answer.startswith(b"HTTP/"):
                 return "the API server gave no HTTP answer"
