@@ -35,6 +35,7 @@ ISOLATIONS = ("namespace", "vm")
 TEMPLATE_TAG = "gpve-vcluster"  # a template carrying this tag is a vCluster template
 VERSION_TAG = "k8s-"  # ... and each `k8s-<version>` tag names a Kubernetes version its image provides
 VERSION = re.compile(r"[0-9a-z][0-9a-z_\-+.]*")  # what a tag can hold (Proxmox's pve-tag, lower case)
+VC_ID = re.compile(r"vc-[a-z0-9]{4,32}")
 NAME = re.compile(r"[a-z0-9]([a-z0-9\-]{0,38}[a-z0-9])?")  # a DNS label: it names the guests (`NAME-cp`)
 DEFAULT_NETWORK = {"bridge": "vmbr0", "cidr": "10.77.0.0/24", "gateway": "10.77.0.1"}
 BUSY = ("provisioning", "scaling", "deleting")
@@ -307,7 +308,9 @@ def _(c: CreateVCluster, s: State) -> Decision:
     if same is not None and shown_status(s, same)[0] != "failed":
         raise conflict(f"vCluster '{c.name}' already exists ({same['id']})")
     vc_id = same["id"] if same is not None else c.vc_id
-    if same is None and (not re.fullmatch(r"vc-[a-z0-9]{4,32}", vc_id) or vc_id in s.vclusters):
+    if same is None and not VC_ID.fullmatch(vc_id):
+        raise bad_request(f"invalid vCluster id '{vc_id}'")
+    if same is None and vc_id in s.vclusters:
         raise conflict(f"vCluster id '{vc_id}' is taken")
     template = choose_template(s, c.k8s_version, c.template)
     network = check_network(c.network or DEFAULT_NETWORK)

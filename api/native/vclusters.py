@@ -26,7 +26,7 @@ VCLUSTER = {"type": "object", "required": ["id", "name", "status", "k8s_version"
         "role": {"type": "string"}, "name": {"type": "string"}, "address": {"type": "string"},
         "vmid": {"type": "integer"}}}},
     "upid": {"type": "string", "description": "its current or last task"}}}
-ID = Param("id", optional=False, location="path", pattern=r"vc-[a-z0-9]{4,32}", description="The vCluster's id.")
+ID = Param("id", optional=False, location="path", pattern=rules.VC_ID.pattern, description="The vCluster's id.")
 # parsed by engine/vclusters.py (`cpu_cores`, `memory_mib`), whose refusals say what a quantity looks like
 RESOURCES = (Param("cpu", max_length=32, description="Cores per guest, or millicores (`500m`, rounded up)."),
              Param("memory", max_length=32,
