@@ -24,12 +24,14 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from engine import storage as storage_rules
 from engine import tasks
 from engine.commands import Command
 from engine.decide import Decision, decide
 from engine.errors import bad_request, conflict, not_found
 from engine.events import Event, TaskStarted
 from engine.state import State, apply
+from engine.volumes import owned_volumes
 
 ISOLATIONS = ("namespace", "vm")
 TEMPLATE_TAG = "gpve-vcluster"  # a template carrying this tag is a vCluster template
@@ -91,9 +93,19 @@ def offered_versions(s: State) -> dict[str, list[int]]:
     return out
 
 
-def choose_template(s: State, version: str, template: int | None) -> int:
-    """The template to clone: `template` if given (it must offer `version`), else the lowest VMID offering it.
-    400 naming the versions available otherwise."""
+def clone_nodes(s: State, template: int) -> list[str]:
+    """The nodes a template can be cloned onto: every node when all its volumes are on shared storage, else its
+    own (another node cannot reach its local storage; Proxmox: `can't clone to node ... VM uses local storage`)."""
+    guest = s.guests[template]
+    shared = storage_rules.definitions(s)
+    local = [v for v in owned_volumes(template, guest["conf"])
+             if str(shared.get(v.partition(":")[0], {}).get("shared", "0")) not in ("1", "True")]
+    return [guest["node"]] if local else sorted(s.nodes)
+
+
+def choose_template(s: State, version: str, template: int | None, selector: str | None = None) -> int:
+    """The template to clone: `template` if given (it must offer `version`), else the lowest VMID offering it that
+    can be cloned onto `selector` (if given). 400 naming the versions available otherwise."""
     offered = offered_versions(s)
     available = ", ".join(sorted(offered)) or "none (register a template with kind 'vcluster')"
     if template is not None:
@@ -109,7 +121,12 @@ def choose_template(s: State, version: str, template: int | None) -> int:
     if version not in offered:
         raise bad_request("Parameter verification failed",
                           {"k8s_version": f"unsupported Kubernetes version '{version}' - available: {available}"})
-    return offered[version][0]
+    reachable = [t for t in offered[version] if selector is None or selector in clone_nodes(s, t)]
+    if not reachable:
+        raise bad_request("Parameter verification failed", {
+            "node_selector": f"no vCluster template offering Kubernetes {version} can be cloned onto node "
+                             f"'{selector}' (their disks are on another node's local storage)"})
+    return reachable[0]
 
 
 # ---- placement -------------------------------------------------------------------------------------------
@@ -144,15 +161,21 @@ def free_mib(s: State, node: str, skip: str | None = None) -> tuple[int, int]:
     return total - committed_mib(s, node, skip), total
 
 
-def place(s: State, selector: str | None, cpu: int, memory: int, guests: int, skip: str | None = None) -> str:
-    """The node for `guests` guests of `cpu` cores and `memory` MiB each: `selector`, or the node with the most free
-    memory. A guest may not have more cores than its node has CPUs (Proxmox: `MAX N vcpus allowed per VM on this
-    node`). 404 for an unknown node, 409 naming each node's free memory when none fits."""
+def place(s: State, selector: str | None, cpu: int, memory: int, guests: int, skip: str | None = None,
+          among: list[str] | None = None) -> str:
+    """The node for `guests` guests of `cpu` cores and `memory` MiB each: `selector`, or the node (of `among`, default
+    all) with the most free memory. A guest may not have more cores than its node has CPUs (Proxmox: `MAX N vcpus
+    allowed per VM on this node`). 404 for an unknown node, 400 for one the template cannot be cloned onto, 409
+    naming each node's free memory when none fits."""
     if selector is not None and selector not in s.nodes:
         raise not_found(f"no such cluster node '{selector}'")
+    if selector is not None and among is not None and selector not in among:
+        raise bad_request("Parameter verification failed", {
+            "node_selector": f"the template cannot be cloned onto node '{selector}' (its disks are on local storage "
+                             f"of node {', '.join(among)})"})
     need = memory * guests
     fits, seen = [], []
-    for name in [selector] if selector else sorted(s.nodes):
+    for name in [selector] if selector else sorted(among if among is not None else s.nodes):
         free, total = free_mib(s, name, skip)
         cpus = int(s.nodes[name].get("static", {}).get("cpus", 0))
         seen.append(f"{name}: {max(free, 0)} MiB free of {total} MiB, {cpus} CPUs")
@@ -312,10 +335,12 @@ def _(c: CreateVCluster, s: State) -> Decision:
         raise bad_request(f"invalid vCluster id '{vc_id}'")
     if same is None and vc_id in s.vclusters:
         raise conflict(f"vCluster id '{vc_id}' is taken")
-    template = choose_template(s, c.k8s_version, c.template)
+    if c.selector is not None and c.selector not in s.nodes:
+        raise not_found(f"no such cluster node '{c.selector}'")
+    template = choose_template(s, c.k8s_version, c.template, c.selector)
     network = check_network(c.network or DEFAULT_NETWORK)
     wanted = roles(c.workers)
-    node = place(s, c.selector, c.cpu, c.memory, len(wanted), skip=vc_id)
+    node = place(s, c.selector, c.cpu, c.memory, len(wanted), skip=vc_id, among=clone_nodes(s, template))
     keep = same["addresses"] if same is not None and same["network"] == network else None
     addresses = allocate(s, network, wanted, keep, skip=vc_id)
     record = {"id": vc_id, "name": c.name, "k8s_version": c.k8s_version, "isolation": c.isolation,

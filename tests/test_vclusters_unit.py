@@ -98,6 +98,21 @@ def test_placement_takes_the_node_with_the_most_free_memory_and_refuses_when_non
     assert refused["error"] == {"status": 404, "message": "no such cluster node 'n9'"}
 
 
+def test_a_template_on_local_storage_is_cloned_on_its_own_node():
+    m = cluster((4, 8))
+    run(m, c.CreateGuest(request_id="t2", ts=1.0, node="n1", vmid=901, upid="U-t2", starttime=1,
+                         config={"template": 1, "tags": "gpve-vcluster;k8s-1.30.0",
+                                 "scsi0": "local:901/base-901-disk-0.qcow2,size=1G"}))
+    [made] = run(m, create("a", "one", k8s_version="1.30.0"))
+    assert made["ok"]["node"] == "n1"  # n2 has more memory free, but cannot reach n1's local storage
+    [refused] = run(m, create("b", "two", k8s_version="1.30.0", selector="n2"))
+    assert refused["error"]["errors"] == {"node_selector": "no vCluster template offering Kubernetes 1.30.0 can be "
+                                                           "cloned onto node 'n2' (their disks are on another "
+                                                           "node's local storage)"}
+    [refused] = run(m, create("c", "three", k8s_version="1.30.0", selector="n2", template=901))
+    assert "cannot be cloned onto node 'n2'" in refused["error"]["errors"]["node_selector"]
+
+
 def test_create_refusals_write_nothing():
     m = cluster()
     cases = [(create("a", "x", k8s_version="1.30.0"), 400, "k8s_version",

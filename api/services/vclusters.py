@@ -38,6 +38,7 @@ from engine import storage as storage_rules
 from engine import vclusters as vc_rules
 from engine.errors import Rejection, not_found
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
+from engine.upid import Upid
 from engine.volumes import DISK_KEY, is_cloudinit, parse_volume
 
 log = structlog.get_logger("gpve.vclusters")
@@ -277,8 +278,9 @@ class VClusterTasks:
                 raise TaskFailed(reason) from None
         return run_it
 
-    async def _wait(self, run: TaskRun, upid: str, node: str, what: str) -> None:
-        """Until task `upid` ends; TaskFailed with its error, or when `node` goes offline in the cluster's view."""
+    async def _wait(self, run: TaskRun, upid: str, what: str) -> None:
+        """Until task `upid` ends; TaskFailed with its error, or when its node goes offline in the cluster's view."""
+        node = Upid.parse(upid).node
         with trio.move_on_after(STEP_TIMEOUT):
             while True:
                 changed = self.node.state_changed()
@@ -307,7 +309,7 @@ class VClusterTasks:
             request_id=f"{run.upid}/{step}", ts=self.node.wall(), user=run.user, vc_id=vc["id"], type="vcsnippet",
             node=node, upid=upid, starttime=starttime,
             intent={"storage": storage, "roles": roles, "remove": int(not roles)}))
-        await self._wait(run, result["upid"], node, "writing the cloud-init snippets" if roles else
+        await self._wait(run, result["upid"], "writing the cloud-init snippets" if roles else
                          "removing the cloud-init snippets")
         return storage
 
@@ -334,7 +336,7 @@ class VClusterTasks:
                     raise
         vc["guests"][role] = vmid
         await self._update(run, f"guest-{role}", guests=dict(vc["guests"]))
-        await self._wait(run, upid, node, f"cloning {vc['name']}-{role}")
+        await self._wait(run, upid, f"cloning {vc['name']}-{role}")
         config = guest_config(vc, role, template["conf"], storage)
         await guests.update_config(self._ctx(run, f"config-{role}"), node, vmid, config, [])
         await self._power(run, node, vmid, "qmstart", f"start-{role}", f"starting VM {vmid}")
@@ -343,7 +345,7 @@ class VClusterTasks:
 
     async def _power(self, run: TaskRun, node: str, vmid: int, action: str, step: str, what: str) -> None:
         upid = await guests.power(self._ctx(run, step), node, vmid, action, {})
-        await self._wait(run, upid, node, what)
+        await self._wait(run, upid, what)
 
     async def _remove_guest(self, run: TaskRun, vmid: int, step: str) -> None:
         """Stop and destroy a guest with its volumes (gone already: nothing to do)."""
@@ -355,7 +357,7 @@ class VClusterTasks:
         if running:
             await self._power(run, node, vmid, "qmstop", f"{step}-stop", f"stopping VM {vmid}")
         upid = await guests.destroy(self._ctx(run, f"{step}-destroy"), node, vmid, purge=True)
-        await self._wait(run, upid, node, f"destroying VM {vmid}")
+        await self._wait(run, upid, f"destroying VM {vmid}")
         run.log(f"VM {vmid} destroyed")
 
     async def _ready(self, run: TaskRun, vc: dict, pki: dict[str, str]) -> None:
@@ -426,6 +428,10 @@ class VClusterTasks:
         return Outcome()
 
     async def delete(self, run: TaskRun) -> Outcome:
+        with self.node.read() as s:
+            gone = run.intent["vcluster"] not in s.vclusters
+        if gone:  # run again after a restart, once it was forgotten
+            return Outcome()
         vc = self._vc(run)
         for role, vmid in sorted(vc["guests"].items()):
             await self._remove_guest(run, vmid, f"remove-{role}")
