@@ -70,6 +70,12 @@ def test_templates_name_their_kubernetes_versions(node, template):
     r = s.post(f"{v1(node)}/templates", json={"source_vmid": template, "kind": "vcluster", "k8s_versions": []},
                timeout=10)
     assert r.status_code == 400 and "k8s_versions" in r.json()["errors"]
+    # an existing template registered again offers other versions; its other tags stay
+    node.api().nodes("n1").qemu(template).config.put(tags="gpve-vcluster;k8s-1.28.0;k8s-1.29.1;team-a")
+    r = s.post(f"{v1(node)}/templates", json={"source_vmid": template, "kind": "vcluster",
+                                              "k8s_versions": ["1.29.1", "1.28.0"]}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert (r.json()["k8s_versions"], "team-a" in r.json()["tags"]) == (["1.28.0", "1.29.1"], True)
 
 
 def test_create_refusals_leave_nothing_behind(node, template):
