@@ -16,8 +16,7 @@ if [ "$want_test" = bench ]; then
 fi
 missing=""
 for p in $packages; do  # a package whose command is there already (npm bundled with another nodejs) is present
-    name=${p%%:*}; cmd=${p#*:}  # PACKAGE:COMMAND where the command has another name
-    dpkg -s "$name" >/dev/null 2>&1 || command -v "$cmd" >/dev/null 2>&1 || missing="$missing $name"
+    dpkg -s "$p" >/dev/null 2>&1 || command -v "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     echo "installing Debian packages:$missing"
