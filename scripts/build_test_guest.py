@@ -11,9 +11,23 @@ an /etc/os-release, root in /etc/passwd and /etc/shadow, a `chpasswd` (what `gue
 a /sbin/shutdown that powers off (what `guest-shutdown` runs). With a cloud-init drive
 (an ISO 9660 CD-ROM on IDE or virtio-scsi), it prints before READY what the drive holds: `GPVE-CLOUDINIT
 label=… user=… hostname=… key=<first SSH key's comment>`, a `GPVE-CLOUDINIT-NET <line>` per line of its
-network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`. Booted with `gpve.busy=N`, it prints
-`GPVE-BUSY` at tick N and keeps a CPU busy from then on. A shell reads the serial console (getty), and, when
-booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
+network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`. It then applies, from NoCloud network-config
+(version 1, as gpve and Proxmox write it for `ipconfigN: ip=A.B.C.D/N,gw=…`), each static IPv4 subnet to the NIC whose
+MAC is the entry's `mac_address`: the address, and a default route via `gateway` (`GPVE-NET-STATIC <nic>
+<addr>/<prefix> gw=<gateway>`; DHCP, IPv6, DNS and ConfigDrive's interfaces file are not applied). From
+`#cloud-config` user-data it writes the files of `write_files:`, each entry's keys on lines of their own, the content
+on one line (`encoding: b64` or none; other keys such as `owner` ignored), with parent directories and `permissions`
+(0644 if none): `GPVE-WRITE-FILE <path> <mode>` (`GPVE-WRITE-FILE-SKIPPED <path> encoding=…` for another encoding).
+`runcmd:` and the rest are not run: a real Kubernetes template image's cloud-init would run them (kubeadm, k3s). When
+/etc/kubernetes/pki/apiserver.crt, apiserver.key and ca.crt exist then, it runs the stand-in for the Kubernetes API
+server (no Kubernetes server can be installed here): Debian's `openssl s_server` on port 6443 with that certificate
+and key, requiring a client certificate that verifies against ca.crt (`-Verify 1 -verify_return_error`: another CA's
+certificate or none fails the handshake), restarted if it exits; a GET of any path answers `HTTP/1.0 200 ok` with an
+HTML page of the TLS session, which shows the client certificate (what `kubectl get --raw /` prints). It serves one
+connection at a time, and a request other than GET gets no answer. Once 6443 listens it prints `GPVE-K8S-STANDIN
+listening` (`GPVE-K8S-STANDIN failed <openssl's last line>` if not within 10 s), before READY. Booted with
+`gpve.busy=N`, it prints `GPVE-BUSY` at tick N and keeps a CPU busy from then on. A shell reads the serial console
+(getty), and, when booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
