@@ -28,7 +28,7 @@ from engine import storage as storage_rules
 from engine import tasks
 from engine.commands import Command
 from engine.decide import Decision, decide
-from engine.errors import bad_request, conflict, not_found
+from engine.errors import Rejection, bad_request, conflict, not_found
 from engine.events import Event, TaskStarted
 from engine.state import State, apply
 from engine.volumes import owned_volumes
@@ -127,6 +127,21 @@ def choose_template(s: State, version: str, template: int | None, selector: str 
             "node_selector": f"no vCluster template offering Kubernetes {version} can be cloned onto node "
                              f"'{selector}' (their disks are on another node's local storage)"})
     return reachable[0]
+
+
+# ---- the vCluster's snippets -----------------------------------------------------------------------------
+SNIPPET = re.compile(r"(vc-[a-z0-9]{4,32})-(cp|w[1-9][0-9]*)\.yaml")  # `<id>-<role>.yaml`: it holds the keys
+
+
+def check_snippet_use(s: State, vmid: int, cicustom: str | None) -> None:
+    """A `cicustom` naming a vCluster's snippet (`STORAGE:snippets/<id>-<role>.yaml`) is for that vCluster's guest of
+    that role only, which its service sets: anyone else (root@pam too) gets 403 naming it, whether it exists or
+    not (no oracle). A gpve rule (Proxmox has no vClusters)."""
+    for volid in re.findall(r"(?:^|,)\s*(?:meta|network|user|vendor)=([^,]+)", str(cicustom or "")):
+        m = SNIPPET.fullmatch(volid.strip().partition(":")[2].removeprefix("snippets/"))
+        if m and s.vclusters.get(m.group(1), {}).get("guests", {}).get(m.group(2)) != vmid:
+            raise Rejection(403, f"volume '{volid.strip()}' is a vCluster's cloud-init snippet - only that "
+                                 "vCluster's own guests can use it")
 
 
 # ---- placement -------------------------------------------------------------------------------------------

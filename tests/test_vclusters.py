@@ -239,3 +239,35 @@ def test_grpc_vcluster_service(node, template):
     with pytest.raises(grpc.RpcError) as exc:
         rpc.vclusters.Get(pb.GetVClusterRequest(id=got.id), metadata=root)
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_vclusters_snippets_are_its_own_guests_only(node, template):
+    """Tester's finding 1: setting another guest's `cicustom` to a vCluster's snippet read its keys. A snippet needs
+    Datastore.Allocate on its storage (pve-storage's check_volume_access), checked before its existence (no oracle);
+    a vCluster's snippet is refused to every other guest, root's too, and to a clone of its guest."""
+    px = node.api()
+    vc_id = failed_vcluster(node, "snip")
+    cp = next(g["vmid"] for g in node.session().get(f"{v1(node)}/vclusters/{vc_id}", timeout=10).json()["guests"]
+              if g["role"] == "cp")
+    vmid = int(px.cluster.nextid.get())
+    ok(px, px.nodes("n1").qemu.create(vmid=vmid, name="plain", memory=128, kvm=0))
+    user_session(node, "vmadm@pve")
+    px.access.acl.put(path=f"/vms/{vmid}", roles="PVEVMAdmin", users="vmadm@pve")
+    adm = user_session(node, "vmadm@pve")
+    url = f"{node.url}/nodes/n1/qemu/{vmid}/config"
+    for volid in (f"local:snippets/{vc_id}-cp.yaml", "local:snippets/none-such.yaml"):
+        r = adm.put(url, data={"cicustom": f"user={volid}"}, timeout=10)
+        assert (r.status_code, r.reason) == (403, "Permission denied - missing 'Datastore.Allocate' on "
+                                                  "'/storage/local'"), r.text
+    root = node.session()
+    r = root.put(url, data={"cicustom": f"user=local:snippets/{vc_id}-cp.yaml"}, timeout=10)
+    assert r.status_code == 403 and f"volume 'local:snippets/{vc_id}-cp.yaml' is a vCluster's cloud-init " \
+                                     "snippet" in r.reason, r.text
+    r = root.put(url, data={"cicustom": "user=local:snippets/none-such.yaml"}, timeout=10)
+    assert r.status_code == 400 and "does not exist" in r.json()["errors"]["cicustom"]
+    newid = int(px.cluster.nextid.get())
+    r = root.post(f"{node.url}/nodes/n1/qemu/{cp}/clone", data={"newid": newid, "full": 1}, timeout=10)
+    assert r.status_code == 403 and "vCluster's cloud-init snippet" in r.reason, r.text
+    assert "cicustom" not in px.nodes("n1").qemu(vmid).config.get()
+    ok(px, root.delete(f"{v1(node)}/vclusters/{vc_id}", timeout=10).json()["upid"])
+    ok(px, px.nodes("n1").qemu(vmid).delete())
