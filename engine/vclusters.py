@@ -43,7 +43,7 @@ DEFAULT_NETWORK = {"bridge": "vmbr0", "cidr": "10.77.0.0/24", "gateway": "10.77.
 BUSY = ("provisioning", "scaling", "deleting")
 MAX_WORKERS = 16
 MIB = 1 << 20
-CHANGEABLE = ("status", "reason", "guests", "pki", "api_server", "cpu", "memory", "workers", "addresses",
+CHANGEABLE = ("status", "reason", "guests", "uuids", "pki", "api_server", "cpu", "memory", "workers", "addresses",
               "previous_node")
 _QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?")
 _FACTORS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
@@ -127,6 +127,32 @@ def choose_template(s: State, version: str, template: int | None, selector: str 
             "node_selector": f"no vCluster template offering Kubernetes {version} can be cloned onto node "
                              f"'{selector}' (their disks are on another node's local storage)"})
     return reachable[0]
+
+
+# ---- its guests ------------------------------------------------------------------------------------------
+def guest_tag(vc_id: str) -> str:
+    """The tag (Proxmox's tag syntax) its guests carry: `vcluster-<id>`."""
+    return f"vcluster-{vc_id}"
+
+
+def smbios_uuid(conf: dict) -> str:
+    m = re.search(r"(?:^|,)uuid=([0-9a-fA-F-]+)", str(conf.get("smbios1", "")))
+    return m.group(1).lower() if m else ""
+
+
+def not_own_guest(s: State, vc: dict, role: str) -> str | None:
+    """None while the guest recorded for `role` still is the vCluster's: its SMBIOS uuid the one recorded once it
+    was cloned (`uuids`), or else its name `NAME-ROLE` and tag `vcluster-<id>`; else why not (it is gone, or its
+    VMID now belongs to another guest: a guest destroyed behind the vCluster's back, its VMID reused)."""
+    vmid, name = vc["guests"].get(role), f"{vc['name']}-{role}"
+    guest = s.guests.get(vmid) if vmid is not None else None
+    if guest is None:
+        return f"VM {vmid} ({name}) no longer exists"
+    conf, uuid = guest["conf"], vc.get("uuids", {}).get(role)
+    tags = str(conf.get("tags", "")).replace(",", ";").split(";")
+    if (smbios_uuid(conf) != uuid) if uuid else (conf.get("name") != name or guest_tag(vc["id"]) not in tags):
+        return f"VM {vmid} is no longer {name} of vCluster {vc['id']} (another guest has its VMID)"
+    return None
 
 
 # ---- the vCluster's snippets -----------------------------------------------------------------------------
@@ -362,7 +388,8 @@ def _(c: CreateVCluster, s: State) -> Decision:
               "template": template, "cpu": c.cpu, "memory": c.memory, "workers": c.workers, "node": node,
               "network": network, "addresses": addresses, "status": "provisioning", "reason": "",
               # a failed attempt's guests and node: the new attempt removes what it left first
-              "guests": dict(same["guests"]) if same else {}, "previous_node": same["node"] if same else node,
+              "guests": dict(same["guests"]) if same else {}, "uuids": dict(same.get("uuids", {})) if same else {},
+              "previous_node": same["node"] if same else node,
               "upid": c.upid, "owner": c.user, "created": same["created"] if same else c.ts, "api_server": "",
               "pki": ""}
     return [VClusterChanged(vc_id=vc_id, value=record),

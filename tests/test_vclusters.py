@@ -271,3 +271,28 @@ def test_a_vclusters_snippets_are_its_own_guests_only(node, template):
     assert "cicustom" not in px.nodes("n1").qemu(vmid).config.get()
     ok(px, root.delete(f"{v1(node)}/vclusters/{vc_id}", timeout=10).json()["upid"])
     ok(px, px.nodes("n1").qemu(vmid).delete())
+
+
+def test_guests_are_tied_to_their_vcluster_and_a_reused_vmid_is_left_alone(node, template):
+    """Tester's findings 2 and 25: a vCluster's guests carry its tag and protection; a guest destroyed behind its
+    back whose VMID an unrelated guest took is left alone by the retry and the delete (a task-log line says so)."""
+    px, root = node.api(), node.session()
+    vc_id = failed_vcluster(node, "tied")
+    cp = next(g["vmid"] for g in root.get(f"{v1(node)}/vclusters/{vc_id}", timeout=10).json()["guests"])
+    conf = px.nodes("n1").qemu(cp).config.get()
+    assert (conf["tags"], conf["protection"]) == (f"vcluster-{vc_id}", 1)
+    r = root.delete(f"{node.url}/nodes/n1/qemu/{cp}", timeout=10)
+    assert r.status_code == 400 and f"can't remove VM {cp} - protection mode enabled" in r.text, r.text
+    px.nodes("n1").qemu(cp).config.put(delete="protection")
+    ok(px, px.nodes("n1").qemu(cp).delete())
+    ok(px, px.nodes("n1").qemu.create(vmid=cp, name="tied-cp", memory=128, kvm=0))  # even its name
+    r = root.post(f"{v1(node)}/vclusters", json={"name": "tied", "k8s_version": "1.28.0", "network": NET,
+                                                 "resources": {"cpu": 1, "memory": "128Mi"}}, timeout=10)
+    assert r.status_code == 200, r.text
+    done(px, r.json()["upid"])
+    log = [line["t"] for line in px.nodes("n1").tasks(r.json()["upid"]).log.get()]
+    assert f"VM {cp} is no longer tied-cp of vCluster {vc_id} (another guest has its VMID) - left alone" in log, log
+    upid = root.delete(f"{v1(node)}/vclusters/{vc_id}", timeout=10).json()["upid"]
+    ok(px, upid)
+    assert px.nodes("n1").qemu(cp).config.get()["name"] == "tied-cp"  # the bystander is still there
+    ok(px, px.nodes("n1").qemu(cp).delete())

@@ -252,3 +252,17 @@ def test_user_data_keeps_the_guest_contract(pki):
     join = base64.b64decode(re.findall(r"content: (\S+)", worker)[1]).decode()
     assert "kind: JoinConfiguration" in join and "apiServerEndpoint: 10.77.0.2:6443" in join
     assert vcluster_pki.ca_cert_hash(pki) in join
+
+
+def test_a_guest_is_the_vclusters_while_its_uuid_or_name_and_tag_say_so():
+    m = cluster()
+    run(m, create("a", "one"))
+    record = {**m.state.vclusters["vc-a000"], "guests": {"cp": 120}}
+    assert vc.not_own_guest(m.state, record, "cp") == "VM 120 (one-cp) no longer exists"
+    run(m, c.CreateGuest(request_id="g", ts=1.0, node="n1", vmid=120, upid="U-g", starttime=1,
+                         config={"name": "one-cp", "smbios1": "uuid=AAAA-1"}))
+    assert "another guest has its VMID" in vc.not_own_guest(m.state, record, "cp")  # no tag
+    m.state.guests[120]["conf"]["tags"] = "vcluster-vc-a000"
+    assert vc.not_own_guest(m.state, record, "cp") is None
+    assert "another guest" in vc.not_own_guest(m.state, {**record, "uuids": {"cp": "bbbb-2"}}, "cp")
+    assert vc.not_own_guest(m.state, {**record, "uuids": {"cp": "aaaa-1"}}, "cp") is None

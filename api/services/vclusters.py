@@ -179,7 +179,9 @@ def guest_config(vc: dict, role: str, template_conf: dict, storage: str) -> dict
               "net0": f"virtio,bridge={vc['network']['bridge']}",
               "ipconfig0": f"ip={vc['addresses'][role]}/{vc['network']['cidr'].split('/')[1]},"
                            f"gw={vc['network']['gateway']}",
-              "cicustom": f"user={storage}:snippets/{snippet_name(vc['id'], role)}"}
+              "cicustom": f"user={storage}:snippets/{snippet_name(vc['id'], role)}",
+              # tied to the vCluster (its tag), and no destroy behind its back (the service lifts it first)
+              "tags": vc_rules.guest_tag(vc["id"]), "protection": 1}
     if not any(DISK_KEY.fullmatch(k) and is_cloudinit(str(v)) for k, v in template_conf.items()):
         disks = [str(v).split(",")[0] for k, v in sorted(template_conf.items()) if DISK_KEY.fullmatch(k)]
         free = next(k for k in ("ide2", "ide3", "ide1", "ide0", "sata5", "sata4") if k not in template_conf)
@@ -258,7 +260,8 @@ class VClusterTasks:
             vc = s.vclusters.get(run.intent["vcluster"])
             if vc is None:
                 raise TaskFailed(f"vCluster '{run.intent['vcluster']}' does not exist")
-            return {**vc, "guests": dict(vc["guests"]), "addresses": dict(vc["addresses"])}
+            return {**vc, "guests": dict(vc["guests"]), "uuids": dict(vc.get("uuids", {})),
+                    "addresses": dict(vc["addresses"])}
 
     async def _update(self, run: TaskRun, step: str, **values) -> None:
         await self.node.submit_until_done(vc_rules.UpdateVCluster(
@@ -335,8 +338,12 @@ class VClusterTasks:
                 if exc.status != 409 or attempt == ATTEMPTS - 1:
                     raise
         vc["guests"][role] = vmid
-        await self._update(run, f"guest-{role}", guests=dict(vc["guests"]))
+        vc.setdefault("uuids", {}).pop(role, None)
+        await self._update(run, f"guest-{role}", guests=dict(vc["guests"]), uuids=dict(vc["uuids"]))
         await self._wait(run, upid, f"cloning {vc['name']}-{role}")
+        with self.node.read() as s:
+            vc["uuids"][role] = vc_rules.smbios_uuid(s.guests.get(vmid, {}).get("conf", {}))
+        await self._update(run, f"uuid-{role}", uuids=dict(vc["uuids"]))
         config = guest_config(vc, role, template["conf"], storage)
         await guests.update_config(self._ctx(run, f"config-{role}"), node, vmid, config, [])
         await self._power(run, node, vmid, "qmstart", f"start-{role}", f"starting VM {vmid}")
@@ -347,13 +354,30 @@ class VClusterTasks:
         upid = await guests.power(self._ctx(run, step), node, vmid, action, {})
         await self._wait(run, upid, what)
 
-    async def _remove_guest(self, run: TaskRun, vmid: int, step: str) -> None:
-        """Stop and destroy a guest with its volumes (gone already: nothing to do)."""
+    def _own(self, vc: dict, role: str) -> str | None:
+        """None while the guest of `role` still is the vCluster's (engine/vclusters.py `not_own_guest`); why not."""
         with self.node.read() as s:
-            guest = s.guests.get(vmid)
-            node, running = (guest["node"], guest.get("status") == "running") if guest else (None, False)
-        if node is None:
+            return vc_rules.not_own_guest(s, vc, role)
+
+    def _check_own(self, vc: dict, role: str) -> None:
+        why = self._own(vc, role)
+        if why is not None:
+            raise TaskFailed(f"{why} - the vCluster's guests changed behind its back")
+
+    async def _remove_guest(self, run: TaskRun, vc: dict, role: str, step: str) -> None:
+        """Stop and destroy the guest of `role` with its volumes, its protection lifted first. Gone already, or its
+        VMID another guest's now: left alone, with a task-log line."""
+        vmid = vc["guests"][role]
+        why = self._own(vc, role)
+        if why is not None:
+            run.log(f"{why} - left alone")
             return
+        with self.node.read() as s:
+            guest = s.guests[vmid]
+            node, running, protected = guest["node"], guest.get("status") == "running", \
+                guest["conf"].get("protection") not in (None, 0, "0")
+        if protected:
+            await guests.update_config(self._ctx(run, f"{step}-unprotect"), node, vmid, {}, ["protection"])
         if running:
             await self._power(run, node, vmid, "qmstop", f"{step}-stop", f"stopping VM {vmid}")
         upid = await guests.destroy(self._ctx(run, f"{step}-destroy"), node, vmid, purge=True)
@@ -381,10 +405,10 @@ class VClusterTasks:
         roles = vc_rules.roles(vc["workers"])
         if vc["guests"]:  # what a failed attempt left
             run.log(f"removing what the failed attempt left: VMs {', '.join(map(str, vc['guests'].values()))}")
-            for role, vmid in sorted(vc["guests"].items()):
-                await self._remove_guest(run, vmid, f"leftover-{role}")
-            vc["guests"] = {}
-            await self._update(run, "leftovers", guests={})
+            for role in sorted(vc["guests"]):
+                await self._remove_guest(run, vc, role, f"leftover-{role}")
+            vc["guests"], vc["uuids"] = {}, {}
+            await self._update(run, "leftovers", guests={}, uuids={})
         if vc.get("previous_node") not in (None, vc["node"]) and self.node.node_online(vc["previous_node"]):
             await self._snippets(run, vc, vc["previous_node"], [], "leftover-snippets")
         run.log(f"making the cluster's keys (API server address {vc['addresses']['cp']})")
@@ -405,16 +429,22 @@ class VClusterTasks:
         cpu, memory = run.intent.get("cpu", vc["cpu"]), run.intent.get("memory", vc["memory"])
         workers = run.intent.get("workers", vc["workers"])
         wanted = vc_rules.roles(workers)
+        for role in sorted(vc["guests"], key=_role_order):  # nothing is changed on a guest that is no longer its own
+            self._check_own(vc, role)
         for role in [r for r in vc["guests"] if r not in wanted]:
             run.log(f"removing worker {vc['name']}-{role}")
-            await self._remove_guest(run, vc["guests"].pop(role), f"remove-{role}")
-            await self._update(run, f"removed-{role}", guests=dict(vc["guests"]))
+            self._check_own(vc, role)
+            await self._remove_guest(run, vc, role, f"remove-{role}")
+            vc["guests"].pop(role)
+            vc.setdefault("uuids", {}).pop(role, None)
+            await self._update(run, f"removed-{role}", guests=dict(vc["guests"]), uuids=dict(vc["uuids"]))
         vc.update(cpu=cpu, memory=memory, workers=workers,
                   addresses={r: a for r, a in vc["addresses"].items() if r in wanted})
         storage = await self._snippets(run, vc, vc["node"], wanted, "snippets")
         if (cpu, memory) != before:
             for role in sorted(vc["guests"], key=_role_order, reverse=True):  # workers first, the control plane last
                 vmid = vc["guests"][role]
+                self._check_own(vc, role)
                 run.log(f"VM {vmid} ({vc['name']}-{role}): {cpu} cores, {memory} MiB; restarting")
                 changes = coerced({"cores": cpu, "memory": str(memory)})
                 await guests.update_config(self._ctx(run, f"config-{role}"), vc["node"], vmid, changes, [])
@@ -424,7 +454,7 @@ class VClusterTasks:
             await self._add_guest(run, vc, role, storage)
         await self._ready(run, vc, pki_files.unseal(self.node.raft_key, vc["pki"]))
         await self._update(run, "running", status="running", reason="", cpu=cpu, memory=memory, workers=workers,
-                           addresses=vc["addresses"], guests=dict(vc["guests"]))
+                           addresses=vc["addresses"], guests=dict(vc["guests"]), uuids=dict(vc.get("uuids", {})))
         return Outcome()
 
     async def delete(self, run: TaskRun) -> Outcome:
@@ -433,8 +463,8 @@ class VClusterTasks:
         if gone:  # run again after a restart, once it was forgotten
             return Outcome()
         vc = self._vc(run)
-        for role, vmid in sorted(vc["guests"].items()):
-            await self._remove_guest(run, vmid, f"remove-{role}")
+        for role in sorted(vc["guests"]):
+            await self._remove_guest(run, vc, role, f"remove-{role}")
         for step, node in (("snippets", vc["node"]), ("old-snippets", vc.get("previous_node"))):
             if node is not None and (step == "snippets" or node != vc["node"]):
                 await self._snippets(run, vc, node, [], step)
