@@ -11,7 +11,8 @@ Decided here, at the command's log position, so nothing races: the template offe
 node (the selected one, or the one with the most free memory) and the guests' addresses (the lowest free host
 addresses of the network, none used by another vCluster, never the gateway). Status: `provisioning` → `running`,
 `scaling` → `running`, `deleting` (then the record is forgotten), `failed` with `reason`; a record whose task ended in
-an error shows `failed` with the task's exit status as reason (`shown_status`), whatever ended it (a restart too).
+an error shows `failed` with the task's exit status as reason (`task_status`), whatever ended it (a restart too); a
+`running` one whose guest is gone or does not run shows `failed` with that reason (`shown_status`).
 
 The tasks (declared in engine/tasks.py's table): `vccreate`, `vcscale`, `vcdelete` run on the node that took the
 request and drive the guests through the guest services; `vcsnippet` runs on the vCluster's node and writes (or
@@ -175,13 +176,30 @@ def roles(workers: int) -> list[str]:
     return ["cp", *(f"w{n}" for n in range(1, workers + 1))]
 
 
-def shown_status(s: State, vc: dict) -> tuple[str, str]:
-    """(status, reason): a busy record whose task ended in an error is `failed`, the task's exit status its
-    reason (a handler that could not say so itself: its node restarted, say)."""
+def task_status(s: State, vc: dict) -> tuple[str, str]:
+    """(status, reason) as its tasks left it: a busy record whose task ended in an error is `failed`, the task's
+    exit status its reason (a handler that could not say so itself: its node restarted, say)."""
     task = s.tasks.get(vc.get("upid", ""))
     if vc["status"] in BUSY and task is not None and task["status"] == "stopped" and task["exitstatus"] != "OK":
         return "failed", task["exitstatus"]
     return vc["status"], vc.get("reason", "")
+
+
+def shown_status(s: State, vc: dict) -> tuple[str, str]:
+    """(status, reason) as answered: `task_status`, and a `running` vCluster whose guest is gone, another guest's
+    now or not running is `failed` with that as reason (`VM 105 (dev-cp) no longer exists`, `VM 105 (dev-cp) is
+    stopped`); it is `running` again once its guests run again."""
+    status, reason = task_status(s, vc)
+    if status != "running":
+        return status, reason
+    for role in sorted(vc.get("guests", {}), key=lambda r: (r != "cp", r)):
+        why = not_own_guest(s, vc, role)
+        if why is not None:
+            return "failed", why
+        vmid = vc["guests"][role]
+        if s.guests[vmid].get("status") != "running":
+            return "failed", f"VM {vmid} ({vc['name']}-{role}) is {s.guests[vmid].get('status') or 'stopped'}"
+    return status, reason
 
 
 def committed_mib(s: State, node: str, skip: str | None = None) -> int:
@@ -191,7 +209,7 @@ def committed_mib(s: State, node: str, skip: str | None = None) -> int:
     total = sum(int(g["conf"].get("memory", 512)) for v, g in s.guests.items()
                 if g["node"] == node and g.get("status") == "running" and v not in owned)
     for vc_id, vc in s.vclusters.items():
-        if vc["node"] == node and vc_id != skip and shown_status(s, vc)[0] != "failed":
+        if vc["node"] == node and vc_id != skip and task_status(s, vc)[0] != "failed":
             total += vc["memory"] * (1 + vc["workers"])
     return total
 

@@ -130,6 +130,13 @@ def test_a_vcluster_runs_kubectl_reaches_it_scale_and_delete(cluster, templates,
     # ... and alpha's server refuses beta's admin certificate even to a client that trusts alpha's CA
     assert kubectl(ns, kubeconfig(cluster, beta["id"], tmp_path), "get", "--raw", "/").returncode == 0
     assert client_refused(cluster, alpha["id"], beta["id"], tmp_path)
+    # the status follows the guests (tester's finding 4): beta's control plane stopped, it is failed until it runs
+    cp_beta = beta["guests"][0]["vmid"]
+    ok(px, px.nodes("n1").qemu(cp_beta).status.stop.post())
+    row = s.get(f"{v1(cluster)}/vclusters/{beta['id']}", timeout=10).json()
+    assert (row["status"], row["reason"]) == ("failed", f"VM {cp_beta} (beta-cp) is stopped")
+    ok(px, px.nodes("n1").qemu(cp_beta).status.start.post())
+    assert s.get(f"{v1(cluster)}/vclusters/{beta['id']}", timeout=10).json()["status"] == "running"
 
     # scale: more memory (pending, then a restart) and a worker
     r = s.post(f"{v1(cluster)}/vclusters/{alpha['id']}/scale", json={"resources": {"memory": "320Mi"}, "workers": 1},

@@ -266,3 +266,20 @@ def test_a_guest_is_the_vclusters_while_its_uuid_or_name_and_tag_say_so():
     assert vc.not_own_guest(m.state, record, "cp") is None
     assert "another guest" in vc.not_own_guest(m.state, {**record, "uuids": {"cp": "bbbb-2"}}, "cp")
     assert vc.not_own_guest(m.state, {**record, "uuids": {"cp": "aaaa-1"}}, "cp") is None
+
+
+def test_a_running_vclusters_status_follows_its_guests():
+    m = cluster()
+    run(m, create("a", "one"))
+    run(m, c.CreateGuest(request_id="g", ts=1.0, node="n1", vmid=120, upid="U-g", starttime=1,
+                         config={"name": "one-cp", "tags": "vcluster-vc-a000"}))
+    run(m, vc.UpdateVCluster(request_id="r", ts=3.0, vc_id="vc-a000", values={"status": "running",
+                                                                             "guests": {"cp": 120}}))
+    record = m.state.vclusters["vc-a000"]
+    assert vc.shown_status(m.state, record) == ("failed", "VM 120 (one-cp) is stopped")
+    m.state.guests[120]["status"] = "running"
+    assert vc.shown_status(m.state, record) == ("running", "")
+    del m.state.guests[120]
+    assert vc.shown_status(m.state, record) == ("failed", "VM 120 (one-cp) no longer exists")
+    [again] = run(m, create("b", "one"))  # failed: its name may be provisioned anew
+    assert again["ok"]["id"] == "vc-a000"
