@@ -137,6 +137,7 @@ def test_failed_provisioning_retry_and_delete_leave_nothing(node, template):
     assert r.status_code == 200, r.text
     again = r.json()
     assert again["id"] == made["id"] and [g["role"] for g in again["guests"]] == ["cp"]
+    assert f":vccreate:{made['id']}:root@pam:" in again["upid"]  # the task names the vCluster it provisions
     done(px, again["upid"])
     row = s.get(f"{v1(node)}/vclusters/{made['id']}", timeout=10).json()
     assert row["status"] == "failed" and [g["role"] for g in row["guests"]] == ["cp"]
