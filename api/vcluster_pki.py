@@ -2,10 +2,11 @@
 kubeconfig and each guest's cloud-init user-data.
 
 The PKI (`make`): a cluster CA (`CN=kubernetes`, as kubeadm names it), the API server's certificate (SANs: the
-endpoint address, `kubernetes`, `kubernetes.default`, `kubernetes.default.svc`, `kubernetes.default.svc.cluster.local`
-and the first service address 10.96.0.1), the admin client certificate (`CN=admin, O=system:masters`), the
-service-account key pair and a kubeadm bootstrap token for workers. As a dict of PEM texts keyed by file name
-(`ca.crt`, `ca.key`, `apiserver.crt`, `apiserver.key`, `admin.crt`, `admin.key`, `sa.key`, `sa.pub`) plus `token`.
+endpoint address, the control plane's node name `NAME-cp`, `kubernetes`, `kubernetes.default`,
+`kubernetes.default.svc`, `kubernetes.default.svc.cluster.local` and the first service address 10.96.0.1), the admin
+client certificate (`CN=admin, O=system:masters`), the service-account key pair and a kubeadm bootstrap token for
+workers. As a dict of PEM texts keyed by file name (`ca.crt`, `ca.key`,
+`apiserver.crt`, `apiserver.key`, `admin.crt`, `admin.key`, `sa.key`, `sa.pub`) plus `token`.
 It enters the log sealed (`seal`, Fernet under a key derived from the cluster's Raft key, which only members hold),
 as webhook secrets do; only the kubeconfig and the guest's snippet ever hold keys in clear.
 
@@ -40,10 +41,11 @@ PORT = 6443
 KUBEADM_CONFIG = "/etc/kubernetes/gpve-kubeadm.yaml"
 PKI_DIR = "/etc/kubernetes/pki"
 CA_DAYS, CERT_DAYS = 3650, 365
-# file name -> permissions, for the control plane; workers get the CA certificate only
+# file name -> permissions, for the control plane; workers get none (`kubeadm join` refuses an existing ca.crt in its
+# preflight and fetches the CA itself, checked against `caCertHashes`)
 CP_FILES = {"ca.crt": "0644", "ca.key": "0600", "apiserver.crt": "0644", "apiserver.key": "0600", "sa.key": "0600",
             "sa.pub": "0644"}
-WORKER_FILES = {"ca.crt": "0644"}
+WORKER_FILES: dict[str, str] = {}
 
 
 def _pem_key(key) -> str:
@@ -79,14 +81,16 @@ def _cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, days: int, now
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make(address: str, now: datetime.datetime | None = None) -> dict[str, str]:
-    """A new PKI for a vCluster whose API server listens on `address` (see the module's docstring)."""
+def make(address: str, node_name: str, now: datetime.datetime | None = None) -> dict[str, str]:
+    """A new PKI for a vCluster whose API server listens on `address` on the control plane named `node_name`
+    (`NAME-cp`: kubeadm's nodeRegistration.name, which its apiserver certificate carries too; see the module's
+    docstring)."""
     now = now or datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("kubernetes")
     ca = _cert(ca_name, ca_key, ca_name, ca_key, CA_DAYS, now, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.IPAddress(ipaddress.IPv4Address(address)), *map(x509.DNSName, SERVICE_NAMES),
+    sans = [x509.IPAddress(ipaddress.IPv4Address(address)), *map(x509.DNSName, (node_name, *SERVICE_NAMES)),
             x509.IPAddress(ipaddress.IPv4Address(SERVICE_IP))]
     server = _cert(_name("kube-apiserver"), server_key, ca_name, ca_key, CERT_DAYS, now,
                    usage=[ExtendedKeyUsageOID.SERVER_AUTH], sans=sans)
@@ -159,7 +163,7 @@ def kubeadm_config(vc: dict, role: str, pki: dict[str, str]) -> str:
                 f"    apiServerEndpoint: {endpoint}\n    token: \"{pki['token']}\"\n"
                 f"    caCertHashes:\n    - \"{ca_cert_hash(pki)}\"\nnodeRegistration:\n  name: {node_name}\n")
     taints = "  taints: []\n" if vc["isolation"] == "namespace" else ""
-    sans = "".join(f"  - \"{s}\"\n" for s in (vc["addresses"]["cp"], *SERVICE_NAMES, SERVICE_IP))
+    sans = "".join(f"  - \"{s}\"\n" for s in (vc["addresses"]["cp"], node_name, *SERVICE_NAMES, SERVICE_IP))
     return ("apiVersion: kubeadm.k8s.io/v1beta3\nkind: InitConfiguration\nbootstrapTokens:\n"
             f"- token: \"{pki['token']}\"\n  ttl: \"0s\"\nlocalAPIEndpoint:\n"
             f"  advertiseAddress: {vc['addresses']['cp']}\n  bindPort: {PORT}\nnodeRegistration:\n  name: {node_name}\n"

@@ -173,7 +173,7 @@ def test_scaling_allocates_the_new_workers_addresses_in_the_log():
 # ---- PKI -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pki() -> dict[str, str]:
-    return vcluster_pki.make("10.77.0.2")
+    return vcluster_pki.make("10.77.0.2", "dev-cp")
 
 
 def test_the_certificates_chain_to_the_cluster_ca_with_the_api_servers_names(pki):
@@ -182,14 +182,14 @@ def test_the_certificates_chain_to_the_cluster_ca_with_the_api_servers_names(pki
     admin = x509.load_pem_x509_certificate(pki["admin.crt"].encode())
     for cert in (server, admin):
         cert.verify_directly_issued_by(ca)
-    other = x509.load_pem_x509_certificate(vcluster_pki.make("10.77.0.3")["ca.crt"].encode())
+    other = x509.load_pem_x509_certificate(vcluster_pki.make("10.77.0.3", "dev-cp")["ca.crt"].encode())
     with pytest.raises(InvalidSignature):
         admin.verify_directly_issued_by(other)
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.IPv4Address("10.77.0.2"),
                                                         ipaddress.IPv4Address("10.96.0.1")]
-    assert sans.get_values_for_type(x509.DNSName) == ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                                                      "kubernetes.default.svc.cluster.local"]
+    assert sans.get_values_for_type(x509.DNSName) == ["dev-cp", "kubernetes", "kubernetes.default",
+                                                      "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
     assert admin.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "admin"
     assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
     usage = admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -245,11 +245,13 @@ def test_user_data_keeps_the_guest_contract(pki):
     kubeadm = files["/etc/kubernetes/gpve-kubeadm.yaml"][1]
     assert "kind: InitConfiguration" in kubeadm and "kubernetesVersion: v1.28.0" in kubeadm
     assert "controlPlaneEndpoint: 10.77.0.2:6443" in kubeadm and pki["token"] in kubeadm
+    assert "nodeRegistration:\n  name: dev-cp\n" in kubeadm and '  - "dev-cp"\n' in kubeadm  # its certSANs
     assert lines[-2:] == ["runcmd:", "- kubeadm init --config /etc/kubernetes/gpve-kubeadm.yaml"]
     worker = vcluster_pki.user_data(record, "w1", pki)
-    assert "hostname: dev-w1" in worker and worker.count("- path: ") == 2 and "apiserver" not in worker
+    # a worker gets no ca.crt: kubeadm join's preflight refuses an existing one (it checks caCertHashes instead)
+    assert "hostname: dev-w1" in worker and worker.count("- path: ") == 1 and "/etc/kubernetes/pki" not in worker
     assert worker.endswith("- kubeadm join --config /etc/kubernetes/gpve-kubeadm.yaml\n")
-    join = base64.b64decode(re.findall(r"content: (\S+)", worker)[1]).decode()
+    join = base64.b64decode(re.findall(r"content: (\S+)", worker)[0]).decode()
     assert "kind: JoinConfiguration" in join and "apiServerEndpoint: 10.77.0.2:6443" in join
     assert vcluster_pki.ca_cert_hash(pki) in join
 

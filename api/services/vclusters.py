@@ -414,7 +414,7 @@ class VClusterTasks:
         if vc.get("previous_node") not in (None, vc["node"]) and self.node.node_online(vc["previous_node"]):
             await self._snippets(run, vc, vc["previous_node"], [], "leftover-snippets")
         run.log(f"making the cluster's keys (API server address {vc['addresses']['cp']})")
-        pki = await trio.to_thread.run_sync(pki_files.make, vc["addresses"]["cp"])
+        pki = await trio.to_thread.run_sync(pki_files.make, vc["addresses"]["cp"], f"{vc['name']}-cp")
         await self._update(run, "pki", pki=pki_files.seal(self.node.raft_key, pki), previous_node=vc["node"])
         storage = await self._snippets(run, vc, vc["node"], roles, "snippets")
         for role in roles:
