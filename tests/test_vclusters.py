@@ -220,6 +220,14 @@ def test_grpc_vcluster_service(node, template):
     rpc_status.from_call(exc.value).details[0].Unpack(bad := error_details_pb2.BadRequest())
     assert [(v.field, v.description) for v in bad.field_violations] == [
         ("k8s_version", "unsupported Kubernetes version '2.0.0' - available: 1.28.0, 1.29.1")]
+    with pytest.raises(grpc.RpcError) as exc:  # an isolation the enum lacks (tester's finding 7)
+        rpc.vclusters.Create(pb.CreateVClusterRequest(name="g1", k8s_version="1.28.0", isolation=7,
+                                                      resources=pb.VClusterResources(cpu=1, memory_mib=128)),
+                             metadata=root)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    rpc_status.from_call(exc.value).details[0].Unpack(bad := error_details_pb2.BadRequest())
+    assert [v.field for v in bad.field_violations] == ["isolation"], bad
+    assert "enumeration" in bad.field_violations[0].description
     made = rpc.vclusters.Create(pb.CreateVClusterRequest(
         name="g1", k8s_version="1.28.0", isolation=pb.ISOLATION_VM, workers=1,
         resources=pb.VClusterResources(cpu=1, memory_mib=128),

@@ -31,6 +31,14 @@ def message(row: dict) -> pb.VCluster:
                        reason=row.get("reason", ""), workers=row["workers"], upid=row["upid"])
 
 
+def _isolation(value: int) -> str:
+    """The REST value of an Isolation: unset is `namespace`; a number the enum lacks goes as it is, for REST's 400
+    (INVALID_ARGUMENT naming `isolation`)."""
+    if value == pb.ISOLATION_UNSPECIFIED:
+        return "namespace"
+    return {v: k for k, v in ISOLATIONS.items()}.get(value, str(value))
+
+
 def _resources(resources: pb.VClusterResources) -> dict:
     return {k: v for k, v in (("cpu", resources.cpu or None),
                               ("memory", f"{resources.memory_mib}Mi" if resources.memory_mib else None)) if v}
@@ -46,7 +54,7 @@ class VClusterService(vcluster_pb2_grpc.VClusterServiceServicer):
         network = request.network if request.HasField("network") else None
         row = await call.rest("POST", "/v1/vclusters", {
             "name": request.name, "k8s_version": request.k8s_version,
-            "isolation": {v: k for k, v in ISOLATIONS.items()}.get(request.isolation, "namespace"),
+            "isolation": _isolation(request.isolation),
             "resources": _resources(request.resources), "workers": request.workers or None,
             "node_selector": {"node": request.node} if request.node else None,
             "network": {"bridge": network.bridge, "cidr": network.cidr, "gateway": network.gateway}
