@@ -125,7 +125,7 @@ def choose_template(s: State, version: str, template: int | None, selector: str 
     reachable = [t for t in offered[version] if selector is None or selector in clone_nodes(s, t)]
     if not reachable:
         raise bad_request("Parameter verification failed", {
-            "node_selector": f"no vCluster template offering Kubernetes {version} can be cloned onto node "
+            "node_selector.node": f"no vCluster template offering Kubernetes {version} can be cloned onto node "
                              f"'{selector}' (their disks are on another node's local storage)"})
     return reachable[0]
 
@@ -224,14 +224,15 @@ def place(s: State, selector: str | None, cpu: int, memory: int, guests: int, sk
           among: list[str] | None = None) -> str:
     """The node for `guests` guests of `cpu` cores and `memory` MiB each: `selector`, or the node (of `among`, default
     all) with the most free memory. A guest may not have more cores than its node has CPUs (Proxmox: `MAX N vcpus
-    allowed per VM on this node`). 404 for an unknown node, 400 for one the template cannot be cloned onto, 409
-    naming each node's free memory when none fits."""
+    allowed per VM on this node`). 400 for an unknown node or one the template cannot be cloned onto, 409 naming
+    each node's free memory when none fits."""
     if selector is not None and selector not in s.nodes:
-        raise not_found(f"no such cluster node '{selector}'")
+        raise bad_request("Parameter verification failed",
+                          {"node_selector.node": f"no such cluster node '{selector}'"})
     if selector is not None and among is not None and selector not in among:
         raise bad_request("Parameter verification failed", {
-            "node_selector": f"the template cannot be cloned onto node '{selector}' (its disks are on local storage "
-                             f"of node {', '.join(among)})"})
+            "node_selector.node": f"the template cannot be cloned onto node '{selector}' (its disks are on local "
+                                  f"storage of node {', '.join(among)})"})
     need = memory * guests
     fits, seen = [], []
     for name in [selector] if selector else sorted(among if among is not None else s.nodes):
@@ -395,7 +396,8 @@ def _(c: CreateVCluster, s: State) -> Decision:
     if same is None and vc_id in s.vclusters:
         raise conflict(f"vCluster id '{vc_id}' is taken")
     if c.selector is not None and c.selector not in s.nodes:
-        raise not_found(f"no such cluster node '{c.selector}'")
+        raise bad_request("Parameter verification failed",
+                          {"node_selector.node": f"no such cluster node '{c.selector}'"})
     template = choose_template(s, c.k8s_version, c.template, c.selector)
     network = check_network(c.network or DEFAULT_NETWORK)
     wanted = roles(c.workers)

@@ -95,8 +95,17 @@ def test_create_refusals_leave_nothing_behind(node, template):
     assert r.status_code == 400 and "resources.memory" in r.json()["errors"]
     r = s.post(f"{v1(node)}/vclusters", json={**base, "workers": 2}, timeout=10)
     assert r.status_code == 400 and "isolation 'vm'" in r.json()["errors"]["workers"]
+    # per-field errors are named as the body nests them (tester's findings 13, 14)
     r = s.post(f"{v1(node)}/vclusters", json={**base, "node_selector": {"node": "elsewhere"}}, timeout=10)
-    assert r.status_code == 404
+    assert (r.status_code, r.json()["errors"]) == (400, {"node_selector.node": "no such cluster node 'elsewhere'"})
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": True, "memory": "1Gi"}}, timeout=10)
+    assert r.json()["errors"] == {"resources.cpu": "type check ('integer or string') failed - got 'True'"}
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": None, "memory": "1Gi"}}, timeout=10)
+    assert r.json()["errors"] == {"resources.cpu": "property is missing and it is not optional"}
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "network": {**NET, "gateway": None}}, timeout=10)
+    assert r.json()["errors"] == {"network.gateway": "property is missing and it is not optional"}
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "network": {**NET, "cidr": "10.88.0.0/33"}}, timeout=10)
+    assert r.status_code == 400 and list(r.json()["errors"]) == ["network.cidr"]
     r = s.post(f"{v1(node)}/vclusters", json={**base, "network": {**NET, "gateway": "10.99.0.1"}}, timeout=10)
     assert r.status_code == 400 and "network.gateway" in r.json()["errors"]
     assert (s.get(f"{v1(node)}/vclusters", timeout=10).json(), node.api().cluster.resources.get(type="vm")) == before
@@ -220,6 +229,13 @@ def test_grpc_vcluster_service(node, template):
     rpc_status.from_call(exc.value).details[0].Unpack(bad := error_details_pb2.BadRequest())
     assert [(v.field, v.description) for v in bad.field_violations] == [
         ("k8s_version", "unsupported Kubernetes version '2.0.0' - available: 1.28.0, 1.29.1")]
+    with pytest.raises(grpc.RpcError) as exc:
+        rpc.vclusters.Create(pb.CreateVClusterRequest(name="g1", k8s_version="1.28.0", node="nX",
+                                                      resources=pb.VClusterResources(cpu=1, memory_mib=128)),
+                             metadata=root)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    rpc_status.from_call(exc.value).details[0].Unpack(bad := error_details_pb2.BadRequest())
+    assert [(v.field, v.description) for v in bad.field_violations] == [("node", "no such cluster node 'nX'")]
     with pytest.raises(grpc.RpcError) as exc:  # an isolation the enum lacks (tester's finding 7)
         rpc.vclusters.Create(pb.CreateVClusterRequest(name="g1", k8s_version="1.28.0", isolation=7,
                                                       resources=pb.VClusterResources(cpu=1, memory_mib=128)),

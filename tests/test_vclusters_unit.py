@@ -95,7 +95,8 @@ def test_placement_takes_the_node_with_the_most_free_memory_and_refuses_when_non
     [refused] = run(m, create("d", "four", cpu=8))  # more cores than the node has CPUs
     assert refused["error"]["status"] == 409 and "4 CPUs" in refused["error"]["message"]
     [refused] = run(m, create("e", "five", selector="n9"))
-    assert refused["error"] == {"status": 404, "message": "no such cluster node 'n9'"}
+    assert refused["error"] == {"status": 400, "message": "Parameter verification failed",
+                                "errors": {"node_selector.node": "no such cluster node 'n9'"}}
 
 
 def test_a_template_on_local_storage_is_cloned_on_its_own_node():
@@ -106,11 +107,11 @@ def test_a_template_on_local_storage_is_cloned_on_its_own_node():
     [made] = run(m, create("a", "one", k8s_version="1.30.0"))
     assert made["ok"]["node"] == "n1"  # n2 has more memory free, but cannot reach n1's local storage
     [refused] = run(m, create("b", "two", k8s_version="1.30.0", selector="n2"))
-    assert refused["error"]["errors"] == {"node_selector": "no vCluster template offering Kubernetes 1.30.0 can be "
+    assert refused["error"]["errors"] == {"node_selector.node": "no vCluster template offering Kubernetes 1.30.0 can be "
                                                            "cloned onto node 'n2' (their disks are on another "
                                                            "node's local storage)"}
     [refused] = run(m, create("c", "three", k8s_version="1.30.0", selector="n2", template=901))
-    assert "cannot be cloned onto node 'n2'" in refused["error"]["errors"]["node_selector"]
+    assert "cannot be cloned onto node 'n2'" in refused["error"]["errors"]["node_selector.node"]
 
 
 def test_create_refusals_write_nothing():

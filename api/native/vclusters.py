@@ -6,7 +6,7 @@ import dataclasses
 
 from api.context import Ctx, Reply
 from api.registry import API
-from api.schema import Param, Permission
+from api.schema import QUANTITY, Param, Permission
 from api.services import vclusters
 from engine import vclusters as rules
 
@@ -28,8 +28,9 @@ VCLUSTER = {"type": "object", "required": ["id", "name", "status", "k8s_version"
     "upid": {"type": "string", "description": "its current or last task"}}}
 ID = Param("id", optional=False, location="path", pattern=rules.VC_ID.pattern, description="The vCluster's id.")
 # parsed by engine/vclusters.py (`cpu_cores`, `memory_mib`), whose refusals say what a quantity looks like
-RESOURCES = (Param("cpu", max_length=32, description="Cores per guest, or millicores (`500m`, rounded up)."),
-             Param("memory", max_length=32,
+RESOURCES = (Param("cpu", QUANTITY, max_length=32,
+                   description="Cores per guest, or millicores (`500m`, rounded up)."),
+             Param("memory", QUANTITY, max_length=32,
                    description="Memory per guest, a Kubernetes quantity: `8Gi`, `512Mi`, `1G`, bytes."))
 WORKERS = Param("workers", "integer", minimum=0, maximum=rules.MAX_WORKERS,
                 description="Worker guests besides the control plane (isolation `vm` only).")

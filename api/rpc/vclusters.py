@@ -16,7 +16,7 @@ STATES = {"provisioning": pb.VCLUSTER_STATE_PROVISIONING, "running": pb.VCLUSTER
           "failed": pb.VCLUSTER_STATE_FAILED}
 ISOLATIONS = {"namespace": pb.ISOLATION_NAMESPACE, "vm": pb.ISOLATION_VM}
 ONE = "/v1/vclusters/{id}"
-FIELDS = {"resources.cpu": "resources.cpu", "resources.memory": "resources.memory_mib", "node_selector": "node"}
+FIELDS = {"resources.cpu": "resources.cpu", "resources.memory": "resources.memory_mib", "node_selector.node": "node"}
 
 
 def message(row: dict) -> pb.VCluster:
