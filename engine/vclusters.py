@@ -44,6 +44,8 @@ DEFAULT_NETWORK = {"bridge": "vmbr0", "cidr": "10.77.0.0/24", "gateway": "10.77.
 BUSY = ("provisioning", "scaling", "deleting")
 MAX_WORKERS = 16
 MIB = 1 << 20
+MAX_MEMORY = 4 << 20  # MiB: 4Ti per guest, a bound that keeps every figure recordable
+MAX_CORES = 512
 CHANGEABLE = ("status", "reason", "guests", "uuids", "pki", "api_server", "cpu", "memory", "workers", "addresses",
               "previous_node")
 _QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?")
@@ -53,26 +55,39 @@ _FACTORS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12
 
 # ---- quantities (Kubernetes' resource.Quantity, the forms a pod spec takes) ----------------------------------
 def memory_mib(text: str | int) -> int:
-    """`8Gi`, `512Mi`, `1G`, `1500k` or plain bytes, as MiB (rounded up: a guest gets at least what was asked).
-    ValueError for anything else or under 16 MiB (Proxmox's minimum)."""
-    m = _QUANTITY.fullmatch(str(text).strip())
+    """`8Gi`, `512Mi`, `1G`, `1500k` or plain bytes (no spaces), as MiB (rounded up: a guest gets at least what was
+    asked). ValueError for anything else, under 16 MiB (Proxmox's minimum) or over 4Ti."""
+    m = _QUANTITY.fullmatch(str(text))
     if not m:
         raise ValueError(f"invalid memory quantity '{text}' - use bytes or a suffix such as 512Mi, 8Gi, 1G")
     size = int(m.group(1)) * _FACTORS[m.group(2)]
     mib = -(-size // MIB)
     if mib < 16:
         raise ValueError(f"memory '{text}' is less than the minimum of 16Mi")
+    if mib > MAX_MEMORY:
+        raise ValueError(f"memory '{text}' is more than the maximum of {memory_text(MAX_MEMORY)}")
     return mib
 
 
+def memory_text(mib: int) -> str:
+    """MiB as shown: in the largest binary unit that states it exactly (`8Gi`, `1536Mi`, `4Ti`)."""
+    for unit, factor in (("Ti", 1 << 20), ("Gi", 1 << 10)):
+        if mib % factor == 0:
+            return f"{mib // factor}{unit}"
+    return f"{mib}Mi"
+
+
 def cpu_cores(text: str | int) -> int:
-    """A CPU quantity as whole cores: `4`, or millicores `500m` rounded up. ValueError for anything else or 0."""
-    m = re.fullmatch(r"(\d+)(m?)", str(text).strip())
+    """A CPU quantity as whole cores: `4`, or millicores `500m` rounded up (no spaces). ValueError for anything
+    else, 0, or more than MAX_CORES."""
+    m = re.fullmatch(r"(\d+)(m?)", str(text))
     if not m:
         raise ValueError(f"invalid cpu quantity '{text}' - use cores (4) or millicores (500m)")
     cores = -(-int(m.group(1)) // 1000) if m.group(2) else int(m.group(1))
     if cores < 1:
         raise ValueError("cpu must be at least 1m")
+    if cores > MAX_CORES:
+        raise ValueError(f"cpu '{text}' is more than the maximum of {MAX_CORES} cores")
     return cores
 
 

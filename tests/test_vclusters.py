@@ -87,10 +87,17 @@ def test_create_refusals_leave_nothing_behind(node, template):
     assert r.json()["errors"]["k8s_version"] == "unsupported Kubernetes version '1.99.0' - available: 1.28.0, 1.29.1"
     r = s.post(f"{v1(node)}/vclusters", json={**base, "isolation": "cluster"}, timeout=10)
     assert r.status_code == 400 and "enumeration" in r.json()["errors"]["isolation"]
-    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": 1, "memory": "64Ti"}}, timeout=10)
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": 1, "memory": "3Ti"}}, timeout=10)
     assert r.status_code == 409, r.text
     assert r.json()["message"].startswith("no node can take the vCluster: it needs 1 guest(s) of 1 core(s) and "
-                                          "67108864 MiB") and "n1: " in r.json()["message"]
+                                          "3145728 MiB") and "n1: " in r.json()["message"]
+    # bounds and spaces refused in validation (tester's findings 8, 16)
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": 1, "memory": "9" * 26 + "Gi"}}, timeout=10)
+    assert r.json()["errors"] == {"resources.memory": f"memory '{'9' * 26}Gi' is more than the maximum of 4Ti"}
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": "9" * 26, "memory": " 1Gi"}}, timeout=10)
+    assert r.json()["errors"] == {"resources.cpu": f"cpu '{'9' * 26}' is more than the maximum of 512 cores",
+                                  "resources.memory": "invalid memory quantity ' 1Gi' - use bytes or a suffix such as "
+                                                      "512Mi, 8Gi, 1G"}
     r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": 1, "memory": "lots"}}, timeout=10)
     assert r.status_code == 400 and "resources.memory" in r.json()["errors"]
     r = s.post(f"{v1(node)}/vclusters", json={**base, "workers": 2}, timeout=10)

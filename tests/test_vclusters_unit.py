@@ -58,6 +58,14 @@ def test_quantities_refused_with_what_they_look_like():
         vc.memory_mib("8GB")
     with pytest.raises(ValueError, match="minimum of 16Mi"):
         vc.memory_mib("1Mi")
+    with pytest.raises(ValueError, match="more than the maximum of 4Ti"):
+        vc.memory_mib("99999999999999999999999999Gi")
+    for spaced in (" 1Gi", "1Gi ", "1 Gi", " 4", "4 "):
+        with pytest.raises(ValueError, match="invalid"):
+            vc.memory_mib(spaced) if "Gi" in spaced else vc.cpu_cores(spaced)
+    with pytest.raises(ValueError, match="maximum of 512 cores"):
+        vc.cpu_cores("99999999999999999999999999")
+    assert [vc.memory_text(m) for m in (128, 1024, 1536, 954, 4 << 20)] == ["128Mi", "1Gi", "1536Mi", "954Mi", "4Ti"]
     assert [vc.cpu_cores(q) for q in (4, "4", "500m", "1001m")] == [4, 4, 1, 2]
     for bad in ("0", "0m", "1.5", "two"):
         with pytest.raises(ValueError):
@@ -107,9 +115,9 @@ def test_a_template_on_local_storage_is_cloned_on_its_own_node():
     [made] = run(m, create("a", "one", k8s_version="1.30.0"))
     assert made["ok"]["node"] == "n1"  # n2 has more memory free, but cannot reach n1's local storage
     [refused] = run(m, create("b", "two", k8s_version="1.30.0", selector="n2"))
-    assert refused["error"]["errors"] == {"node_selector.node": "no vCluster template offering Kubernetes 1.30.0 can be "
-                                                           "cloned onto node 'n2' (their disks are on another "
-                                                           "node's local storage)"}
+    assert refused["error"]["errors"] == {"node_selector.node": "no vCluster template offering Kubernetes 1.30.0 can "
+                                                                "be cloned onto node 'n2' (their disks are on "
+                                                                "another node's local storage)"}
     [refused] = run(m, create("c", "three", k8s_version="1.30.0", selector="n2", template=901))
     assert "cannot be cloned onto node 'n2'" in refused["error"]["errors"]["node_selector.node"]
 

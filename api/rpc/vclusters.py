@@ -10,6 +10,7 @@ from api.rpc.core import Call, Runner, unary
 from api.rpc.operations import operation
 from api.rpc.pb import vcluster_pb2 as pb
 from api.rpc.pb import vcluster_pb2_grpc
+from engine.vclusters import memory_mib
 
 STATES = {"provisioning": pb.VCLUSTER_STATE_PROVISIONING, "running": pb.VCLUSTER_STATE_RUNNING,
           "scaling": pb.VCLUSTER_STATE_SCALING, "deleting": pb.VCLUSTER_STATE_DELETING,
@@ -22,7 +23,7 @@ FIELDS = {"resources.cpu": "resources.cpu", "resources.memory": "resources.memor
 def message(row: dict) -> pb.VCluster:
     """A VCluster from REST's answer."""
     created = datetime.datetime.strptime(row["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    memory = int(row["resources"]["memory"].removesuffix("Mi"))
+    memory = memory_mib(row["resources"]["memory"])
     return pb.VCluster(id=row["id"], name=row["name"], state=STATES[row["status"]], k8s_version=row["k8s_version"],
                        node=row["node"], isolation=ISOLATIONS[row["isolation"]],
                        create_time=Timestamp(seconds=int(created.timestamp())),

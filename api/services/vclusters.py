@@ -57,7 +57,7 @@ def shown(s, vc: dict) -> dict:
     return {"id": vc["id"], "name": vc["name"], "status": status, "k8s_version": vc["k8s_version"],
             "node": vc["node"], "isolation": vc["isolation"], "created_at": created,
             "endpoints": {"api_server": vc["api_server"]}, **({"reason": reason} if reason else {}),
-            "resources": {"cpu": vc["cpu"], "memory": f"{vc['memory']}Mi"}, "workers": vc["workers"],
+            "resources": {"cpu": vc["cpu"], "memory": vc_rules.memory_text(vc["memory"])}, "workers": vc["workers"],
             "template": vc["template"], "network": dict(vc["network"]),
             "guests": [{"role": role, "name": f"{vc['name']}-{role}", "address": address,
                         **({"vmid": vc["guests"][role]} if role in vc["guests"] else {})}
