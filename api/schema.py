@@ -65,6 +65,7 @@ class Param:
     items: Param | None = None  # an array's element
     properties: tuple[Param, ...] = ()  # an object's members (no others allowed)
     max_items: int | None = None
+    strict: bool = False  # a string only: a JSON number is refused, not taken as its digits
 
     def matches(self, key: str) -> bool:
         if self.max_index is None:
@@ -103,7 +104,8 @@ class Param:
             except (TypeError, ValueError):
                 raise ValueError(f"type check ('number') failed - got '{raw}'") from None
         else:
-            if isinstance(raw, (dict, list, bool)) or (self.type == QUANTITY and not isinstance(raw, (int, str))):
+            if isinstance(raw, (dict, list, bool)) or (self.type == QUANTITY and not isinstance(raw, (int, str))) \
+                    or (self.strict and not isinstance(raw, str)):
                 # a JSON true is no string ("True" would be stored)
                 raise ValueError(f"type check ('{'integer or string' if self.type == QUANTITY else 'string'}') "
                                  f"failed - got '{raw}'")

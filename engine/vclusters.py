@@ -389,8 +389,8 @@ def _record(s: State, vc_id: str) -> dict:
 @decide.register
 def _(c: CreateVCluster, s: State) -> Decision:
     if not NAME.fullmatch(c.name):
-        raise bad_request("Parameter verification failed", {"name": "invalid name - a DNS label of lower case letters, "
-                                                                    "digits and '-', at most 40 characters"})
+        raise bad_request("Parameter verification failed",
+                          {"name": "value must be a lowercase DNS label of at most 40 characters"})
     if c.isolation not in ISOLATIONS:
         raise bad_request("Parameter verification failed", {
             "isolation": f"value '{c.isolation}' does not have a value in the enumeration '{', '.join(ISOLATIONS)}'"})

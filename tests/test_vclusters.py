@@ -85,6 +85,11 @@ def test_create_refusals_leave_nothing_behind(node, template):
     r = s.post(f"{v1(node)}/vclusters", json={**base, "k8s_version": "1.99.0"}, timeout=10)
     assert r.status_code == 400
     assert r.json()["errors"]["k8s_version"] == "unsupported Kubernetes version '1.99.0' - available: 1.28.0, 1.29.1"
+    for name in ("a" * 41, "Dev", "-dev", "dev_1"):  # tester's finding 15
+        r = s.post(f"{v1(node)}/vclusters", json={**base, "name": name}, timeout=10)
+        assert r.json()["errors"] == {"name": "value must be a lowercase DNS label of at most 40 characters"}, name
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "name": 5}, timeout=10)
+    assert r.json()["errors"] == {"name": "type check ('string') failed - got '5'"}
     r = s.post(f"{v1(node)}/vclusters", json={**base, "isolation": "cluster"}, timeout=10)
     assert r.status_code == 400 and "enumeration" in r.json()["errors"]["isolation"]
     r = s.post(f"{v1(node)}/vclusters", json={**base, "resources": {"cpu": 1, "memory": "3Ti"}}, timeout=10)

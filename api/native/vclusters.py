@@ -49,8 +49,9 @@ async def list_vclusters(ctx: Ctx, p: dict) -> dict:
 
 
 @API.endpoint("POST", "/vclusters", native=True, params=[
-    Param("name", optional=False, pattern=rules.NAME.pattern,
-          description="A DNS label; names its guests (`NAME-cp`, `NAME-wN`). Creating a failed vCluster's name again "
+    Param("name", optional=False, strict=True, max_length=64,  # the rule and its message: engine/vclusters.py
+          description="A lowercase DNS label of at most 40 characters (letters, digits, '-'; a letter or digit at "
+                      "each end); names its guests (`NAME-cp`, `NAME-wN`). Creating a failed vCluster's name again "
                       "provisions it anew."),
     Param("k8s_version", optional=False, max_length=64,
           description="One of the versions a vCluster template offers (`GET /v1/templates`)."),
