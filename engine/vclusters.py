@@ -38,6 +38,7 @@ ISOLATIONS = ("namespace", "vm")
 TEMPLATE_TAG = "gpve-vcluster"  # a template carrying this tag is a vCluster template
 VERSION_TAG = "k8s-"  # ... and each `k8s-<version>` tag names a Kubernetes version its image provides
 VERSION = re.compile(r"[0-9a-z][0-9a-z_\-+.]*")  # what a tag can hold (Proxmox's pve-tag, lower case)
+K8S_VERSION = re.compile(r"v?(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})")  # Kubernetes' MAJOR.MINOR.PATCH
 VC_ID = re.compile(r"vc-[a-z0-9]{4,32}")
 NAME = re.compile(r"[a-z0-9]([a-z0-9\-]{0,38}[a-z0-9])?")  # a DNS label: it names the guests (`NAME-cp`)
 DEFAULT_NETWORK = {"bridge": "vmbr0", "cidr": "10.77.0.0/24", "gateway": "10.77.0.1"}
@@ -89,6 +90,12 @@ def cpu_cores(text: str | int) -> int:
     if cores > MAX_CORES:
         raise ValueError(f"cpu '{text}' is more than the maximum of {MAX_CORES} cores")
     return cores
+
+
+def k8s_version(text: str) -> str | None:
+    """`1.28.0` or `v1.28.0` as `1.28.0`; None for anything else."""
+    m = K8S_VERSION.fullmatch(text)
+    return ".".join(m.groups()) if m else None
 
 
 # ---- templates -------------------------------------------------------------------------------------------

@@ -76,6 +76,17 @@ def test_templates_name_their_kubernetes_versions(node, template):
                                               "k8s_versions": ["1.29.1", "1.28.0"]}, timeout=60)
     assert r.status_code == 200, r.text
     assert (r.json()["k8s_versions"], "team-a" in r.json()["tags"]) == (["1.28.0", "1.29.1"], True)
+    # versions are MAJOR.MINOR.PATCH, a leading v dropped, each once; each bad one named (tester's finding 9)
+    r = s.post(f"{v1(node)}/templates", json={"source_vmid": template, "kind": "vcluster",
+                                              "k8s_versions": ["1.28.0", "x y", "v1.29.1", "1.28", "v1.28.0"]},
+               timeout=60)
+    assert r.status_code == 400 and r.json()["errors"] == {
+        f"k8s_versions[{i}]": f"invalid Kubernetes version '{v}' - use MAJOR.MINOR.PATCH (1.28.0, a leading 'v' is "
+                              "dropped)" for i, v in ((1, "x y"), (3, "1.28"))}
+    r = s.post(f"{v1(node)}/templates", json={"source_vmid": template, "kind": "vcluster",
+                                              "k8s_versions": ["v1.29.1", "1.28.0", "1.29.1"]}, timeout=60)
+    assert r.status_code == 200 and r.json()["k8s_versions"] == ["1.28.0", "1.29.1"], r.text
+    assert node.api().nodes("n1").qemu(template).config.get()["tags"].count("k8s-1.29.1") == 1
 
 
 def test_create_refusals_leave_nothing_behind(node, template):

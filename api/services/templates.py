@@ -45,10 +45,11 @@ def kind_tags(tags: list[str] | None, kind: str | None, versions: list[str] | No
         return tags
     if not versions:
         raise ParamErrors({"k8s_versions": "a vCluster template offers at least one Kubernetes version"})
-    bad = [v for v in versions if not vc_rules.VERSION.fullmatch(v)]
+    bad = {f"k8s_versions[{i}]": f"invalid Kubernetes version '{v}' - use MAJOR.MINOR.PATCH (1.28.0, a leading "
+                                 "'v' is dropped)" for i, v in enumerate(versions) if vc_rules.k8s_version(v) is None}
     if bad:
-        raise ParamErrors({"k8s_versions": f"invalid version '{bad[0]}' (lower case letters, digits, '.', '-', "
-                                           "'+', '_')"})
+        raise ParamErrors(bad)
+    versions = list(dict.fromkeys(vc_rules.k8s_version(v) or v for v in versions))  # as given, once each
     kept = [t for t in tags or [] if t != vc_rules.TEMPLATE_TAG and not t.startswith(vc_rules.VERSION_TAG)]
     return [*kept, vc_rules.TEMPLATE_TAG, *(vc_rules.VERSION_TAG + v for v in versions)]
 

@@ -97,6 +97,7 @@ async def create(ctx: Ctx, name: str, k8s_version: str, isolation: str, resource
     `vccreate` task; answers the record with `upid`. Everything is checked in the log at once (template, node,
     addresses): a refusal writes nothing."""
     cpu, memory = _quantities(resources, required=True)
+    k8s_version = vc_rules.k8s_version(k8s_version) or k8s_version  # `v1.28.0` is 1.28.0; others: the log's 400
     with ctx.node.read() as s:  # a failed vCluster's name: it is provisioned anew under its id (its task's UPID too)
         vc_id = next((v["id"] for v in s.vclusters.values() if v["name"] == name), None)
     vc_id = vc_id or "vc-" + ctx.node.new_request_id()[:10]
