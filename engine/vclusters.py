@@ -455,7 +455,9 @@ def _(c: StartVClusterTask, s: State) -> Decision:
             raise bad_request(f"the snippets of vCluster '{c.vc_id}' are on node '{vc['node']}'")
     elif c.type == "vcdelete":
         if status in BUSY:
-            raise conflict(f"vCluster '{c.vc_id}' is busy ({status}) - try again when it is done")
+            where = s.tasks.get(vc.get("upid", ""), {}).get("node", c.node)
+            raise conflict(f"vCluster '{c.vc_id}' is busy ({status}) - try again when it is done, or stop its task "
+                           f"(DELETE /nodes/{where}/tasks/{vc['upid']})")
         events.append(VClusterChanged(vc_id=c.vc_id, value={**vc, "status": "deleting", "reason": "",
                                                             "upid": c.upid}))
     else:

@@ -158,7 +158,8 @@ def test_a_name_is_taken_until_its_vcluster_failed_then_a_create_provisions_it_a
     assert record["addresses"] == {"cp": "10.77.0.2"}
     [busy] = run(m, vc.StartVClusterTask(request_id="d", ts=4.0, vc_id="vc-a000", type="vcdelete", node="n1",
                                          upid="U-d", starttime=4))
-    assert busy["error"]["status"] == 409 and "busy (provisioning)" in busy["error"]["message"]
+    assert busy["error"] == {"status": 409, "message": "vCluster 'vc-a000' is busy (provisioning) - try again when it "
+                                                       "is done, or stop its task (DELETE /nodes/n1/tasks/U-c)"}
     [scale] = run(m, vc.StartVClusterTask(request_id="s", ts=4.0, vc_id="vc-a000", type="vcscale", node="n1",
                                           upid="U-s", starttime=4, intent={"workers": 2}))
     assert scale["error"]["message"] == "vCluster 'vc-a000' is provisioning - only a running vCluster can be scaled"
