@@ -31,6 +31,7 @@ from engine.commands import Command
 from engine.decide import Decision, decide
 from engine.errors import Rejection, bad_request, conflict, not_found
 from engine.events import Event, TaskStarted
+from engine.roles import privileges_on
 from engine.state import State, apply
 from engine.volumes import owned_volumes
 
@@ -410,8 +411,12 @@ def _(c: CreateVCluster, s: State) -> Decision:
     if c.orchestrator not in s.nodes:
         raise not_found(f"no such cluster node '{c.orchestrator}'")
     same = next((v for v in s.vclusters.values() if v["name"] == c.name), None)
-    if same is not None and shown_status(s, same)[0] != "failed":
-        raise conflict(f"vCluster '{c.name}' already exists ({same['id']})")
+    if same is not None:
+        # its id only to who may audit it; provisioning it anew (a failed one) needs VCluster.Allocate on it
+        held = privileges_on(s, c.user, f"/vclusters/{same['id']}")
+        if shown_status(s, same)[0] != "failed" or "VCluster.Allocate" not in held:
+            raise conflict(f"vCluster '{c.name}' already exists" +
+                           (f" ({same['id']})" if "VCluster.Audit" in held else ""))
     vc_id = same["id"] if same is not None else c.vc_id
     if same is None and not VC_ID.fullmatch(vc_id):
         raise bad_request(f"invalid vCluster id '{vc_id}'")

@@ -220,6 +220,16 @@ def test_privileges_on_vclusters(node, template):
                                                 "resources": {"cpu": 1, "memory": "1Gi"}}, timeout=10)
     assert (r.status_code, r.json()["message"]) == (403, "Permission denied - missing 'VCluster.Allocate' on "
                                                          "'/vclusters'")
+    # a name taken: its id is not told to who may not audit it, nor may they provision it anew (finding 19)
+    maker = user_session(node, "vcmaker@pve")
+    px.access.acl.put(path="/vclusters", roles="PVEAdmin", users="vcmaker@pve", propagate=0)
+    r = maker.post(f"{v1(node)}/vclusters", json={"name": "other", "k8s_version": "1.28.0", "network": NET,
+                                                  "resources": {"cpu": 1, "memory": "128Mi"}}, timeout=10)
+    assert (r.status_code, r.json()["message"]) == (409, "vCluster 'other' already exists")
+    px.access.acl.put(path=f"/vclusters/{other}", roles="PVEAuditor", users="vcmaker@pve")
+    r = maker.post(f"{v1(node)}/vclusters", json={"name": "other", "k8s_version": "1.28.0", "network": NET,
+                                                  "resources": {"cpu": 1, "memory": "128Mi"}}, timeout=10)
+    assert (r.status_code, r.json()["message"]) == (409, f"vCluster 'other' already exists ({other})")
     # PVEAdmin on the vCluster: its kubeconfig; a scale of a failed vCluster is refused (409)
     adm = user_session(node, "vcadmin@pve")
     px.access.acl.put(path=f"/vclusters/{mine}", roles="PVEAdmin", users="vcadmin@pve")
