@@ -180,6 +180,7 @@ def test_failed_provisioning_retry_and_delete_leave_nothing(node, template):
     # the kubeconfig exists once the keys are made (the failed vCluster has them)
     kubeconfig = s.get(f"{v1(node)}/vclusters/{made['id']}/kubeconfig", timeout=10)
     assert kubeconfig.status_code == 200 and kubeconfig.headers["Content-Type"].startswith("application/yaml")
+    assert kubeconfig.headers["Cache-Control"] == "no-store"  # it holds a private key (tester's finding 20)
     assert "server: https://10.88.0.2:6443" in kubeconfig.text
 
     r = s.delete(f"{v1(node)}/vclusters/{made['id']}", timeout=10)

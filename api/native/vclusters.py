@@ -96,7 +96,8 @@ async def delete_vcluster(ctx: Ctx, p: dict) -> dict:
               returns={"type": "string"}, text=YAML)
 async def get_kubeconfig(ctx: Ctx, p: dict) -> Reply:
     """The admin kubeconfig (YAML)."""
-    return Reply(vclusters.kubeconfig(ctx, p["id"]), content_type=YAML)
+    return Reply(vclusters.kubeconfig(ctx, p["id"]), content_type=YAML,
+                 headers={"Cache-Control": "no-store"})  # it holds a private key
 
 
 @API.endpoint("POST", "/vclusters/{id}/scale", native=True, params=[
