@@ -428,7 +428,13 @@ def _(c: CreateVCluster, s: State) -> Decision:
     template = choose_template(s, c.k8s_version, c.template, c.selector)
     network = check_network(c.network or DEFAULT_NETWORK)
     wanted = roles(c.workers)
-    node = place(s, c.selector, c.cpu, c.memory, len(wanted), skip=vc_id, among=clone_nodes(s, template))
+    if c.template is None and c.selector is None:  # every template offering the version, and where it can go
+        candidates = offered_versions(s)[c.k8s_version]
+        among = sorted({n for t in candidates for n in clone_nodes(s, t)})
+        node = place(s, None, c.cpu, c.memory, len(wanted), skip=vc_id, among=among)
+        template = next(t for t in candidates if node in clone_nodes(s, t))
+    else:
+        node = place(s, c.selector, c.cpu, c.memory, len(wanted), skip=vc_id, among=clone_nodes(s, template))
     keep = same["addresses"] if same is not None and same["network"] == network else None
     addresses = allocate(s, network, wanted, keep, skip=vc_id)
     record = {"id": vc_id, "name": c.name, "k8s_version": c.k8s_version, "isolation": c.isolation,

@@ -122,6 +122,18 @@ def test_a_template_on_local_storage_is_cloned_on_its_own_node():
     assert "cannot be cloned onto node 'n2'" in refused["error"]["errors"]["node_selector.node"]
 
 
+def test_automatic_placement_considers_every_template_offering_the_version():
+    m = cluster((4, 8))
+    for vmid, node in ((901, "n1"), (902, "n2")):  # each on its node's local storage
+        run(m, c.CreateGuest(request_id=f"t{vmid}", ts=1.0, node=node, vmid=vmid, upid=f"U-{vmid}", starttime=1,
+                             config={"template": 1, "tags": "gpve-vcluster;k8s-1.30.0",
+                                     "scsi0": f"local:{vmid}/base-{vmid}-disk-0.qcow2,size=1G"}))
+    [made] = run(m, create("a", "one", k8s_version="1.30.0"))
+    assert made["ok"]["node"] == "n2" and m.state.vclusters["vc-a000"]["template"] == 902  # n2 has more free
+    [made] = run(m, create("b", "two", k8s_version="1.30.0", selector="n1"))
+    assert m.state.vclusters["vc-b000"]["template"] == 901
+
+
 def test_create_refusals_write_nothing():
     m = cluster()
     cases = [(create("a", "x", k8s_version="1.30.0"), 400, "k8s_version",
