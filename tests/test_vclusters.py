@@ -1,5 +1,6 @@
 """/v1/vclusters and gRPC VClusterService against a real `gpve serve`: templates offering Kubernetes versions, the
-create refusals (nothing left behind), privileges, a provisioning that fails (a bridge the node lacks) and is
+create refusals (nothing left behind), privileges, a provisioning that fails (its network has no route from the node:
+the guests start, the API server's address is unreachable) and is
 retried, and a deletion leaving no guest, volume, snippet or key. The API server itself needs the test guest's
 stand-in: tests/test_vclusters_guest.py."""
 
@@ -11,20 +12,30 @@ import os
 import pytest
 import requests
 
+from tests import netns
 from tests.guest import qemu_missing
-from tests.harness import Cluster, done, ok
+from tests.harness import Cluster, done, kill_guests, ok
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or "")]
-NET = {"bridge": "gpvenobr0", "cidr": "10.88.0.0/29", "gateway": "10.88.0.1"}  # a bridge no node has
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or ""),
+              pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")]
+NET = {"bridge": "gpvebr0", "cidr": "10.88.0.0/29", "gateway": "10.88.0.1"}  # a bridge without a route to 10.88/29
+UNREACHABLE = "the API server at https://10.88.0.2:6443 cannot be reached from node 'n1': Network is unreachable"
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    cluster = Cluster(str(tmp_path_factory.mktemp("vc")), 1)
-    cluster.nodes[0].extra_args = ["--vcluster-ready-timeout", "3"]
-    cluster.start()
-    yield cluster.nodes[0]
-    cluster.stop()
+    """n1 in a network namespace of its own with a bridge `gpvebr0` (no address: no route to NET's network)."""
+    with netns.Netns() as space:
+        space.ip("link", "add", "gpvebr0", "type", "bridge")
+        space.ip("link", "set", "gpvebr0", "up")
+        with space.joined():
+            cluster = Cluster(str(tmp_path_factory.mktemp("vc")), 1)
+            cluster.nodes[0].prefix = space.prefix
+            cluster.nodes[0].extra_args = ["--vcluster-ready-timeout", "30"]
+            cluster.start()
+            yield cluster.nodes[0]
+            cluster.stop()
+            kill_guests(cluster.nodes[0].data_dir)
 
 
 def v1(node) -> str:
@@ -129,6 +140,8 @@ def test_create_refusals_leave_nothing_behind(node, template):
     assert r.json()["errors"] == {"network.gateway": "property is missing and it is not optional"}
     r = s.post(f"{v1(node)}/vclusters", json={**base, "network": {**NET, "cidr": "10.88.0.0/33"}}, timeout=10)
     assert r.status_code == 400 and list(r.json()["errors"]) == ["network.cidr"]
+    r = s.post(f"{v1(node)}/vclusters", json={**base, "network": {**NET, "bridge": "gpvenobr9"}}, timeout=10)
+    assert r.json()["errors"] == {"network.bridge": "bridge 'gpvenobr9' does not exist on node 'n1'"}  # finding 12
     r = s.post(f"{v1(node)}/vclusters", json={**base, "network": {**NET, "gateway": "10.99.0.1"}}, timeout=10)
     assert r.status_code == 400 and "network.gateway" in r.json()["errors"]
     assert (s.get(f"{v1(node)}/vclusters", timeout=10).json(), node.api().cluster.resources.get(type="vm")) == before
@@ -147,14 +160,14 @@ def test_failed_provisioning_retry_and_delete_leave_nothing(node, template):
     assert [(g["role"], g["address"]) for g in made["guests"]] == [("cp", "10.88.0.2"), ("w1", "10.88.0.3")]
     assert made["resources"] == {"cpu": 1, "memory": "128Mi"}
     status = done(px, made["upid"])
-    assert "bridge 'gpvenobr0' does not exist" in status["exitstatus"]
+    assert status["exitstatus"] == UNREACHABLE  # at once, not after the ready timeout (tester's finding 12)
     row = s.get(f"{v1(node)}/vclusters/{made['id']}", timeout=10).json()
-    assert row["status"] == "failed" and "bridge 'gpvenobr0' does not exist" in row["reason"]
+    assert (row["status"], row["reason"]) == ("failed", UNREACHABLE)
     cp = next(g["vmid"] for g in row["guests"] if g["role"] == "cp")
     conf = px.nodes("n1").qemu(cp).config.get()
     assert (conf["name"], conf["cores"], conf["memory"]) == ("dev-cp", 1, 128)
     assert conf["ipconfig0"] == "ip=10.88.0.2/29,gw=10.88.0.1"
-    assert conf["cicustom"] == f"user=local:snippets/{made['id']}-cp.yaml" and "bridge=gpvenobr0" in conf["net0"]
+    assert conf["cicustom"] == f"user=local:snippets/{made['id']}-cp.yaml" and "bridge=gpvebr0" in conf["net0"]
     files = vc_files(node)
     assert [os.path.basename(f) for f in files] == [f"{made['id']}-cp.yaml", f"{made['id']}-w1.yaml"]
     assert all(os.stat(f).st_mode & 0o777 == 0o600 for f in files)
@@ -193,7 +206,7 @@ def test_failed_provisioning_retry_and_delete_leave_nothing(node, template):
 
 
 def failed_vcluster(node, name: str) -> str:
-    """A vCluster whose provisioning failed (its network's bridge is missing): its id."""
+    """A vCluster whose provisioning failed (its API server's network unreachable): its id."""
     s, px = node.session(), node.api()
     r = s.post(f"{v1(node)}/vclusters", json={"name": name, "k8s_version": "1.28.0", "network": NET,
                                               "resources": {"cpu": 1, "memory": "128Mi"}}, timeout=10)
@@ -257,7 +270,8 @@ def test_grpc_vcluster_service(node, template):
     rpc, root = Stubs(channel(node)), ticket(node)
     with pytest.raises(grpc.RpcError) as exc:
         rpc.vclusters.Create(pb.CreateVClusterRequest(name="g1", k8s_version="2.0.0", isolation=pb.ISOLATION_VM,
-                                                      resources=pb.VClusterResources(cpu=1, memory_mib=128)),
+                                                      resources=pb.VClusterResources(cpu=1, memory_mib=128),
+                                                      network=pb.VClusterNetwork(**NET)),
                              metadata=root)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     rpc_status.from_call(exc.value).details[0].Unpack(bad := error_details_pb2.BadRequest())
@@ -286,7 +300,7 @@ def test_grpc_vcluster_service(node, template):
     assert (made.vcluster.workers, made.vcluster.resources.memory_mib) == (1, 128)
     done(node.api(), made.operation.upid)
     got = rpc.vclusters.Get(pb.GetVClusterRequest(id=made.vcluster.id), metadata=root)
-    assert got.state == pb.VCLUSTER_STATE_FAILED and "gpvenobr0" in got.reason
+    assert got.state == pb.VCLUSTER_STATE_FAILED and "Network is unreachable" in got.reason
     assert [v.id for v in rpc.vclusters.List(pb.ListVClustersRequest(), metadata=root).vclusters] == [got.id]
     kubeconfig = rpc.vclusters.GetKubeconfig(pb.GetKubeconfigRequest(id=got.id), metadata=root).kubeconfig
     assert "current-context: g1\n" in kubeconfig
@@ -343,6 +357,7 @@ def test_guests_are_tied_to_their_vcluster_and_a_reused_vmid_is_left_alone(node,
     r = root.delete(f"{node.url}/nodes/n1/qemu/{cp}", timeout=10)
     assert r.status_code == 400 and f"can't remove VM {cp} - protection mode enabled" in r.text, r.text
     px.nodes("n1").qemu(cp).config.put(delete="protection")
+    ok(px, px.nodes("n1").qemu(cp).status.stop.post())
     ok(px, px.nodes("n1").qemu(cp).delete())
     ok(px, px.nodes("n1").qemu.create(vmid=cp, name="tied-cp", memory=128, kvm=0))  # even its name
     r = root.post(f"{v1(node)}/vclusters", json={"name": "tied", "k8s_version": "1.28.0", "network": NET,

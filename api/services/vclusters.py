@@ -19,6 +19,7 @@ attempt left, then provisions it anew.
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import socket
 import ssl
@@ -98,6 +99,13 @@ async def create(ctx: Ctx, name: str, k8s_version: str, isolation: str, resource
     addresses): a refusal writes nothing."""
     cpu, memory = _quantities(resources, required=True)
     k8s_version = vc_rules.k8s_version(k8s_version) or k8s_version  # `v1.28.0` is 1.28.0; others: the log's 400
+    with ctx.node.read() as s:
+        members = sorted(s.nodes)
+    target = node or (members[0] if len(members) == 1 else None)
+    if target == ctx.node.name:  # its bridges are known here; another node's task checks them first thing
+        why = missing_bridge(ctx.rt, (network or vc_rules.DEFAULT_NETWORK).get("bridge"), target)
+        if why:
+            raise ParamErrors({"network.bridge": why})
     with ctx.node.read() as s:  # a failed vCluster's name: it is provisioned anew under its id (its task's UPID too)
         vc_id = next((v["id"] for v in s.vclusters.values() if v["name"] == name), None)
     vc_id = vc_id or "vc-" + ctx.node.new_request_id()[:10]
@@ -172,6 +180,15 @@ def snippet_storage(s, node: str) -> str:
                          "cloud-init user-data")
 
 
+def missing_bridge(rt: Runtime | None, bridge: str | None, node: str) -> str | None:
+    """Why `bridge` cannot take the vCluster's guests on this node (`node`): it does not exist here; None when it
+    does or this node's bridges are unknown."""
+    facts = getattr(getattr(rt, "driver", None), "facts", None)
+    if not bridge or facts is None or bridge in facts().bridges:
+        return None
+    return f"bridge '{bridge}' does not exist on node '{node}'"
+
+
 def snippet_name(vc_id: str, role: str) -> str:
     return f"{vc_id}-{role}.yaml"
 
@@ -237,8 +254,15 @@ def probe(address: str, pki: dict[str, str], scratch: str, timeout: float = 3.0)
             if not answer.startswith(b"HTTP/"):
                 return "the API server gave no HTTP answer"
     except (OSError, ssl.SSLError) as exc:
+        if getattr(exc, "errno", None) == errno.ENETUNREACH:
+            raise Unreachable(exc.strerror or "Network is unreachable") from None
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+class Unreachable(Exception):
+    """No route to the API server's network at all (ENETUNREACH): waiting cannot help. (EHOSTUNREACH is not
+    this: a guest still booting does not answer ARP yet.)"""
 
 
 class VClusterTasks:
@@ -395,7 +419,11 @@ class VClusterTasks:
         with trio.move_on_after(self.ready_timeout):
             while True:
                 self._check_online(vc["node"])
-                why = await trio.to_thread.run_sync(probe, address, pki, scratch)
+                try:
+                    why = await trio.to_thread.run_sync(probe, address, pki, scratch)
+                except Unreachable as exc:
+                    raise TaskFailed(f"the API server at https://{address}:{pki_files.PORT} cannot be reached from "
+                                     f"node '{self.node.name}': {exc}") from None
                 if why is None:
                     return
                 await trio.sleep(PROBE_EVERY)
@@ -488,6 +516,9 @@ class VClusterTasks:
         keep = set()
         if roles and not run.intent.get("remove"):
             vc = self._vc(run)
+            why = missing_bridge(self.runtime, vc["network"]["bridge"], self.node.name)
+            if why:  # the first step on the vCluster's node: fail before anything is cloned
+                raise TaskFailed(why)
             pki = pki_files.unseal(self.node.raft_key, vc["pki"])
             for role in roles:
                 name = snippet_name(vc_id, role)
