@@ -278,7 +278,7 @@ class Api:
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
             if reply.content_type:
-                response = Response(reply.data, status=200, content_type=reply.content_type)
+                response = Response(reply.data, status=200, content_type=reply.content_type, headers=reply.headers)
             else:
                 body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
                 response = json_response(200, body, headers=reply.headers)

@@ -87,7 +87,7 @@ def serve(args: argparse.Namespace) -> None:
                     certificate_fingerprint(cert), host_static())
     node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer,
                 **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
-    runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval)
+    runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval, args.vcluster_ready_timeout)
     registry = load_endpoints()
     app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     grpc_server = GrpcServer(node, app.extensions["gpve"].gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
@@ -151,15 +151,16 @@ def serve(args: argparse.Namespace) -> None:
         node.close()
 
 
-def _guest_runtime(node, data_dir: str, rrd_interval: float):
-    """QEMU driver, the node's storages (as the log defines them), network configuration, reconciler, guest
-    watcher and sampler of this node."""
+def _guest_runtime(node, data_dir: str, rrd_interval: float, vcluster_ready_timeout: float):
+    """QEMU driver, the node's storages (as the log defines them), network configuration, reconciler (with the
+    vCluster tasks), guest watcher and sampler of this node."""
     from types import SimpleNamespace
 
     from api.compat.guests import guest_maxima
     from api.context import Runtime
     from api.native.figures import PeerFigures
     from api.peers import PeerClient
+    from api.services.vclusters import VClusterTasks
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
     from hypervisor.console import ConsoleSessions
@@ -180,12 +181,15 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     peers = PeerClient(node)
     consoles = ConsoleSessions()
     network = NodeNetwork(data_dir)
+    vclusters = VClusterTasks(node, ready_timeout=vcluster_ready_timeout)
     reconciler = Reconciler(node, {**Operations(driver, storages, peers, consoles=consoles).handlers(),
-                                   **network.handlers(), **StorageTasks(storages, node.name).handlers()})
+                                   **network.handlers(), **StorageTasks(storages, node.name).handlers(),
+                                   **vclusters.handlers()})
     watcher = GuestWatcher(node, driver, reconciler)
     sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
     runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network, consoles=consoles,
                       peer_figures=PeerFigures(peers, max_age=rrd_interval))
+    vclusters.runtime = runtime
     return runtime, SimpleNamespace(bridge=bridge, watcher=watcher)
 
 
@@ -220,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--event-buffer", type=int, default=EVENT_BUFFER, metavar="N",
                    help="public events kept in memory for /v1/events readers that resume (default %(default)s); "
                         "a reader resuming from an older id is told to resync")
+    s.add_argument("--vcluster-ready-timeout", type=_positive, default=600.0, metavar="SECONDS",
+                   help="how long creating or scaling a vCluster waits for its API server (default 600)")
     s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
                    "default), or 'off'")
     from api import cluster_cli

@@ -17,6 +17,7 @@ from api.formats import FORMAT_CHECKS
 
 MAX_LIMIT = 500
 INT64 = 2**63
+QUANTITY = "integer-or-string"  # a Kubernetes quantity: `4`, `"500m"`, `"8Gi"` (a JSON number or string)
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -64,6 +65,7 @@ class Param:
     items: Param | None = None  # an array's element
     properties: tuple[Param, ...] = ()  # an object's members (no others allowed)
     max_items: int | None = None
+    strict: bool = False  # a string only: a JSON number is refused, not taken as its digits
 
     def matches(self, key: str) -> bool:
         if self.max_index is None:
@@ -102,8 +104,11 @@ class Param:
             except (TypeError, ValueError):
                 raise ValueError(f"type check ('number') failed - got '{raw}'") from None
         else:
-            if isinstance(raw, (dict, list, bool)):  # a JSON true is no string ("True" would be stored)
-                raise ValueError(f"type check ('string') failed - got '{raw}'")
+            if isinstance(raw, (dict, list, bool)) or (self.type == QUANTITY and not isinstance(raw, (int, str))) \
+                    or (self.strict and not isinstance(raw, str)):
+                # a JSON true is no string ("True" would be stored)
+                raise ValueError(f"type check ('{'integer or string' if self.type == QUANTITY else 'string'}') "
+                                 f"failed - got '{raw}'")
             value = str(raw)
             if "\x00" in value:
                 raise ValueError("value contains a NUL character")
@@ -149,19 +154,25 @@ class Param:
         return out
 
     def _coerce_object(self, raw: Any) -> dict:
+        """A JSON object of the declared members (a member given as null counts as not given); a bad member raises
+        MemberError naming it (the endpoint's errors key it `OBJECT.MEMBER`)."""
         if not isinstance(raw, dict):
             raise ValueError(f"type check ('object') failed - got '{raw}'")
         out, known = {}, {p.name: p for p in self.properties}
         for key, value in raw.items():
             if key not in known:
-                raise ValueError(f"'{key}': property is not defined in schema")
+                raise MemberError(key, "property is not defined in schema")
+            if value is None:
+                continue
             try:
                 out[key] = known[key].coerce(value)
+            except MemberError as exc:
+                raise MemberError(f"{key}.{exc.member}", str(exc)) from None
             except ValueError as exc:
-                raise ValueError(f"'{key}': {exc}") from None
-        missing = [p.name for p in self.properties if not p.optional and p.name not in raw]
+                raise MemberError(key, str(exc)) from None
+        missing = [p.name for p in self.properties if not p.optional and p.name not in out]
         if missing:
-            raise ValueError(f"'{missing[0]}': property is missing and it is not optional")
+            raise MemberError(missing[0], "property is missing and it is not optional")
         return out
 
     def json_schema(self) -> dict:
@@ -183,12 +194,23 @@ class Param:
                 out[key] = val
         if self.enum:
             out["enum"] = list(self.enum)
+        if self.type == QUANTITY:
+            del out["type"]
+            out["oneOf"] = [{"type": "integer"}, {"type": "string"}]
         if self.type == "boolean" and "default" in out:
             out["default"] = bool(out["default"])
         return out
 
 
 STRING_ITEM = Param("item")
+
+
+class MemberError(ValueError):
+    """A bad member `member` (dotted when nested) of an object parameter."""
+
+    def __init__(self, member: str, message: str) -> None:
+        super().__init__(message)
+        self.member = member
 
 
 def _num(x: float) -> str:
@@ -310,6 +332,8 @@ def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False
             continue
         try:
             values[key] = param.coerce(value, key)
+        except MemberError as exc:
+            errors[f"{key}.{exc.member}"] = str(exc)
         except ValueError as exc:
             errors[key] = str(exc)
     for param in params:

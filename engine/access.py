@@ -25,7 +25,7 @@ ROOT_RECORD = {"enable": 1, "expire": 0, "groups": [], "tokens": {}}  # a new us
 BUILTIN_REALMS = {"pam": {"type": "pam", "comment": "Linux PAM standard authentication", "plugin": "PVE::Auth::PAM"},
                   "pve": {"type": "pve", "comment": "Proxmox VE authentication server"}}
 REALM_OPTIONS = ("comment", "default", "tfa")  # the options of realm types pam and pve (`PVE::Auth::PVE::options`)
-ACL_PATH = re.compile(r"/|(/(vms|nodes|storage|pool|access|sdn|mapping)(/[A-Za-z0-9.\-_/]+)?)")
+ACL_PATH = re.compile(r"/|(/(vms|nodes|storage|pool|access|sdn|mapping|vclusters)(/[A-Za-z0-9.\-_/]+)?)")
 
 
 # ---- commands ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from engine import (
     datacenter,  # noqa: F401 - registers the datacenter options' commands
     network,  # noqa: F401 - registers the network reload task
     storage,  # noqa: F401 - registers the storage definitions and node tasks
+    vclusters,  # noqa: F401 - registers the vCluster commands and tasks
     webhooks,  # noqa: F401 - registers the webhook commands
 )
 from engine.codec import Record, decode_records

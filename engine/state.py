@@ -39,6 +39,7 @@ class State:
     datacenter: dict[str, str] = field(default_factory=dict)  # Proxmox's datacenter.cfg: key -> value
     webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
     storage: dict[str, dict] = field(default_factory=dict)  # storage id -> its definition (engine/storage.py)
+    vclusters: dict[str, dict] = field(default_factory=dict)  # vCluster id -> its record (engine/vclusters.py)
     applied: int = 0
 
     def __post_init__(self) -> None:

@@ -14,9 +14,13 @@ fi
 if [ "$want_test" = bench ]; then
     packages="$packages $(grep -v '^#' scripts/debian-bench-packages.txt | xargs)"
 fi
+command_of() {  # the command a package gives, where its name differs
+    case $1 in kubernetes-client) echo kubectl ;; *) echo "$1" ;; esac
+}
 missing=""
-for p in $packages; do  # a package whose command is there already (npm bundled with another nodejs) is present
-    dpkg -s "$p" >/dev/null 2>&1 || command -v "$p" >/dev/null 2>&1 || missing="$missing $p"
+for p in $packages; do  # a package whose command is there already (npm bundled with another nodejs, a kubectl from
+    # elsewhere, which Debian's would collide with) is present
+    dpkg -s "$p" >/dev/null 2>&1 || command -v "$(command_of "$p")" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     echo "installing Debian packages:$missing"

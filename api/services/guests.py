@@ -18,6 +18,7 @@ from api.services import cloudinit, guest_access
 from api.services.tasks import start_task, wait_task
 from engine import commands as cmd
 from engine import nics, pending, tasks
+from engine import vclusters as vc_rules
 from engine.decide import conf_path
 from engine.errors import Rejection, not_found
 from engine.public_events import MASK, SECRET_CONFIG_KEYS
@@ -87,6 +88,7 @@ async def create(ctx: Ctx, node: str, vmid: int, config: dict, *, pool: str | No
             raise ApiError(403, f"pool '{pool}' does not exist")  # Proxmox's check_pool_exist
         guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
                                   storage=storage, start=start)
+        vc_rules.check_snippet_use(s, vmid, given.get("cicustom"))
     await check_import_sources(ctx, node, given)
     cloudinit.check_custom_snippets(ctx, node, given)
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
@@ -153,6 +155,7 @@ def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]
             known = {**pending.of(guest).values, **guest["conf"]}
             held = guest_access.held_in(s, ctx.user)
             guest_access.check_update(held, ctx.user, vmid, changes, delete, known, force)
+            vc_rules.check_snippet_use(s, vmid, changes.get("cicustom"))
             if revert:
                 guest_access.check_update(held, ctx.user, vmid, {}, revert, known)
             return pending.applied(guest["conf"], pending.of(guest))
@@ -272,6 +275,7 @@ async def clone(ctx: Ctx, node: str, vmid: int, newid: int, *, full: bool | None
         raise ParamErrors({"storage": "parameter 'storage' not allowed for linked clones"})
     with ctx.node.read() as s:
         guest_access.check_clone(guest_access.held_in(s, ctx.user), ctx.user, guest["conf"], storage)
+        vc_rules.check_snippet_use(s, newid, guest["conf"].get("cicustom"))
         known = target in s.nodes
     if target and target != node:
         if not known:
