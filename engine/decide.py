@@ -90,7 +90,8 @@ def _(c: cmd.RemoveNode, s: State) -> Decision:
     running = sorted(u for u in s.running_tasks if s.tasks[u]["node"] == c.name)
     if running:
         raise conflict(f"node '{c.name}' still has running tasks ({', '.join(running[:3])}) - wait for them first")
-    return [ev.NodeRemoved(name=c.name)], {}
+    # the Raft address the removal goes on with: a retry is answered from the request memory once the node is gone
+    return [ev.NodeRemoved(name=c.name)], {"raft_addr": s.nodes[c.name]["raft_addr"]}
 
 
 @decide.register

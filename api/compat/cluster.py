@@ -6,8 +6,8 @@ from api.compat.guests import guest_summary
 from api.compat.hostinfo import host_figures
 from api.context import Ctx
 from api.registry import API
-from api.schema import Param, ParamErrors
-from engine.errors import Rejection
+from api.schema import Param
+from api.services import cluster
 
 
 @API.endpoint("GET", "/cluster/status", returns={"type": "array", "items": {"type": "object"}})
@@ -30,20 +30,9 @@ async def cluster_status(ctx: Ctx, p: dict) -> list:
               params=[Param("vmid", "integer", minimum=100, maximum=999_999_999, format="pve-vmid")],
               returns={"type": "string", "description": "The next free VMID."})
 async def next_id(ctx: Ctx, p: dict) -> str:
-    """The lowest free VMID; with `vmid`, check that one is free. Returns a string, as Proxmox does.
-
-    Linearizable: a read barrier first, so a VMID taken through any node before this call is seen taken.
-    """
-    await ctx.node.read_barrier()
-    with ctx.node.read() as s:
-        if "vmid" in p:
-            if s.vmid_taken(p["vmid"], ctx.now, ctx.user):
-                raise ParamErrors({"vmid": f"VM {p['vmid']} already exists"})
-            return str(p["vmid"])
-        vmid = s.next_free_vmid(ctx.now)
-    if vmid is None:
-        raise Rejection(500, "unable to get any free VMID in range [100, 999999999]")
-    return str(vmid)
+    """The lowest free VMID; with `vmid`, check that one is free (linearizable: api/services/cluster.py).
+    Returns a string, as Proxmox does."""
+    return str(await cluster.next_id(ctx, p.get("vmid")))
 
 
 def node_resources(ctx: Ctx) -> list[dict]:

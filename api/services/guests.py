@@ -65,11 +65,6 @@ def _entropy(ctx: Ctx) -> str:
     return hashlib.sha256(ctx.node.new_request_id().encode()).hexdigest()
 
 
-def _uuid(ctx: Ctx) -> str:
-    h = _entropy(ctx)
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
-
-
 def new_guest_config(ctx: Ctx, values: dict) -> dict:
     """The config of a new guest: the given keys, MACs for NICs given without one, and the ids Proxmox
     generates on create (`smbios1` uuid, `vmgenid`)."""
@@ -78,8 +73,8 @@ def new_guest_config(ctx: Ctx, values: dict) -> dict:
         conf["memory"] = int(conf["memory"])
     for key in [k for k in conf if re.fullmatch(r"net\d+", k)]:
         conf[key] = _with_mac(ctx, conf[key])
-    conf.setdefault("smbios1", f"uuid={_uuid(ctx)}")
-    conf.setdefault("vmgenid", _uuid(ctx))
+    conf.setdefault("smbios1", f"uuid={ctx.node.new_uuid()}")
+    conf.setdefault("vmgenid", ctx.node.new_uuid())
     return conf
 
 
