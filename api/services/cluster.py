@@ -110,7 +110,7 @@ async def remove_node(ctx: Ctx, name: str) -> None:
     """Remove node `name` from the cluster: from the node list, then from the Raft membership. The engine refuses
     (404 unknown; 409 while it owns guests or runs tasks). A retry of a removal whose node list entry is already
     gone is answered from the log's request memory, with the Raft address to finish the membership change with
-    (found by the simulator: a retry after a lost answer met 404 and the node stayed a Raft member)."""
+    (before, a retry after a lost answer met 404 and the node stayed a Raft member)."""
     if name == ctx.node.name:
         raise ApiError(400, "cannot remove the node you are talking to - ask another member")
     result = await ctx.node.submit(cmd.RemoveNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=name))
