@@ -52,6 +52,8 @@ class Checker:
         self._checked_after: set[str] = set()
 
     def violation(self, message: str) -> None:
+        if self.world.finished:  # the run is judged; what its cancelled processes do while they end is not
+            return
         if message not in self._seen:
             self._seen.add(message)
             self.violations.append(f"t={self.world.loop.now:.3f} {message}")

@@ -329,6 +329,7 @@ class World:
             if opts.stop_at is None:
                 self._final_checks()
             self.finished = True
+            self.loop.stopped = True
             nursery.cancel_scope.cancel()
 
     def _membership_plan(self) -> list[tuple[float, str, str]]:
