@@ -15,17 +15,25 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
+import orjson
 import structlog
+import trio
 from quart import Response, request, send_from_directory
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from api import console_page
 from api.bodies import PARAMS_BODY_LIMIT, merge, parse_body, parse_form, too_large
+from api.console_ws import serve as console_stream
 from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, reason_phrase
+from api.explorer import EXPLORER_PAGE
 from api.forward import forward, target_node
 from api.gate import Credentials, Gate, RateLimited
+from api.metrics import RequestMetrics
+from api.native.events_ws import serve as events_stream
 from api.pinning import member_client
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
@@ -36,11 +44,74 @@ JSON_TYPE = "application/json;charset=UTF-8"
 REASON_HEADER = "x-gpve-reason"
 REPLAY_WAIT = 10.0  # s a request is held while a restarted node replays its committed log
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+MAX_BODY = 64 * 1024 * 1024  # bytes of a body read at all (a larger one is cut off); streamed bodies have their own
 log = structlog.get_logger("gpve.api")
 
 
+class StreamBody:
+    """A request body read from the server as the handler takes it: Quart would read it into memory as fast as it
+    arrives; this pulls each piece only when asked, so hypercorn's flow control holds a fast client back and an
+    upload is never held whole. An async iterator of chunks, as Quart's body is. A client that goes away before
+    the end raises ApiError 400."""
+
+    def __init__(self, receive) -> None:
+        self._receive = receive
+        self.done = False
+
+    def __aiter__(self) -> StreamBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.done:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.done = True
+                raise ApiError(400, "client disconnected before the request body ended")
+            self.done = not message.get("more_body", False)
+            if message.get("body"):
+                return message["body"]
+        raise StopAsyncIteration
+
+
+class StreamingConnection(TrioASGIHTTPConnection):
+    """Requests to endpoints that read their body themselves (`raw_body`: uploads, migrated volumes) get it as a
+    StreamBody, given before the handler starts; every other request is Quart's as usual."""
+
+    async def __call__(self, receive, send) -> None:
+        request = self._create_request_from_scope(send)
+        streamed = self.app.extensions["gpve"].streams(request.method, request.path)
+        if streamed:
+            request.body = StreamBody(receive)
+        async with trio.open_nursery() as nursery:
+            if not streamed:
+                nursery.start_soon(self.handle_messages, nursery, request, receive)
+            nursery.start_soon(self.handle_request, nursery, request, send)  # sending the answer ends the request
+
+
+async def drain(body, limit: int) -> None:
+    """Read what is left of a refused request's body (at most `limit` bytes), so that a client still sending
+    hears the refusal instead of a reset connection."""
+    size = 0
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                return
+    except (ApiError, RequestEntityTooLarge):
+        return
+
+
+def dump_json(body: Any) -> bytes:
+    """Compact JSON in UTF-8, by orjson (a listing of 10,000 guests in milliseconds); what orjson refuses (an
+    integer beyond 64 bits) by the standard library, as before."""
+    try:
+        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def json_response(status: int, body: dict, reason: str | None = None, headers: dict | None = None) -> Response:
-    resp = Response(json.dumps(body, separators=(",", ":")), status=status, content_type=JSON_TYPE)
+    resp = Response(dump_json(body), status=status, content_type=JSON_TYPE)
     for key, value in (headers or {}).items():
         resp.headers[key] = value
     if reason:
@@ -73,6 +144,19 @@ async def _read_body(limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _discard_body(limit: int = PARAMS_BODY_LIMIT) -> None:
+    """Read what is left of a refused request's body (up to `limit`), so that the connection stays usable for the
+    client's next request (hypercorn drops a keep-alive connection whose request body was left unread)."""
+    size = 0
+    try:
+        async for chunk in request.body:
+            size += len(chunk)
+            if size > limit:
+                return
+    except Exception:  # noqa: BLE001 - already read, or the client went away: nothing to keep
+        return
+
+
 async def _raw_params(endpoint: Endpoint, path_params: dict[str, str]) -> dict[str, Any]:
     """Parameters from the path, the query string and (for writes) the body; see api/bodies.py."""
     query = parse_form(request.query_string, "query string")
@@ -91,12 +175,23 @@ class Api:
         self.http = member_client(node, httpx.Timeout(60.0, connect=3.0))  # verified: api/pinning.py
         self.registry = registry
 
+    def streams(self, method: str, path: str) -> bool:
+        """Whether the request goes to an endpoint that reads its body itself (a StreamBody is given then)."""
+        if method not in ("POST", "PUT") or not path.startswith(("/api2/json/", "/v1/")):
+            return False
+        native = path.startswith("/v1/")
+        endpoint, _, _ = self.registry.resolve(method, "/" + path.split("/", 2 if native else 3)[-1].strip("/"),
+                                                native)
+        return endpoint is not None and endpoint.raw_body
+
     async def forward(self, member: dict, path: str, request_id: str) -> Response:
-        """Hand the request to the node it is about; 502 if that node cannot be reached."""
+        """Hand the request to the node it is about (a streamed body as a stream); 502 if that node cannot be
+        reached."""
+        body = request.body if isinstance(request.body, StreamBody) else await _read_body(PARAMS_BODY_LIMIT)
         try:
             status, reason, headers, body = await forward(
                 self.http, member, request.method, path, request.query_string, request.headers,
-                await _read_body(PARAMS_BODY_LIMIT), self.node.name)
+                body, self.node.name)
         except ApiError as exc:
             return error_response(exc)
         except httpx.HTTPError as exc:
@@ -147,21 +242,27 @@ class Api:
             now = time.time()
             user = "" if endpoint.permission.check == "public" else \
                 self.gate.authenticate(self.credentials(), endpoint.writes, now)
+            if endpoint.unsupported:  # a feature gpve lacks, on a member: an unknown node is named first
+                self.gate.check_node(endpoint, path_params)
+                raise ApiError(501, f"Method '{request.method} /{path.strip('/')}' not implemented - "
+                                    f"gpve has no {endpoint.absent}")
             raw = await _raw_params(endpoint, path_params)
             verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
-            params = endpoint.validate(raw)
+            self.gate.check_node(endpoint, path_params)
+            params = endpoint.validate(raw, partial=bool(endpoint.upload))
             self.gate.authorize(endpoint.permission, user, params)
             key = self.gate.request_key(request_id, request.method, endpoint.path, params) if client_id else request_id
             ctx = Ctx(self.node, user, key, request.remote_addr or "", now, self.gate.check_local_password,
                       self.runtime)
             result = await endpoint.handler(ctx, params)
-            if endpoint.rate_class == "auth":  # only failed logins count against the limit
-                self.gate.refund("auth", self.rate_key(endpoint, user, raw))
             reply = result if isinstance(result, Reply) else Reply(result)
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
-            body = reply.data if native or reply.raw else {"data": reply.data, **reply.extra}
-            response = json_response(200, body, headers=reply.headers)
+            if reply.content_type:
+                response = Response(reply.data, status=200, content_type=reply.content_type)
+            else:
+                body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
+                response = json_response(200, body, headers=reply.headers)
         except RateLimited as exc:
             verdict = exc.verdict
             response = error_response(Rejection(429, f"Rate limit exceeded. Try again in {verdict.retry_after} "
@@ -173,25 +274,29 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
+        if response.status_code >= 400:  # what is left of a refused request's body, so the connection stays usable
+            if isinstance(request.body, StreamBody):
+                if not request.body.done:
+                    await drain(request.body, MAX_BODY)
+            else:
+                await _discard_body()
+        if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
+                and response.status_code != 401:
+            # only refused credentials count against the failed-login budget: not a login that worked, nor one
+            # refused for another reason (a missing parameter, no quorum, a node not ready yet)
+            self.gate.refund("auth", self.rate_key(endpoint, user, raw))
+            verdict.remaining += 1
         for key, value in (verdict.headers() if verdict else {}).items():
             response.headers[key] = value
+        elapsed = time.perf_counter() - started
+        if self.runtime.request_metrics is not None:
+            route = ("/v1" if native else "/api2/json") + (endpoint.path if endpoint is not None else "/<unmatched>")
+            self.runtime.request_metrics.observe(route, request.method, response.status_code, elapsed)
         log.info("request", method=request.method, path="/" + path, status=response.status_code,
-                 ms=round((time.perf_counter() - started) * 1000, 2))
+                 ms=round(elapsed * 1000, 2))
         structlog.contextvars.clear_contextvars()
         response.headers["X-Request-ID"] = request_id
         return response
-
-
-def explorer_page() -> str:
-    """Swagger UI from the installed swagger-ui-bundle package (never a CDN), reading our openapi.json."""
-    return """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>gpve API explorer</title>
-<link rel="stylesheet" href="/api-explorer/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/api-explorer/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/api2/json/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
-</script></body></html>
-"""
 
 
 def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Reply:
@@ -222,8 +327,11 @@ def _page_url(start: int, limit: int) -> str:
 def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None,
                limiter: RateLimiter | None = None) -> QuartTrio:
     app = QuartTrio("gpve", root_path=os.path.dirname(os.path.abspath(__file__)))  # not the gpve.v1 stubs' package
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
-    api = Api(node, registry, root_password, runtime or Runtime(), limiter or RateLimiter(None))
+    app.asgi_http_class = StreamingConnection
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    runtime = runtime or Runtime()
+    runtime.request_metrics = runtime.request_metrics or RequestMetrics(node.name)
+    api = Api(node, registry, root_password, runtime, limiter or RateLimiter(None))
     app.extensions["gpve"] = api
     methods = ["GET", "POST", "PUT", "DELETE"]
 
@@ -236,11 +344,36 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
     async def native(path: str) -> Response:
         return await api.handle(path, native=True)
 
-    explorer = explorer_page()
+    @app.websocket("/v1/events/ws")
+    async def events_ws() -> Response | None:
+        refused = await events_stream(api)
+        return error_response(refused, native=True) if refused else None
+
+    @app.websocket("/api2/json/nodes/<node>/qemu/<vmid>/vncwebsocket")
+    async def console_ws(node: str, vmid: str) -> Response | None:
+        refused = await console_stream(api, node, vmid)
+        return error_response(refused) if refused else None
+
+    @app.route("/", methods=["GET"])
+    async def index() -> Response:
+        """Proxmox's console page (`?console=kvm&novnc=1&vmid=N&node=NODE`, or `xtermjs=1`); nothing else here."""
+        if "console" not in request.args:
+            return error_response(Rejection(404, "Not Found"))
+        try:
+            return console_page.page(api)
+        except Rejection as exc:
+            return error_response(exc)
+
+    @app.route("/<any(novnc, xtermjs, 'xtermjs-fit'):prefix>/<path:name>", methods=["GET"])
+    async def console_asset(prefix: str, name: str) -> Response:
+        try:
+            return await console_page.asset(prefix, name)
+        except Rejection as exc:
+            return error_response(exc)
 
     @app.route("/api-explorer/", methods=["GET"])
     async def api_explorer() -> Response:
-        return Response(explorer, content_type="text/html; charset=utf-8")
+        return Response(EXPLORER_PAGE, content_type="text/html; charset=utf-8")
 
     @app.route("/api-explorer/<path:asset>", methods=["GET"])
     async def api_explorer_asset(asset: str) -> Response:

@@ -13,8 +13,10 @@ import structlog
 import trio
 
 from api.auth import new_ticket_key_pem
+from api.compat.hostinfo import host_static
 from api.logs import configure_logging
 from api.tls import adopt_cluster_ca, certificate_fingerprint, ensure_node_certificate
+from engine.hub import CAPACITY as EVENT_BUFFER
 from engine.private import private_dir, read_or_create
 
 MIN_CLUSTER_KEY = 32  # characters of a --cluster-key-file
@@ -61,6 +63,7 @@ def serve(args: argparse.Namespace) -> None:
     from api.registry import load_endpoints
     from api.rpc.server import GrpcServer
     from api.server import run_server, server_config
+    from api.webhook_delivery import WebhookDeliverer
     from engine.node import Node, NodeSpec, load_peers
 
     data_dir = private_dir(os.path.abspath(args.data_dir), files=True)  # root-password, cluster.json
@@ -81,9 +84,10 @@ def serve(args: argparse.Namespace) -> None:
     peers = parse_peers(args.peers, args.name, args.listen, args.raft_port) if args.peers else \
         load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
-                    certificate_fingerprint(cert))
-    node = Node(spec, ticket_key, csrf_secret, raft_key, **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
-    runtime, guest_services = _guest_runtime(node, data_dir)
+                    certificate_fingerprint(cert), host_static())
+    node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer,
+                **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
+    runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval)
     registry = load_endpoints()
     app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     grpc_server = GrpcServer(node, app.extensions["gpve"].gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
@@ -125,7 +129,8 @@ def serve(args: argparse.Namespace) -> None:
         guest_services.bridge.bind()
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(node.run, reconciler=runtime.reconciler,
-                                                  watcher=guest_services.watcher, servers=[serve_https, serve_grpc]))
+                                                  watcher=guest_services.watcher, sampler=runtime.sampler,
+                                                  servers=[serve_https, serve_grpc, WebhookDeliverer(node).run]))
             url = f"https://{args.listen}:{args.api_port}/api2/json"
             where = args.root_password_file or password_file
             log.info("node listening", url=url, fingerprint=certificate_fingerprint(cert), root_password_file=where)
@@ -146,27 +151,49 @@ def serve(args: argparse.Namespace) -> None:
         node.close()
 
 
-def _guest_runtime(node, data_dir: str):
-    """QEMU driver, `local` dir storage, reconciler and guest watcher of this node."""
+def _guest_runtime(node, data_dir: str, rrd_interval: float):
+    """QEMU driver, the node's storages (as the log defines them), network configuration, reconciler, guest
+    watcher and sampler of this node."""
     from types import SimpleNamespace
 
+    from api.compat.guests import guest_maxima
     from api.context import Runtime
+    from api.native.figures import PeerFigures
     from api.peers import PeerClient
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
+    from hypervisor.console import ConsoleSessions
+    from hypervisor.network import NodeNetwork
     from hypervisor.operations import Operations, make_resolver
     from hypervisor.qemu import QemuDriver
-    from hypervisor.storage import DirStorage
+    from hypervisor.sampler import Sampler
+    from hypervisor.storage_files import StorageTasks
+    from hypervisor.storages import NodeStorages
     from hypervisor.watch import GuestWatcher
 
-    local = DirStorage("local", os.path.join(data_dir, "storage", "local"))
-    local.ensure_dirs()
-    storages = {"local": local}
+    storages = NodeStorages(node, data_dir)
     bridge = AsyncioBridge()
-    driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages))
-    reconciler = Reconciler(node, Operations(driver, storages, PeerClient(node)).handlers())
+    ssl_dir = os.path.join(data_dir, "ssl")
+    driver = QemuDriver(os.path.join(data_dir, "run", "qemu"), bridge, make_resolver(storages),
+                        spice_tls=tuple(os.path.join(ssl_dir, f) for f in ("pve-ssl.pem", "pve-ssl.key",
+                                                                           "pve-root-ca.pem")))
+    peers = PeerClient(node)
+    consoles = ConsoleSessions()
+    network = NodeNetwork(data_dir)
+    reconciler = Reconciler(node, {**Operations(driver, storages, peers, consoles=consoles).handlers(),
+                                   **network.handlers(), **StorageTasks(storages, node.name).handlers()})
     watcher = GuestWatcher(node, driver, reconciler)
-    return Runtime(driver, storages, reconciler), SimpleNamespace(bridge=bridge, watcher=watcher)
+    sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
+    runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network, consoles=consoles,
+                      peer_figures=PeerFigures(peers, max_age=rrd_interval))
+    return runtime, SimpleNamespace(bridge=bridge, watcher=watcher)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,6 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--cluster-name", default="gpve")
     s.add_argument("--root-password-file", help="read root@pam's password from this file")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--rrd-interval", type=_positive, default=10.0, metavar="SECONDS",
+                   help="sample the host's and guests' figures every SECONDS (default 10, as Proxmox); the RRD "
+                   "step is 6 samples, so a shorter interval shortens what each rrddata timeframe spans (tests)")
+    s.add_argument("--event-buffer", type=int, default=EVENT_BUFFER, metavar="N",
+                   help="public events kept in memory for /v1/events readers that resume (default %(default)s); "
+                        "a reader resuming from an older id is told to resync")
     s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
                    "default), or 'off'")
     from api import cluster_cli

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.views import Grants, views
 from engine.node import Node
 
 
 @dataclass
 class Runtime:
-    """The node's guest machinery: QEMU driver, storages, reconciler (None where not set up)."""
+    """The node's guest machinery: QEMU driver, storages, reconciler, sampler of live figures (None where not
+    set up)."""
 
     driver: Any = None
     storages: dict = field(default_factory=dict)
     reconciler: Any = None
+    sampler: Any = None  # hypervisor/sampler.py: the latest host and guest figures and the RRD store
+    request_metrics: Any = None  # api/metrics.py RequestMetrics: the API's latency histogram
+    peer_figures: Any = None  # api/native/figures.py: the other members' figures, for cluster-wide lists
     adopt_ca: Any = None  # async (ca_cert_pem, ca_key_pem): make the cluster's CA this node's (on join)
     spawn: Any = None  # (async fn of no arguments) -> None: run it in the node's nursery, past the request
+    network: Any = None  # the node's network configuration (hypervisor/network.py NodeNetwork)
+    consoles: Any = None  # hypervisor.console.ConsoleSessions: the node's console proxies
 
 
 @dataclass
@@ -32,10 +40,18 @@ class Ctx:
     rt: Runtime = field(default_factory=Runtime)
 
     def can(self, privilege: str, path: str) -> bool:
-        from engine.roles import privileges_on
-
         with self.node.read() as s:
-            return privilege in privileges_on(s, self.user, path)
+            return privilege in views(self.node).grants(s, self.user).on(path)
+
+    def grants(self) -> Grants:
+        """The caller's privileges at the current state (api/views.py), for checking many paths at once."""
+        with self.node.read() as s:
+            return views(self.node).grants(s, self.user)
+
+    def derived(self, step: str) -> Ctx:
+        """The same caller for one step of a compound request: its own request id, derived from this one's, so a
+        retried request repeats no step."""
+        return dataclasses.replace(self, request_id=f"{self.request_id}/{step}")
 
     @property
     def command_id(self) -> str:
@@ -50,4 +66,4 @@ class Reply:
     data: Any
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    raw: bool = False  # send `data` as the whole body (documents such as openapi.json)
+    content_type: str | None = None  # `data` is the body itself (bytes or text) of this type, not JSON

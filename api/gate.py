@@ -17,9 +17,10 @@ from typing import Any
 
 from api import auth
 from api.errors import ApiError, forbidden, unauthorized
+from api.forward import require_member
 from api.passwords import hash_secret
 from api.ratelimit import RateLimiter, Verdict
-from api.schema import Permission
+from api.schema import Endpoint, Permission
 from engine.errors import Rejection
 from engine.node import Node
 from engine.roles import privileges_on, user_active
@@ -94,6 +95,14 @@ class Gate:
         if denied:
             raise forbidden(*denied)
 
+    def check_node(self, endpoint: Endpoint, params: dict[str, Any]) -> None:
+        """A `/nodes/{node}/…` endpoint's node must be a cluster member, else 404 `no such cluster node 'X'`
+        (api/forward.py). Checked once the caller is known, before its parameters: Proxmox resolves the node
+        before its handler checks them, so every request to an unknown node gets this answer."""
+        if endpoint.path.startswith("/nodes/{node}"):
+            with self.node.read() as s:
+                require_member(s.nodes, str(params.get("node", "")))
+
     def count(self, rate_class: str, key: str, now: float) -> Verdict | None:
         """Count one request of `rate_class` (auth, read, write, bulk) for `key` (the user, or for logins the
         source and user name); raises RateLimited over the limit."""
@@ -115,5 +124,6 @@ class Gate:
         return f"{client_id}#{hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()[:16]}"
 
     def refund(self, rate_class: str, key: str) -> None:
-        """A successful login does not count against the failed-login budget."""
+        """Give back a counted request: a login counts against the failed-login budget only when its credentials
+        were refused (401), not when it succeeded or was refused for another reason (400, 503)."""
         self.limiter.refund(rate_class, key)

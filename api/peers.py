@@ -43,8 +43,10 @@ class PeerClient:
         headers = {"Content-Type": "application/octet-stream"}
         return await self.call(node_name, "PUT", path, params=params, content=chunks(), headers=headers)
 
-    async def call(self, node_name: str, method: str, path: str, headers: dict | None = None, **kwargs):
-        """`path` is absolute (`/v1/...`); answers the JSON body, raises Rejection on an error answer."""
+    async def call(self, node_name: str, method: str, path: str, headers: dict | None = None, text: bool = False,
+                   **kwargs):
+        """`path` is absolute (`/v1/...`); answers the JSON body (`text`: the body as text), raises Rejection on an
+        error answer."""
         try:
             response = await self.http.request(method, self.url(node_name, path),
                                                headers={**self._headers(), **(headers or {})}, **kwargs)
@@ -52,7 +54,7 @@ class PeerClient:
             raise Rejection(502, f"node '{node_name}' is unreachable - {type(exc).__name__}") from None
         if response.status_code != 200:
             raise Rejection(response.status_code, f"node '{node_name}': {response.reason_phrase}")
-        return response.json()
+        return response.text if text else response.json()
 
 
 class RemoteMigrationTarget:

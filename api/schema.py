@@ -12,6 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import propstrings
+from api.formats import FORMAT_CHECKS
+
 MAX_LIMIT = 500
 INT64 = 2**63
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -20,11 +23,11 @@ FALSE_WORDS = {"0", "false", "no", "off"}
 FORMATS = {
     "pve-node": r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?",
     "pve-storage-id": r"[a-z][a-z0-9\-_.]*[a-z0-9]",
-    "pve-configid": r"[a-z][a-z0-9_]+",
+    "pve-configid": r"[a-z][a-z0-9_\-]+",  # pve-common's CONFIGID_RE (`prune-backups`, `tag-style`)
     "dns-name": r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*([A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)",
     "pve-userid": r"[^\s:/]+@[A-Za-z][A-Za-z0-9\.\-_]+",
+    "pve-realm": r"[A-Za-z][A-Za-z0-9\.\-_]+",
     "pve-poolid": r"[A-Za-z][A-Za-z0-9\-_]+",
-    "pve-tag-list": r"[a-zA-Z0-9_+.\-]+([;, ]+[a-zA-Z0-9_+.\-]+)*[;, ]*",
 }
 # Proxmox's `-list` formats: every element of `split_list(value)` must match, else Proxmox's message
 # (pve-access-control `verify_rolename`, `verify_groupname`, `verify_username`, `pve_verify_tokenid`).
@@ -34,13 +37,18 @@ LIST_FORMATS = {
     "pve-userid-list": (FORMATS["pve-userid"], "value '{}' does not look like a valid user name"),
     "pve-tokenid-list": (FORMATS["pve-userid"] + r"![A-Za-z][A-Za-z0-9.\-_]+",
                          "value '{}' does not look like a valid token ID"),
+    "pve-configid-list": (FORMATS["pve-configid"], "invalid configuration ID '{}'"),  # pve_verify_configid
+    # pve-storage `verify_content` (the types a `dir` storage holds: engine/storage.py DIR_CONTENT)
+    "pve-storage-content-list": (r"images|rootdir|vztmpl|iso|backup|snippets|none|import",
+                                 "invalid content type '{}'"),
+    "pve-node-list": (FORMATS["pve-node"], "value '{}' does not look like a valid node name"),
 }
 
 
 @dataclass(frozen=True)
 class Param:
     name: str  # a plain name, or an indexed family such as "net[n]"
-    type: str = "string"  # string | integer | number | boolean
+    type: str = "string"  # string | integer | number | boolean | array (repeated keys, a JSON list) | object (JSON)
     optional: bool = True
     default: Any = None
     minimum: float | None = None
@@ -49,9 +57,13 @@ class Param:
     pattern: str | None = None
     format: str | None = None
     max_length: int | None = None
+    min_length: int | None = None
     max_index: int | None = None  # for "name[n]": highest n
     description: str = ""
     location: str = "body"  # body (or query for GET/DELETE) | path
+    items: Param | None = None  # an array's element
+    properties: tuple[Param, ...] = ()  # an object's members (no others allowed)
+    max_items: int | None = None
 
     def matches(self, key: str) -> bool:
         if self.max_index is None:
@@ -59,9 +71,15 @@ class Param:
         m = re.fullmatch(re.escape(self.name[:-3]) + r"(\d+)", key)
         return bool(m) and int(m.group(1)) <= self.max_index
 
-    def coerce(self, raw: Any) -> Any:
-        """Parse one raw value; raise ValueError with Proxmox's message on failure."""
+    def coerce(self, raw: Any, key: str | None = None) -> Any:
+        """Parse one raw value (of parameter `key`, for a family such as `net[n]`); raise ValueError with
+        Proxmox's message on failure. A property string (api/propstrings.py) comes back as Proxmox stores it."""
         value: Any = raw
+        stored: Any = None
+        if self.type == "array":
+            return self._coerce_array(raw)
+        if self.type == "object":
+            return self._coerce_object(raw)
         if self.type == "boolean":
             if isinstance(raw, bool):
                 return int(raw)
@@ -89,6 +107,8 @@ class Param:
             value = str(raw)
             if "\x00" in value:
                 raise ValueError("value contains a NUL character")
+            if propstrings.knows(self.format):
+                stored = propstrings.coerce(str(self.format), key or self.name, value)
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"value must have a minimum value of {_num(self.minimum)}")
         if self.maximum is not None and value > self.maximum:
@@ -97,22 +117,68 @@ class Param:
             raise ValueError(f"value '{value}' does not have a value in the enumeration '{', '.join(self.enum)}'")
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"value may only be {self.max_length} characters long")
+        if self.min_length is not None and len(value) < self.min_length:
+            raise ValueError(f"value must be at least {self.min_length} characters long")
         if self.format in LIST_FORMATS:
             element, message = LIST_FORMATS[self.format]
             bad = next((v for v in split_list(value) if not re.fullmatch(element, v)), None)
             if bad is not None:
                 raise ValueError("invalid format - " + message.format(bad))
+        if self.format in FORMAT_CHECKS and isinstance(value, str):  # checked by code (api/formats.py)
+            FORMAT_CHECKS[self.format](value)
         regex = self.pattern or FORMATS.get(self.format or "")
         if regex and isinstance(value, str) and not re.fullmatch(regex, value):
             if self.format and not self.pattern:
                 raise ValueError(f"value does not look like a valid {self.format.removeprefix('pve-')}")
             raise ValueError("value does not match the regex pattern")
-        return value
+        return value if stored is None else stored
+
+    def _coerce_array(self, raw: Any) -> list:
+        """Proxmox's `type => 'array'`: a JSON list, or repeated keys of a form or query string; a single value is
+        a list of one. Elements are checked by `items` (strings when not given)."""
+        values = raw if isinstance(raw, list) else [raw]
+        if self.max_items is not None and len(values) > self.max_items:
+            raise ValueError(f"array may hold at most {self.max_items} items")
+        element = self.items or STRING_ITEM
+        out = []
+        for i, value in enumerate(values):
+            try:
+                out.append(element.coerce(value))
+            except ValueError as exc:
+                raise ValueError(f"item {i}: {exc}" if len(values) > 1 else str(exc)) from None
+        return out
+
+    def _coerce_object(self, raw: Any) -> dict:
+        if not isinstance(raw, dict):
+            raise ValueError(f"type check ('object') failed - got '{raw}'")
+        out, known = {}, {p.name: p for p in self.properties}
+        for key, value in raw.items():
+            if key not in known:
+                raise ValueError(f"'{key}': property is not defined in schema")
+            try:
+                out[key] = known[key].coerce(value)
+            except ValueError as exc:
+                raise ValueError(f"'{key}': {exc}") from None
+        missing = [p.name for p in self.properties if not p.optional and p.name not in raw]
+        if missing:
+            raise ValueError(f"'{missing[0]}': property is missing and it is not optional")
+        return out
 
     def json_schema(self) -> dict:
         out: dict[str, Any] = {"type": self.type}
+        if self.type == "array":
+            out["items"] = (self.items or STRING_ITEM).json_schema()
+        if self.max_items is not None:
+            out["maxItems"] = self.max_items
+        if self.type == "object":
+            out["properties"] = {p.name: p.json_schema() for p in self.properties}
+            out["additionalProperties"] = False
+            required = [p.name for p in self.properties if not p.optional]
+            if required:
+                out["required"] = required
         for key, val in (("minimum", self.minimum), ("maximum", self.maximum), ("default", self.default),
-                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length)):
+                         ("pattern", self.pattern), ("format", self.format), ("maxLength", self.max_length),
+                         ("minLength", self.min_length)):
             if val is not None:
                 out[key] = val
         if self.enum:
@@ -120,6 +186,9 @@ class Param:
         if self.type == "boolean" and "default" in out:
             out["default"] = bool(out["default"])
         return out
+
+
+STRING_ITEM = Param("item")
 
 
 def _num(x: float) -> str:
@@ -183,6 +252,8 @@ ROOT_ONLY = Permission(check="root")
 
 
 Handler = Callable[..., Awaitable[Any]]
+# Path parameters that may hold slashes, as the rest of the path (volume ids: Proxmox's `fragmentDelimiter ''`)
+GREEDY = ("volume",)
 
 
 @dataclass
@@ -200,10 +271,17 @@ class Endpoint:
     paged: bool = False  # a list that takes start/limit and answers X-Total-Count and Link
     default_limit: int | None = None  # None: every row unless `limit` is given (Proxmox's compat lists)
     raw_body: bool = False  # the handler reads the body itself (an upload); else it holds parameters
+    bare: bool = False  # the answer is the whole body, not wrapped in `data` (a document such as openapi.json)
+    absent: str = ""  # a Proxmox feature gpve does not have, which this endpoint answers for (api/compat/absent.py)
+    unsupported: bool = False  # answered 501 naming `absent`, whatever the parameters (a write to such a feature)
+    text: str = ""  # another content type the answer may have (`format=prometheus`), besides JSON
+    upload: str = ""  # a multipart upload: its file's field (the handler reads the body; implies raw_body)
     regex: re.Pattern = field(init=False)
 
     def __post_init__(self) -> None:
-        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", self.path)
+        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(1) in GREEDY else '[^/]+'})",
+                         self.path)
+        self.raw_body = self.raw_body or bool(self.upload)
         self.regex = re.compile(pattern + "/?")
         self.rate_class = self.rate_class or ("read" if self.method == "GET" else "write")
         if self.paged and not any(p.name == "limit" for p in self.params):
@@ -215,26 +293,32 @@ class Endpoint:
     def writes(self) -> bool:
         return self.method != "GET"
 
-    def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Coerce and check every parameter; raise ParamErrors with one message per bad parameter."""
-        values: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        for key, value in raw.items():
-            param = next((p for p in self.params if p.matches(key)), None)
-            if param is None:
-                errors[key] = "property is not defined in schema and the schema does not allow additional properties"
-                continue
-            try:
-                values[key] = param.coerce(value)
-            except ValueError as exc:
-                errors[key] = str(exc)
-        for param in self.params:
-            if param.max_index is None and param.name not in raw:
-                if not param.optional:
-                    errors[param.name] = "property is missing and it is not optional"
-        if errors:
-            raise ParamErrors(errors)
-        return values
+    def validate(self, raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+        """Coerce and check every parameter; raise ParamErrors with one message per bad parameter. `partial`: body
+        parameters may be missing (an upload's, read by its handler, which checks them with `check_params`)."""
+        return check_params(self.params, raw, partial)
+
+
+def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """`raw` checked against the declared `params` (see Endpoint.validate)."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, value in raw.items():
+        param = next((p for p in params if p.matches(key)), None)
+        if param is None:
+            errors[key] = "property is not defined in schema and the schema does not allow additional properties"
+            continue
+        try:
+            values[key] = param.coerce(value, key)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    for param in params:
+        if param.max_index is None and param.name not in raw and not param.optional \
+                and not (partial and param.location == "body"):
+            errors[param.name] = "property is missing and it is not optional"
+    if errors:
+        raise ParamErrors(errors)
+    return values
 
 
 class ParamErrors(Exception):
@@ -247,15 +331,25 @@ class Registry:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
 
+    def children(self, path: str) -> list[str]:
+        """The names one level below `path` that a GET serves (a Proxmox directory index: `subdir`s), taken from
+        the declarations, so an index never names what does not exist."""
+        prefix = path.rstrip("/") + "/"
+        return sorted({ep.path[len(prefix):] for ep in self.endpoints
+                       if not ep.native and ep.method == "GET" and ep.path.startswith(prefix)
+                       and "/" not in ep.path[len(prefix):] and not ep.path[len(prefix):].startswith("{")})
+
     def endpoint(self, method: str, path: str, *, params: list[Param] | None = None,
                  permission: Permission | None = None, returns: dict | None = None, description: str = "",
                  native: bool = False, rate_class: str = "", paged: bool = False,
-                 default_limit: int | None = None, raw_body: bool = False) -> Callable[[Handler], Handler]:
+                 default_limit: int | None = None, raw_body: bool = False,
+                 bare: bool = False, absent: str = "", unsupported: bool = False,
+                 text: str = "", upload: str = "") -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, handler.__name__, handler, list(params or []),
                                            permission or Permission(check="all"), returns or {"type": "null"},
                                            description or (handler.__doc__ or ""), native, rate_class, paged,
-                                           default_limit, raw_body))
+                                           default_limit, raw_body, bare, absent, unsupported, text, upload))
             return handler
         return register
 

@@ -8,6 +8,7 @@ protocol moves into the status line (and never sends as a header).
 from __future__ import annotations
 
 import http
+import socket
 
 import h11
 import trio
@@ -19,6 +20,8 @@ from api.app import REASON_HEADER
 from api.errors import reason_phrase
 
 _REASON_KEY = REASON_HEADER.encode()
+WEBSOCKET_PING = 20.0  # s
+UNREAD_TIMEOUT = 30.0  # s a peer may leave sent data unacknowledged (its window closed) before it is dropped
 _original_send = hypercorn_h11.H11Protocol._send_h11_event
 
 
@@ -49,8 +52,21 @@ async def _send_with_reason(self, event) -> None:
 hypercorn_h11.H11Protocol._send_h11_event = _send_with_reason
 
 
+class _Config(Config):
+    """Hypercorn's config; its listening sockets carry TCP_USER_TIMEOUT, which accepted connections inherit: a
+    peer that takes no data for that long (a WebSocket consumer that stopped reading, whose bytes hypercorn
+    would otherwise wait to send for ever) is dropped by the kernel."""
+
+    def _create_sockets(self, binds: list[str], type_: int = socket.SOCK_STREAM) -> list[socket.socket]:
+        sockets = super()._create_sockets(binds, type_)
+        for sock in sockets:
+            if type_ == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(UNREAD_TIMEOUT * 1000))
+        return sockets
+
+
 def server_config(bind: str, certfile: str, keyfile: str) -> Config:
-    config = Config()
+    config = _Config()
     config.bind = [bind]
     config.certfile = certfile
     config.keyfile = keyfile
@@ -58,6 +74,7 @@ def server_config(bind: str, certfile: str, keyfile: str) -> Config:
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = 30
+    config.websocket_ping_interval = WEBSOCKET_PING  # idle WebSockets (the event stream) are kept alive
     config.include_server_header = False
     return config
 

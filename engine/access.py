@@ -1,4 +1,4 @@
-"""Users, groups, roles, ACLs, pools and API tokens: Proxmox's access control, as log commands.
+"""Users, groups, roles, ACLs, pools, API tokens and realms: Proxmox's access control, as log commands.
 
 Secrets never enter the log in clear: passwords arrive scrypt-hashed and token secrets SHA-256
 hashed, both made by the proposer.
@@ -6,6 +6,7 @@ hashed, both made by the proposer.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -19,6 +20,11 @@ USERID = re.compile(r"[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+")
 TOKENID = re.compile(r"[A-Za-z][A-Za-z0-9.\-_]+")
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9.\-_]+")
 ROOT_RECORD = {"enable": 1, "expire": 0, "groups": [], "tokens": {}}  # a new user, and root@pam's defaults
+# The realms every Proxmox cluster has, with the comments its domains.cfg parser gives them when unset
+# (pve-access-control `PVE::Auth::Plugin::parse_config`); the log keeps only what was changed.
+BUILTIN_REALMS = {"pam": {"type": "pam", "comment": "Linux PAM standard authentication", "plugin": "PVE::Auth::PAM"},
+                  "pve": {"type": "pve", "comment": "Proxmox VE authentication server"}}
+REALM_OPTIONS = ("comment", "default", "tfa")  # the options of realm types pam and pve (`PVE::Auth::PVE::options`)
 ACL_PATH = re.compile(r"/|(/(vms|nodes|storage|pool|access|sdn|mapping)(/[A-Za-z0-9.\-_/]+)?)")
 
 
@@ -121,10 +127,22 @@ class DeleteToken(Command):
     tokenid: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SetRealm(Command):
+    """Change realm `realm`'s settings (`PUT /access/domains/{realm}`): `fields` set (comment, default), `delete`
+    names settings to drop, `digest` (of all realms, as `GET /access/domains/{realm}` answers it) guards."""
+
+    TYPE = "access.set_realm"
+    realm: str
+    fields: dict = field(default_factory=dict)
+    delete: list = field(default_factory=list)
+    digest: str | None = None
+
+
 # ---- events ------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class AccessChanged(Event):
-    """The new value of one access-control record (None: removed). `kind`: user|group|role|pool|acl."""
+    """The new value of one access-control record (None: removed). `kind`: user|group|role|pool|acl|realm."""
 
     TYPE = "access.changed"
     kind: str
@@ -156,6 +174,35 @@ def pool_with_guest(s: State, poolid: str, vmid: int) -> AccessChanged:
     if pool is None:
         raise not_found(f"pool '{poolid}' does not exist")
     return _changed("pool", poolid, {**pool, "vms": sorted(set(pool["vms"]) | {vmid})})
+
+
+def realms(s: State) -> dict[str, dict]:
+    """Every realm's settings: the built-in ones' defaults under what the log changed."""
+    stored = _table(s, "realm")
+    out = {}
+    for realm in sorted(set(BUILTIN_REALMS) | set(stored)):
+        merged = {**BUILTIN_REALMS.get(realm, {}), **stored.get(realm, {})}
+        if not merged.get("comment") and realm in BUILTIN_REALMS:
+            merged["comment"] = BUILTIN_REALMS[realm]["comment"]
+        out[realm] = merged
+    return out
+
+
+def realms_digest(s: State) -> str:
+    """The SHA-1 of every realm's settings, rendered one per line: Proxmox's domains.cfg digest, in spirit."""
+    text = "".join(f"{r}:{k}={v}\n" for r, conf in realms(s).items() for k, v in sorted(conf.items()))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def check_new_realm(s: State, realm: str, realm_type: str) -> None:
+    """`POST /access/domains` (pve-access-control `PVE::API2::Domains::create`): 409 for a realm that exists, 400
+    for the reserved names and the built-in types. Nothing else can be created yet; the caller refuses the rest."""
+    if realm in realms(s):
+        raise conflict(f"domain '{realm}' already exists")
+    if realm in BUILTIN_REALMS:
+        raise bad_request(f"unable to use reserved name '{realm}'")
+    if realm_type in BUILTIN_REALMS:
+        raise bad_request(f"unable to create builtin type '{realm_type}'")
 
 
 # ---- decide ------------------------------------------------------------------------------------
@@ -373,4 +420,30 @@ def _(c: DeleteToken, s: State) -> Decision:
         kept = [e for e in entries if e["ugid"] != full]
         if kept != entries:
             events.append(_changed("acl", path, kept or None))
+    return events, {}
+
+
+@decide.register
+def _(c: SetRealm, s: State) -> Decision:
+    """As `PVE::API2::Domains::update`: the digest first, 404 for an unknown realm, `no options specified` when
+    nothing changes; `default=1` moves the default marker here from every other realm."""
+    if c.digest and c.digest != realms_digest(s):
+        raise bad_request("detected modified configuration - file changed by other user? Try again.")
+    current = realms(s)
+    if c.realm not in current:
+        raise not_found(f"domain '{c.realm}' does not exist")
+    if not c.fields and not c.delete:
+        raise bad_request("no options specified")
+    unknown = sorted(k for k in c.fields if k not in REALM_OPTIONS)
+    if unknown:
+        raise bad_request("Parameter verification failed", {unknown[0]: f"unexpected property '{unknown[0]}'"})
+    stored = _table(s, "realm")
+    conf = {k: v for k, v in stored.get(c.realm, {}).items() if k not in c.delete}
+    conf.update(c.fields)
+    events: list[Event] = []
+    if conf.get("default"):
+        for other, settings in sorted(stored.items()):
+            if other != c.realm and settings.get("default"):
+                events.append(_changed("realm", other, {k: v for k, v in settings.items() if k != "default"}))
+    events.append(_changed("realm", c.realm, conf))
     return events, {}

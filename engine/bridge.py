@@ -8,6 +8,7 @@ repeated request id applies once. Without quorum, writes fail at once.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import structlog
@@ -51,6 +52,7 @@ class LogBridge:
         self.waker = TrioWaker()
         self.entries_proposed = 0
         self.commands_proposed = 0
+        self.batch_sizes: Counter[int] = Counter()  # commands per proposed entry -> entries (group commit)
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The batcher: one log entry for everything pending, at most `max_inflight` at a time."""
@@ -77,6 +79,7 @@ class LogBridge:
             number = self.entries_proposed
             self._inflight[number] = trio.current_time()
             self.commands_proposed += len(batch)
+            self.batch_sizes[len(batch)] += 1
             payload = join_encoded(encoded)
             self.replog.propose(payload, callback=lambda res, err, n=number, b=batch:
                                 self._from_thread(n, b, res, err))

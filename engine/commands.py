@@ -42,6 +42,8 @@ class RegisterNode(Command):
     api_port: int
     raft_addr: str
     fingerprint: str = ""
+    # the node's host facts, as Proxmox's `static-info` node key: `cpus`, `memory` (bytes), `cgroup-mode`
+    static: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +99,8 @@ class UpdateGuestConfig(Command):
     delete: list = field(default_factory=list)
     digest: str | None = None
     skiplock: bool = False
+    revert: list = field(default_factory=list)  # keys whose pending change is dropped (engine/pending.py)
+    force: bool = False  # the deletes are forced: a disk's volume is destroyed when its delete applies
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +163,10 @@ class FinishTask(Command):
     # config of the moment, so that an edit made while the task ran is kept (a full config would undo it)
     patches: dict = field(default_factory=dict)
     snapshots: dict = field(default_factory=dict)  # vmid -> full snapshot table
+    # vmid -> what the task changed in the guest's pending changes (engine/pending.py `diff`), applied over the
+    # pending changes of the moment: an entry the task took in goes only if it is still what the task saw
+    pending: dict = field(default_factory=dict)
+    cloudinit: dict = field(default_factory=dict)  # vmid -> the config values its cloud-init image was made from
     created: list = field(default_factory=list)  # [{vmid, node, config}]
     deleted: list = field(default_factory=list)  # [vmid]
     moved: dict = field(default_factory=dict)  # vmid -> the node that owns it now (migration)

@@ -11,7 +11,7 @@ from functools import singledispatch
 
 from engine import commands as cmd
 from engine import events as ev
-from engine import tasks
+from engine import pending, tasks
 from engine.errors import Rejection, bad_request, conflict, locked, not_found
 from engine.state import VMID_MAX, VMID_MIN, State, guest_digest
 from engine.volumes import alloc_requests
@@ -67,15 +67,16 @@ def _(c: cmd.InitCluster, s: State) -> Decision:
 def _(c: cmd.RegisterNode, s: State) -> Decision:
     known = s.nodes.get(c.name)
     fingerprint = c.fingerprint or (known or {}).get("fingerprint", "")
-    if known and (known["ip"], known["api_port"], known["raft_addr"], known.get("fingerprint", "")) == \
-            (c.ip, c.api_port, c.raft_addr, fingerprint):
+    static = c.static or (known or {}).get("static", {})
+    if known and (known["ip"], known["api_port"], known["raft_addr"], known.get("fingerprint", ""),
+                  known.get("static", {})) == (c.ip, c.api_port, c.raft_addr, fingerprint, static):
         return [], {"nodeid": known["nodeid"]}
     clash = next((n for n in s.nodes.values() if n["raft_addr"] == c.raft_addr and n["name"] != c.name), None)
     if clash:
         raise conflict(f"raft address {c.raft_addr} is already used by node '{clash['name']}'")
     nodeid = known["nodeid"] if known else 1 + max((n["nodeid"] for n in s.nodes.values()), default=0)
     return [ev.NodeRegistered(name=c.name, nodeid=nodeid, ip=c.ip, api_port=c.api_port, raft_addr=c.raft_addr,
-                              fingerprint=fingerprint)], {"nodeid": nodeid}
+                              fingerprint=fingerprint, static=static)], {"nodeid": nodeid}
 
 
 @decide.register
@@ -158,24 +159,44 @@ def _(c: cmd.CreateGuest, s: State) -> Decision:
     return events, {"upid": c.upid, "vmid": c.vmid}
 
 
+def config_events(guest: dict, conf: dict, pend: pending.Pending) -> list[ev.Event]:
+    """The events that take `guest` to `conf` and `pend`: only what changed."""
+    events: list[ev.Event] = []
+    if conf != guest["conf"]:
+        events.append(ev.GuestConfigChanged(vmid=guest["vmid"], config=conf))
+    if pend != pending.of(guest):
+        events.append(ev.GuestPendingChanged(vmid=guest["vmid"], pending=pend.values, pending_delete=pend.deletes))
+    return events
+
+
 @decide.register
 def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
+    """A config change without volumes to allocate or destroy and without QEMU to drive: written into pending, then
+    applied as far as no QEMU is needed (engine/pending.py): all of it on a guest that does not run, the keys that
+    need no restart on one that does. A key that would need a hotplug stays pending (the services send those to a
+    `qmconfig` task; this is the fallback when the guest started meanwhile)."""
     guest = _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
     overlap = sorted(set(c.set) & set(c.delete))
     if overlap:
         raise bad_request("Parameter verification failed",
                           {k: "unable to delete and set the same option" for k in overlap})
-    conf = dict(guest["conf"])
-    conf.update(c.set)
-    for key in c.delete:
-        conf.pop(key, None)
-    return [ev.GuestConfigChanged(vmid=c.vmid, config=conf)], {}
+    both = sorted(set(c.revert) & (set(c.set) | set(c.delete)))
+    if both:
+        raise bad_request("Parameter verification failed",
+                          {"delete": f"you can't use '-{both[0]}' and '-revert {both[0]}' at the same time"})
+    tasks.check_config_change(s, guest, {"delete": c.delete, "force": c.force})
+    conf, pend = pending.stage(c.vmid, guest["conf"], pending.of(guest), c.set, c.delete, c.revert, force=c.force)
+    chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*c.set, *c.delete, *c.revert])
+    keys = [k for k in chosen.now if not pending.destroys(c.vmid, conf, pend, k)]  # destroying volumes: a task's
+    conf, pend, _ = pending.commit(c.vmid, conf, pend, keys)
+    return config_events(guest, conf, pend), {}
 
 
 @decide.register
 def _(c: cmd.StartTask, s: State) -> Decision:
     task_kind = tasks.kind(c.type)
-    guest = _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
+    guest = _guest(s, c.vmid, c.node) if task_kind.alongside else \
+        _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
     task_kind.check_intent(c.intent, c.user)
     if task_kind.power and guest["conf"].get("template"):
         raise bad_request("you can't start a vm if it's a template" if c.type == "qmstart"
@@ -225,15 +246,23 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
     for vmid, conf in sorted((int(k), v) for k, v in c.configs.items()):
         if vmid in s.guests or any(int(i["vmid"]) == vmid for i in c.created):
             events.append(ev.GuestConfigChanged(vmid=vmid, config=_keeping_lock(s, vmid, conf)))
-    for vmid, patch in sorted((int(k), v) for k, v in c.patches.items()):
-        if vmid in s.guests:
-            conf = dict(s.guests[vmid]["conf"])
-            conf.update(patch.get("set", {}))
-            for key in patch.get("delete", []):
-                conf.pop(key, None)
-            events.append(ev.GuestConfigChanged(vmid=vmid, config=_keeping_lock(s, vmid, conf)))
+    for vmid in sorted({int(k) for k in c.patches} | {int(k) for k in c.pending}):
+        guest = s.guests.get(vmid)
+        if guest is None:
+            continue
+        conf = dict(guest["conf"])
+        patch = c.patches.get(vmid, c.patches.get(str(vmid), {}))
+        conf.update(patch.get("set", {}))
+        for key in patch.get("delete", []):
+            conf.pop(key, None)
+        conf = _keeping_lock(s, vmid, conf)
+        pend = pending.patch(conf, pending.of(guest), c.pending.get(vmid, c.pending.get(str(vmid), {})))
+        events += config_events(guest, conf, pend)
     for vmid, snaps in sorted((int(k), v) for k, v in c.snapshots.items()):
         events.append(ev.GuestSnapshotsChanged(vmid=vmid, snapshots=dict(snaps)))
+    for vmid, values in sorted((int(k), v) for k, v in c.cloudinit.items()):
+        if vmid in s.guests:
+            events.append(ev.GuestCloudinitMade(vmid=vmid, values=dict(values)))
     for vmid, node in sorted((int(k), v) for k, v in c.moved.items()):
         if vmid in s.guests and node in s.nodes:
             events.append(ev.GuestMoved(vmid=vmid, node=node))

@@ -29,6 +29,7 @@ class NodeRegistered(Event):
     api_port: int
     raft_addr: str
     fingerprint: str = ""
+    static: dict = field(default_factory=dict)  # cpus, memory, cgroup-mode (RegisterNode.static)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +71,16 @@ class GuestConfigChanged(Event):
     TYPE = "guest.config_changed"
     vmid: int
     config: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestPendingChanged(Event):
+    """A guest's pending changes, whole (engine/pending.py): values set, and keys to delete (key -> forced)."""
+
+    TYPE = "guest.pending_changed"
+    vmid: int
+    pending: dict = field(default_factory=dict)
+    pending_delete: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +128,16 @@ class GuestPowerChanged(Event):
     TYPE = "guest.power_changed"
     vmid: int
     status: str  # running | stopped
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestCloudinitMade(Event):
+    """The image of the guest's cloud-init drive was made from these config values (engine/cloudinit.py
+    `tracked`): `GET …/cloudinit` shows them as its current values."""
+
+    TYPE = "guest.cloudinit_made"
+    vmid: int
+    values: dict
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,9 +9,10 @@ before them raises `TooOld`, telling the client to resync from the current state
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from engine.public_events import describe
@@ -27,6 +28,13 @@ class PublicEvent:
     type: str
     timestamp: float  # the command's time, seconds since the epoch
     data: dict
+    wire: str = field(default="", compare=False, repr=False)  # to_dict() as compact JSON, made once
+
+    @classmethod
+    def made(cls, id: int, type: str, timestamp: float, data: dict) -> PublicEvent:  # noqa: A002 - the spec's names
+        """The event with its JSON text, so that each stream sends it without encoding it again."""
+        event = cls(id, type, timestamp, data)
+        return replace(event, wire=json.dumps(event.to_dict(), separators=(",", ":")))
 
     @property
     def index(self) -> int:
@@ -70,7 +78,7 @@ class EventHub:
             if self._events and self._events[-1].id >= index * PER_ENTRY:
                 return  # already published (an entry is applied once; defensive)
             for position, (type_, ts, data) in enumerate(staged[:PER_ENTRY]):
-                self._events.append(PublicEvent(index * PER_ENTRY + position, type_, ts, data))
+                self._events.append(PublicEvent.made(index * PER_ENTRY + position, type_, ts, data))
             while len(self._events) > self._capacity:
                 self.floor = self._events.popleft().id
 

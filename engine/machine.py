@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine import access  # noqa: F401 - registers the access-control commands
+from engine import (
+    access,  # noqa: F401 - registers the access-control commands
+    datacenter,  # noqa: F401 - registers the datacenter options' commands
+    network,  # noqa: F401 - registers the network reload task
+    storage,  # noqa: F401 - registers the storage definitions and node tasks
+    webhooks,  # noqa: F401 - registers the webhook commands
+)
 from engine.codec import Record, decode_records
 from engine.commands import Command
 from engine.decide import decide

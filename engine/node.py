@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 import trio
@@ -25,6 +25,7 @@ import trio
 from engine import commands as cmd
 from engine.bridge import LogBridge, NoQuorum
 from engine.errors import Rejection
+from engine.hub import CAPACITY as EVENT_BUFFER
 from engine.hub import EventHub
 from engine.journal import DurableJournal
 from engine.machine import Machine
@@ -47,6 +48,7 @@ class NodeSpec:
     peers: dict[str, str]  # node name -> "host:raftport", this node included
     cluster_name: str = "gpve"
     fingerprint: str = ""  # of this node's API certificate
+    static: dict = field(default_factory=dict)  # host facts for /cluster/resources (RegisterNode.static)
 
     @property
     def raft_addr(self) -> str:
@@ -91,14 +93,14 @@ class Node:
     machine_class: Callable[..., Machine] = Machine
 
     def __init__(self, spec: NodeSpec, ticket_key_pem: str, csrf_secret: str, raft_key: str | None = None,
-                 **raft_conf) -> None:
+                 event_buffer: int = EVENT_BUFFER, **raft_conf) -> None:
         self.spec = spec
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.raft_key = raft_key
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
-        self.hub = EventHub()
+        self.hub = EventHub(event_buffer)
         self.machine = self.machine_class(on_events=self._on_events)
         self.machine.hub = self.hub
         self.journal, self.replog = self._open_log()
@@ -117,10 +119,11 @@ class Node:
         """This node's wall clock (the simulator gives each node its own)."""
         return time.time()
 
-    async def run(self, *, reconciler=None, watcher=None, servers: Sequence[Callable] = (),
+    async def run(self, *, reconciler=None, watcher=None, sampler=None, servers: Sequence[Callable] = (),
                   task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The node's runtime tree, in one nursery owned here: the log bridge, the bootstrap, the reconciler, the
-        guest watcher and the servers it is handed (each `async fn(task_status)`), started in that order.
+        guest watcher, the sampler of live figures (hypervisor/sampler.py) and the servers it is handed (each
+        `async fn(task_status)`), started in that order.
         Reports started once every server is; cancel the call to stop them all. (`gpve serve` and the
         simulator both run nodes through this.)"""
         self.bind_trio()
@@ -132,10 +135,16 @@ class Node:
                 await nursery.start(reconciler.run)
             if watcher is not None:
                 nursery.start_soon(watcher.run)
+            if sampler is not None:
+                await nursery.start(sampler.run)
             for server in servers:
                 await nursery.start(server)
             task_status.started()
         self.nursery = None
+
+    def is_leader(self) -> bool:
+        """This node leads the log now (Raft's leader: it may lose that at any time)."""
+        return self.replog._isLeader()
 
     def spawn(self, fn: Callable[[], Awaitable]) -> None:
         """Run `fn()` in the node's nursery: work that outlives the request that began it (a join's admission)."""
@@ -332,7 +341,7 @@ class Node:
         spec = self.spec
         return cmd.RegisterNode(request_id=f"register-{spec.name}-{self.new_request_id()}", ts=self.wall(),
                                 name=spec.name, ip=spec.ip, api_port=spec.api_port, raft_addr=spec.raft_addr,
-                                fingerprint=spec.fingerprint)
+                                fingerprint=spec.fingerprint, static=dict(spec.static))
 
     def _on_events(self, command: cmd.Command, events: list) -> None:
         """(pysyncobj's thread) Log applied events and wake whoever waits for state changes."""

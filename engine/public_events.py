@@ -5,7 +5,9 @@ Every consumer (the `/v1/events` API, gRPC `WatchStatus`, webhooks) sees only th
 | type                | data                                                                     |
 |---------------------|--------------------------------------------------------------------------|
 | `vm.created`        | `vmid`, `node`, `name`                                                   |
-| `vm.config.changed` | `vmid`, `node`, `changes`: {key: {`old`, `new`}} (absent side = unset)    |
+| `vm.config.changed` | `vmid`, `node`, `changes`: {key: {`old`, `new`}} (absent side = unset);   |
+|                     | a change left pending: `changes` {} and `pending`: {key: {`old`, `new`,  |
+|                     | `delete`}} (the pending value before and after; `delete` 1 or 2 if set)  |
 | `vm.status.changed` | `vmid`, `node`, `old_status`, `new_status` (`running` / `stopped`)       |
 | `vm.started`        | `vmid`, `node`                                                           |
 | `vm.stopped`        | `vmid`, `node`                                                           |
@@ -29,9 +31,9 @@ from __future__ import annotations
 from functools import singledispatch
 
 from engine import events as ev
+from engine.cloudinit import MASK
 from engine.state import State
 
-MASK = "**********"
 SECRET_CONFIG_KEYS = frozenset({"cipassword"})
 # The documented types, for validation of subscription filters.
 PUBLIC_TYPES = ("vm.created", "vm.config.changed", "vm.status.changed", "vm.started", "vm.stopped", "vm.locked",
@@ -73,6 +75,26 @@ def _guest_config_changed(e: ev.GuestConfigChanged, before: State) -> list[Publi
     if old.get("lock") != new.get("lock"):
         out += _lock_events(e.vmid, guest["node"], old.get("lock"), new.get("lock"))
     return out
+
+
+@describe.register
+def _guest_pending_changed(e: ev.GuestPendingChanged, before: State) -> list[Public]:
+    guest = before.guests.get(e.vmid)
+    if guest is None:
+        return []
+    old, new = guest.get("pending") or {}, e.pending
+    old_del, new_del = guest.get("pending_delete") or {}, e.pending_delete
+    changed = {}
+    for key in sorted(set(old) | set(new) | set(old_del) | set(new_del)):
+        if old.get(key) == new.get(key) and old_del.get(key) == new_del.get(key):
+            continue
+        entry = {side: _shown(key, vals[key]) for side, vals in (("old", old), ("new", new)) if key in vals}
+        if key in new_del:
+            entry["delete"] = 2 if new_del[key] else 1
+        changed[key] = entry
+    if not changed:
+        return []
+    return [("vm.config.changed", {"vmid": e.vmid, "node": guest["node"], "changes": {}, "pending": changed})]
 
 
 @describe.register
@@ -157,3 +179,14 @@ def _node_registered(e: ev.NodeRegistered, before: State) -> list[Public]:
 @describe.register
 def _node_removed(e: ev.NodeRemoved, before: State) -> list[Public]:
     return [("node.removed", {"node": e.name})] if e.name in before.nodes else []
+
+
+def type_matches(patterns: list[str], event_type: str) -> bool:
+    """Event type filters (`/v1/events` `types`, webhook `events`): exact types or `prefix.*`; none: all."""
+    return not patterns or any(event_type == p or (p.endswith(".*") and event_type.startswith(p[:-1]))
+                               for p in patterns)
+
+
+def unknown_types(patterns: list[str]) -> list[str]:
+    """The patterns no public event type matches."""
+    return [p for p in patterns if not any(type_matches([p], t) for t in PUBLIC_TYPES)]

@@ -9,6 +9,7 @@ determinism or safety.
 
 from __future__ import annotations
 
+import _socket
 import socket
 import struct
 import threading
@@ -22,6 +23,11 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.version import VERSION
 
 PINNED_VERSION = "0.3.17"
+
+# pysyncobj.win_inet_pton replaces socket.inet_ntop with a Windows-only function on every platform (its
+# `if os.name == 'nt'` guards inet_pton alone): every later user of it fails, pyroute2's address decoding among
+# them. The C function comes back.
+socket.inet_ntop = _socket.inet_ntop
 
 # Names this module depends on, checked by the test suite.
 PRIVATE_NAMES = {
@@ -80,7 +86,7 @@ def set_clock(clock: Callable[[], float]) -> Callable[[], float]:
 
 
 def override_raft_timeout(cls: type, timeout: Callable[[SyncObj], float]) -> None:
-    """Give `cls` (a SyncObj subclass) a deterministic election timeout."""
+    """Give `cls` (a SyncObj subclass) its own election timeout (the simulator's seeded one, a lone member's)."""
     cls._SyncObj__generateRaftTimeout = timeout
 
 

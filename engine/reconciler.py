@@ -16,7 +16,7 @@ import structlog
 import trio
 
 from engine import commands as cmd
-from engine import tasks
+from engine import pending, tasks
 from engine.bridge import NoQuorum
 from engine.private import write_private
 
@@ -32,6 +32,10 @@ class Outcome:
     power: dict = field(default_factory=dict)
     configs: dict = field(default_factory=dict)
     snapshots: dict = field(default_factory=dict)
+    # vmid (the task's guest) -> its pending changes after the task (engine/pending.py Pending); recorded as what
+    # changed from the copy the task was given, so that a change staged while it ran survives
+    pending: dict = field(default_factory=dict)
+    cloudinit: dict = field(default_factory=dict)  # vmid -> the config values its cloud-init image was made from
     created: list = field(default_factory=list)
     deleted: list = field(default_factory=list)
     moved: dict = field(default_factory=dict)
@@ -96,7 +100,8 @@ class Reconciler:
             await self._caught_up()
             while True:
                 changed = self.node.state_changed()
-                busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None}
+                busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None
+                        and not getattr(tasks.KINDS.get(run.type), "alongside", False)}
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
@@ -107,12 +112,13 @@ class Reconciler:
                                 scope.cancel()
                         continue
                     vmid = task.get("vmid")
-                    if vmid in busy and not task["abort"]:
+                    alongside = getattr(tasks.KINDS.get(task["type"]), "alongside", False)
+                    if vmid in busy and not task["abort"] and not alongside:
                         continue  # waits for the guest's earlier task (an aborted one just ends)
-                    if vmid is not None:
+                    if vmid is not None and not alongside:
                         busy.add(vmid)
                     run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"],
-                                  abortable=not getattr(tasks.KINDS.get(task["type"]), "to_the_end", False))
+                                  abortable=not _to_the_end(task))
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
@@ -149,8 +155,7 @@ class Reconciler:
         structlog.contextvars.bind_contextvars(upid=upid)
         outcome, error = Outcome(), None
         try:
-            to_the_end = getattr(tasks.KINDS.get(task["type"]), "to_the_end", False)
-            resumed = to_the_end and upid in self.interrupted  # begun before a restart: it runs again, to its end
+            resumed = _to_the_end(task) and upid in self.interrupted  # begun before a restart: runs again, to its end
             if upid in self.interrupted and not resumed:
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
@@ -184,10 +189,13 @@ class Reconciler:
             exitstatus = "OK"
         log.info("task finished", task_type=task["type"], exitstatus=exitstatus)
         configs, patches = _as_patches(outcome.configs, run)
+        pend = {vmid: pending.diff(pending.of(run.guest), after) for vmid, after in outcome.pending.items()
+                if run.guest is not None and vmid == run.vmid}
         finish = cmd.FinishTask(request_id=f"finish/{upid}", ts=self.node.wall(), user=task["user"], upid=upid,
                                 exitstatus=exitstatus, log=run.lines, power=outcome.power, configs=configs,
-                                patches=patches, snapshots=outcome.snapshots, created=outcome.created,
-                                deleted=outcome.deleted, moved=outcome.moved, keep_lock=outcome.keep_lock)
+                                patches=patches, pending=pend, snapshots=outcome.snapshots,
+                                cloudinit=outcome.cloudinit, created=outcome.created, deleted=outcome.deleted,
+                                moved=outcome.moved, keep_lock=outcome.keep_lock)
         await self.node.submit_until_done(finish)
         if outcome.then is not None and error is None:
             try:
@@ -203,6 +211,11 @@ class Reconciler:
     def _record(self, begun: set[str]) -> None:
         self.begun = set(begun)
         write_private(self._begun_path, "".join(f"{u}\n" for u in sorted(self.begun)).encode())
+
+
+def _to_the_end(task: dict) -> bool:
+    kind = tasks.KINDS.get(task["type"])
+    return kind is not None and kind.runs_to_the_end(task["intent"])
 
 
 def _read_lines(path: str) -> set[str]:
@@ -231,6 +244,10 @@ def _as_patches(configs: dict, run: TaskRun) -> tuple[dict, dict]:
 def _copy_guest(guest: dict | None) -> dict | None:
     if guest is None:
         return None
-    return {"vmid": guest["vmid"], "node": guest["node"], "conf": dict(guest["conf"]),
+    copy = {"vmid": guest["vmid"], "node": guest["node"], "conf": dict(guest["conf"]),
             "status": guest.get("status", "stopped"),
             "snapshots": {k: dict(v) for k, v in guest.get("snapshots", {}).items()}}
+    for name in ("pending", "pending_delete"):
+        if guest.get(name):
+            copy[name] = dict(guest[name])
+    return copy

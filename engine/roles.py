@@ -3,13 +3,11 @@
 Evaluation follows Proxmox: walk the ACL path from `/` down; at each level, entries for the user
 (or token) override those for its groups, and a level with entries replaces what the levels above
 gave; entries above the target count only with `propagate`. `NoAccess` removes everything. A
-guest in a pool also gets what `/pool/<pool>` grants. A token with `privsep` gets the intersection
+guest or storage in a pool also gets what `/pool/<pool>` grants. A token with `privsep` gets the intersection
 of its own ACLs and its user's privileges.
 """
 
 from __future__ import annotations
-
-import time
 
 VM_PRIVS = (
     "VM.Allocate", "VM.Audit", "VM.Backup", "VM.Clone", "VM.Config.CDROM", "VM.Config.CPU", "VM.Config.Cloudinit",
@@ -79,11 +77,11 @@ def _prefixes(path: str) -> list[str]:
     return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _roles_on(state, subject: str, groups: list[str], path: str, own_type: str) -> set[str]:
+def _roles_on(state, subject: str, groups: list[str], path: str, own_type: str, below: bool = False) -> set[str]:
     acl = state.access.get("acl", {})
     roles: set[str] = set()
     for prefix in _prefixes(path):
-        final = prefix == path
+        final = prefix == path and not below
         entries = [e for e in acl.get(prefix, []) if e["propagate"] or final]
         mine = {e["roleid"] for e in entries if e["type"] == own_type and e["ugid"] == subject}
         if mine:
@@ -95,7 +93,7 @@ def _roles_on(state, subject: str, groups: list[str], path: str, own_type: str) 
     return set() if "NoAccess" in roles else roles
 
 
-def _privileges_at(state, user: str, path: str) -> frozenset[str]:
+def _privileges_at(state, user: str, path: str, below: bool = False) -> frozenset[str]:
     name, _, tokenid = user.partition("!")
     if name == "root@pam" and not tokenid:
         return frozenset(ALL_PRIVILEGES)
@@ -105,7 +103,7 @@ def _privileges_at(state, user: str, path: str) -> frozenset[str]:
         user_privs = frozenset(ALL_PRIVILEGES)
     else:
         user_privs = frozenset().union(*[role_privileges(state, r) for r in _roles_on(state, name, groups, path,
-                                                                                     "user")])
+                                                                                     "user", below)])
     if not tokenid:
         return user_privs
     token = (record or {}).get("tokens", {}).get(tokenid)
@@ -113,7 +111,7 @@ def _privileges_at(state, user: str, path: str) -> frozenset[str]:
         return frozenset()
     if not token.get("privsep", 1):
         return user_privs
-    own = frozenset().union(*[role_privileges(state, r) for r in _roles_on(state, user, [], path, "token")])
+    own = frozenset().union(*[role_privileges(state, r) for r in _roles_on(state, user, [], path, "token", below)])
     return own & user_privs
 
 
@@ -125,7 +123,18 @@ def privileges_on(state, user: str, path: str) -> frozenset[str]:
         for poolid, pool in sorted(state.access.get("pool", {}).items()):
             if vmid.isdigit() and int(vmid) in pool.get("vms", []):
                 privs |= _privileges_at(state, user, f"/pool/{poolid}")
+    elif path.startswith("/storage/") and path.count("/") == 2:  # Proxmox's pool roles: the storage's own path
+        for poolid, pool in sorted(state.access.get("pool", {}).items()):
+            if path[len("/storage/"):] in pool.get("storage", []):
+                privs |= _privileges_at(state, user, f"/pool/{poolid}")
     return privs
+
+
+def privileges_below(state, user: str, path: str) -> frozenset[str]:
+    """What `user` holds on any path directly under `path` (`/vms` → `/vms/100`) that has no ACL entries of its
+    own and is in no pool: `privileges_on` of such a path, computed once for all of them (only entries with
+    `propagate` count, at `path` too)."""
+    return _privileges_at(state, user, path, below=True)
 
 
 def capabilities(state, user: str) -> dict[str, dict[str, int]]:
@@ -140,9 +149,8 @@ def capabilities(state, user: str) -> dict[str, dict[str, int]]:
     return caps
 
 
-def user_active(state, user: str, now: float | None = None) -> bool:
-    """The user (and token) exists, is enabled and has not expired."""
-    now = time.time() if now is None else now
+def user_active(state, user: str, now: float) -> bool:
+    """The user (and token) exists, is enabled and has not expired at `now` (seconds since the epoch)."""
     name, _, tokenid = user.partition("!")
     record = state.access.get("user", {}).get(name)
     if record is None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 
 from engine import events as ev
+from engine import pending
+from engine.volumes import DISK_KEY, is_cloudinit
 
 TASK_HISTORY_PER_NODE = 1000
 CLUSTER_LOG_SIZE = 500
@@ -34,6 +36,9 @@ class State:
     cluster_log: list[dict] = field(default_factory=list)
     # access control: kind (user, group, role, pool, acl) -> key -> record
     access: dict[str, dict] = field(default_factory=dict)
+    datacenter: dict[str, str] = field(default_factory=dict)  # Proxmox's datacenter.cfg: key -> value
+    webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
+    storage: dict[str, dict] = field(default_factory=dict)  # storage id -> its definition (engine/storage.py)
     applied: int = 0
 
     def __post_init__(self) -> None:
@@ -81,20 +86,33 @@ def _render_section(conf: dict) -> list[str]:
     return lines
 
 
-def render_guest_config(conf: dict, snapshots: dict | None = None) -> str:
-    """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf`, snapshots as sections."""
+def render_guest_config(conf: dict, snapshots: dict | None = None, pending: dict | None = None,
+                        cloudinit: dict | None = None) -> str:
+    """The guest's config file text, as Proxmox writes `qemu-server/<vmid>.conf` (write_vm_config): the config,
+    its pending changes as a `[PENDING]` section (engine/pending.py `section`), the values its cloud-init image was
+    made from as `[special:cloudinit]` (given only while it has a cloud-init drive), then the snapshots."""
     lines = _render_section(conf)
+    if pending:
+        lines += ["", "[PENDING]"] + _render_section(pending)
+    if cloudinit is not None:
+        lines += ["", "[special:cloudinit]"] + _render_section(cloudinit)
     for name in sorted(snapshots or {}):
         lines += ["", f"[{name}]"] + _render_section(snapshots[name])
     return "\n".join(lines) + "\n"
 
 
-def config_digest(conf: dict, snapshots: dict | None = None) -> str:
-    return hashlib.sha1(render_guest_config(conf, snapshots).encode()).hexdigest()
+def config_digest(conf: dict, snapshots: dict | None = None, pending: dict | None = None,
+                  cloudinit: dict | None = None) -> str:
+    return hashlib.sha1(render_guest_config(conf, snapshots, pending, cloudinit).encode()).hexdigest()
 
 
 def guest_digest(guest: dict) -> str:
-    return config_digest(guest["conf"], guest.get("snapshots"))
+    """The SHA-1 of the guest's whole config file, pending and cloud-init sections included (what `digest`
+    guards; Proxmox writes `[special:cloudinit]` only while the config has a cloud-init drive)."""
+    made = guest.get("cloudinit")
+    if made is not None and not any(DISK_KEY.fullmatch(k) and is_cloudinit(str(v)) for k, v in guest["conf"].items()):
+        made = None
+    return config_digest(guest["conf"], guest.get("snapshots"), pending.section(pending.of(guest)), made)
 
 
 # ---- apply ---------------------------------------------------------------------------------
@@ -113,7 +131,7 @@ def _(e: ev.ClusterInitialized, s: State) -> State:
 @apply.register
 def _(e: ev.NodeRegistered, s: State) -> State:
     s.nodes[e.name] = {"name": e.name, "nodeid": e.nodeid, "ip": e.ip, "api_port": e.api_port,
-                       "raft_addr": e.raft_addr, "fingerprint": e.fingerprint}
+                       "raft_addr": e.raft_addr, "fingerprint": e.fingerprint, "static": dict(e.static)}
     s.version += 1
     return s
 
@@ -155,6 +173,19 @@ def _(e: ev.GuestCreated, s: State) -> State:
 @apply.register
 def _(e: ev.GuestConfigChanged, s: State) -> State:
     s.guests[e.vmid]["conf"] = dict(e.config)
+    return s
+
+
+@apply.register
+def _(e: ev.GuestPendingChanged, s: State) -> State:
+    """A guest's pending changes (engine/pending.py): the fields go when nothing is pending."""
+    guest = s.guests.get(e.vmid)
+    if guest is not None:
+        for name, value in (("pending", e.pending), ("pending_delete", e.pending_delete)):
+            if value:
+                guest[name] = dict(value)
+            else:
+                guest.pop(name, None)
     return s
 
 
@@ -232,6 +263,13 @@ def _(e: ev.TaskAbortRequested, s: State) -> State:
 def _(e: ev.GuestPowerChanged, s: State) -> State:
     if e.vmid in s.guests:
         s.guests[e.vmid]["status"] = e.status
+    return s
+
+
+@apply.register
+def _(e: ev.GuestCloudinitMade, s: State) -> State:
+    if e.vmid in s.guests:
+        s.guests[e.vmid]["cloudinit"] = dict(e.values)
     return s
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine import pending
 from engine.errors import Rejection, bad_request, conflict, not_found
+from engine.volumes import DISK_KEY, destroyed_volumes, owned_volumes
 
 ROOT = "root@pam"
 _B = (int, bool)  # booleans arrive as 0/1
@@ -27,9 +29,16 @@ class TaskKind:
     precheck: Precheck | None = None
     power: bool = False  # acts on a guest's power state (refused for templates)
     # once begun, runs to its end: again after a restart instead of failing as interrupted, and an abort does not
-    # stop it (its steps are idempotent; stopped half-way, it left a config naming what was gone)
-    to_the_end: bool = False
+    # stop it (its steps are idempotent; stopped half-way, it left a config naming what was gone); a function of
+    # the intent for kinds that do so only for some intents
+    to_the_end: bool | Callable[[dict], bool] = False
+    # runs beside the guest's other tasks, whatever lock the guest holds, and keeps none of them waiting: a console
+    # proxy (Proxmox's `vncproxy` worker takes no config lock; it ends when its connection closes)
+    alongside: bool = False
     description: str = ""
+
+    def runs_to_the_end(self, intent: dict) -> bool:
+        return bool(self.to_the_end(intent) if callable(self.to_the_end) else self.to_the_end)
 
     def intent_from(self, params: dict) -> dict:
         """An intent from request parameters: an undeclared one that asks for nothing (0, "", None: the
@@ -59,15 +68,66 @@ def _running(guest: dict) -> bool:
 def check_no_task(s, vmid: int, doing: str) -> None:
     """Destroying a guest waits for its running tasks: a task without a lock (start, resize, ...) would otherwise
     go on for a guest that is gone (found by the simulator: a resize whose guest vanished under it)."""
-    busy = next((u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid), None)
+    busy = next((u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid
+                 and not getattr(KINDS.get(s.tasks[u]["type"]), "alongside", False)), None)
     if busy is not None:
         raise conflict(f"VM {vmid} has a running task ({busy}) - {doing} failed")
 
 
+def _protected(guest: dict, what: str) -> None:
+    """AbstractConfig's `check_protection`."""
+    if guest["conf"].get("protection") not in (None, 0, "0"):
+        raise bad_request(f"{what} - protection mode enabled")
+
+
 def _destroy(s, guest: dict, intent: dict) -> None:
+    _protected(guest, f"can't remove VM {guest['vmid']}")
     if _running(guest):
         raise conflict(f"VM {guest['vmid']} is running - destroy failed")
     check_no_task(s, guest["vmid"], "destroy")
+    if guest["conf"].get("template"):
+        _bases_unused(s, guest)
+
+
+def _bases_unused(s, template: dict) -> None:
+    """A template's base volumes go only when no linked clone is built on them (pve-storage's
+    `volume_is_base_and_used`; Proxmox's wording)."""
+    bases = [v for v in owned_volumes(template["vmid"], template["conf"]) if "/base-" in v]
+    for vmid, guest in s.guests.items():
+        if vmid == template["vmid"]:
+            continue
+        for conf in (guest["conf"], *guest.get("snapshots", {}).values()):
+            for value in conf.values():
+                used = next((b for b in bases if str(value).startswith(b + "/")), None)
+                if used:
+                    raise conflict(f"base volume '{used}' is still in use by linked cloned")
+
+
+def check_config_change(s, guest: dict, intent: dict) -> None:
+    """Disks deleted from a protected guest, and volumes destroyed while still in use (by another disk, a snapshot
+    or a pending change), are refused (qemu-server's `update_vm_api` and `try_deallocate_drive`); nothing is changed
+    then. A key is judged by its value, current or pending. The `qmconfig` task's precheck, and decide's for a config
+    change that needs no task (`intent`: {"delete": [keys], "force": 0|1})."""
+    known = {**pending.of(guest).values, **guest["conf"]}
+    for key in intent.get("delete", []):
+        if key in known and key.startswith("unused"):
+            _protected(guest, f"can't remove unused disk '{known[key]}'")
+        elif key in known and DISK_KEY.fullmatch(key):
+            _protected(guest, f"can't remove drive '{key}'")
+    for _, volid, in_use in destroyed_volumes(guest["vmid"], guest["conf"], pending.sections(guest), intent):
+        if in_use:
+            raise bad_request(f"unable to delete '{volid}' - volume is still in use (snapshot?)")
+
+
+def _destroys(intent: dict) -> bool:
+    """A config change that destroys volumes runs to its end: stopped half-way, the config named volumes gone."""
+    return any(k.startswith("unused") for k in intent.get("delete", [])) or \
+        bool(intent.get("force") and intent.get("delete"))
+
+
+def _cloudinit(s, guest: dict, intent: dict) -> None:
+    """Proxmox regenerates under the config lock, synchronously: the request does not wait behind another task."""
+    check_no_task(s, guest["vmid"], "regenerating the cloud-init drive")
 
 
 def _template(s, guest: dict, intent: dict) -> None:
@@ -114,7 +174,9 @@ _KINDS = [
     # whose config named disks (or snapshots) that were gone (found by the simulator)
     TaskKind("qmdestroy", "destroyed", {"purge": _B, "destroy-unreferenced-disks": _B}, precheck=_destroy,
              to_the_end=True),
-    TaskKind("qmconfig", None, {"set": dict, "delete": list}),
+    # deleting `unusedN` (or a disk with `force`) destroys its volume
+    TaskKind("qmconfig", None, {"set": dict, "delete": list, "revert": list, "force": _B},
+             precheck=check_config_change, to_the_end=_destroys),
     TaskKind("resize", None, {"disk": str, "size": str}),
     TaskKind("qmsnapshot", "snapshot", {"snapname": str, "description": str, "vmstate": _B}, precheck=_new_snapshot),
     TaskKind("qmrollback", "rollback", {"snapname": str, "start": _B}, precheck=_existing_snapshot),
@@ -124,7 +186,12 @@ _KINDS = [
                                   "target": str},
              precheck=_clone),
     TaskKind("qmtemplate", None, {"disk": str}, precheck=_template, to_the_end=True),
+    TaskKind("qmcloudinit", None, {}, precheck=_cloudinit,
+             description="make the cloud-init drive's image anew (PUT …/cloudinit)"),
     TaskKind("qmigrate", "migrate", {"target": str, "online": _B, "with-local-disks": _B}, precheck=_migrate),
+    # a console proxy (vncproxy and termproxy alike, as Proxmox names both): waits for its one WebSocket client on
+    # `port` (a key of the node's console sessions, hypervisor/console.py), bridges it, ends when it closes
+    TaskKind("vncproxy", None, {"port": int}, alongside=True, description="console proxy (VNC or serial)"),
 ]
 KINDS: dict[str, TaskKind] = {k.type: k for k in _KINDS}
 POWER_TYPES = tuple(k.type for k in _KINDS if k.power)

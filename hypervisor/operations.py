@@ -7,25 +7,37 @@ logs what it does, and returns the changes for the log (`Outcome`).
 from __future__ import annotations
 
 import functools
+import os
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable
 
 import trio
 
+from engine import nics, pending
+from engine.cloudinit import CloudinitError, tracked
 from engine.errors import Rejection
 from engine.reconciler import Handler, Outcome, TaskFailed, TaskRun
 from engine.snapshots import drop_snapshot
-from engine.volumes import alloc_requests, owned_volumes, volume_of
-from hypervisor import propstr
+from engine.volumes import (
+    CLOUDINIT_SPEC,
+    alloc_requests,
+    destroyed_volumes,
+    is_cdrom,
+    is_cloudinit,
+    owned_volumes,
+    volume_in_use,
+    volume_of,
+)
+from hypervisor import cloudinit, hotplug, propstr
+from hypervisor.console import ConsoleSessions, ConsoleTimeout
 from hypervisor.qemu import GuestError, QemuDriver
-from hypervisor.qemu_argv import disk_keys
-from hypervisor.storage import DirStorage, StorageError
+from hypervisor.qemu_argv import agent_settings, disk_keys, ovmf_files, start_warnings, volume_keys
+from hypervisor.storage import DirStorage, StorageError, import_source
 
 GIB = 1 << 30
-PROXMOX_OUI = "BC:24:11"
+TPMSTATE_SIZE = 4 << 20  # qemu-server's TPMSTATE_DISK_SIZE
 SNAPSHOT_META = ("snaptime", "vmstate", "description", "parent")
 
 
@@ -34,22 +46,24 @@ def _failing_cleanly(fn):
     async def wrapper(self, task: TaskRun) -> Outcome:
         try:
             return await fn(self, task)
-        except (GuestError, StorageError, Rejection) as exc:
+        except (GuestError, StorageError, Rejection, CloudinitError) as exc:
             raise TaskFailed(str(exc)) from None
     return wrapper
 
 
-def _is_drive(key: str) -> bool:
-    return bool(re.fullmatch(r"(ide|sata|scsi|virtio)\d+", key))
-
-
-def new_mac(rng: random.Random) -> str:
-    return PROXMOX_OUI + "".join(f":{rng.randrange(256):02X}" for _ in range(3))
+def _vars_template(conf: dict, efidisk: dict) -> str:
+    """The OVMF vars template an efidisk starts from (qemu-server's `get_ovmf_files`: `EFI vars image '…' not
+    found`)."""
+    _, template = ovmf_files(conf, efidisk)
+    if not os.path.exists(template):
+        raise TaskFailed(f"EFI vars image '{template}' not found")
+    return template
 
 
 def with_size(value: str, volid: str, size: int) -> str:
     props = propstr.parse(value, default_key="file")
     props.pop("volume", None)  # the alias of `file` (engine/volumes.py drive_props)
+    props.pop("import-from", None)
     props["file"] = volid
     props.pop("format", None) if volid.endswith((".qcow2", ".raw")) else None
     props["size"] = propstr.format_size(size)
@@ -69,11 +83,14 @@ def make_resolver(storages: dict[str, DirStorage]):
 class Operations:
     """`peers.migration_target(node)` answers what a migration's target node does for its source (the calls of
     `hypervisor.migration_target.MigrationTarget`, over the network in `api.peers`); `clock` gives snapshot times and
-    `rng` new MAC addresses and UUIDs (the simulator passes its own: its hosts, clocks and seeds)."""
+    `rng` new MAC addresses and UUIDs (the simulator passes its own: its hosts, clocks and seeds); `consoles` holds the
+    node's console sessions (the API opens them, the `vncproxy` task watches them)."""
 
     def __init__(self, driver: QemuDriver, storages: dict[str, DirStorage], peers=None,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 consoles: ConsoleSessions | None = None) -> None:
         self.driver = driver
+        self.consoles = consoles or ConsoleSessions()
         self.storages = storages
         self.peers = peers
         self.clock = clock
@@ -87,7 +104,9 @@ class Operations:
                 "qmreboot": self.reboot, "qmreset": self.reset, "qmsuspend": self.suspend, "qmresume": self.resume,
                 "qmdestroy": self.destroy, "qmconfig": self.config, "resize": self.resize,
                 "qmsnapshot": self.snapshot, "qmrollback": self.rollback, "qmdelsnapshot": self.delsnapshot,
-                "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate}
+                "qmclone": self.clone, "qmtemplate": self.template, "qmigrate": self.migrate,
+                "qmcloudinit": self.regenerate_cloudinit,
+                "vncproxy": self.console}
 
     # ---- helpers --------------------------------------------------------------------------
     def storage_of(self, volid: str) -> DirStorage:
@@ -103,56 +122,176 @@ class Operations:
             raise TaskFailed(str(exc)) from None
 
     async def _allocate(self, task: TaskRun, vmid: int, conf: dict, keys: list[str]) -> list[str]:
-        """Turn `STORAGE:GiB` disk specs into volumes; returns the new volume ids."""
-        made = []
+        """Turn `STORAGE:GiB` disk specs into volumes (qemu-server's `create_disks`): an empty one of that size, a
+        copy of its `import-from` source, an EFI vars volume (`efidisk0`: the size is ignored), a TPM state volume
+        (4 MiB), or for `STORAGE:cloudinit` the guest's cloud-init drive (`vm-VMID-cloudinit.FMT`, a CD-ROM).
+        Returns the new volume ids; on failure the ones made here are freed again."""
+        made: list[str] = []
         specs = alloc_requests(conf)
-        for key in keys:
-            storage_id, gib = specs[key]
-            storage = self.storage_of(f"{storage_id}:")
-            fmt = propstr.parse(str(conf[key]), default_key="file").get("format")
-            size = int(gib * GIB)
-            volid = await storage.alloc(vmid, size, fmt)
-            task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
-            conf[key] = with_size(str(conf[key]), volid, size)
-            made.append(volid)
+        try:
+            for key in keys:
+                storage = self.storage_of(f"{specs[key][0]}:")
+                props = propstr.parse(str(conf[key]), default_key="file")
+                if CLOUDINIT_SPEC.fullmatch(volume_of(str(conf[key]))):
+                    made.append(await self._allocate_cloudinit(task, vmid, conf, key, storage, props.get("format")))
+                    continue
+                fmt = props.get("format") or storage.default_format
+                if props.get("import-from"):
+                    volid, size = await self._import(task, storage, vmid, key, conf, props, fmt)
+                elif key == "efidisk0":
+                    volid, size = await self._efidisk(task, storage, vmid, conf, props, fmt)
+                else:
+                    size = TPMSTATE_SIZE if key == "tpmstate0" else int(specs[key][1] * GIB)
+                    volid = await storage.alloc(vmid, size, fmt)
+                    task.log(f"{key}: allocated volume '{volid}' ({propstr.format_size(size)})")
+                made.append(volid)
+                conf[key] = with_size(str(conf[key]), volid, size)
+        except (StorageError, TaskFailed):
+            for volid in made:
+                await self.storage_of(volid).free(volid)
+            raise
         return made
+
+    async def _efidisk(self, task: TaskRun, storage: DirStorage, vmid: int, conf: dict, props: dict,
+                       fmt: str) -> tuple[str, int]:
+        """A volume of the OVMF vars template's size holding a copy of it (qemu-server's `create_efidisk`)."""
+        template = _vars_template(conf, props)
+        size = os.path.getsize(template)
+        volid = await storage.alloc(vmid, size, fmt)
+        try:
+            await storage.fill(volid, template, "raw")
+        except StorageError:
+            await storage.free(volid)
+            raise
+        task.log(f"efidisk0: allocated volume '{volid}' ({propstr.format_size(size)}) holding {template}")
+        return volid, size
+
+    async def _import(self, task: TaskRun, storage: DirStorage, vmid: int, key: str, conf: dict, props: dict,
+                      fmt: str) -> tuple[str, int]:
+        """A new volume converted from the `import-from` source (qemu-server's `create_disks` with `import-from`),
+        of the source's size; an EFI vars image must have the size its `efitype` gives."""
+        source = props["import-from"]
+        found = await import_source(self.storages, source, storage.qemu_img)
+        if key == "efidisk0":
+            expected = os.path.getsize(_vars_template(conf, props))
+            if found.size != expected:
+                raise TaskFailed(f"cannot import from '{source}' - EFI vars image of {found.size} bytes, efitype "
+                                 f"{props.get('efitype')} needs {expected}")
+        task.log(f"{key}: importing '{source}' ({found.format}, {propstr.format_size(found.size)})")
+        volid = await storage.clone_full(found.path, found.format, vmid, fmt)
+        size = await storage.size(volid)
+        task.log(f"{key}: imported as volume '{volid}'")
+        return volid, size
+
+    async def _allocate_cloudinit(self, task: TaskRun, vmid: int, conf: dict, key: str, storage: DirStorage,
+                                  fmt: str | None) -> str:
+        other = next((k for k in disk_keys(conf) if k != key and is_cloudinit(str(conf[k]))
+                      and not CLOUDINIT_SPEC.fullmatch(volume_of(str(conf[k])))), None)
+        if other:
+            raise TaskFailed(f"{key} - cloud-init drive is already attached at '{other}'")
+        volid = await storage.alloc(vmid, cloudinit.CLOUDINIT_SIZE, fmt or "qcow2", f"vm-{vmid}-cloudinit")
+        props = propstr.parse(str(conf[key]), default_key="file")
+        props.pop("volume", None)
+        props.pop("format", None)
+        props.pop("size", None)
+        props["file"] = volid
+        props["media"] = "cdrom"
+        conf[key] = propstr.render(props, default_key="file")
+        task.log(f"{key}: successfully created disk '{conf[key]}'")
+        return volid
+
+    async def _make_cloudinit(self, task: TaskRun, vmid: int, conf: dict, outcome: Outcome) -> None:
+        """The image of the guest's cloud-init drive, made from `conf` before its QEMU starts (qemu-server's
+        vm_start) and recorded in `outcome`; nothing for a guest without one."""
+        if cloudinit.drive_key(conf) is None:
+            return
+        task.log("generating cloud-init ISO")
+        await cloudinit.generate(vmid, conf, self.storages, cloudinit.host_dns())
+        outcome.cloudinit[vmid] = tracked(conf)
+
+    async def _start(self, task: TaskRun, vmid: int, conf: dict, outcome: Outcome, loadvm: str | None = None) -> int:
+        """Start the guest's QEMU from `conf` (every start goes through here: start, create and rollback with
+        `start`, reboot): its cloud-init image made first, what the start warns about (an OVMF guest without
+        `efidisk0`) recorded in `outcome` with it running."""
+        await self._make_cloudinit(task, vmid, conf, outcome)
+        pid = await self.driver.start(vmid, conf, loadvm=loadvm)
+        outcome.power[vmid] = "running"
+        outcome.warnings += start_warnings(conf)
+        return pid
 
     # ---- tasks ----------------------------------------------------------------------------
     @_failing_cleanly
     async def create(self, task: TaskRun) -> Outcome:
         vmid, conf = task.vmid, dict(task.guest["conf"])
-        made: list[str] = []
+        # once begun, a create ends with its outcome: cancelled after allocating or starting, it left a running QEMU
+        # and a volume that its config did not name (found by the simulator's check of what runs, seed 2)
+        task.abortable = False
         try:
-            made = await self._allocate(task, vmid, conf, task.intent.get("alloc", []))
+            await self._allocate(task, vmid, conf, task.intent.get("alloc", []))
         except (StorageError, TaskFailed) as exc:
-            for volid in made:
-                await self.storage_of(volid).free(volid)
             raise TaskFailed(f"unable to create VM {vmid} - {exc}", Outcome(deleted=[vmid])) from None
         outcome = Outcome(configs={vmid: conf})
         if task.intent.get("start"):
             conf.pop("lock", None)
             task.log(f"starting VM {vmid}")
-            await self.driver.start(vmid, conf)
-            outcome.power[vmid] = "running"
+            await self._start(task, vmid, conf, outcome)
         return outcome
+
+    async def _apply_pending(self, task: TaskRun, conf: dict, pend: pending.Pending, keys,
+                             outcome: Outcome) -> tuple[dict, pending.Pending]:
+        """Pending changes `keys` taken into the config (engine/pending.py `commit`) and recorded in `outcome`; a
+        forced delete destroys its disk's volume, unless a snapshot still uses it (then it stays pending, with
+        Proxmox's warning: qemu-server's vmconfig_apply_pending and try_deallocate_drive)."""
+        vmid, keys = task.vmid, list(keys)
+        snapshots = task.guest.get("snapshots", {})
+        for key in [k for k in keys if pend.deletes.get(k) and k in conf]:
+            used = [v for v in owned_volumes(vmid, {key: conf[key]}) if volume_in_use(conf, snapshots, key, v)]
+            if used:
+                keys.remove(key)
+                outcome.warnings.append(f"unable to apply pending change {key} : unable to delete '{used[0]}' - "
+                                        "volume is still in use (snapshot?)")
+        conf, pend, doomed = pending.commit(vmid, conf, pend, keys)
+        for volid in doomed:
+            task.log(f"removing volume '{volid}'")
+            await self.storage_of(volid).free(volid)
+        outcome.configs[vmid], outcome.pending[vmid] = conf, pend
+        return conf, pend
+
+    async def _applying_pending(self, task: TaskRun, outcome: Outcome) -> dict:
+        """The guest's config with everything pending applied (at its start or stop, as Proxmox's vm_start and
+        vm_stop_cleanup apply it), recorded in `outcome`."""
+        conf, pend = dict(task.guest["conf"]), pending.of(task.guest)
+        if pend:
+            task.log(f"applying pending changes: {', '.join(pend.keys())}")
+            conf, _ = await self._apply_pending(task, conf, pend, pend.keys(), outcome)
+        return conf
 
     @_failing_cleanly
     async def start(self, task: TaskRun) -> Outcome:
         vmid = task.vmid
         if self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} already running")
+        outcome = Outcome(power={vmid: "running"})
+        loadvm = task.intent.get("loadvm")
+        conf = dict(task.guest["conf"]) if loadvm else await self._applying_pending(task, outcome)
         task.log(f"starting VM {vmid}")
-        pid = await self.driver.start(vmid, task.guest["conf"], loadvm=task.intent.get("loadvm"))
+        try:
+            pid = await self._start(task, vmid, conf, outcome, loadvm=loadvm)
+        except (GuestError, StorageError, CloudinitError) as exc:  # pending changes applied stay, as in Proxmox
+            raise TaskFailed(str(exc), Outcome(configs=outcome.configs, pending=outcome.pending,
+                                               cloudinit=outcome.cloudinit)) from None
         task.log(f"VM {vmid} started with PID {pid}")
-        return Outcome(power={vmid: "running"})
+        return outcome
 
     @_failing_cleanly
     async def stop(self, task: TaskRun) -> Outcome:
         vmid = task.vmid
+        outcome = Outcome(power={vmid: "stopped"})
         if self.driver.running(vmid):
             task.log(f"stopping VM {vmid}")
             await self.driver.stop(vmid, float(task.intent.get("timeout") or 10))
-        return Outcome(power={vmid: "stopped"})
+            await self._applying_pending(task, outcome)
+        return outcome
 
     @_failing_cleanly
     async def shutdown(self, task: TaskRun) -> Outcome:
@@ -160,14 +299,28 @@ class Operations:
         if not self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} not running")
         force = bool(task.intent.get("forceStop"))
+        outcome = Outcome(power={vmid: "stopped"})
         if await self._paused_so_no_acpi(vmid, force):
             task.log(f"stopping VM {vmid}")
             await self.driver.stop(vmid)
-            return Outcome(power={vmid: "stopped"}, warnings=["VM is paused - stop instead of shutdown"])
-        timeout = float(task.intent.get("timeout") or 180)
-        task.log(f"shutting down VM {vmid} (ACPI, timeout {int(timeout)} s)")
-        warnings = await self.driver.shutdown(vmid, timeout, force)
-        return Outcome(power={vmid: "stopped"}, warnings=warnings)
+            outcome.warnings.append("VM is paused - stop instead of shutdown")
+        else:
+            timeout = float(task.intent.get("timeout") or 180)
+            agent = await self._agent_answers(vmid, task.guest["conf"], outcome.warnings)
+            task.log(f"shutting down VM {vmid} ({'guest agent' if agent else 'ACPI'}, timeout {int(timeout)} s)")
+            outcome.warnings += await self.driver.shutdown(vmid, timeout, force, agent)
+        await self._applying_pending(task, outcome)
+        return outcome
+
+    async def _agent_answers(self, vmid: int, conf: dict, warnings: list[str]) -> bool:
+        """Whether a shutdown goes through the guest agent: the config enables it and it answers a ping; one that is
+        enabled but does not answer is a warning, and the power button it is (qemu-server's `_do_vm_stop`)."""
+        if not agent_settings(conf):
+            return False
+        why = await self.driver.agent_running(vmid)
+        if why is not None:
+            warnings.append(f"QEMU Guest Agent is not running - {why}")
+        return why is None
 
     async def _paused_so_no_acpi(self, vmid: int, force: bool) -> bool:
         """A paused guest never sees the power button, and would still power off once resumed: Proxmox refuses
@@ -186,10 +339,17 @@ class Operations:
             raise TaskFailed(f"VM {vmid} not running")
         await self._paused_so_no_acpi(vmid, False)
         timeout = float(task.intent.get("timeout") or 180)
-        await self.driver.shutdown(vmid, timeout, False)
+        warnings: list[str] = []
+        agent = await self._agent_answers(vmid, task.guest["conf"], warnings)
+        await self.driver.shutdown(vmid, timeout, False, agent)
         task.log(f"VM {vmid} shut down; starting again")
-        await self.driver.start(vmid, task.guest["conf"])
-        return Outcome(power={vmid: "running"})
+        outcome = Outcome(power={vmid: "stopped"}, warnings=warnings)
+        conf = await self._applying_pending(task, outcome)  # a reboot is how pending changes reach a guest
+        try:
+            await self._start(task, vmid, conf, outcome)
+        except (GuestError, StorageError, CloudinitError) as exc:
+            raise TaskFailed(str(exc), outcome) from None
+        return outcome
 
     async def _qmp_action(self, task: TaskRun, command: str, verb: str) -> Outcome:
         if not self.driver.running(task.vmid):
@@ -210,8 +370,22 @@ class Operations:
     async def resume(self, task: TaskRun) -> Outcome:
         return await self._qmp_action(task, "cont", "resuming")
 
+    async def console(self, task: TaskRun) -> Outcome:
+        """A console proxy (qemu-server's `vncproxy`/`termproxy` worker): waits for its client, lasts while it is
+        connected (hypervisor/console.py). Fails with `connection timed out` when no client came within 10 s, or with
+        why the guest end could not be reached."""
+        try:
+            error = await self.consoles.supervise(int(task.intent["port"]))
+        except ConsoleTimeout:
+            raise TaskFailed("connection timed out") from None
+        if error:
+            raise TaskFailed(error)
+        return Outcome()
+
     def _all_volumes(self, vmid: int, guest: dict) -> list[str]:
-        volumes = owned_volumes(vmid, guest["conf"])
+        """The guest's own volumes: in its config, its pending changes (a disk allocated for its next start) and
+        its snapshots (qemu-server's foreach_volid)."""
+        volumes = owned_volumes(vmid, guest["conf"]) + owned_volumes(vmid, pending.of(guest).values)
         for snap in guest.get("snapshots", {}).values():
             volumes += owned_volumes(vmid, snap)
         return sorted(set(volumes))
@@ -233,32 +407,78 @@ class Operations:
 
     @_failing_cleanly
     async def config(self, task: TaskRun) -> Outcome:
-        """Disks set (`STORAGE:GiB` allocates one) or deleted; a disk's volume that leaves the config is kept
-        as `unusedN` (Proxmox's `vmconfig_register_unused_drive`). gpve does not hotplug disks, so a running
-        guest's disks are not changed: its QEMU would go on using the old ones while the config, and every
-        snapshot taken from it, named the new ones (found by the simulator)."""
-        vmid, conf = task.vmid, dict(task.guest["conf"])
+        """`PUT`/`POST …/config` as a task (qemu-server's update_vm_api): new disks are allocated first (`STORAGE:GiB`,
+        `import-from` copies, EFI vars and TPM state volumes, the cloud-init drive); deleting `unusedN` destroys its
+        volume (`try_deallocate_drive`); then the change is written into pending and applied as far as it can be
+        (engine/pending.py): all of it when the guest does not run; on a running guest the keys that need no restart,
+        and NICs, disks and CD-ROM media through QMP as its `hotplug` option allows (hypervisor/hotplug.py). A volume
+        that leaves the config is kept as `unusedN`, unless deleted with `force` (then destroyed when the delete
+        applies); a cloud-init drive's is freed. A cloud-init drive that reaches the config gets its image at once
+        (before it is hot-plugged into a running guest). What fails to hot-plug stays pending and fails the task with
+        `KEY: hotplug problem - …`."""
+        vmid, guest = task.vmid, task.guest
         changes = dict(task.intent.get("set", {}))
-        delete = list(task.intent.get("delete", []))
-        disks = sorted({k for k, v in changes.items() if _is_drive(k) and "media=cdrom" not in str(v)} |
-                       {k for k in [*changes, *delete] if _is_drive(k) and "media=cdrom" not in str(conf.get(k, ""))
-                        and k in conf})
-        if disks and self.driver.running(vmid):
-            raise TaskFailed(f"VM {vmid} is running - gpve does not hotplug disks ({', '.join(disks)}): stop it first")
-        before = dict(conf)
-        conf.update(changes)
-        await self._allocate(task, vmid, conf, sorted(alloc_requests(changes)))
-        for key in delete:
-            conf.pop(key, None)
-        unused = [int(k[6:]) for k in conf if k.startswith("unused")]
-        for key in sorted(k for k in [*changes, *delete] if _is_drive(k) and k in before):
-            old = before[key]
-            if owned_volumes(vmid, {key: old}) and (key not in conf or volume_of(conf[key]) != volume_of(old)):
-                n = next(i for i in range(256) if i not in unused)
-                unused.append(n)
-                conf[f"unused{n}"] = volume_of(old)
-                task.log(f"{key}: volume kept as unused{n}")
-        return Outcome(configs={vmid: conf})
+        delete, revert = list(task.intent.get("delete", [])), list(task.intent.get("revert", []))
+        force = bool(task.intent.get("force"))
+        words = [f"-{k} {'<hidden>' if k == 'cipassword' else v}" for k, v in sorted(changes.items())]
+        words += [f"-{name} {','.join(keys)}" for name, keys in (("delete", delete), ("revert", revert)) if keys]
+        task.log(f"update VM {vmid}: {' '.join(words)}" + (" -force 1" if force else ""))
+        doomed = destroyed_volumes(vmid, guest["conf"], pending.sections(guest), task.intent)
+        busy = next((volid for _, volid, in_use in doomed if in_use), None)
+        if busy is not None:
+            raise TaskFailed(f"unable to delete '{busy}' - volume is still in use (snapshot?)")
+        # allocated against the config as it will be (the machine an EFI disk is for, a cloud-init drive already there)
+        keys = sorted(alloc_requests(changes))
+        view = {k: v for k, v in pending.applied(guest["conf"], pending.of(guest)).items() if k not in delete}
+        view.update(changes)
+        await self._allocate(task, vmid, view, keys)
+        changes.update({k: view[k] for k in keys})
+        conf, pend = pending.stage(vmid, guest["conf"], pending.of(guest), changes, delete, revert, force=force)
+        released = pending.released(vmid, guest["conf"], pending.of(guest), conf, pend)  # reverted cloud-init drives
+        outcome = Outcome(configs={vmid: conf}, pending={vmid: pend})
+        chosen = pending.plan(conf, pend, self.driver.running(vmid), [*changes, *delete, *revert])
+        conf, pend = await self._apply_pending(task, conf, pend, chosen.now, outcome)
+        if any(k in changes and k in conf and is_cloudinit(str(conf[k])) for k in chosen.now):
+            await self._make_cloudinit(task, vmid, conf, outcome)  # as vmconfig_apply_pending
+        errors = []
+        for key in chosen.plug:
+            new = pend.values.get(key)
+            try:
+                if new is not None and is_cloudinit(str(new)):  # its image first, then the drive
+                    await self._make_cloudinit(task, vmid, {**conf, key: new}, outcome)
+                outcome.warnings += await hotplug.apply(self.driver, vmid, conf, key, new)
+            except (GuestError, StorageError, CloudinitError) as exc:
+                errors.append(f"{key}: hotplug problem - {exc}")
+                task.log(errors[-1])
+                continue
+            task.log(f"{key}: {'unplugged' if new is None else 'hot-plugged'}")
+            conf, pend = await self._apply_pending(task, conf, pend, [key], outcome)
+        for key in pend.keys():
+            task.log(f"{key}: pending until the next start")
+        for key, volid, _ in doomed:  # the `unusedN` deleted, last (a disk's forced delete destroys when it applies)
+            if key.startswith("unused"):
+                task.log(f"{key}: removing volume '{volid}'")
+                await self.storage_of(volid).free(volid)
+        for volid in released:
+            task.log(f"found unused cloudinit disk '{volid}', removing it")
+            await self.storage_of(volid).free(volid)
+        if errors:
+            raise TaskFailed(errors[0], outcome)
+        return outcome
+
+    @_failing_cleanly
+    async def regenerate_cloudinit(self, task: TaskRun) -> Outcome:
+        """`PUT …/cloudinit`: the image made anew from the config; a running guest gets it as its new medium
+        (qemu-server's vmconfig_update_cloudinit_drive). Nothing for a guest without a cloud-init drive."""
+        vmid, conf = task.vmid, task.guest["conf"]
+        outcome = Outcome()
+        await self._make_cloudinit(task, vmid, conf, outcome)
+        key = cloudinit.drive_key(conf)
+        if key is not None and self.driver.running(vmid):
+            path, fmt = self.resolve(volume_of(str(conf[key])))
+            await self.driver.qmp(vmid, "blockdev-change-medium", {"id": key, "filename": path, "format": fmt})
+            task.log(f"{key}: new medium inserted")
+        return outcome
 
     @_failing_cleanly
     async def resize(self, task: TaskRun) -> Outcome:
@@ -284,7 +504,7 @@ class Operations:
     def _snapshot_disks(self, conf: dict) -> list[tuple[str, str]]:
         """(key, volid) of the disks a snapshot covers; all must be qcow2."""
         disks = []
-        for key in disk_keys(conf):
+        for key in volume_keys(conf):
             value = str(conf[key])
             if "media=cdrom" in value:
                 continue
@@ -339,11 +559,12 @@ class Operations:
         for _, volid in self._snapshot_disks(conf):
             await self.storage_of(volid).volume_snapshot_rollback(volid, name)
         task.log(f"rolled back VM {vmid} to snapshot '{name}'")
-        outcome = Outcome(configs={vmid: conf}, power={vmid: "stopped"})
+        # the snapshot's config replaces the current one, and its pending changes go (AbstractConfig's
+        # snapshot_apply_config copies no [PENDING] section)
+        outcome = Outcome(configs={vmid: conf}, power={vmid: "stopped"}, pending={vmid: pending.Pending()})
         if snap.get("vmstate") or task.intent.get("start"):
             task.log(f"starting VM {vmid}" + (" with the saved state" if snap.get("vmstate") else ""))
-            await self.driver.start(vmid, conf, loadvm=name if snap.get("vmstate") else None)
-            outcome.power[vmid] = "running"
+            await self._start(task, vmid, conf, outcome, loadvm=name if snap.get("vmstate") else None)
         return outcome
 
     @_failing_cleanly
@@ -372,13 +593,20 @@ class Operations:
         conf = {k: v for k, v in source.items() if k not in ("lock", "parent", "template")}
         made: list[str] = []
         try:
-            for key in disk_keys(source):
+            for key in volume_keys(source):
                 value = str(source[key])
-                if "media=cdrom" in value:
+                if is_cdrom(value) and not is_cloudinit(value):
                     continue
                 volid = volume_of(value)
                 storage = self.storage_of(volid)
-                if linked:
+                if is_cloudinit(value):  # a new, empty drive: made when the clone starts (qemu-server clone_disk)
+                    target = self.storages.get(intent.get("storage") or storage.storage_id)
+                    if target is None:
+                        raise TaskFailed(f"storage '{intent.get('storage')}' does not exist")
+                    fmt = intent.get("format") if intent.get("format") in ("qcow2", "raw") else \
+                        storage.volume_format(volid)
+                    new_volid = await target.alloc(newid, cloudinit.CLOUDINIT_SIZE, fmt, f"vm-{newid}-cloudinit")
+                elif linked:
                     new_volid = await storage.clone_linked(volid, newid)
                 else:
                     target = self.storages.get(intent.get("storage") or storage.storage_id)
@@ -387,7 +615,8 @@ class Operations:
                     path, fmt = self.resolve(volid)
                     new_volid = await target.clone_full(path, fmt, newid, intent.get("format"))
                 made.append(new_volid)
-                task.log(f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
+                task.log(f"{key}: allocated target volume '{new_volid}'" if is_cloudinit(value) else
+                         f"{key}: {'linked' if linked else 'full'} clone of '{volid}' -> '{new_volid}'")
                 props = propstr.parse(value, default_key="file")
                 props.pop("volume", None)
                 props["file"] = new_volid
@@ -398,12 +627,8 @@ class Operations:
             raise TaskFailed(f"clone failed: {exc}") from None
         for key in [k for k in conf if k.startswith("unused")]:
             del conf[key]
-        for key in [k for k in conf if re.fullmatch(r"net\d+", k)]:
-            props = propstr.parse(str(conf[key]))
-            model = next((m for m in props if props[m] not in ("1",) and ":" in props[m]), None)
-            if model:
-                props[model] = new_mac(self.rng)
-            conf[key] = propstr.render(props)
+        for key in sorted(k for k in conf if nics.NET_KEY.fullmatch(k)):  # a clone's NICs get new MACs
+            conf[key] = nics.with_mac(str(conf[key]), lambda: f"{self.rng.getrandbits(24):06x}", renew=True)
         conf["smbios1"] = f"uuid={self._uuid()}"
         conf["vmgenid"] = self._uuid()
         conf["name"] = intent.get("name") or f"Copy-of-VM-{source.get('name', vmid)}"
@@ -420,7 +645,7 @@ class Operations:
         if guest.get("snapshots"):
             raise TaskFailed("you can't convert a VM to template if VM has snapshots")
         conf = dict(guest["conf"])
-        for key in disk_keys(conf):
+        for key in volume_keys(conf):
             value = str(conf[key])
             volid = volume_of(value)
             if "media=cdrom" in value or f"vm-{vmid}-disk-" not in volid:
@@ -471,10 +696,14 @@ class Operations:
             await self._copy_volumes(task, remote, volumes)
             task.log(f"VM {vmid} now belongs to node '{target}'")
             return Outcome(moved={vmid: target}, then=self._freeing(volumes))
-        if volumes and not intent.get("with-local-disks"):
-            raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(volumes)}) without with-local-disks")
+        # the cloud-init drive is copied as a file, not mirrored, and asks for no with-local-disks (QemuMigrate's
+        # 'generated' volumes); the target uses the image as it is
+        generated = {volume_of(v) for k, v in guest["conf"].items() if pending.is_drive(k) and is_cloudinit(str(v))}
+        local = [v for v in volumes if v not in generated]
+        if local and not intent.get("with-local-disks"):
+            raise TaskFailed(f"can't live migrate VM with local disks ({', '.join(local)}) without with-local-disks")
         disks = [(key, volume_of(guest["conf"][key])) for key in disk_keys(guest["conf"])
-                 if volume_of(guest["conf"][key]) in volumes]
+                 if volume_of(guest["conf"][key]) in local]
         in_snapshots = {v for snap in guest.get("snapshots", {}).values() for v in owned_volumes(vmid, snap)}
         for _, volid in disks:  # a drive mirror copies the disk's data, not its internal snapshots (qemu-server)
             if volid in in_snapshots:

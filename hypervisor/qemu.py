@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import signal
-import time
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,12 +21,26 @@ import trio
 from qemu.qmp import QMPClient
 from qemu.qmp.protocol import Runstate
 
-from hypervisor import propstr
+from hypervisor import propstr, qga
 from hypervisor.asyncio_bridge import AsyncioBridge
-from hypervisor.qemu_argv import HostFacts, RunPaths, StartError, build_argv, machine_type, memory_mib, tap_script
+from hypervisor.qemu_argv import (
+    HostFacts,
+    RunPaths,
+    Spice,
+    StartError,
+    agent_socket,
+    build_argv,
+    machine_type,
+    memory_mib,
+    ovmf_files,
+    spice_heads,
+    tap_script,
+    temporary_vars,
+)
 
 log = structlog.get_logger("gpve.qemu")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SPICE_PORTS = range(61000, 62000)  # PVE::Tools::next_spice_port
 
 
 class GuestError(Exception):
@@ -45,13 +60,28 @@ def host_facts() -> HostFacts:
     return HostFacts(bridges=bridges, kvm_available=os.path.exists("/dev/kvm"))
 
 
+def _free_port(ports: range) -> int:
+    """The first TCP port of `ports` free on localhost (PVE::Tools::next_unused_port)."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise StartError(f"unable to find free port ({ports.start}-{ports.stop - 1})")
+
+
 class QemuDriver:
-    """Where a QEMU process, its QMP socket and the host meet the operating system (`_launch`, `_connect`,
-    `_watch`, `_kill`, `pid`, `wait_exit`, `facts`), the simulator's driver (sim/qemu.py) puts its own."""
+    """Where a QEMU process, its QMP socket, its guest agent socket and the host meet the operating system
+    (`_launch`, `_connect`, `_watch`, `_qga_open`, `_kill`, `pid`, `wait_exit`, `facts`), the simulator's driver
+    (sim/qemu.py) puts its own."""
 
     def __init__(self, run_dir: str, bridge: AsyncioBridge, resolve: Callable[[str], tuple[str, str]],
-                 qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts) -> None:
+                 qemu_binary: str = "qemu-system-x86_64", facts: Callable[[], HostFacts] = host_facts,
+                 spice_tls: tuple[str, str, str] | None = None) -> None:
         self.run_dir = run_dir
+        self.spice_tls = spice_tls  # (certificate, key, CA) for SPICE displays: the node's own
         os.makedirs(run_dir, exist_ok=True)
         self.bridge = bridge
         self.resolve = resolve
@@ -60,7 +90,6 @@ class QemuDriver:
         self.clients: dict[int, QMPClient] = {}
         self.shutdown_seen: set[int] = set()
         self.events_in, self.events = trio.open_memory_channel[GuestEvent](math.inf)
-        self._cpu_samples: dict[int, tuple[float, float]] = {}
 
     # ---- paths and processes ------------------------------------------------------------
     def paths(self, vmid: int) -> RunPaths:
@@ -145,22 +174,45 @@ class QemuDriver:
         out = await self.qmp(vmid, "human-monitor-command", {"command-line": command_line})
         return str(out or "")
 
+    # ---- guest agent --------------------------------------------------------------------
+    async def _qga_open(self, vmid: int) -> trio.abc.Stream:
+        return await trio.open_unix_socket(agent_socket(self.run_dir, vmid))
+
+    async def agent(self, vmid: int, command: str, arguments: dict | None = None, timeout: float | None = None):
+        """One guest agent command (`guest-ping`, ...; hypervisor/qga.py): its result, or `{"error": {...}}` when
+        the agent answers with an error. GuestError when the guest does not run here, or with Proxmox's
+        `VM N qga command 'guest-ping' failed - got timeout` when no answer comes (never naming the arguments)."""
+        if not self.running(vmid):
+            raise GuestError(f"VM {vmid} not running")
+        try:
+            return await qga.execute(lambda: self._qga_open(vmid), command, arguments, timeout)
+        except qga.AgentUnavailable as exc:
+            raise GuestError(f"VM {vmid} qga command '{command}' failed - {exc}") from None
+
+    async def agent_running(self, vmid: int) -> str | None:
+        """None when the agent answers `guest-ping` within 3 s, else why not (qemu-server's `qga_check_running`)."""
+        try:
+            await self.agent(vmid, "guest-ping", timeout=3)
+            return None
+        except GuestError as exc:
+            return str(exc)
+
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self, vmid: int, conf: dict, loadvm: str | None = None, incoming: str | None = None,
                     paused: bool = False) -> int:
         if self.running(vmid):
             raise GuestError(f"VM {vmid} already running")
         try:
+            spice = Spice(_free_port(SPICE_PORTS), *(self.spice_tls or ())) if spice_heads(conf) else None
             argv = build_argv(vmid, conf, self.resolve, self.facts(), self.paths(vmid), self.qemu_binary, loadvm,
-                              incoming, paused)
+                              incoming, paused, spice)
         except (StartError, Exception) as exc:
             raise GuestError(str(exc)) from None
+        if conf.get("bios") == "ovmf":
+            self._prepare_firmware(vmid, conf)
         for key, value in conf.items():
-            if key.startswith("net") and key[3:].isdigit() and "bridge" in propstr.parse(str(value)):
-                path = os.path.join(self.run_dir, f"tap{vmid}i{key[3:]}.up")
-                with open(path, "w") as f:
-                    f.write(tap_script(str(value)))
-                os.chmod(path, 0o755)
+            if key.startswith("net") and key[3:].isdigit():
+                self.write_tap_script(vmid, key, str(value))
         for stale in (self.paths(vmid).qmp, self.paths(vmid).pidfile):
             if os.path.exists(stale):
                 os.unlink(stale)
@@ -171,6 +223,25 @@ class QemuDriver:
             raise GuestError("start failed: QEMU did not leave a running process")
         await self.attach(vmid)
         return pid
+
+    def write_tap_script(self, vmid: int, key: str, value: str) -> None:
+        """The ifup script QEMU runs for bridged NIC `key` (at start, or when it is hot-plugged)."""
+        if "bridge" in propstr.parse(value):
+            path = os.path.join(self.run_dir, f"tap{vmid}i{key[3:]}.up")
+            with open(path, "w") as f:
+                f.write(tap_script(value))
+            os.chmod(path, 0o755)
+    def _prepare_firmware(self, vmid: int, conf: dict) -> None:
+        """An OVMF guest needs the firmware files; without an `efidisk0` it gets a fresh copy of the vars template
+        (qemu-server's `print_ovmf_drive_commandlines`: `EFI base image '…' not found`)."""
+        efidisk = propstr.parse(str(conf["efidisk0"]), default_key="file") if conf.get("efidisk0") else None
+        code, template = ovmf_files(conf, efidisk)
+        if not os.path.exists(code):
+            raise GuestError(f"EFI base image '{code}' not found")
+        if not os.path.exists(template):
+            raise GuestError(f"EFI vars image '{template}' not found")
+        if efidisk is None:
+            shutil.copyfile(template, temporary_vars(self.paths(vmid), vmid))
 
     async def _launch(self, argv: list[str]) -> None:
         """Run QEMU until it has daemonized (GuestError if it exits with an error instead)."""
@@ -219,12 +290,27 @@ class QemuDriver:
                 return
         raise GuestError(f"VM {vmid} did not stop")
 
-    async def shutdown(self, vmid: int, timeout: float, force: bool) -> list[str]:
-        """ACPI power button; after `timeout`, a hard stop if `force`. Returns warnings."""
+    async def shutdown(self, vmid: int, timeout: float, force: bool, agent: bool = False) -> list[str]:
+        """The guest agent's `guest-shutdown` (`agent`), else the ACPI power button; after `timeout`, a hard stop if
+        `force` (qemu-server's `_do_vm_stop`). Returns warnings."""
         if not self.running(vmid):
             return []
-        await self.qmp(vmid, "system_powerdown")
-        if await self.wait_exit(vmid, timeout):
+        wait = timeout
+        if agent:
+            deadline = trio.current_time() + timeout
+            try:  # the agent does not answer it: the connection ends when QEMU does
+                await self.agent(vmid, "guest-shutdown", timeout=timeout)
+            except GuestError:
+                if not self.running(vmid):
+                    return ["Unexpected: VM shutdown command failed, but VM not running anymore.."]
+                if not force:
+                    raise GuestError("VM quit/powerdown failed") from None
+                await self.stop(vmid)
+                return ["VM quit/powerdown failed - terminating now with SIGTERM"]
+            wait = max(deadline - trio.current_time(), 5.0)  # QEMU takes a moment to go once the guest is off
+        else:
+            await self.qmp(vmid, "system_powerdown")
+        if await self.wait_exit(vmid, wait):
             return []
         if not force:
             raise GuestError("VM quit/powerdown failed - got timeout")
@@ -233,34 +319,64 @@ class QemuDriver:
 
     # ---- status -------------------------------------------------------------------------
     def process_status(self, vmid: int, conf: dict) -> dict:
-        """What /proc tells of a guest that runs here: pid, uptime, cpu, mem (no QMP round trip)."""
+        """What /proc tells of a guest that runs here: `status`, `pid`, `uptime` (no QMP round trip; its cpu,
+        mem and counters come from the node's sampler, hypervisor/sampler.py)."""
         maxmem = memory_mib(conf) * (1 << 20)
         pid = self.pid(vmid)
         if pid is None:
-            return {"status": "stopped", "maxmem": maxmem, "mem": 0, "cpu": 0, "uptime": 0}
-        out: dict = {"status": "running", "pid": pid, "maxmem": maxmem}
+            return {"status": "stopped", "maxmem": maxmem, "uptime": 0}
+        out: dict = {"status": "running", "pid": pid, "maxmem": maxmem, "uptime": 0}
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open("/proc/uptime") as f:
-                boot_uptime = float(f.read().split()[0])
-            started = int(fields[19]) / CLK_TCK
-            out["uptime"] = int(boot_uptime - started)
+            out["uptime"] = self._uptime(self._proc_stat(pid))
+        except (OSError, IndexError, ValueError):
+            pass
+        return out
+
+    @staticmethod
+    def _uptime(stat: list[str]) -> int:
+        """Seconds since the process of these /proc/PID/stat fields started."""
+        with open("/proc/uptime") as f:
+            boot_uptime = float(f.read().split()[0])
+        return int(boot_uptime - int(stat[19]) / CLK_TCK)
+
+    @staticmethod
+    def _proc_stat(pid: int) -> list[str]:
+        """The fields of /proc/PID/stat after the command name (field 3 on, so `[11]` is utime)."""
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    async def counters(self, vmid: int) -> dict | None:
+        """A running guest's cumulative figures, as Proxmox's `vmstatus` reads them: `cpu_seconds` (its QEMU's
+        user and system time, all threads), `uptime`, `mem` (its resident memory), `diskread`/`diskwrite` (bytes, QMP
+        `query-blockstats` over all drives, once attached), `netin`/`netout` (bytes, its tap devices). None if it
+        does not run."""
+        pid = self.pid(vmid)
+        if pid is None:
+            return None
+        try:
+            fields = self._proc_stat(pid)
             cpu_seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
-            now = time.monotonic()
-            last = self._cpu_samples.get(vmid)
-            self._cpu_samples[vmid] = (now, cpu_seconds)
-            out["cpu"] = round(max(0.0, (cpu_seconds - last[1]) / (now - last[0])), 4) if last and now > last[0] \
-                else 0
+            uptime = self._uptime(fields)
             with open(f"/proc/{pid}/status") as f:
                 rss = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
-            out["mem"] = min(rss, maxmem)
         except (OSError, IndexError, ValueError):
-            out.update(uptime=0, cpu=0, mem=0)
+            return None
+        out = {"cpu_seconds": cpu_seconds, "uptime": uptime, "mem": rss, "diskread": 0, "diskwrite": 0}
+        client = self.clients.get(vmid)
+        try:
+            if client is None or client.runstate != Runstate.RUNNING:  # attaching is the start's and the watcher's
+                raise GuestError("not attached")
+            with trio.fail_after(2):
+                stats = await self.qmp(vmid, "query-blockstats")
+            out["diskread"] = sum(s["stats"].get("rd_bytes", 0) for s in stats)
+            out["diskwrite"] = sum(s["stats"].get("wr_bytes", 0) for s in stats)
+        except (GuestError, KeyError, TypeError, trio.TooSlowError):
+            pass
+        out["netin"], out["netout"] = self._tap_counters(vmid)
         return out
 
     async def status(self, vmid: int, conf: dict) -> dict:
-        """Proxmox's status/current fields for a guest that runs here."""
+        """Proxmox's status/current fields for a guest that runs here, from /proc and QMP."""
         out = self.process_status(vmid, conf)
         if out["status"] == "stopped":
             return {**out, "qmpstatus": "stopped"}
@@ -274,12 +390,8 @@ class QemuDriver:
             wanted = machine_type(conf)
             current = next((m for m in machines if m.get("is-current") or wanted in (m.get("alias"), m["name"])), None)
             out["running-machine"] = current["name"] if current else ""
-            stats = await self.qmp(vmid, "query-blockstats")
-            out["diskread"] = sum(s["stats"].get("rd_bytes", 0) for s in stats)
-            out["diskwrite"] = sum(s["stats"].get("wr_bytes", 0) for s in stats)
         except (GuestError, KeyError, TypeError):
             out.setdefault("qmpstatus", "running")
-        out["netin"], out["netout"] = self._tap_counters(vmid)
         return out
 
     @staticmethod

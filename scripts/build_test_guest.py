@@ -4,7 +4,16 @@
 The guest boots in a few seconds under software emulation, prints `GPVE-GUEST-READY` on its serial
 console, then every second `GPVE-TICK <n> disk=<first bytes of its first disk>` (a counter in RAM
 and what the disk holds, so tests can tell a restored snapshot). It powers off on the ACPI power
-button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`.
+button (evdev + button modules, busybox acpid), unless booted with `gpve.noacpi`. It runs Debian's QEMU guest
+agent (`qemu-ga` from `qemu-guest-agent`, with the shared libraries it loads from the packages its Depends name)
+on the `org.qemu.guest_agent.0` virtio-serial port when it has one (`agent: 1`), with its NICs up (virtio_net),
+an /etc/os-release, root in /etc/passwd and /etc/shadow, a `chpasswd` (what `guest-set-user-password` runs) and
+a /sbin/shutdown that powers off (what `guest-shutdown` runs). With a cloud-init drive
+(an ISO 9660 CD-ROM on IDE or virtio-scsi), it prints before READY what the drive holds: `GPVE-CLOUDINIT
+label=… user=… hostname=… key=<first SSH key's comment>`, a `GPVE-CLOUDINIT-NET <line>` per line of its
+network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`. Booted with `gpve.busy=N`, it prints
+`GPVE-BUSY` at tick N and keeps a CPU busy from then on. A shell reads the serial console (getty), and, when
+booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
@@ -17,12 +26,15 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
-MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"]
+MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "virtio_console", "virtio_net",
+           "ata_piix", "sr_mod", "isofs"]
+LIBDIR = "lib/x86_64-linux-gnu"
 
 INIT = r"""#!/bin/sh
 /bin/busybox --install -s /bin
@@ -34,18 +46,54 @@ for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || echo "GPVE-I
 printf '#!/bin/sh\necho GPVE-GUEST-POWEROFF > /dev/ttyS0\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
 grep -q gpve.noacpi /proc/cmdline || acpid -c /etc/acpi
+export PATH=/bin:/sbin:/usr/sbin
+hostname gpve-guest
+for n in /sys/class/net/*; do ip link set "${n##*/}" up; done
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+    qemu-ga -m virtio-serial -p "/dev/${p##*/}" >/tmp/qga.log 2>&1 &
+done
+(while true; do getty -n -l /bin/sh 115200 ttyS0; sleep 1; done) &
+grep -q console=tty0 /proc/cmdline && (while true; do getty -n -l /bin/sh 38400 tty1; sleep 1; done) &
 sleep 1
 disk=""
 for d in /dev/vda /dev/sda; do [ -b $d ] && disk=$d && break; done
+if [ -b /dev/sr0 ] && mkdir -p /mnt/ci && mount -t iso9660 -o ro /dev/sr0 /mnt/ci 2>/dev/null; then
+    ud=/mnt/ci/user-data; nc=/mnt/ci/network-config
+    if [ -f /mnt/ci/openstack/latest/user_data ]; then
+        ud=/mnt/ci/openstack/latest/user_data; nc=/mnt/ci/openstack/content/0000
+    fi
+    label=$(dd if=/dev/sr0 bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')  # the volume id
+    user=$(sed -n 's/^user: *//p' $ud | head -n 1)
+    host=$(sed -n 's/^hostname: *//p' $ud | head -n 1)
+    key=$(awk '/^ssh_authorized_keys:/ {f=1; next} f && /^ *- / {print $NF; exit} f && /^[^ ]/ {exit}' $ud)
+    echo "GPVE-CLOUDINIT label=$label user=$user hostname=$host key=$key" > /dev/ttyS0
+    [ -f $nc ] && sed 's/^ *//' $nc | while IFS= read -r line; do echo "GPVE-CLOUDINIT-NET $line"; done > /dev/ttyS0
+    echo "GPVE-CLOUDINIT-END" > /dev/ttyS0
+    umount /mnt/ci
+fi
 echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
+busy=$(sed -n 's/.*gpve\.busy=\([0-9]*\).*/\1/p' /proc/cmdline)
 n=0
 while true; do
     n=$((n+1))
+    [ "$n" = "$busy" ] && { echo GPVE-BUSY > /dev/ttyS0; while :; do :; done & }
     content=""
     [ -n "$disk" ] && content=$(dd if=$disk bs=512 count=1 iflag=direct 2>/dev/null | head -c 16 | tr -dc 'A-Za-z0-9_-')
     echo "GPVE-TICK $n disk=$content" > /dev/ttyS0
     sleep 1
 done
+"""
+
+
+# What guest-set-user-password runs: `chpasswd [-e]` reading `user:password` (busybox has no chpasswd applet).
+CHPASSWD = r"""#!/bin/sh
+IFS= read -r line
+user=${line%%:*}
+pass=${line#*:}
+if [ "$1" = -e ]; then hash=$pass; else hash=$(mkpasswd -m sha512 "$pass") || exit 1; fi
+grep -q "^$user:" /etc/shadow || exit 1
+sed -i "s|^$user:[^:]*:|$user:$hash:|" /etc/shadow
 """
 
 
@@ -99,6 +147,41 @@ def module_order(moddir: str, wanted: list[str]) -> list[str]:
     return order
 
 
+def agent_files(root: str) -> list[tuple[str, int, bytes]]:
+    """qemu-ga and the libraries it loads (resolved by `ldd` inside the extracted packages: every one must come
+    from there), the loader, and what its commands expect of the guest."""
+    binary = os.path.join(root, "usr", "sbin", "qemu-ga")
+    libdirs = [os.path.join(root, LIBDIR), os.path.join(root, "usr", LIBDIR)]
+    out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True,
+                         env={**os.environ, "LD_LIBRARY_PATH": ":".join(libdirs)}).stdout
+    entries = []
+    for name, path in re.findall(r"^\s*(\S+) => (\S+)", out, re.M):
+        if not path.startswith(root + "/"):
+            raise SystemExit(f"qemu-ga needs {name}, which no extracted package holds ({path})")
+        with open(path, "rb") as f:
+            entries.append((f"{LIBDIR}/{name}", 0o100755, f.read()))
+    with open(os.path.join(root, LIBDIR, "ld-linux-x86-64.so.2"), "rb") as f:  # lib64's is an absolute link
+        entries.append(("lib64/ld-linux-x86-64.so.2", 0o100755, f.read()))
+    with open(binary, "rb") as f:
+        entries.append(("usr/sbin/qemu-ga", 0o100755, f.read()))
+    entries.append(("sbin/shutdown", 0o100755,
+                    b"#!/bin/sh\necho GPVE-GUEST-AGENT-SHUTDOWN > /dev/ttyS0\npoweroff -f\n"))
+    entries.append(("etc/os-release", 0o100644, b'ID=gpve-test-guest\nNAME="gpve test guest"\nVERSION_ID=1\n'
+                                                 b'PRETTY_NAME="gpve test guest"\n'))
+    entries.append(("etc/passwd", 0o100644, b"root:x:0:0:root:/:/bin/sh\n"))
+    entries.append(("etc/shadow", 0o100600, b"root:*:19000:0:99999:7:::\n"))
+    entries.append(("sbin/chpasswd", 0o100755, CHPASSWD.encode()))
+    return entries
+
+
+def agent_packages() -> list[str]:
+    """qemu-guest-agent and the packages its shared libraries come from: its Depends, recursively (Pre-Depends
+    bring only its init scripts' helpers)."""
+    deps = sh("apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+              "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", "qemu-guest-agent")
+    return sorted({line.strip() for line in deps.splitlines() if line.strip() and not line.startswith((" ", "<"))})
+
+
 def _kernel_package() -> str:
     """The versioned kernel package behind the `linux-image-cloud-amd64` metapackage."""
     for attempt in range(2):
@@ -116,15 +199,16 @@ def build(outdir: str) -> None:
     os.makedirs(outdir, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         kernel_pkg = _kernel_package()
-        sh("apt-get", "download", "-q", kernel_pkg, "busybox-static", cwd=work)
+        sh("apt-get", "download", "-q", kernel_pkg, "busybox-static", *agent_packages(), cwd=work)
         for deb in glob.glob(os.path.join(work, "*.deb")):
             sh("dpkg-deb", "-x", deb, os.path.join(work, "root"))
         root = os.path.join(work, "root")
         vmlinuz = glob.glob(os.path.join(root, "boot", "vmlinuz-*"))[0]
         moddir = glob.glob(os.path.join(root, "lib", "modules", "*"))[0]
         order = module_order(moddir, MODULES)
-        entries: list[tuple[str, int, bytes]] = [(d, 0o040755, b"") for d in ("bin", "dev", "lib", "lib/modules",
-                                                                              "proc", "sys", "tmp", "etc")]
+        dirs = ("bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp", "etc", "sbin", "usr", "usr/sbin", "lib64",
+                LIBDIR)
+        entries: list[tuple[str, int, bytes]] = [(d, 0o040755, b"") for d in dirs]
         with open(os.path.join(root, "bin", "busybox"), "rb") as f:
             entries.append(("bin/busybox", 0o100755, f.read()))
         entries.append(("bin/sh", 0o120777, b"busybox"))
@@ -138,6 +222,7 @@ def build(outdir: str) -> None:
             entries.append((f"lib/modules/{name}.ko", 0o100644, data))
             names.append(name)
         entries.append(("lib/modules/order", 0o100644, (" ".join(names) + "\n").encode()))
+        entries += agent_files(root)
         entries.append(("init", 0o100755, INIT.encode()))
         with open(os.path.join(outdir, "initrd.img.tmp"), "wb") as f:
             f.write(gzip.compress(cpio_newc(entries)))

@@ -15,8 +15,8 @@ if [ "$want_test" = bench ]; then
     packages="$packages $(grep -v '^#' scripts/debian-bench-packages.txt | xargs)"
 fi
 missing=""
-for p in $packages; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+for p in $packages; do  # a package whose command is there already (npm bundled with another nodejs) is present
+    dpkg -s "$p" >/dev/null 2>&1 || command -v "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     echo "installing Debian packages:$missing"
@@ -28,6 +28,19 @@ fi
 quiet_pip() {  # pip's warnings about this machine's unused local indexes are noise
     .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
+
+# the console page's browser clients (api/console_page.py), from the npm registry: the node serves them from
+# .console/node_modules (or $GPVE_CONSOLE_DIR/node_modules), no CDN
+console_dir="${GPVE_CONSOLE_DIR:-.console}"
+console_packages="@novnc/novnc@1.7.0 @xterm/xterm@6.0.0 @xterm/addon-fit@0.11.0"
+for pkg in $console_packages; do
+    if ! grep -qs "\"version\": \"${pkg##*@}\"" "$console_dir/node_modules/${pkg%@*}/package.json"; then
+        mkdir -p "$console_dir"
+        (cd "$console_dir" && { [ -f package.json ] || echo '{"name": "gpve-console", "private": true}' > package.json; } \
+            && npm install --silent $console_packages)
+        break
+    fi
+done
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -93,7 +93,8 @@ def _parse(args: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
 
 
 class SimQemuImg:
-    """`qemu-img` on one simulated host: `create`, `convert`, `resize`, `info`, `snapshot -c/-a/-d`."""
+    """`qemu-img` on one simulated host: `create`, `convert` (`-n`: into an existing image), `resize`, `info`,
+    `snapshot -c/-a/-d`."""
 
     def __init__(self, host, rng: random.Random) -> None:
         self.host, self.rng = host, rng
@@ -113,12 +114,19 @@ class SimQemuImg:
             return ""
         if command == "convert":
             source = read(rest[0])
+            if "-n" in opts:  # into an existing image, which keeps its size (the data is not simulated)
+                target = read(rest[1])
+                self._unlocked(rest[1])
+                if target["size"] < source["size"]:
+                    raise StorageError("qemu-img failed: error while writing: Input/output error")
+                return ""
             write(rest[1], {"format": opts.get("-O", "raw"), "size": source["size"], "snapshots": [], "backing": None})
             return ""
         if command == "info":
             image = read(rest[0])
             return json.dumps({"virtual-size": image["size"], "format": image["format"],
-                               "snapshots": [{"name": s["name"]} for s in image["snapshots"]]})
+                               "snapshots": [{"name": s["name"]} for s in image["snapshots"]],
+                               **({"backing-filename": image["backing"]} if image["backing"] else {})})
         path = rest[0]
         image = read(path)
         self._unlocked(path)

@@ -8,7 +8,8 @@ daemon reattaches), not a power loss; faults crash them. A live migration runs i
 ends, whether or not the daemon that asked for it is still alive.
 
 `SimQemuDriver` is the production `hypervisor.qemu.QemuDriver` with only its operating-system ends replaced
-(launching the process, the QMP socket and its event stream, signals, the pid, waiting for an exit): its
+(launching the process, the QMP socket and its event stream, the guest agent socket (no simulated guest runs
+an agent), signals, the pid, waiting for an exit): its
 `start`, `stop`, `shutdown`, `qmp`, `hmp`, `attach` and event handling run as in production.
 """
 
@@ -38,6 +39,7 @@ MIRROR_SECONDS = (0.2, 2.0)  # a drive mirror's first full pass
 MIGRATE_SECONDS = (0.5, 5.0)
 SAVEVM_SECONDS = (0.1, 2.0)
 JOB_END_SECONDS = (0.005, 0.05)
+UNPLUG_SECONDS = (0.01, 0.5)  # a device_del until the guest has acknowledged the unplug
 HOST = HostFacts(bridges=frozenset({"vmbr0"}), kvm_available=True)
 
 
@@ -50,7 +52,7 @@ class Process:
     vmid: int
     pid: int
     status: str  # starting | running | paused | inmigrate | postmigrate | exited (QMP run states, and starting)
-    drives: dict[str, tuple[str, str]]  # device (drive-scsi0) -> (path, format)
+    drives: dict[str, tuple[str, str]]  # drive (drive-scsi0) -> (path, format), of the drives holding a medium
     incoming: str | None
     hold: bool  # -S: stays paused after an incoming migration, until `cont`
     clients: list[SimQmp] = field(default_factory=list)
@@ -65,6 +67,9 @@ class Process:
     migrating_to: Process | None = None
     owner: SimQemu | None = None  # the host's processes it is one of
     ran: bool = False  # the guest ran in this process (a target paused since its migration arrived has not)
+    devices: dict[str, dict] = field(default_factory=dict)  # id -> its -device / device_add properties
+    netdevs: set[str] = field(default_factory=set)
+    blockdevs: set[str] = field(default_factory=set)  # every drive id, with or without a medium
 
     def holds_guest(self) -> bool:
         """Booting, running, or paused after running: the guest lives in this process (the invariant counts it;
@@ -112,9 +117,33 @@ def _drives(argv: list[str]) -> dict[str, tuple[str, str]]:
     for flag, value in zip(argv, argv[1:], strict=False):
         if flag == "-drive":
             props = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
-            if "file" in props:
+            if "file" in props and "id" in props:  # (OVMF's code, a read-only pflash, has no id)
                 out[props["id"]] = (props["file"], props.get("format", "raw"))
     return out
+
+
+def _options(value: str, first: str) -> dict:
+    """`virtio-blk-pci,drive=drive-virtio0,id=virtio0` -> {first: `virtio-blk-pci`, ...}; a leading `k=v` is a
+    property like the others."""
+    parts = value.split(",")
+    out = {} if "=" in parts[0] else {first: parts[0]}
+    out.update(p.split("=", 1) for p in parts if "=" in p)
+    return out
+
+
+def _layout(argv: list[str]) -> tuple[dict[str, dict], set[str], set[str]]:
+    """The devices (by id), netdevs and drive ids a command line makes."""
+    devices, netdevs, blockdevs = {}, set(), set()
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "-device":
+            props = _options(value, "driver")
+            if "id" in props:
+                devices[props["id"]] = props
+        elif flag == "-netdev":
+            netdevs.add(_options(value, "type")["id"])
+        elif flag == "-drive":
+            blockdevs.add(_options(value, "file")["id"])
+    return devices, netdevs, blockdevs
 
 
 def _flag(argv: list[str], name: str) -> str | None:
@@ -177,6 +206,7 @@ class SimQemu:
         self.pids += 1
         proc = Process(vmid, 1000 + self.pids, "inmigrate" if incoming else "starting", drives, incoming,
                        "-S" in argv, owner=self)
+        proc.devices, proc.netdevs, proc.blockdevs = _layout(argv)
         self.procs[vmid] = proc
         up = trio.Event()  # QEMU comes up whether or not the daemon that launched it still waits
         self._after(INCOMING_SECONDS if incoming else BOOT_SECONDS, self._up, proc, up)
@@ -314,6 +344,16 @@ class SimQemu:
 
     def _qmp_human_monitor_command(self, proc: Process, args: dict) -> str:
         verb, _, name = str(args.get("command-line", "")).partition(" ")
+        if verb == "drive_add":
+            return self._drive_add(proc, name)
+        if verb == "drive_del":
+            if name not in proc.blockdevs:
+                return f"Device '{name}' not found\r\n"
+            if any(d.get("drive") == name for d in proc.devices.values()):
+                return f"Device '{name}' is in use\r\n"
+            proc.blockdevs.discard(name)
+            proc.drives.pop(name, None)
+            return ""
         if verb not in ("savevm", "delvm"):
             return f"unknown command: '{verb}'\r\n"
         if verb == "savevm":
@@ -331,6 +371,81 @@ class SimQemu:
                 images.snapshot(image, "create", name, vmstate=i == 0)
             images.write(path, image)
         return ""
+
+    # ---- devices: hotplug ------------------------------------------------------------------------------
+    def _drive_add(self, proc: Process, rest: str) -> str:
+        """HMP `drive_add auto "if=none,id=drive-scsi1,file=PATH,format=FMT"`."""
+        props = _options(rest.partition(" ")[2].strip().strip('"'), "file")
+        drive = props.get("id", "")
+        if drive in proc.blockdevs:
+            return f"Duplicate ID '{drive}' for drive\r\n"
+        if "file" in props:
+            if not os.path.exists(props["file"]):
+                return f"Could not open '{os.path.basename(props['file'])}': No such file or directory\r\n"
+            proc.drives[drive] = (props["file"], props.get("format", "raw"))
+        proc.blockdevs.add(drive)
+        return "OK\r\n"
+
+    def _qmp_qom_list(self, proc: Process, args: dict) -> list[dict]:
+        if args.get("path") != "/machine/peripheral":
+            raise QmpError(f"Device '{args.get('path')}' not found")
+        return [{"name": i, "type": f"child<{d['driver']}>"} for i, d in sorted(proc.devices.items())]
+
+    def _qmp_device_add(self, proc: Process, args: dict) -> dict:
+        props = {k: str(v) for k, v in args.items()}
+        dev = props.get("id", "")
+        if dev in proc.devices:
+            raise QmpError(f"Duplicate device ID '{dev}'")
+        if "drive" in props and props["drive"] not in proc.blockdevs:
+            raise QmpError(f"Property '{props['driver']}.drive' can't find value '{props['drive']}'")
+        if "netdev" in props and props["netdev"] not in proc.netdevs:
+            raise QmpError(f"Property '{props['driver']}.netdev' can't find value '{props['netdev']}'")
+        bus = props.get("bus", "").split(".")[0]
+        if bus.startswith("scsihw") and bus not in proc.devices:
+            raise QmpError(f"Bus '{props['bus']}' not found")
+        proc.devices[dev] = props
+        return {}
+
+    def _qmp_device_del(self, proc: Process, args: dict) -> dict:
+        if args["id"] not in proc.devices:
+            raise QmpError(f"Device '{args['id']}' not found")
+        self._after(UNPLUG_SECONDS, self._unplugged, proc, args["id"])  # once the guest has let go of it
+        return {}
+
+    def _unplugged(self, proc: Process, dev: str) -> None:
+        props = proc.devices.pop(dev, None)
+        if props and props.get("drive"):  # a drive made for a device goes with it
+            proc.blockdevs.discard(props["drive"])
+            proc.drives.pop(props["drive"], None)
+
+    def _qmp_netdev_add(self, proc: Process, args: dict) -> dict:
+        if args["id"] in proc.netdevs:
+            raise QmpError(f"Duplicate ID '{args['id']}' for netdev")
+        proc.netdevs.add(args["id"])
+        return {}
+
+    def _qmp_netdev_del(self, proc: Process, args: dict) -> dict:
+        if args["id"] not in proc.netdevs:
+            raise QmpError(f"Device '{args['id']}' not found")
+        proc.netdevs.discard(args["id"])
+        return {}
+
+    def _medium_drive(self, proc: Process, dev: str) -> str:
+        drive = proc.devices.get(dev, {}).get("drive")
+        if drive is None:
+            raise QmpError(f"Device '{dev}' not found")
+        return drive
+
+    def _qmp_eject(self, proc: Process, args: dict) -> dict:
+        proc.drives.pop(self._medium_drive(proc, args["id"]), None)
+        return {}
+
+    def _qmp_blockdev_change_medium(self, proc: Process, args: dict) -> dict:
+        drive = self._medium_drive(proc, args["id"])
+        if not os.path.exists(args["filename"]):
+            raise QmpError(f"Could not open '{args['filename']}': No such file or directory")
+        proc.drives[drive] = (args["filename"], args.get("format", "raw"))
+        return {}
 
     # ---- block jobs and live migration (source side) ---------------------------------------------
     def _qmp_drive_mirror(self, proc: Process, args: dict) -> dict:
@@ -483,6 +598,11 @@ class SimQemuDriver(QemuDriver):
             async for event in client.events:
                 self._emit(GuestEvent(vmid, event))
         self._emit(GuestEvent(vmid, "DISCONNECTED"))
+
+    async def _qga_open(self, vmid: int):
+        """Simulated guests run no guest agent: one configured with `agent` is shut down by ACPI, with Proxmox's
+        warning that the agent does not answer."""
+        raise ConnectionRefusedError(111, "Connection refused")
 
     def _kill(self, pid: int, sig: int) -> None:
         self.qemu.signal(pid, sig)

@@ -154,15 +154,20 @@ class Client(AccessOps):
         self.call(lambda node: reserve)
 
     def _update(self, with_digest: bool) -> None:
-        """`PUT …/config` of one key, by root or a user whose ACLs may allow it (memory: VM.Config.Memory)."""
-        key = self.rng.choice(["memory", "cores", "description"])
-        value = self.rng.randint(1, 64) if key != "description" else f"edited by c{self.cid} #{self.seq}"
+        """`PUT …/config` of one key, by root or a user whose ACLs may allow it (memory: VM.Config.Memory): on a
+        running guest `memory` and `cores` wait as pending changes, `description` and `hotplug` apply at once; one
+        in seven drops a pending change (`revert`)."""
+        key = self.rng.choice(["memory", "cores", "description", "hotplug"])
+        value = {"description": f"edited by c{self.cid} #{self.seq}",
+                 "hotplug": self.rng.choice(["0", "1", "network,disk"])}.get(key) or self.rng.randint(1, 64)
+        revert = self.rng.random() < 1 / 7
 
         def build(node) -> Call:
             vmid, guest = self.known_guest(node)
             digest = guest_digest(guest) if with_digest and guest else None
             owner = self.owner(node, vmid)
-            return lambda ctx: guests.update_config(ctx, owner, vmid, {key: value}, [], digest=digest)
+            changes, reverted = ({}, [key]) if revert else ({key: value}, [])
+            return lambda ctx: guests.update_config(ctx, owner, vmid, changes, [], revert=reverted, digest=digest)
         self.call(build, user=self.user())
 
     def op_update(self) -> None:
@@ -285,17 +290,32 @@ class Client(AccessOps):
         self._on_guest(make)
 
     def op_config(self) -> None:
-        """`PUT` or `POST …/config` with a disk to allocate (`local:1`) or a disk to detach: a `qmconfig` task,
-        waited for (PUT) or not (POST)."""
+        """`PUT` or `POST …/config` as a `qmconfig` task, waited for (PUT) or not (POST): a disk to allocate, detach
+        or destroy (with `force`, or an `unusedN` deleted), a NIC added, replaced or removed; hot-plugged into a
+        running guest (or left pending, as its `hotplug` option says)."""
         def make(owner: str, vmid: int, guest: dict | None) -> Call:
-            disks = sorted(k for k in (guest or {}).get("conf", {}) if k.startswith("scsi"))
-            if disks and self.rng.random() < 0.4:
-                changes, delete = {}, [self.rng.choice(disks)]
+            conf = (guest or {}).get("conf", {})
+            disks = sorted(k for k in conf if k.startswith("scsi"))
+            nets = sorted(k for k in conf if k.startswith("net"))
+            unused = sorted(k for k in conf if k.startswith("unused"))
+            changes: dict = {}
+            delete: list[str] = []
+            force = False
+            pick = self.rng.random()
+            if nets and pick < 0.15:
+                delete = [self.rng.choice(nets)]
+            elif pick < 0.35:
+                mac = "BC:24:11:" + ":".join(f"{self.rng.randrange(256):02X}" for _ in range(3))
+                changes = {f"net{self.rng.randrange(2)}": f"virtio={mac},bridge=vmbr0"}
+            elif unused and pick < 0.45:
+                delete = [self.rng.choice(unused)]
+            elif disks and pick < 0.65:
+                delete, force = [self.rng.choice(disks)], pick < 0.52
             else:
-                changes, delete = {f"scsi{self.rng.randrange(3)}": "local:1"}, []
+                changes = {f"scsi{self.rng.randrange(3)}": "local:1"}
             background, digest = self.rng.random() < 0.5, self._digest(guest, 0.3)
             return lambda ctx: guests.update_config(ctx, owner, vmid, changes, delete, digest=digest,
-                                                    background=background)
+                                                    background=background, force=force)
         self._on_guest(make)
 
     def op_resize(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import requests
 import urllib3
 from proxmoxer import ProxmoxAPI
+from proxmoxer.tools import Tasks
 
 urllib3.disable_warnings()
 GPVE = [sys.executable, "-m", "api.cli"]
@@ -67,6 +68,8 @@ class NodeProcess:
     raft_bind: str | None = None
     cluster_key_file: str | None = None  # the static cluster's Raft key (every member the same)
     grpc_port: int = 0  # 0: a free port, picked here
+    extra_args: list[str] = field(default_factory=list)  # more `gpve serve` options (e.g. `--rrd-interval`)
+    prefix: list[str] = field(default_factory=list)  # runs the node under this command (`ip netns exec NS`)
     proc: subprocess.Popen | None = None
     log_path: str = field(init=False)
 
@@ -95,9 +98,10 @@ class NodeProcess:
             args += ["--raft-bind", self.raft_bind]
         if self.cluster_key_file:
             args += ["--cluster-key-file", self.cluster_key_file]
+        args += self.extra_args
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.prefix + args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -220,3 +224,17 @@ def kill_guests(data_dir: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+def done(px, upid: str, timeout: float = 120) -> dict:
+    """A task's final status (proxmoxer `Tasks.blocking_status`), asserting it ended."""
+    status = Tasks.blocking_status(px, upid, timeout=timeout, polling_interval=0.2)
+    assert status is not None, f"task {upid} did not end"
+    return status
+
+
+def ok(px, upid: str, timeout: float = 120) -> dict:
+    """As `done`, asserting the task ended OK (its log in the message when not)."""
+    status = done(px, upid, timeout)
+    assert status["exitstatus"] == "OK", (status, px.nodes(upid.split(":")[1]).tasks(upid).log.get())
+    return status

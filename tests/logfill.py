@@ -21,6 +21,11 @@ from engine.replog import ReplicatedLog
 def append_commands(data_dir: str, raft_addr: str, commands: list[Command], in_flight: int = 1000,
                     **conf) -> None:
     """Commit every command of `commands` as its own log entry of the (stopped) node at `data_dir`."""
+    append_entries(data_dir, raft_addr, [join_encoded([encode_record(c)]) for c in commands], in_flight, **conf)
+
+
+def append_entries(data_dir: str, raft_addr: str, entries: list[bytes], in_flight: int = 1000, **conf) -> None:
+    """Commit each of `entries` (encoded record lists, engine/codec.py) as one log entry of the (stopped) node."""
     raft = os.path.join(data_dir, "raft")
     log = ReplicatedLog(Machine(), DurableJournal(raft), os.path.join(raft, "snapshot"), raft_addr, [],
                         lock=threading.RLock(), **conf)
@@ -37,11 +42,11 @@ def append_commands(data_dir: str, raft_addr: str, commands: list[Command], in_f
                 failures.append(err)
             done.release()
 
-        for i, command in enumerate(commands):
+        for i, entry in enumerate(entries):
             if i >= in_flight:
                 done.acquire()
-            log.propose(join_encoded([encode_record(command)]), callback)
-        for _ in range(min(in_flight, len(commands))):
+            log.propose(entry, callback)
+        for _ in range(min(in_flight, len(entries))):
             done.acquire()
         assert not failures, f"{len(failures)} entries failed: {failures[:3]}"
     finally:

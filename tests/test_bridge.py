@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import trio
@@ -57,3 +58,20 @@ async def test_concurrent_writes_share_log_entries_and_a_bad_command_is_answered
         nursery.cancel_scope.cancel()
     assert len(machine.state.guests) == 300
     assert b.entries_proposed < b.commands_proposed  # group commit: fewer log entries than commands
+
+
+def test_a_lone_member_elects_itself_at_once(tmp_path):
+    """pysyncobj waits a random 0.4-1.4 s before its first candidacy, which spreads several members' elections;
+    a lone member has no one to split votes with and leads at its first tick (a fresh node serves sooner)."""
+    [port] = free_ports(1)
+    journal = DurableJournal(os.path.join(str(tmp_path), "raft"))
+    started = time.monotonic()
+    log = ReplicatedLog(Machine(), journal, os.path.join(str(tmp_path), "raft", "snapshot"), f"127.0.0.1:{port}", [],
+                        lock=threading.RLock())
+    try:
+        while log.leader_name() is None and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        assert log.leader_name() == f"127.0.0.1:{port}" and time.monotonic() - started < 0.35
+    finally:
+        log.destroy_synchronous()
+        journal.close()

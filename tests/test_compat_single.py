@@ -208,6 +208,43 @@ def test_post_config_with_background_delay_answers_null_when_the_task_ends_in_ti
     upid = s.post(url, data={"cores": 3}).json()["data"]
     assert upid.startswith("UPID:n1:") and ":qmconfig:" in upid
     assert Tasks.blocking_status(px, upid, timeout=10)["exitstatus"] == "OK"
-    r = s.put(url, data={"cores": 4, "revert": "cores"})  # no pending changes to revert: refused, not ignored
-    assert r.status_code == 400 and "revert" in r.json()["errors"]
+    r = s.put(url, data={"cores": 4, "revert": "cores"})  # set and revert at once: refused (Proxmox names `delete`)
+    assert r.status_code == 400 and "-revert cores" in r.json()["errors"]["delete"]
     assert px.nodes("n1").qemu(vmid).config.get()["cores"] == 3
+
+
+def test_directory_indexes_name_only_what_exists(single_node):
+    px = single_node.api()
+    for index, path in ((px.nodes("n1").get(), "/nodes/n1"), (px.cluster.get(), "/cluster")):
+        names = [row["name"] for row in index]
+        assert {"qemu", "storage", "tasks", "status"} <= set(names) or {"resources", "status", "nextid"} <= set(names)
+        for name in names:  # each is served (a read of it is no 404 "No handler")
+            r = single_node.session().get(f"{single_node.url}{path}/{name}", timeout=10)
+            assert "No 'GET' handler" not in r.text, (path, name, r.text)
+    vmid = int(px.cluster.nextid.get())
+    px.nodes("n1").qemu.create(vmid=vmid, memory=64)
+    subdirs = [row["subdir"] for row in px.nodes("n1").qemu(vmid).get()]
+    assert {"config", "status", "snapshot", "rrddata"} <= set(subdirs) and "rrd" not in subdirs
+    # an option with a hyphen can be deleted (pve-configid allows '-')
+    px.cluster.options.put(**{"tag-style": "ordering=alphabetical"})
+    px.cluster.options.put(delete="tag-style")
+    assert "tag-style" not in px.cluster.options.get()
+
+
+def test_a_pool_read_answers_its_members_as_resource_rows(single_node):
+    px = single_node.api()
+    vmid = int(px.cluster.nextid.get())
+    px.nodes("n1").qemu.create(vmid=vmid, memory=64, name="pooled")
+    px.pools.post(poolid="shapes", comment="for the shapes")
+    px.pools("shapes").put(vms=str(vmid), storage="local")
+    [pool] = px.pools.get(poolid="shapes")  # Proxmox 8.1+: the non-deprecated read of one pool
+    assert pool["poolid"] == "shapes" and pool["comment"] == "for the shapes"
+    guest = next(m for m in pool["members"] if m["type"] == "qemu")
+    assert (guest["vmid"], guest["name"], guest["status"], guest["maxmem"]) == (vmid, "pooled", "stopped",
+                                                                                64 * 1024 * 1024)
+    assert [m["storage"] for m in pool["members"] if m["type"] == "storage"] == ["local"]
+    assert [m["type"] for m in px.pools.get(poolid="shapes", type="storage")[0]["members"]] == ["storage"]
+    assert [m["type"] for m in px.pools("shapes").get(type="qemu")["members"]] == ["qemu"]
+    with pytest.raises(ResourceException) as exc:
+        px.pools.get(poolid="nope")
+    assert exc.value.status_code == 404 and "pool 'nope' does not exist" in str(exc.value)

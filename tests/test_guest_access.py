@@ -10,6 +10,7 @@ the expected status is derived from both, independently of the server's code.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -58,7 +59,8 @@ MEMORY, CPU, HW, OPT, DISK, CDROM, NET = (f"vm:VM.Config.{k}" for k in ("Memory"
                                                                           "CDROM", "Network"))
 CLOUD, SPACE = "vm:VM.Config.Cloudinit|VM.Config.Network", "storage:Datastore.AllocateSpace"
 MAP = "mapping:Mapping.Use"
-OTHER_DISK = f"local:{OTHER}/vm-{OTHER}-disk-0.qcow2"
+OTHER_DISK = f"local:{OTHER}/vm-{OTHER}-disk-0.qcow2"  # OTHER's disk
+READ_STORAGE = "storage:Datastore.AllocateSpace|Datastore.Audit"
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,12 @@ ROWS = [
     Row("net0", "virtio", (NET,)),
     Row("ipconfig0", "ip=dhcp", (CLOUD,)), Row("ciuser", "bob", (CLOUD,)), Row("cipassword", "s3cret", (CLOUD,)),
     Row("cicustom", "user=local:snippets/user.yaml", (CLOUD,)),
+    # a cloud-init drive: both privileges to attach it (update_vm's check_drive_perms), none more to allocate it
+    Row("ide2", "local:cloudinit", ("vm:VM.Config.Cloudinit", CDROM), create=()),
+    Row("scsi3", "local:cloudinit", ("vm:VM.Config.Cloudinit", CDROM), create=()),
     Row("scsi0", "local:1", (SPACE, DISK), create=(SPACE,), clone=(SPACE,)),
     Row("efidisk0", "local:1", (SPACE, DISK), create=(SPACE,), clone=(SPACE,)),
-    Row("ide2", "local:iso/debian.iso,media=cdrom", ("storage:Datastore.AllocateSpace|Datastore.Audit", CDROM),
-        create=("storage:Datastore.AllocateSpace|Datastore.Audit",)),
+    Row("ide2", "local:iso/debian.iso,media=cdrom", (READ_STORAGE, CDROM), create=(READ_STORAGE,)),
     Row("ide2", "none,media=cdrom", (CDROM,), create=()),
     Row("ide2", "cdrom,media=cdrom", ("root:Sys.Console", CDROM), create=("root:Sys.Console",),
         clone=("root:Sys.Console",)),
@@ -101,6 +105,13 @@ ROWS = [
     Row("unused0", "local:{vmid}/vm-{vmid}-disk-9.qcow2", (), create=()),  # its own volume
     Row("scsi1", OTHER_DISK, ("storage:Datastore.Audit", "other:VM.Config.Disk", DISK),
         create=("storage:Datastore.Audit", "other:VM.Config.Disk"), clone=(SPACE,)),
+    # a copy of another guest's disk needs VM.Clone on it; of an image to import, read access to its storage
+    Row("scsi2", f"local:0,import-from={OTHER_DISK}", (SPACE, "other:VM.Clone", DISK), create=(SPACE, "other:VM.Clone"),
+        clone=(SPACE,)),
+    Row("scsi2", "local:0,import-from=local:import/seed.raw", (SPACE, READ_STORAGE, DISK),
+        create=(SPACE, READ_STORAGE), clone=(SPACE,)),
+    # deleting an unused volume of the guest destroys it: Datastore.AllocateSpace on its storage too
+    Row("unused1", None, (DISK, SPACE), before=f"local:{GUEST}/vm-{GUEST}-disk-9.qcow2"),
     Row("serial0", "socket", (HW,)), Row("serial0", "/dev/ttyS0", (ROOT_ONLY,)),
     Row("parallel0", "/dev/parport0", (ROOT_ONLY,)),
     Row("usb0", "spice", (HW,)), Row("usb0", "host=1234:5678", (ROOT_ONLY,), clone=(ROOT_ONLY,)),
@@ -185,14 +196,22 @@ def world(single_node):
         if role:
             root.ok("PUT", "/access/acl", path=path, roles=role, users=user)
     root.ok("PUT", "/access/acl", path="/storage/local", roles="PVEDatastoreUser", users="cloner@pve")
+    snippets = os.path.join(single_node.data_dir, "storage", "local", "snippets")  # as an operator copies it
+    os.makedirs(snippets, exist_ok=True)
+    with open(os.path.join(snippets, "user.yaml"), "w") as f:
+        f.write("#cloud-config\n")
     secret = root.ok("POST", "/access/users/tok@pve/token/limited", privsep=1)["value"]
     callers = {p.name: Caller(single_node, f"{p.name.replace('options', 'opts')}@pve",
                               f"secret-{p.name.replace('options', 'opts')}@pve")
                for p in (ADMIN, VMADMIN, OPTS, AUDIT, CLONER)}
     callers["root"] = root
     callers["token"] = Caller(single_node, "tok@pve!limited", token=secret)
-    for vmid in (GUEST, OTHER):
-        root.ok("POST", "/nodes/n1/qemu", vmid=vmid, name=f"g{vmid}")
+    root.ok("POST", "/nodes/n1/qemu", vmid=GUEST, name=f"g{GUEST}")
+    root.wait(root.ok("POST", "/nodes/n1/qemu", vmid=OTHER, name=f"g{OTHER}", scsi0="local:1"))  # OTHER_DISK
+    root.ok("PUT", "/storage/local", content="backup,images,import,iso,snippets,vztmpl")  # (not by default)
+    os.makedirs(os.path.join(single_node.data_dir, "storage", "local", "import"), exist_ok=True)
+    with open(os.path.join(single_node.data_dir, "storage", "local", "import", "seed.raw"), "wb") as f:
+        f.truncate(1 << 20)  # an image to import
     return single_node, callers
 
 
@@ -297,7 +316,8 @@ FUZZ = [  # (key, value, status for a non-root administrator, message); root get
     ("ide2", "/etc/shadow,media=cdrom", 403, ONLY_ROOT_PATHS),
     ("scsi1", "media=disk,file=/etc/shadow", 403, ONLY_ROOT_PATHS),
     ("scsi1", "volume=/etc/shadow", 403, ONLY_ROOT_PATHS),
-    ("scsi1", "local:1,file=/etc/shadow", 400, "duplicate key in comma-separated list property: file"),
+    ("scsi1", "local:1,file=/etc/shadow", 400,
+     "invalid format - duplicate key in comma-separated list property: file"),
     ("ide2", "local:iso//etc/shadow,media=cdrom", 400, "unable to parse directory volume name 'iso//etc/shadow'"),
     ("ide2", "local:iso/../../../../etc/shadow.iso,media=cdrom", 400,
      "unable to parse directory volume name 'iso/../../../../etc/shadow.iso'"),
@@ -317,16 +337,33 @@ FUZZ = [  # (key, value, status for a non-root administrator, message); root get
      "content type needs to be 'images' or 'iso'"),
     ("scsi1", "local:vztmpl/debian.tar.zst", 400, "content type needs to be 'images' or 'iso'"),
     ("scsi1", "local:iso/debian.iso", 400, "explicit 'media=cdrom' is required for iso images"),
-    ("scsi1", "etc/shadow", 400, "unable to parse volume ID 'etc/shadow'"),
+    ("scsi1", "etc/shadow", 400,
+     "invalid format - format error\nscsi1.file: invalid format - unable to parse volume ID 'etc/shadow'"),
     ("scsi1", f"LOCAL:{GUEST}/vm-{GUEST}-disk-0.qcow2", 400,
      f"unable to parse volume ID 'LOCAL:{GUEST}/vm-{GUEST}-disk-0.qcow2'"),
     ("cicustom", "user=local:snippets/../../../x", 400, "unable to parse directory volume name 'snippets/../../../x'"),
     ("cicustom", "user=local:snippets/%2e%2e", 400, "unable to parse directory volume name 'snippets/%2e%2e'"),
     ("cicustom", "user=local:iso/debian.iso", 400, "local:iso/debian.iso is not in the snippets directory"),
-    ("cicustom", "user=/etc/shadow", 400, "unable to parse volume ID '/etc/shadow'"),
+    ("cicustom", "user=/etc/shadow", 400,
+     "invalid format - format error\ncicustom.user: invalid format - unable to parse volume ID '/etc/shadow'"),
     ("hookscript", "local:snippets/../../x.sh", 400, "unable to parse directory volume name 'snippets/../../x.sh'"),
     ("hookscript", "local:iso/debian.iso", 400, "'local:iso/debian.iso' is not in the snippets directory"),
-    ("unused0", "/etc/shadow", 400, "not a valid volid: /etc/shadow"),
+    ("scsi1", "local:0,import-from=local:iso/debian.iso", 400,
+     "local:iso/debian.iso has wrong type 'iso' - needs to be 'images' or 'import'"),
+    ("scsi1", "local:0,import-from=local:import/../../../etc/shadow.raw", 400,
+     "unable to parse directory volume name 'import/../../../etc/shadow.raw'"),
+    ("scsi1", "local:0,import-from=etc/shadow", 400,
+     "invalid format - format error\nscsi1.import-from: invalid format - unable to parse volume ID 'etc/shadow'"),
+    ("scsi1", "local:2,import-from=local:import/seed.raw", 400,
+     "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"),
+    ("scsi1", "local:0,import-from=local:import/missing.qcow2", 400,
+     "cannot import from 'local:import/missing.qcow2' - could not get size of local:import/missing.qcow2"),
+    ("efidisk0", "local:0,import-from=local:import/seed.raw", 400,
+     "need to specify 'efitype' when using 'import-from'"),
+    ("efidisk0", "local:1,efitype=3m", 400,
+     "invalid format - format error\nefidisk0.efitype: value '3m' does not have a value in the enumeration '2m, 4m'"),
+    ("unused0", "/etc/shadow", 400,
+     "invalid format - format error\nunused0.file: invalid format - unable to parse volume ID '/etc/shadow'"),
     ("unused0", "local:iso/debian.iso", 400,
      "unable to use volume local:iso/debian.iso - content type needs to be 'images'"),
 ]

@@ -8,10 +8,9 @@ import time
 
 import pytest
 from proxmoxer import ResourceException
-from proxmoxer.tools import Tasks
 
 from tests.guest import build_guest, kernel_args, qemu_missing, serial_text, ticks, wait_serial
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, done, ok, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(qemu_missing() is not None, reason=qemu_missing() or "")]
 
@@ -39,18 +38,6 @@ def _running(node) -> list[int]:
         return [g["vmid"] for g in node.api().nodes("n1").qemu.get() if g["status"] == "running"]
     except Exception:
         return []
-
-
-def done(px, upid: str, timeout: float = 120) -> dict:
-    status = Tasks.blocking_status(px, upid, timeout=timeout, polling_interval=0.2)
-    assert status is not None, f"task {upid} did not end"
-    return status
-
-
-def ok(px, upid: str, timeout: float = 120) -> dict:
-    status = done(px, upid, timeout)
-    assert status["exitstatus"] == "OK", (status, px.nodes("n1").tasks(upid).log.get())
-    return status
 
 
 def make_guest(px, guest_dir: str, cmdline: str = "", **extra) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 
 import pytest
@@ -59,6 +60,52 @@ def test_failed_logins_are_limited_per_source_and_user(limited_node):
     assert attempt("other@pve") == 401  # another user from the same source has its own budget
     ok = requests.post(url, data={"username": "root@pam", "password": limited_node.password}, verify=False)
     assert ok.status_code == 200  # successful logins are not held back
+
+
+def test_only_refused_credentials_count_against_the_login_budget(limited_node):
+    url = limited_node.url + "/access/ticket"
+
+    def attempt(**data) -> requests.Response:
+        return requests.post(url, data={"username": "eve@pve", **data}, verify=False, timeout=30)
+
+    for _ in range(12):  # refused for want of a password: no verdict on the credentials
+        refused = attempt()
+        assert refused.status_code == 400 and refused.json()["errors"] == {
+            "password": "property is missing and it is not optional"}
+        assert refused.headers["X-RateLimit-Remaining"] == "10"
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        codes = [r.status_code for r in pool.map(lambda _: attempt(password="wrong"), range(12))]
+    assert codes.count(401) == 10 and codes.count(429) == 2
+
+
+def test_a_client_polling_the_login_from_the_start_is_in_within_3s_and_never_limited(tmp_path):
+    """`make run` and a script right after: the port may open before the node can log anyone in; it holds such
+    a request until it can answer (a lone node elects itself at once), and no refusal in between counts as a
+    failed login (the defaults: 10 failed logins a minute)."""
+    node = Cluster(str(tmp_path), 1).nodes[0]
+    node.rate_limits = None
+    started = time.monotonic()
+    node.start()
+    seen, session = [], requests.Session()
+    session.verify, session.trust_env = False, False
+    try:
+        while time.monotonic() - started < 15:
+            try:
+                with open(os.path.join(node.data_dir, "root-password")) as f:
+                    password = f.read().strip()
+                r = session.post(node.url + "/access/ticket", data={"username": "root@pam", "password": password},
+                                 timeout=15)
+            except (OSError, requests.ConnectionError):  # no password file yet, or the port is not open
+                time.sleep(0.05)
+                continue
+            seen.append((round(time.monotonic() - started, 2), r.status_code))
+            if r.status_code == 200:
+                break
+            time.sleep(0.05)
+    finally:
+        node.stop()
+    assert seen and seen[-1][1] == 200 and seen[-1][0] < 3.0, seen
+    assert 429 not in [code for _, code in seen], seen
 
 
 def test_pagination_on_cluster_resources_and_tasks(limited_node):

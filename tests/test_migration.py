@@ -93,3 +93,29 @@ def test_local_disks_migrate_live_and_offline_and_a_failed_migration_changes_not
     assert done(px, "n2", px.nodes("n2").qemu(vmid).status.start.post())["exitstatus"] == "OK"
     wait_serial(n2, vmid, r"GPVE-TICK \d+ disk=AAAAAAAAAAAAAAAA")
     assert done(px, "n2", px.nodes("n2").qemu(vmid).status.stop.post())["exitstatus"] == "OK"
+
+
+def test_devices_hot_plugged_before_a_live_migration_travel_with_the_guest(three_nodes):
+    """A NIC and a disk hot-plugged into a running guest sit at the PCI slots a cold start gives them, so the
+    migration target, started from the config, lays its devices out as the source: the guest moves live."""
+    guest_dir = build_guest()
+    n1, n2, n3 = three_nodes.nodes
+    px = n1.api()
+    vmid = int(px.cluster.nextid.get())
+    upid = px.nodes("n2").qemu.create(vmid=vmid, name="plugged", memory=256, kvm=0, serial0="socket",
+                                      virtio0="local:1", net0="virtio", args=kernel_args(guest_dir))
+    assert done(px, "n2", upid)["exitstatus"] == "OK"
+    guest = px.nodes("n2").qemu(vmid)
+    assert done(px, "n2", guest.status.start.post())["exitstatus"] == "OK"
+    wait_serial(n2, vmid, r"GPVE-TICK 2 ")
+    guest.config.put(virtio1="local:1", net1="e1000")
+    assert {r["key"] for r in guest.pending.get() if "pending" in r or "delete" in r} == set()
+    status = done(px, "n2", guest.migrate.post(target="n3", online=1, **{"with-local-disks": 1}))
+    assert status["exitstatus"] == "OK", [line["t"] for line in px.nodes("n2").tasks(status["upid"]).log.get()]
+    moved = px.nodes("n3").qemu(vmid)
+    pci = moved.monitor.post(command="info pci")
+    assert 'id "virtio1"' in pci and 'id "net1"' in pci
+    assert moved.status.current.get()["status"] == "running"
+    wait_for(lambda: len(ticks(n3, vmid)) >= 2, timeout=60)
+    assert "GPVE-GUEST-READY" not in serial_text(n3, vmid)  # it moved, it did not boot again
+    assert done(px, "n3", moved.status.stop.post())["exitstatus"] == "OK"

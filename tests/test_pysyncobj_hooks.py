@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pysyncobj.syncobj as syncobj_module
 import pysyncobj.tcp_connection as tcp_connection_module
 from pysyncobj import SyncObj
@@ -27,3 +29,8 @@ def test_every_private_name_still_exists():
 
 def test_the_journal_hook_is_installed():
     assert syncobj_module.createJournal is hooks._create_journal
+
+
+def test_socket_inet_ntop_works_after_pysyncobj_replaced_it():
+    assert socket.inet_ntop(socket.AF_INET, b"\x0a\x05\x00\x01") == "10.5.0.1"
+    assert socket.inet_ntop(socket.AF_INET6, b"\xfd" + b"\x00" * 14 + b"\x01") == "fd00::1"

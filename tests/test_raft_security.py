@@ -7,6 +7,7 @@ address only. Every file holding secrets or state is 0600 in a 0700 directory, a
 
 from __future__ import annotations
 
+import base64
 import os
 import pickle
 import secrets
@@ -16,6 +17,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.parse
 import zlib
 
 import pytest
@@ -237,6 +239,7 @@ def test_a_joining_node_gets_the_key_in_the_join_answer_only(tmp_path):
         assert _raft_key(n2) == key
         for node in cluster.nodes:
             wait_for(lambda node=node: [m for m, _ in _membership(node)] == ["n1", "n2"])
+        wait_for(n2.api)  # the joiner restarts its API with the cluster's certificate just after answering
         vmid = _create_guest(n2)
         wait_for(lambda: vmid in {g["vmid"] for g in n1.api().cluster.resources.get(type="vm")})
         # after a restart, n2 still speaks the cluster's key
@@ -382,7 +385,7 @@ def test_a_cluster_replicates_entries_over_a_strangers_bound(three_nodes):
     config = f"{leader.url}/nodes/{leader.name}/qemu/{vmid}/config"
 
     def write(key: str, value: str) -> int:
-        answer = session.put(config, data={key: value}, timeout=30)
+        answer = session.put(config, json={key: value}, timeout=30)
         assert answer.status_code == 200, answer.text
         return leader.raft(session)["commit_index"]
 
@@ -390,8 +393,14 @@ def test_a_cluster_replicates_entries_over_a_strangers_bound(three_nodes):
         for node in members:
             wait_for(lambda node=node: node.raft()["last_applied"] >= index, timeout=30)
 
-    def incompressible(size: int) -> str:  # zlib would shrink a repeated character to nothing
-        return secrets.token_urlsafe(size)[:size]
+    def incompressible(size: int) -> str:
+        """URL-encoded SSH public keys, as `sshkeys` holds them, about `size` characters: random ed25519 keys,
+        which zlib cannot shrink (a repeated character would shrink to nothing)."""
+        lines: list[str] = []
+        while sum(map(len, lines)) < size:
+            blob = b"".join(len(p).to_bytes(4, "big") + p for p in (b"ssh-ed25519", secrets.token_bytes(32)))
+            lines.append(urllib.parse.quote(f"ssh-ed25519 {base64.b64encode(blob).decode()}\n", safe=""))
+        return "".join(lines)
 
     applied_everywhere(write("sshkeys", incompressible(500 * 1024)), nodes)
     behind.stop()

@@ -90,3 +90,60 @@ async def test_a_begun_task_ends_interrupted_after_a_restart_and_a_waiting_one_r
     assert ran == ["qmstart"]
     with open(os.path.join(data, BEGUN_FILE)) as f:
         assert f.read() == ""  # both ended
+
+
+async def test_a_config_change_that_destroys_volumes_runs_again_after_a_restart(tmp_path):
+    """Deleting `unusedN` destroys a volume: a daemon that dies while doing it runs the change again on its next
+    start (freeing a volume that is gone already is done), so the config never keeps naming a volume that is gone.
+    A config change that destroys nothing ends as interrupted, as other tasks do."""
+    [port] = free_ports(1)
+    data = str(tmp_path)
+    begun, ran = [trio.Event(), trio.Event()], []
+
+    async def hang(run: TaskRun) -> Outcome:
+        begun[run.vmid - 100].set()
+        await trio.sleep_forever()
+
+    async def apply(run: TaskRun) -> Outcome:
+        ran.append(run.upid)
+        conf = {k: v for k, v in run.guest["conf"].items() if k not in run.intent["delete"]}
+        return Outcome(configs={run.vmid: {**conf, **run.intent["set"]}})
+
+    async def daemon(handler, body) -> None:
+        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
+        try:
+            async with trio.open_nursery() as nursery:
+                node.bind_trio()
+                await nursery.start(node.bridge.run)
+                await nursery.start(Reconciler(node, {"qmconfig": handler}).run)
+                await body(node)
+                nursery.cancel_scope.cancel()
+        finally:
+            node.close()
+
+    async def first(node: Node) -> None:
+        await node.bootstrap()
+        for vmid in (100, 101):
+            await node.submit(c.CreateGuest(request_id=f"create{vmid}", ts=9.0, node="n1", vmid=vmid,
+                                            upid=f"U-create{vmid}", starttime=9,
+                                            config={"unused0": f"local:{vmid}/vm-{vmid}-disk-0.qcow2"}))
+        now = int(node.wall())
+        await node.submit(c.StartTask(request_id="free", ts=10.0, node="n1", upid="U-free", starttime=now,
+                                      type="qmconfig", vmid=100, intent={"set": {}, "delete": ["unused0"]}))
+        await node.submit(c.StartTask(request_id="set", ts=10.0, node="n1", upid="U-set", starttime=now,
+                                      type="qmconfig", vmid=101, intent={"set": {"memory": 256}, "delete": []}))
+        with trio.fail_after(10):
+            for event in begun:
+                await event.wait()
+
+    async def second(node: Node) -> None:
+        await _wait(node, lambda s: all(s.tasks.get(u, {}).get("status") not in (None, "running")
+                                        for u in ("U-free", "U-set")))
+        with node.read() as s:
+            assert s.tasks["U-free"]["exitstatus"] == "OK" and "unused0" not in s.guests[100]["conf"]
+            assert s.tasks["U-set"]["exitstatus"] == "task interrupted - node restarted while it ran"
+            assert s.guests[101]["conf"].get("memory") is None
+
+    await daemon(hang, first)
+    await daemon(apply, second)
+    assert ran == ["U-free"]

@@ -6,7 +6,18 @@ import os
 
 import pytest
 
-from engine.volumes import Volume, VolumeError, drive_props, owned_volumes, parse_drive, parse_volume, volume_of
+from engine.volumes import (
+    Drive,
+    Volume,
+    VolumeError,
+    destroyed_volumes,
+    drive_props,
+    owned_volumes,
+    parse_drive,
+    parse_volume,
+    volume_in_use,
+    volume_of,
+)
 from hypervisor.qemu_argv import HostFacts, RunPaths, build_argv
 from hypervisor.storage import DirStorage, StorageError
 
@@ -21,6 +32,10 @@ GOOD = {
     "local:backup/vzdump-qemu-100-2024_01_01-00_00_00.vma.zst":
         Volume("local", "backup", "dump", "vzdump-qemu-100-2024_01_01-00_00_00.vma.zst", 100),
     "local:snippets/user-data.yaml": Volume("local", "snippets", "snippets", "user-data.yaml"),
+    "local:import/noble-server-cloudimg-amd64.qcow2": Volume("local", "import", "import",
+                                                             "noble-server-cloudimg-amd64.qcow2"),
+    "local:import/x.ova": Volume("local", "import", "import", "x.ova"),
+    "local:import/appliance.ova": Volume("local", "import", "import", "appliance.ova"),
 }
 BAD = {
     "/etc/shadow": "unable to parse volume ID '/etc/shadow'",
@@ -50,7 +65,11 @@ BAD = {
     "local:100/vm-100-disk-0.qcow2/101/vm-101-disk-0.qcow2":  # a linked clone's base must be a base image
         "unable to parse directory volume name '100/vm-100-disk-0.qcow2/101/vm-101-disk-0.qcow2'",
     "local:100/shadow": "unable to parse directory volume name '100/shadow'",
-    "local:import/x.ova": "unable to parse directory volume name 'import/x.ova'",
+    "local:import/x.iso": "unable to parse directory volume name 'import/x.iso'",
+    "local:import/x.ova/disk.qcow2": "unable to parse directory volume name 'import/x.ova/disk.qcow2'",
+    "local:import/../100/vm-100-disk-0.qcow2": "unable to parse directory volume name "
+                                               "'import/../100/vm-100-disk-0.qcow2'",
+    "local:import/a b.qcow2": "unable to parse directory volume name 'import/a b.qcow2'",
     "local:1": "unable to parse directory volume name '1'",
 }
 
@@ -122,3 +141,53 @@ def test_the_dir_storage_never_resolves_a_volume_outside_its_directory(tmp_path)
     assert storage.volume_vmid("local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2") == 101
     assert storage.volume_vmid("local:iso/x.iso") is None
     assert storage.volume_format("local:100/vm-100-disk-0.raw") == "raw"
+
+
+def test_import_from_needs_storage_0_and_a_source_of_images_or_import_content_or_a_host_path():
+    assert parse_drive("local:0,import-from=local:import/noble.qcow2") == \
+        Drive("local:0", False, "alloc", "local:import/noble.qcow2")
+    assert parse_drive("local:0,import-from=local:100/vm-100-disk-0.raw,cache=none").import_from == \
+        "local:100/vm-100-disk-0.raw"
+    assert parse_drive("local:0,import-from=/srv/images/disk.img").import_from == "/srv/images/disk.img"
+    assert parse_drive("local:0,import-from=local:import/vars.raw,efitype=4m,pre-enrolled-keys=0",
+                       "efidisk0").kind == "alloc"
+    for key, value, message in (
+            ("scsi0", "local:8,import-from=local:import/a.raw",
+             "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"),
+            ("scsi0", "local:100/vm-100-disk-0.raw,import-from=local:import/a.raw",
+             "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"),
+            ("ide2", "local:0,media=cdrom,import-from=local:import/a.raw",
+             "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"),
+            ("scsi0", "local:0,import-from=local:iso/x.iso", "local:iso/x.iso has wrong type 'iso' - needs to be "
+                                                            "'images' or 'import'"),
+            ("scsi0", "local:0,import-from=local:snippets/x", "local:snippets/x has wrong type 'snippets' - needs to "
+                                                             "be 'images' or 'import'"),
+            ("scsi0", "local:0,import-from=local:import/../x.raw", "unable to parse directory volume name "
+                                                                  "'import/../x.raw'"),
+            ("scsi0", "local:0,import-from=x.raw", "unable to parse volume ID 'x.raw'"),
+            ("efidisk0", "local:0,import-from=local:import/v.raw,efitype=4m",
+             "need to specify 'pre-enrolled-keys' when using 'import-from'"),
+            ("tpmstate0", "local:0,import-from=local:import/t.raw",
+             "need to specify 'version' when using 'import-from'"),
+            ("efidisk0", "local:1,efitype=8m",
+             "invalid format - efitype: value '8m' does not have a value in the enumeration '2m, 4m'")):
+        with pytest.raises(VolumeError) as exc:
+            parse_drive(value, key)
+        assert str(exc.value) == message, value
+
+
+def test_a_config_change_destroys_only_the_guests_own_volumes_and_none_still_in_use():
+    conf = {"scsi0": "local:100/vm-100-disk-0.qcow2,size=1G", "scsi1": "local:100/vm-100-disk-1.qcow2,size=1G",
+            "scsi2": "local:101/vm-101-disk-0.qcow2", "ide2": "local:iso/x.iso,media=cdrom",
+            "unused0": "local:100/vm-100-disk-2.qcow2", "unused1": "local:100/vm-100-disk-0.qcow2",
+            "unused2": "local:101/vm-101-disk-1.qcow2"}
+    snaps = {"s1": {"scsi3": "local:100/vm-100-disk-3.qcow2"}}
+    assert destroyed_volumes(100, conf, snaps, {"delete": ["scsi0", "scsi1", "unused0"]}) == \
+        [("unused0", "local:100/vm-100-disk-2.qcow2", False)]  # without force disks are kept (as unused)
+    assert destroyed_volumes(100, conf, snaps, {"delete": ["scsi1", "scsi2", "ide2", "unused2"], "force": 1}) == \
+        [("scsi1", "local:100/vm-100-disk-1.qcow2", False)]  # another guest's volume and a CD-ROM only leave
+    # unused1 names the volume scsi0 still uses; a snapshot's disk is in use while the snapshot exists
+    assert destroyed_volumes(100, conf, snaps, {"delete": ["unused1"]}) == \
+        [("unused1", "local:100/vm-100-disk-0.qcow2", True)]
+    assert volume_in_use({}, snaps, "unused0", "local:100/vm-100-disk-3.qcow2")
+    assert not volume_in_use(conf, {}, "scsi1", "local:100/vm-100-disk-1.qcow2")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from api.context import Ctx
 from api.registry import API
+from api.returns import BOOL, INT, STR, array, map_of, obj
 from api.schema import Param, Permission, split_list
 from api.services import access
 from api.services import access_rules as rules
 from engine import access as acc
 from engine.errors import not_found
-from engine.roles import BUILTIN_ROLES, privileges_on, role_privileges
+from engine.roles import ALL_PRIVILEGES, BUILTIN_ROLES, privileges_on, role_privileges
 
 GPVE_VERSION = "9.1.1"
 
@@ -21,21 +22,33 @@ USER_FIELDS = [Param("comment", max_length=2048), Param("email", max_length=254)
                Param("expire", "integer", minimum=0), Param("firstname"), Param("lastname"),
                Param("groups", format="pve-groupid-list"), Param("keys")]
 USER_MODIFY = Permission("User.Modify", "/access/groups")
-OBJ = {"type": "object"}
-LIST = {"type": "array", "items": {"type": "object"}}
+# Return shapes, as pve-access-control's `PVE/API2/{User,Group,Role,ACL,AccessControl}.pm` answer them.
+USER_TEXT = {"firstname": STR, "lastname": STR, "email": STR, "comment": STR, "keys": STR}  # each only where set
+TOKEN_INFO = obj({"privsep": BOOL, "expire": INT}, {"comment": STR})
+TOKEN_ROW = obj({"tokenid": STR, "privsep": BOOL, "expire": INT}, {"comment": STR})
+USER_ROW = obj({"userid": STR, "enable": BOOL, "expire": INT, "realm-type": STR},
+               {**USER_TEXT, "groups": STR, "tokens": array(TOKEN_ROW)})  # groups, tokens: with `full`
+USER = obj({"enable": BOOL, "expire": INT, "groups": array(STR), "tokens": map_of(TOKEN_INFO)}, USER_TEXT)
+GROUP_ROW = obj({"groupid": STR}, {"comment": STR, "users": STR})
+GROUP = obj({"members": array(STR)}, {"comment": STR})
+ROLE_ROW = obj({"roleid": STR, "privs": STR, "special": BOOL})
+PRIVILEGES = obj(optional={priv: BOOL for priv in ALL_PRIVILEGES})  # `{privilege: 1}`
+ACL_ROW = obj({"path": STR, "type": {"type": "string", "enum": ["user", "group", "token"]}, "ugid": STR,
+               "roleid": STR, "propagate": BOOL})
 
 
-@API.endpoint("GET", "/version", returns=OBJ)
+@API.endpoint("GET", "/version", returns=obj({"version": STR, "release": STR, "repoid": STR}, {"console": STR}))
 async def version(ctx: Ctx, p: dict) -> dict:
     """API version details."""
     return {"version": GPVE_VERSION, "release": GPVE_VERSION.rsplit(".", 1)[0], "repoid": "gpve",
             "console": "xtermjs"}
 
 
-@API.endpoint("GET", "/access", returns=LIST)
+@API.endpoint("GET", "/access", returns=array(obj({"subdir": STR})))
 async def access_index(ctx: Ctx, p: dict) -> list:
     """Directory index."""
-    return [{"subdir": d} for d in ("users", "groups", "roles", "acl", "permissions", "password", "ticket")]
+    return [{"subdir": d} for d in ("users", "groups", "roles", "acl", "domains", "permissions", "password",
+                                    "ticket")]
 
 
 @API.endpoint("GET", "/access/ticket", permission=Permission(check="public"))
@@ -71,33 +84,45 @@ async def change_password(ctx: Ctx, p: dict) -> None:
 
 
 # ---- users ------------------------------------------------------------------------------------
-def _user_row(userid: str, record: dict, full: bool) -> dict:
-    row = {"userid": userid, "enable": record.get("enable", 1), "expire": record.get("expire", 0),
-           "realm-type": userid.rsplit("@", 1)[1]}
-    for key in ("comment", "email", "firstname", "lastname", "keys"):
+def _user_data(record: dict, full: bool) -> dict:
+    """A user's settings (Proxmox's `extract_user_data`): with `full`, `groups` (a sorted list) and `tokens`."""
+    row = {"enable": record.get("enable", 1), "expire": record.get("expire", 0)}
+    for key in USER_TEXT:
         if record.get(key):
             row[key] = record[key]
-    if record.get("groups"):
-        row["groups"] = ",".join(record["groups"])
     if full:
-        row["tokens"] = [{"tokenid": t, **_token_row(v)} for t, v in sorted(record.get("tokens", {}).items())]
+        row["groups"] = sorted(record.get("groups", []))
+        row["tokens"] = {t: _token_row(v) for t, v in sorted(record.get("tokens", {}).items())}
     return row
 
 
 def _token_row(token: dict) -> dict:
-    return {"privsep": token.get("privsep", 1), "expire": token.get("expire", 0), "comment": token.get("comment", "")}
+    row = {"privsep": token.get("privsep", 1), "expire": token.get("expire", 0)}
+    if token.get("comment"):
+        row["comment"] = token["comment"]
+    return row
 
 
 @API.endpoint("GET", "/access/users", params=[Param("enabled", "boolean"), Param("full", "boolean", default=0)],
-              paged=True,
-              returns={"type": "array", "items": {"type": "object", "properties": {"userid": {"type": "string"}}}})
+              paged=True, returns=array(USER_ROW))
 async def list_users(ctx: Ctx, p: dict) -> list:
-    """Users the caller may see (all with User.Modify or Sys.Audit, else only itself)."""
+    """Users the caller may see (all with User.Modify or Sys.Audit, else only itself); with `full`, `groups` as a
+    comma-separated string and `tokens` as a list, as Proxmox lists them."""
     with ctx.node.read() as s:
         see_all = rules.sees_all_users(s, ctx.user)
         users = {k: dict(v) for k, v in s.access.get("user", {}).items()}
+        realm_types = {realm: conf["type"] for realm, conf in acc.realms(s).items()}
     users.setdefault("root@pam", dict(acc.ROOT_RECORD))
-    rows = [_user_row(u, r, bool(p.get("full"))) for u, r in sorted(users.items()) if see_all or u == ctx.user]
+    rows = []
+    for userid, record in sorted(users.items()):
+        if not (see_all or userid == ctx.user):
+            continue
+        row = _user_data(record, bool(p.get("full")))
+        if "groups" in row:
+            row["groups"] = ",".join(row["groups"])
+            row["tokens"] = [{"tokenid": t, **v} for t, v in row["tokens"].items()]
+        row.update({"userid": userid, "realm-type": realm_types.get(userid.rsplit("@", 1)[1], "")})
+        rows.append(row)
     if "enabled" in p:
         rows = [r for r in rows if r["enable"] == p["enabled"]]
     return rows
@@ -115,18 +140,16 @@ async def create_user(ctx: Ctx, p: dict) -> None:
     await access.create_user(ctx, p["userid"], fields, p.get("password"))
 
 
-@API.endpoint("GET", "/access/users/{userid}", params=[USERID], returns=OBJ)
+@API.endpoint("GET", "/access/users/{userid}", params=[USERID], returns=USER)
 async def get_user(ctx: Ctx, p: dict) -> dict:
-    """A user's settings and tokens."""
+    """A user's settings, `groups` as a list and `tokens` as `{tokenid: {privsep, expire, comment}}` (Proxmox's
+    `read_user`; where it sends `null` for a user without tokens, this sends `{}`)."""
     with ctx.node.read() as s:
         rules.check_user_read(s, ctx.user, p["userid"])
         record = s.access.get("user", {}).get(p["userid"])
     if record is None and p["userid"] != "root@pam":
         raise not_found(f"user '{p['userid']}' does not exist")
-    row = _user_row(p["userid"], record or dict(acc.ROOT_RECORD), True)
-    row["tokens"] = {t["tokenid"]: {k: v for k, v in t.items() if k != "tokenid"} for t in row["tokens"]}
-    row.pop("userid")
-    return row
+    return _user_data(record or dict(acc.ROOT_RECORD), True)
 
 
 @API.endpoint("PUT", "/access/users/{userid}", params=[USERID, *USER_FIELDS, Param("append", "boolean")],
@@ -146,7 +169,7 @@ async def delete_user(ctx: Ctx, p: dict) -> None:
 
 
 # ---- tokens -----------------------------------------------------------------------------------
-@API.endpoint("GET", "/access/users/{userid}/token", params=[USERID], returns=LIST)
+@API.endpoint("GET", "/access/users/{userid}/token", params=[USERID], returns=array(TOKEN_ROW))
 async def list_tokens(ctx: Ctx, p: dict) -> list:
     """A user's API tokens (never their secrets)."""
     access.check_token_rights(ctx, p["userid"])
@@ -155,7 +178,7 @@ async def list_tokens(ctx: Ctx, p: dict) -> list:
     return [{"tokenid": t, **_token_row(v)} for t, v in sorted(tokens.items())]
 
 
-@API.endpoint("GET", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns=OBJ)
+@API.endpoint("GET", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID], returns=TOKEN_INFO)
 async def get_token(ctx: Ctx, p: dict) -> dict:
     """One token's settings."""
     access.check_token_rights(ctx, p["userid"])
@@ -171,8 +194,7 @@ TOKEN_FIELDS = [Param("privsep", "boolean", default=1), Param("expire", "integer
 
 
 @API.endpoint("POST", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID, *TOKEN_FIELDS],
-              returns={"type": "object", "properties": {"full-tokenid": {"type": "string"}, "value": {"type": "string"},
-                                                         "info": {"type": "object"}}})
+              returns=obj({"full-tokenid": STR, "info": TOKEN_INFO, "value": STR}))
 async def create_token(ctx: Ctx, p: dict) -> dict:
     """Create an API token; its secret is shown in this answer only."""
     return await access.create_token(ctx, p["userid"], p["tokenid"], p.get("privsep", 1), p.get("expire", 0),
@@ -180,7 +202,7 @@ async def create_token(ctx: Ctx, p: dict) -> dict:
 
 
 @API.endpoint("PUT", "/access/users/{userid}/token/{tokenid}", params=[USERID, TOKENID, *TOKEN_FIELDS],
-              returns=OBJ)
+              returns=TOKEN_INFO)
 async def update_token(ctx: Ctx, p: dict) -> dict:
     """Change a token's settings."""
     await access.update_token(ctx, p["userid"], p["tokenid"], p.get("privsep"), p.get("expire"), p.get("comment"))
@@ -194,14 +216,33 @@ async def delete_token(ctx: Ctx, p: dict) -> None:
 
 
 # ---- groups and roles -------------------------------------------------------------------------
-@API.endpoint("GET", "/access/groups", returns=LIST, paged=True)
-async def list_groups(ctx: Ctx, p: dict) -> list:
-    """Groups with their members."""
+def _groups(ctx: Ctx) -> dict[str, dict]:
+    """Every group as `{"comment"?, "members": [...]}`: a comment only where set, as Proxmox keeps them."""
     with ctx.node.read() as s:
         groups = {k: dict(v) for k, v in s.access.get("group", {}).items()}
         users = {k: list(v.get("groups", [])) for k, v in s.access.get("user", {}).items()}
-    return [{"groupid": g, "comment": v.get("comment", ""),
-             "users": ",".join(sorted(u for u, gs in users.items() if g in gs))} for g, v in sorted(groups.items())]
+    out = {}
+    for groupid, record in sorted(groups.items()):
+        out[groupid] = {"members": sorted(u for u, gs in users.items() if groupid in gs)}
+        if record.get("comment"):
+            out[groupid]["comment"] = record["comment"]
+    return out
+
+
+@API.endpoint("GET", "/access/groups", returns=array(GROUP_ROW), paged=True)
+async def list_groups(ctx: Ctx, p: dict) -> list:
+    """Groups where the caller holds User.Modify, Sys.Audit or Group.Allocate on `/access/groups/<group>`, with
+    their members as a comma-separated `users` (where there are any)."""
+    rows = []
+    for groupid, group in _groups(ctx).items():
+        if not any(ctx.can(priv, f"/access/groups/{groupid}") for priv in ("User.Modify", "Sys.Audit",
+                                                                            "Group.Allocate")):
+            continue
+        row = {"groupid": groupid, **{k: v for k, v in group.items() if k == "comment"}}
+        if group["members"]:
+            row["users"] = ",".join(group["members"])
+        rows.append(row)
+    return rows
 
 
 @API.endpoint("POST", "/access/groups", params=[Param("groupid", optional=False, pattern=r"[A-Za-z0-9.\-_]+"),
@@ -212,14 +253,14 @@ async def create_group(ctx: Ctx, p: dict) -> None:
     await access.set_group(ctx, p["groupid"], p.get("comment", ""), create=True)
 
 
-@API.endpoint("GET", "/access/groups/{groupid}", params=[GROUPID], returns=OBJ)
+@API.endpoint("GET", "/access/groups/{groupid}", params=[GROUPID], returns=GROUP,
+              permission=Permission(("Sys.Audit", "Group.Allocate"), "/access/groups"))
 async def get_group(ctx: Ctx, p: dict) -> dict:
-    """A group and its members."""
-    rows = {r["groupid"]: r for r in await list_groups(ctx, {})}
-    if p["groupid"] not in rows:
+    """A group's `members` (a list) and comment."""
+    group = _groups(ctx).get(p["groupid"])
+    if group is None:
         raise not_found(f"group '{p['groupid']}' does not exist")
-    row = rows[p["groupid"]]
-    return {"comment": row["comment"], "members": [m for m in row["users"].split(",") if m]}
+    return group
 
 
 @API.endpoint("PUT", "/access/groups/{groupid}", params=[GROUPID, Param("comment", max_length=2048)],
@@ -236,13 +277,13 @@ async def delete_group(ctx: Ctx, p: dict) -> None:
     await access.delete_group(ctx, p["groupid"])
 
 
-@API.endpoint("GET", "/access/roles", returns=LIST)
+@API.endpoint("GET", "/access/roles", returns=array(ROLE_ROW))
 async def list_roles(ctx: Ctx, p: dict) -> list:
-    """Built-in and custom roles with their privileges."""
+    """Built-in (`special: 1`) and custom roles with their privileges as a comma-separated `privs`."""
     with ctx.node.read() as s:
         custom = {k: list(v) for k, v in s.access.get("role", {}).items()}
     rows = [{"roleid": r, "privs": ",".join(sorted(privs)), "special": 1} for r, privs in BUILTIN_ROLES.items()]
-    rows += [{"roleid": r, "privs": ",".join(sorted(privs))} for r, privs in sorted(custom.items())]
+    rows += [{"roleid": r, "privs": ",".join(sorted(privs)), "special": 0} for r, privs in sorted(custom.items())]
     return rows
 
 
@@ -254,7 +295,7 @@ async def create_role(ctx: Ctx, p: dict) -> None:
     await access.set_role(ctx, p["roleid"], split_list(p.get("privs")), create=True)
 
 
-@API.endpoint("GET", "/access/roles/{roleid}", params=[ROLEID], returns=OBJ)
+@API.endpoint("GET", "/access/roles/{roleid}", params=[ROLEID], returns=PRIVILEGES)
 async def get_role(ctx: Ctx, p: dict) -> dict:
     """A role's privileges, as `{privilege: 1}`."""
     with ctx.node.read() as s:
@@ -280,7 +321,7 @@ async def delete_role(ctx: Ctx, p: dict) -> None:
 
 
 # ---- ACL and permissions ----------------------------------------------------------------------
-@API.endpoint("GET", "/access/acl", returns=LIST, paged=True)
+@API.endpoint("GET", "/access/acl", returns=array(ACL_ROW), paged=True)
 async def list_acl(ctx: Ctx, p: dict) -> list:
     """ACL entries on paths where the caller holds Sys.Audit or Permissions.Modify."""
     with ctx.node.read() as s:
@@ -307,7 +348,7 @@ async def update_acl(ctx: Ctx, p: dict) -> None:
                             bool(p.get("delete")))
 
 
-@API.endpoint("GET", "/access/permissions", params=[Param("userid"), Param("path")], returns=OBJ)
+@API.endpoint("GET", "/access/permissions", params=[Param("userid"), Param("path")], returns=map_of(PRIVILEGES))
 async def permissions(ctx: Ctx, p: dict) -> dict:
     """What a user (by default the caller) holds: `{path: {privilege: 1}}`."""
     subject = p.get("userid") or ctx.user

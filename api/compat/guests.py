@@ -34,6 +34,19 @@ def _bus_order(key: str) -> tuple[int, int]:
     return ["scsi", "virtio", "sata", "ide"].index(bus), int(idx)
 
 
+def guest_maxima(conf: dict) -> dict:
+    """What a guest's config allows it: `maxcpu` (vCPUs), `maxmem` and `maxdisk` (its boot disk) in bytes."""
+    return {"maxcpu": cpus(conf), "maxmem": memory_mib(conf) * (1 << 20), "maxdisk": disk_bytes(conf)}
+
+
+def sampled(sampler, guest: dict) -> dict:
+    """A guest's live `cpu`, `mem`, `netin`, `netout`, `diskread`, `diskwrite`, `uptime` from this node's sampler
+    (hypervisor/sampler.py), if it runs here; else nothing (its row keeps zeros)."""
+    if sampler is None or guest.get("status") != "running" or guest["node"] != sampler.node.name:
+        return {}
+    return sampler.guest(guest["vmid"])
+
+
 def guest_summary(guest: dict) -> dict:
     conf = guest["conf"]
     row = {

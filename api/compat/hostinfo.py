@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import os
 
-
-def _meminfo() -> dict[str, int]:
-    out = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
+from hypervisor import host
 
 
-def host_figures(data_dir: str) -> dict:
-    mem = _meminfo()
-    st = os.statvfs(data_dir)
-    ncpu = os.cpu_count() or 1
-    try:
-        with open("/proc/uptime") as f:
-            uptime = int(float(f.read().split()[0]))
-    except OSError:
-        uptime = 0
-    total = mem.get("MemTotal", 0)
+def host_figures(data_dir: str, sampler=None) -> dict:
+    """`cpu` (utilisation over the sampler's last interval, 0..1), `maxcpu`, `mem`/`maxmem`, `disk`/`maxdisk` (the
+    data dir's filesystem) and `uptime`; `sampler` is the node's (hypervisor/sampler.py), None before it runs."""
+    mem = host.meminfo()
+    fs = host.filesystem(data_dir)
     return {
-        "cpu": round(min(1.0, os.getloadavg()[0] / ncpu), 4), "maxcpu": ncpu,
-        "mem": total - mem.get("MemAvailable", total), "maxmem": total,
-        "disk": (st.f_blocks - st.f_bfree) * st.f_frsize, "maxdisk": st.f_blocks * st.f_frsize,
-        "uptime": uptime,
+        "cpu": round(sampler.host["cpu"], 4) if sampler is not None else 0, "maxcpu": host.cpuinfo()["cpus"],
+        "mem": mem["memused"], "maxmem": mem["memtotal"], "disk": fs["used"], "maxdisk": fs["total"],
+        "uptime": host.uptime(),
     }
+
+
+def cgroup_mode() -> int:
+    """2 on a unified (v2) cgroup hierarchy, else 1, as Proxmox's `PVE::CGroup::cgroup_mode`."""
+    return 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1
+
+
+def host_static() -> dict:
+    """The host facts a node registers in the log, as Proxmox's `static-info` node key: `cpus`, `memory` (bytes),
+    `cgroup-mode`; other members show them in /cluster/resources and /nodes."""
+    return {"cpus": host.cpuinfo()["cpus"], "memory": host.meminfo()["memtotal"], "cgroup-mode": cgroup_mode()}

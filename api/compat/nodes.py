@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-from api.compat.cluster import node_resources
+from api.compat.cluster import NODE_FIGURES, NODE_KEYS, node_resources
 from api.context import Ctx, Reply
+from api.native.figures import remote_figures
 from api.registry import API
+from api.returns import STR, array, obj, one_of
 from api.schema import NODE, UPID_PATH, Param
 from api.services import tasks as task_service
 from engine.upid import Upid
 
+# pve-manager `PVE/API2/Nodes.pm` index: the /cluster/resources node row (without `cgroup-mode`) and the node's
+# certificate fingerprint; figures for callers with Sys.Audit on the node.
+FINGERPRINT = {"ssl_fingerprint": STR}
+NODES_ROW = one_of(obj({**NODE_KEYS, **NODE_FIGURES, **FINGERPRINT}), obj({**NODE_KEYS, **FINGERPRINT}))
 
-@API.endpoint("GET", "/nodes", returns={"type": "array", "items": {"type": "object"}}, paged=True)
+
+@API.endpoint("GET", "/nodes/{node}", params=[NODE], returns=array(obj({"name": STR})))
+async def node_index(ctx: Ctx, p: dict) -> list:
+    """Directory index of a node (`{"name": …}` rows, as Proxmox's `/nodes/{node}`)."""
+    return [{"name": name} for name in API.children("/nodes/{node}")]
+
+
+@API.endpoint("GET", "/cluster", returns=array(obj({"name": STR})))
+async def cluster_index(ctx: Ctx, p: dict) -> list:
+    """Directory index of the cluster (`{"name": …}` rows, as Proxmox's `/cluster`)."""
+    return [{"name": name} for name in API.children("/cluster")]
+
+
+@API.endpoint("GET", "/nodes", returns=array(NODES_ROW), paged=True)
 async def list_nodes(ctx: Ctx, p: dict) -> list:
-    """Cluster nodes with their status."""
-    rows = node_resources(ctx)
+    """Cluster nodes with their status, figures and `ssl_fingerprint` (SHA-256 of the node's API certificate, as
+    colon-separated upper-case hex pairs)."""
+    with ctx.node.read() as s:
+        fingerprints = {name: n.get("fingerprint", "") for name, n in s.nodes.items()}
+    rows = node_resources(ctx, await remote_figures(ctx))
     for row in rows:
-        row.pop("type")
+        row.pop("cgroup-mode", None)
+        row["ssl_fingerprint"] = fingerprints.get(row["node"], "")
     return rows
 
 
@@ -114,3 +137,37 @@ async def task_index(ctx: Ctx, p: dict) -> list:
 async def stop_task(ctx: Ctx, p: dict) -> None:
     """Stop a running task."""
     await task_service.stop(ctx, p["node"], p["upid"])
+    return None
+
+RECENT_TASKS_PER_NODE = 25  # Proxmox's `active_workers`: a node's running tasks, then its newest finished ones
+
+
+@API.endpoint("GET", "/cluster/tasks",
+              returns={"type": "array", "items": {"type": "object", "required": ["upid", "node", "type", "user"],
+                                                  "properties": {"upid": {"type": "string"}}}})
+async def cluster_tasks(ctx: Ctx, p: dict) -> list:
+    """Recent tasks of every node (Proxmox's cluster task list): per node its running tasks, then its newest
+    finished ones, 25 in all; a token's tasks show its user in `user` and the token's name in `tokenid`. Without
+    `Sys.Audit` on `/` only the caller's own tasks."""
+    see_all = ctx.can("Sys.Audit", "/")
+    with ctx.node.read() as s:
+        tasks = sorted((dict(t) for t in s.tasks.values()), key=lambda t: (t["starttime"], t["upid"]), reverse=True)
+    by_node: dict[str, list[dict]] = {}
+    for task in tasks:
+        by_node.setdefault(task["node"], []).append(task)
+    rows = []
+    for _node, listed in sorted(by_node.items()):
+        running = [t for t in listed if t["status"] == "running"]
+        finished = [t for t in listed if t["status"] != "running"]
+        for task in running + finished[:max(0, RECENT_TASKS_PER_NODE - len(running))]:
+            if not see_all and not task_service.owns(ctx, task):
+                continue
+            row = _task_row(task)
+            del row["pstart"]
+            if task["status"] != "running":
+                del row["pid"]
+            user, _, tokenid = row["user"].partition("!")
+            if tokenid:
+                row.update(user=user, tokenid=tokenid)
+            rows.append(row)
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from api.compat.cluster import all_guest_rows, guest_resources, storage_resources
 from api.context import Ctx
 from api.registry import API
 from api.schema import Param, ParamErrors, Permission, split_list
@@ -17,12 +18,25 @@ async def list_pools(ctx: Ctx, p: dict) -> list:
     """Pools the caller may audit."""
     with ctx.node.read() as s:
         pools = {k: dict(v) for k, v in s.access.get("pool", {}).items()}
-    rows = []
-    for poolid, pool in sorted(pools.items()):
-        if p.get("poolid") and poolid != p["poolid"]:
-            continue
-        if ctx.can("Pool.Audit", f"/pool/{poolid}"):
-            rows.append({"poolid": poolid, "comment": pool.get("comment", "")})
+    if p.get("poolid"):  # Proxmox 8.1+: one pool with its members, as `GET /pools/{poolid}` (not deprecated)
+        if p["poolid"] not in pools:
+            raise not_found(f"pool '{p['poolid']}' does not exist")
+        if not ctx.can("Pool.Audit", f"/pool/{p['poolid']}"):
+            return []
+        return [{"poolid": p["poolid"], "comment": pools[p["poolid"]].get("comment", ""),
+                 "members": members(ctx, pools[p["poolid"]], p["poolid"], p.get("type"))}]
+    return [{"poolid": poolid, "comment": pool.get("comment", "")} for poolid, pool in sorted(pools.items())
+            if ctx.can("Pool.Audit", f"/pool/{poolid}")]
+
+
+def members(ctx: Ctx, pool: dict, poolid: str, kind: str | None = None) -> list[dict]:
+    """The pool's guests and storages as their `/cluster/resources` rows (pve-manager `API2/Pool.pm`), those the
+    caller may audit; `kind` (`qemu`, `lxc`, `storage`) keeps one type."""
+    rows: list[dict] = []
+    if kind in (None, "qemu"):
+        rows += [r for r in guest_resources(ctx, all_guest_rows(ctx, {})) if r["vmid"] in pool["vms"]]
+    if kind in (None, "storage"):
+        rows += [r for r in storage_resources(ctx) if r["storage"] in pool["storage"]]
     return rows
 
 
@@ -34,18 +48,17 @@ async def create_pool(ctx: Ctx, p: dict) -> None:
     await access.create_pool(ctx, p["poolid"], p.get("comment", ""))
 
 
-@API.endpoint("GET", "/pools/{poolid}", params=[POOLID], permission=Permission("Pool.Audit", "/pool/{poolid}"),
+@API.endpoint("GET", "/pools/{poolid}", params=[POOLID, Param("type", enum=("qemu", "lxc", "storage"))],
+              permission=Permission("Pool.Audit", "/pool/{poolid}"),
               returns={"type": "object"})
 async def get_pool(ctx: Ctx, p: dict) -> dict:
     """A pool and its members."""
     with ctx.node.read() as s:
         pool = s.access.get("pool", {}).get(p["poolid"])
-        if pool is None:
-            raise not_found(f"pool '{p['poolid']}' does not exist")
-        members = [{"id": f"qemu/{v}", "type": "qemu", "vmid": v, "node": s.guests[v]["node"],
-                    "name": s.guests[v]["conf"].get("name", f"VM {v}")} for v in pool["vms"] if v in s.guests]
-        members += [{"id": f"storage/{sid}", "type": "storage", "storage": sid} for sid in pool["storage"]]
-        return {"comment": pool.get("comment", ""), "members": members}
+        pool = dict(pool) if pool is not None else None
+    if pool is None:
+        raise not_found(f"pool '{p['poolid']}' does not exist")
+    return {"comment": pool.get("comment", ""), "members": members(ctx, pool, p["poolid"], p.get("type"))}
 
 
 @API.endpoint("PUT", "/pools/{poolid}",

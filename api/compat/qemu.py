@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary
+from api.compat.guests import guest_summary, sampled
 from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY, CREATE_ONLY_PARAMS
 from api.context import Ctx
 from api.registry import API
+from api.returns import NUM, STR, array, obj
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
 from api.services import guest_access, guests
-from engine.state import guest_digest
+from api.views import views
+
+CONF_VALUE = {"anyOf": [STR, NUM]}  # a config value: text, or a number (memory, booleans as 0/1)
 
 
 @API.endpoint(
@@ -32,15 +35,23 @@ async def create_vm(ctx: Ctx, p: dict) -> str:
 async def list_vms(ctx: Ctx, p: dict) -> list:
     """Guests on a node; only those the caller may audit."""
     with ctx.node.read() as s:
-        guests = [(guest_summary(g), dict(g["conf"])) for vmid, g in sorted(s.guests.items()) if g["node"] == p["node"]]
-    rows = []
-    for row, conf in guests:
-        if not ctx.can("VM.Audit", f"/vms/{row['vmid']}"):
-            continue
-        if ctx.rt.driver is not None and p["node"] == ctx.node.name and row["status"] == "running":
+        grants = views(ctx.node).grants(s, ctx.user)
+        guests = grants.memo.get(("qemu", p["node"]))
+        if guests is None:  # the caller's rows at this applied index: once
+            guests = grants.memo[("qemu", p["node"])] = [
+                (row, g["conf"] if row["status"] == "running" else None)
+                for g, row in views(ctx.node).guest_rows(s, guest_summary)
+                if g["node"] == p["node"] and "VM.Audit" in grants.on_vm(row["vmid"])]
+        running = [(row, dict(conf), sampled(ctx.rt.sampler, {**row, "node": p["node"]}))
+                   for row, conf in guests if conf is not None]
+    live_rows = {}
+    for row, conf, live in running:  # copies: the cached rows are shared
+        row = dict(row)
+        if ctx.rt.driver is not None and p["node"] == ctx.node.name:
             row.update(ctx.rt.driver.process_status(row["vmid"], conf))
-        rows.append(row)
-    return rows
+        row.update(live)
+        live_rows[row["vmid"]] = row
+    return [live_rows.get(row["vmid"], row) for row, _ in guests]
 
 
 @API.endpoint(
@@ -49,12 +60,18 @@ async def list_vms(ctx: Ctx, p: dict) -> list:
     permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "object"},
 )
 async def get_vm_config(ctx: Ctx, p: dict) -> dict:
-    """The guest's configuration (or, with `snapshot`, that snapshot's), with the `digest` of the whole config
-    file that every digest-guarded write checks (Proxmox: `GET /nodes/{node}/qemu/{vmid}/config`)."""
-    guest = guests.guest_or_404(ctx, p["node"], p["vmid"])
-    conf = guest["conf"]
-    if p.get("snapshot"):
-        conf = guest.get("snapshots", {}).get(p["snapshot"])
-        if conf is None:
-            raise ParamErrors({"snapshot": f"snapshot '{p['snapshot']}' does not exist"})
-    return {**conf, "digest": guest_digest(guest)}
+    """The guest's configuration with pending changes applied (`current`: as it runs; `snapshot`: that snapshot's),
+    with the `digest` of the whole config file that every digest-guarded write checks."""
+    return guests.config_view(ctx, p["node"], p["vmid"], current=bool(p.get("current")), snapshot=p.get("snapshot"))
+
+
+@API.endpoint(
+    "GET", "/nodes/{node}/qemu/{vmid}/pending", params=[NODE, VMID_PATH],
+    permission=Permission("VM.Audit", "/vms/{vmid}"),
+    returns=array(obj({"key": STR}, {"value": CONF_VALUE, "pending": CONF_VALUE, "delete": {"type": "integer",
+                                                                                         "enum": [1, 2]}})),
+)
+async def get_vm_pending(ctx: Ctx, p: dict) -> list:
+    """The guest's configuration with both current and pending values: `{key, value, pending, delete}` per key
+    (`delete` 1, or 2 for a forced delete)."""
+    return guests.pending_view(ctx, p["node"], p["vmid"])

@@ -16,30 +16,65 @@ from api.services.tasks import wait_task
 
 DISKS = tuple([f"ide{i}" for i in range(4)] + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
               + [f"sata{i}" for i in range(6)] + ["efidisk0", "tpmstate0"])
+FORCE_DESCRIPTION = ("Destroy the volumes: without it a deleted disk leaves the config and its volume is kept as "
+                     "'unused[n]'; deleting an 'unused[n]' always destroys its volume.")
 CHANGE_PARAMS = [Param("delete", description="A list of settings you want to delete."), Param("digest", max_length=64),
-                 Param("revert"), SKIPLOCK, Param("force", "boolean")]
+                 Param("revert", description="Revert a pending change."), SKIPLOCK,
+                 Param("force", "boolean", description=FORCE_DESCRIPTION)]
 
 
-def _changes(p: dict) -> tuple[dict, list[str]]:
-    """The keys set and deleted by a config request (`delete` is a list, or a string Proxmox splits)."""
-    unsupported = {k: f"'{k}' is not supported yet" for k in ("revert", "force") if p.get(k)}  # pending, unlink
-    if unsupported:
-        raise ParamErrors(unsupported)
+def _split_list(value) -> list[str]:
+    """A list parameter: a list, or a string Proxmox's `split_list` splits at commas, semicolons and blanks."""
+    value = value or ""
+    return [k for k in re.split(r"[,;\s]+", ",".join(value) if isinstance(value, list) else value) if k]
+
+
+def _is_key(key: str) -> bool:
+    return any(param.matches(key) for param in CONFIG_PARAMS)
+
+
+def _changes(p: dict) -> tuple[dict, list[str], list[str]]:
+    """The keys set, deleted and reverted by a config request (`delete` and `revert` are lists, or strings Proxmox
+    splits)."""
+    if p.get("force") and p.get("delete") is None:
+        raise ParamErrors({"delete": "missing property required by 'force'"})  # the schema's `requires`
     values = {k: v for k, v in p.items() if k not in ("node", "vmid", "delete", "digest", "revert", "skiplock",
                                                        "force", "background_delay")}
-    delete = p.get("delete") or ""
-    delete = [k for k in re.split(r"[,;\s]+", ",".join(delete) if isinstance(delete, list) else delete) if k]
-    return guests.config_changes(values, delete,
-                                 lambda k: any(param.matches(k) for param in CONFIG_PARAMS))
+    revert = _split_list(p.get("revert"))
+    unknown = [k for k in revert if not _is_key(k)]
+    if unknown:
+        raise ParamErrors({"revert": f"unknown option '{unknown[0]}'"})
+    clash = [k for k in revert if k in values]
+    if clash:
+        raise ParamErrors({"delete": f"you can't use '-{clash[0]}' and '-revert {clash[0]}' at the same time"})
+    changes, delete = guests.config_changes(values, _split_list(p.get("delete")), _is_key)
+    clash = [k for k in revert if k in delete]
+    if clash:
+        raise ParamErrors({"revert": f"you can't use '-delete {clash[0]}' and '-revert {clash[0]}' at the same time"})
+    return changes, delete, revert
 
 
 @API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config", params=[NODE, VMID_PATH, *CONFIG_PARAMS, *CHANGE_PARAMS],
               permission=guest_access.CONFIG_PERMISSION, returns={"type": "null"})
 async def update_config_sync(ctx: Ctx, p: dict) -> None:
     """Set or delete config options (synchronously)."""
-    changes, delete = _changes(p)
-    await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
-                               skiplock=bool(p.get("skiplock")))
+    changes, delete, revert = _changes(p)
+    await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, revert=revert, digest=p.get("digest"),
+                               skiplock=bool(p.get("skiplock")), force=bool(p.get("force")))
+
+
+@API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/unlink",
+              params=[NODE, VMID_PATH, Param("idlist", optional=False, format="pve-configid-list",
+                                             description="A list of disk IDs you want to delete."),
+                      Param("force", "boolean", description=FORCE_DESCRIPTION)],
+              permission=Permission("VM.Config.Disk", "/vms/{vmid}", description=guest_access.describe()),
+              returns={"type": "null"})
+async def unlink(ctx: Ctx, p: dict) -> None:
+    """Unlink/delete disk images: each key in `idlist` leaves the config (pending on a running guest, as a delete
+    through `PUT config`); its volume is kept as `unusedN`, or destroyed with `force` (an `unusedN`'s always is).
+    Proxmox: the same as `PUT config` with `delete`."""
+    _, delete = guests.config_changes({}, _split_list(p["idlist"]), _is_key)
+    await guests.update_config(ctx, p["node"], p["vmid"], {}, delete, force=bool(p.get("force")))
 
 
 @API.endpoint("POST", "/nodes/{node}/qemu/{vmid}/config",
@@ -50,9 +85,10 @@ async def update_config_sync(ctx: Ctx, p: dict) -> None:
 async def update_config_async(ctx: Ctx, p: dict) -> str | None:
     """Set or delete config options in a task; returns its UPID, or null when the task ended within
     `background_delay` seconds (as Proxmox)."""
-    changes, delete = _changes(p)
-    upid = await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, digest=p.get("digest"),
-                                      skiplock=bool(p.get("skiplock")), background=True)
+    changes, delete, revert = _changes(p)
+    upid = await guests.update_config(ctx, p["node"], p["vmid"], changes, delete, revert=revert,
+                                      digest=p.get("digest"), skiplock=bool(p.get("skiplock")), background=True,
+                                      force=bool(p.get("force")))
     if p.get("background_delay"):
         with trio.move_on_after(p["background_delay"]):
             await wait_task(ctx, upid)

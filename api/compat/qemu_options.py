@@ -1,8 +1,9 @@
 # ruff: noqa: E741 - one-letter type names keep the table readable
 """The guest config keys Proxmox's `qemu-server` accepts, with their types and limits.
 
-Property strings (`net0`, `scsi0`, ...) are checked as strings here; the hypervisor layer parses
-them when it builds a QEMU command line.
+Property strings (`net0`, `scsi0`, ...) name their format: validation checks them against it and hands
+on the value as Proxmox stores it (api/propstrings.py); the hypervisor layer parses them when it builds a
+QEMU command line.
 """
 
 from __future__ import annotations
@@ -18,34 +19,46 @@ LOCKS = ("backup", "clone", "create", "migrate", "rollback", "snapshot", "snapsh
          "suspended")
 
 CONFIG_PARAMS: list[Param] = [
-    Param("acpi", B), Param("affinity", S), Param("agent", S), Param("allow-ksm", B), Param("amd-sev", S),
-    Param("arch", S, enum=("x86_64", "aarch64")), Param("args", S), Param("audio0", S), Param("autostart", B),
-    Param("balloon", I, minimum=0), Param("bios", S, enum=("seabios", "ovmf")), Param("boot", S),
-    Param("bootdisk", S, pattern=r"(ide|sata|scsi|virtio)\d+"), Param("cdrom", S), Param("cicustom", S),
+    Param("acpi", B), Param("allow-ksm", B), Param("arch", S, enum=("x86_64", "aarch64")), Param("args", S),
+    Param("autostart", B), Param("balloon", I, minimum=0), Param("bios", S, enum=("seabios", "ovmf")),
+    Param("bootdisk", S, pattern=r"(ide|sata|scsi|virtio)\d+", format="pve-qm-bootdisk"),
     Param("cipassword", S), Param("citype", S, enum=("configdrive2", "nocloud", "opennebula")),
-    Param("ciupgrade", B), Param("ciuser", S), Param("cores", I, minimum=1), Param("cpu", S),
+    Param("ciupgrade", B), Param("ciuser", S), Param("cores", I, minimum=1),
     Param("cpulimit", N, minimum=0, maximum=128), Param("cpuunits", I, minimum=1, maximum=262144),
-    Param("description", S, max_length=8192), Param("efidisk0", S), Param("freeze", B),
-    Param("hookscript", S), Param("hostpci[n]", S, max_index=15), Param("hotplug", S),
-    Param("hugepages", S, enum=("any", "2", "1024")), Param("ide[n]", S, max_index=3), Param("intel-tdx", S),
-    Param("ipconfig[n]", S, max_index=31), Param("ivshmem", S), Param("keephugepages", B),
-    Param("keyboard", S, enum=KEYBOARDS), Param("kvm", B), Param("localtime", B), Param("lock", S, enum=LOCKS),
-    Param("machine", S), Param("memory", S, pattern=r"(current=)?\d{1,7}"), Param("migrate_downtime", N, minimum=0),
-    Param("migrate_speed", I, minimum=0), Param("name", S, format="dns-name"), Param("nameserver", S),
-    Param("net[n]", S, max_index=31), Param("numa", B), Param("numa[n]", S, max_index=7), Param("onboot", B),
-    Param("ostype", S, enum=OSTYPES), Param("parallel[n]", S, max_index=2, pattern=r"/dev/parport\d+|/dev/usb/lp\d+"),
-    Param("protection", B), Param("reboot", B), Param("rng0", S), Param("sata[n]", S, max_index=5),
-    Param("scsi[n]", S, max_index=30), Param("scsihw", S, enum=SCSIHW), Param("searchdomain", S),
+    Param("description", S, max_length=8192), Param("freeze", B), Param("hugepages", S, enum=("any", "2", "1024")),
+    Param("keephugepages", B), Param("keyboard", S, enum=KEYBOARDS), Param("kvm", B), Param("localtime", B),
+    Param("lock", S, enum=LOCKS), Param("migrate_downtime", N, minimum=0), Param("migrate_speed", I, minimum=0),
+    Param("name", S, format="dns-name"), Param("numa", B), Param("onboot", B), Param("ostype", S, enum=OSTYPES),
+    Param("parallel[n]", S, max_index=2, pattern=r"/dev/parport\d+|/dev/usb/lp\d+"), Param("protection", B),
+    Param("reboot", B), Param("scsihw", S, enum=SCSIHW), Param("searchdomain", S),
     Param("serial[n]", S, max_index=3, pattern=r"(/dev/.+|socket)"), Param("shares", I, minimum=0, maximum=50000),
-    Param("smbios1", S, max_length=512), Param("smp", I, minimum=1), Param("sockets", I, minimum=1),
-    Param("spice_enhancements", S), Param("sshkeys", S),
+    Param("smp", I, minimum=1), Param("sockets", I, minimum=1),
     Param("startdate", S, pattern=r"(now|\d{4}-\d{1,2}-\d{1,2}(T\d{1,2}:\d{1,2}:\d{1,2})?)"),
-    Param("startup", S), Param("tablet", B), Param("tags", S, format="pve-tag-list"), Param("tdf", B),
-    Param("template", B), Param("tpmstate0", S), Param("unused[n]", S, max_index=255), Param("usb[n]", S, max_index=14),
-    Param("vcpus", I, minimum=1), Param("vga", S), Param("virtio[n]", S, max_index=15),
-    Param("virtiofs[n]", S, max_index=9),
+    Param("tablet", B), Param("tdf", B), Param("template", B), Param("vcpus", I, minimum=1),
     Param("vmgenid", S, pattern=r"(?:[a-fA-F0-9]{8}(?:-[a-fA-F0-9]{4}){3}-[a-fA-F0-9]{12}|[01])"),
-    Param("vmstatestorage", S, format="pve-storage-id"), Param("watchdog", S),
+    Param("vmstatestorage", S, format="pve-storage-id"),
+    # property strings and the other named formats Proxmox checks (api/propstrings.py)
+    Param("affinity", S, format="pve-cpuset"), Param("agent", S, format="pve-qm-agent"),
+    Param("amd-sev", S, format="pve-qemu-sev-fmt"), Param("audio0", S, format="pve-qm-audio"),
+    Param("boot", S, format="pve-qm-boot"), Param("cdrom", S, format="pve-qm-ide"),
+    Param("cicustom", S, format="pve-qm-cicustom"), Param("cpu", S, format="pve-vm-cpu-conf"),
+    Param("efidisk0", S, format="pve-qm-efidisk-with-alloc"), Param("hookscript", S, format="pve-volume-id"),
+    Param("hostpci[n]", S, max_index=15, format="pve-qm-hostpci"), Param("hotplug", S, format="pve-hotplug-features"),
+    Param("ide[n]", S, max_index=3, format="pve-qm-ide-with-alloc"), Param("intel-tdx", S, format="pve-qemu-tdx-fmt"),
+    Param("ipconfig[n]", S, max_index=31, format="pve-qm-ipconfig"), Param("ivshmem", S, format="pve-qm-ivshmem"),
+    Param("machine", S, format="pve-qemu-machine-fmt"),
+    Param("memory", S, pattern=r"(current=)?\d{1,7}", format="pve-qm-memory"),  # gpve's bound: at most 7 digits
+    Param("nameserver", S, format="address-list"), Param("net[n]", S, max_index=31, format="pve-qm-net"),
+    Param("numa[n]", S, max_index=7, format="pve-qm-numanode"), Param("rng0", S, format="pve-qm-rng"),
+    Param("sata[n]", S, max_index=5, format="pve-qm-sata-with-alloc"),
+    Param("scsi[n]", S, max_index=30, format="pve-qm-scsi-with-alloc"),
+    Param("smbios1", S, max_length=512, format="pve-qm-smbios1"),
+    Param("spice_enhancements", S, format="pve-qm-spice-enhancements"),
+    Param("sshkeys", S, format="urlencoded"), Param("startup", S, format="pve-startup-order"),
+    Param("tags", S, format="pve-tag-list"), Param("tpmstate0", S, format="pve-qm-tpmstate-with-alloc"),
+    Param("unused[n]", S, max_index=255, format="pve-qm-unused"), Param("usb[n]", S, max_index=14, format="pve-qm-usb"),
+    Param("vga", S, format="pve-qm-vga"), Param("virtio[n]", S, max_index=15, format="pve-qm-virtio-with-alloc"),
+    Param("virtiofs[n]", S, max_index=9, format="pve-qm-virtiofs"), Param("watchdog", S, format="pve-qm-watchdog"),
 ]
 
 # Parameters of the create call that are not config keys.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from api.compat.guests import guest_summary
+from api.compat.guests import guest_summary, sampled
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
 from api.services import guests
 from engine.errors import Rejection
 from hypervisor.qemu import GuestError
+from hypervisor.qemu_argv import agent_settings
 
 POWER = Permission("VM.PowerMgmt", "/vms/{vmid}")
 SKIPLOCK = Param("skiplock", "boolean", description="Ignore locks - only root is allowed to use this option.")
@@ -20,8 +21,7 @@ TIMEOUT = Param("timeout", "integer", minimum=0)
 async def vm_index(ctx: Ctx, p: dict) -> list:
     """Directory index."""
     guests.guest_or_404(ctx, p["node"], p["vmid"])
-    return [{"subdir": d} for d in ("config", "pending", "status", "snapshot", "clone", "migrate", "resize",
-                                    "template", "vncproxy", "termproxy", "rrd", "rrddata")]
+    return [{"subdir": d} for d in API.children("/nodes/{node}/qemu/{vmid}")]
 
 
 @API.endpoint("GET", "/nodes/{node}/qemu/{vmid}/status", params=[NODE, VMID_PATH],
@@ -42,11 +42,13 @@ async def status_current(ctx: Ctx, p: dict) -> dict:
     conf = guest["conf"]
     row = guest_summary(guest)
     row.update(status=guest.get("status", "stopped"), qmpstatus=guest.get("status", "stopped"),
-               ha={"managed": 0}, agent=1 if str(conf.get("agent", "0")).split(",")[0] in ("1", "enabled=1") else 0)
+               ha={"managed": 0}, agent=1 if agent_settings(conf) else 0)
     driver = ctx.rt.driver
     if driver is not None and guest["node"] == ctx.node.name:
         live = await driver.status(p["vmid"], conf)
         row.update(live)
+        if live["status"] == "running":
+            row.update(sampled(ctx.rt.sampler, {**guest, "status": "running"}))
     for key in ("lock", "tags", "template"):
         if conf.get(key):
             row[key] = conf[key]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from api.context import Ctx
 from api.registry import API
 from api.schema import NODE, UPID_RETURN, VMID_PATH, Param, Permission
-from api.services import guests
+from api.services import cloudinit, guests
 
 SNAPNAME = Param("snapname", optional=False, pattern=r"[a-zA-Z][a-zA-Z0-9_\-]{1,39}", max_length=40, location="path")
 SNAPSHOT_PERM = Permission("VM.Snapshot", "/vms/{vmid}")
@@ -53,8 +53,8 @@ async def snapshot_index(ctx: Ctx, p: dict) -> list:
 @API.endpoint("GET", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config", params=[NODE, VMID_PATH, SNAPNAME],
               permission=Permission("VM.Audit", "/vms/{vmid}"), returns={"type": "object"})
 async def snapshot_config(ctx: Ctx, p: dict) -> dict:
-    """The config as it was when the snapshot was taken."""
-    return guests.snapshot_or_404(ctx, p["node"], p["vmid"], p["snapname"])[1]
+    """The config as it was when the snapshot was taken (`cipassword` masked)."""
+    return cloudinit.shown(guests.snapshot_or_404(ctx, p["node"], p["vmid"], p["snapname"])[1])
 
 
 @API.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/config",

@@ -72,6 +72,7 @@ class Call:
     def check(self, method: str, path: str, params: dict[str, Any]) -> tuple[Endpoint, dict[str, Any]]:
         """Validate `params` by the REST declaration and check its permission; the validated values."""
         endpoint = self.core.endpoint(method, path)
+        self.core.gate.check_node(endpoint, params)
         try:
             values = endpoint.validate({k: v for k, v in params.items() if v is not None})
         except ParamErrors as exc:

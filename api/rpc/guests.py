@@ -14,6 +14,7 @@ import trio
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from api.forward import require_member
 from api.rpc.core import Call, Runner, stream, unary
 from api.rpc.operations import operation
 from api.rpc.pb import guest_pb2, guest_pb2_grpc
@@ -186,6 +187,9 @@ class GuestService(guest_pb2_grpc.GuestServiceServicer):
         limit = request.page_size or None
         if limit is not None and limit > MAX_LIMIT:
             raise ParamErrors({"page_size": f"value must have a maximum value of {MAX_LIMIT}"})
+        if request.node:  # a filter naming no member is an error, as every `/nodes/{node}` path answers
+            with call.node.read() as s:
+                require_member(s.nodes, request.node)
         rows = await call.rest("GET", "/cluster/resources", {"type": "vm", "node": request.node or None,
                                                               "sort": "vmid"})
         page = rows[start:start + limit] if limit else rows[start:]

@@ -1,5 +1,5 @@
-"""Access control: login, passwords, users, API tokens, groups, roles and ACLs (Proxmox's
-pve-access-control `PVE/API2/{AccessControl,User,Group,Role,ACL}.pm`), for every interface.
+"""Access control: login, passwords, users, API tokens, groups, roles, ACLs and realms (Proxmox's
+pve-access-control `PVE/API2/{AccessControl,User,Group,Role,ACL,Domains}.pm`), for every interface.
 
 Passwords are hashed here (scrypt) and token secrets made here, so that no clear secret reaches the log;
 who may manage tokens and passwords is api/services/access_rules.py. Errors: 401 (failed login, after
@@ -12,9 +12,9 @@ import trio
 
 from api import auth
 from api.context import Ctx
-from api.errors import forbidden, unauthorized
+from api.errors import ApiError, forbidden, unauthorized
 from api.passwords import check_password, hash_password, hash_secret
-from api.schema import ParamErrors
+from api.schema import ParamErrors, split_list
 from api.services import access_rules as rules
 from engine import access as acc
 from engine.errors import Rejection
@@ -89,9 +89,10 @@ async def create_token(ctx: Ctx, userid: str, tokenid: str, privsep: int = 1, ex
     in this answer only, the log keeps its hash."""
     check_token_rights(ctx, userid)
     secret = ctx.node.new_uuid()
-    info = {"privsep": privsep, "expire": expire, "comment": comment}
     await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
-                                       tokenid=tokenid, create=True, secret_hash=hash_secret(secret), **info))
+                                       tokenid=tokenid, create=True, secret_hash=hash_secret(secret), privsep=privsep,
+                                       expire=expire, comment=comment))
+    info: dict = {"privsep": privsep, "expire": expire, **({"comment": comment} if comment else {})}
     with ctx.node.read() as s:
         stored = s.access.get("user", {}).get(userid, {}).get("tokens", {}).get(tokenid, {}).get("secret")
     if stored != hash_secret(secret):  # a retry answered from the first attempt: its secret was shown there only
@@ -166,3 +167,73 @@ async def update_pool(ctx: Ctx, poolid: str, comment: str | None = None, vms: li
 async def delete_pool(ctx: Ctx, poolid: str) -> None:
     """Only an empty pool."""
     await ctx.node.submit(acc.DeletePool(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, poolid=poolid))
+
+
+# ---- realms (`/access/domains`) -------------------------------------------------------------------
+def realm_list(ctx: Ctx) -> list[dict]:
+    """`GET /access/domains` (open to anyone, for the login box): `realm`, `type`, and `comment`, `default: 1`,
+    `tfa` (its type) where set."""
+    with ctx.node.read() as s:
+        current = acc.realms(s)
+    rows = []
+    for realm, conf in current.items():
+        row = {"realm": realm, "type": conf["type"]}
+        if conf.get("comment"):
+            row["comment"] = conf["comment"]
+        if conf.get("default"):
+            row["default"] = 1
+        rows.append(row)
+    return rows
+
+
+def realm_settings(ctx: Ctx, realm: str) -> dict:
+    """`GET /access/domains/{realm}`: its settings with the `digest` a change may give (404 if unknown)."""
+    with ctx.node.read() as s:
+        conf = acc.realms(s).get(realm)
+        digest = acc.realms_digest(s)
+    if conf is None:
+        raise ApiError(404, f"domain '{realm}' does not exist")
+    return {**conf, "digest": digest}
+
+
+async def create_realm(ctx: Ctx, realm: str, realm_type: str) -> None:
+    """`POST /access/domains`: Proxmox refuses an existing realm, the reserved names and the built-in types (pam
+    and pve exist once); LDAP, AD and OpenID realms are not supported yet, so every creation is refused (nothing,
+    not even a bind password, reaches the log)."""
+    with ctx.node.read() as s:
+        acc.check_new_realm(s, realm, realm_type)
+    raise ApiError(400, f"realm type '{realm_type}' is not supported - only the built-in realms 'pam' and 'pve' "
+                        "exist here")
+
+
+async def update_realm(ctx: Ctx, realm: str, params: dict) -> None:
+    """`PUT /access/domains/{realm}`: `comment`, `default` and `delete` (with `digest`) for the pam and pve realms.
+
+    Refused (400): `tfa` (realm TFA is not enforced here, so it is not stored), `check-connection` (Proxmox: only
+    for ldap and ad) and the options of other realm types (`unexpected property`); those never reach the log.
+    """
+    with ctx.node.read() as s:
+        if realm not in acc.realms(s):
+            raise ApiError(404, f"domain '{realm}' does not exist")
+    if "check-connection" in params:
+        raise ApiError(400, "'check-connection' parameter can only be set for realms of type 'ldap' or 'ad'")
+    if "tfa" in params:
+        raise ParamErrors({"tfa": "two-factor authentication for a realm is not supported here"})
+    unexpected = sorted(k for k in params if k not in (*acc.REALM_OPTIONS, "delete", "digest"))
+    if unexpected:
+        raise ParamErrors({k: f"unexpected property '{k}'" for k in unexpected})
+    if "\n" in params.get("comment", "") or "\r" in params.get("comment", ""):
+        raise ParamErrors({"comment": "property contains a line feed"})
+    fields = {k: params[k] for k in acc.REALM_OPTIONS if k in params}
+    await ctx.node.submit(acc.SetRealm(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, realm=realm,
+                                       fields=fields, delete=split_list(params.get("delete")),
+                                       digest=params.get("digest")))
+
+
+def delete_realm(ctx: Ctx, realm: str) -> None:
+    """`DELETE /access/domains/{realm}`: 404 for an unknown realm; pam and pve are always there (Proxmox re-adds
+    them when its domains.cfg lacks them), so deleting them is refused with 400."""
+    with ctx.node.read() as s:
+        if realm not in acc.realms(s):
+            raise ApiError(404, f"authentication domain '{realm}' does not exist")
+    raise ApiError(400, f"authentication domain '{realm}' is built in and cannot be deleted")

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from api.errors import ApiError, forbidden
 from api.schema import ParamErrors, Permission
+from engine.cloudinit import CloudinitError, check_value
+from engine.pending import HOTPLUG_FEATURES
 from engine.roles import privileges_on
 from engine.volumes import (
     Drive,
@@ -32,8 +34,10 @@ from engine.volumes import (
     VolumeError,
     drive_props,
     is_cdrom,
+    is_cloudinit,
     is_host_path,
     parse_drive,
+    parse_import_source,
     parse_volume,
     property_string,
     volume_of,
@@ -151,7 +155,7 @@ def check_volume_access(held: Held, user: str, vmid: int | None, volid: str, con
     path = f"/storage/{volume.storage}"
     if "Datastore.Allocate" in held(path):
         return
-    if volume.vtype in ("iso", "vztmpl"):  # templates and ISOs may be sensitive: at least read access
+    if volume.vtype in ("iso", "vztmpl", "import"):  # templates, ISOs, images to import may be sensitive: read access
         _require(held, ("Datastore.AllocateSpace", "Datastore.Audit"), path, any_=True)
     elif volume.owner is not None and volume.owner == vmid:
         return
@@ -179,7 +183,8 @@ def _props(value: str, default_key: str | None) -> dict[str, str]:
 
 def _check_value(key: str, value: str) -> None:
     if DRIVE_KEY.fullmatch(key):
-        parse_drive(value)
+        if parse_drive(value, key).kind == "cloudinit" and key in ("efidisk0", "tpmstate0"):  # a CD-ROM bus only
+            raise VolumeError("unable to parse directory volume name 'cloudinit'")
     elif key.startswith("unused"):
         file = drive_props(value).get("file", "")
         if not file or is_host_path(file):
@@ -199,36 +204,56 @@ def _check_value(key: str, value: str) -> None:
             raise VolumeError("either 'host' or 'mapping' must be set.")
     elif re.fullmatch(r"virtiofs\d+", key) and not _props(value, "dirid").get("dirid"):
         raise VolumeError("property 'dirid' is missing")
+    elif key == "hotplug" and value not in ("0", "1"):  # qemu-server's parse_hotplug_features
+        wrong = [f for f in re.split(r"[,;\s]+", value.strip()) if f not in HOTPLUG_FEATURES]
+        if wrong:
+            raise VolumeError(f"invalid format - invalid hotplug feature '{wrong[0]}'")
+    else:
+        check_value(key, value)  # ipconfigN, sshkeys, nameserver
 
 
-def check_values(values: dict) -> None:
-    """Every value that names a volume, a path or a device parses (for root@pam too); ParamErrors names
-    each bad key."""
+def check_values(values: dict, conf: dict | None = None, delete: Iterable[str] = ()) -> None:
+    """Every value that names a volume, a path or a device parses (for root@pam too), and cloud-init values
+    have their formats; ParamErrors names each bad key. With the guest's `conf` (and the keys deleted), a second
+    cloud-init drive is refused (ApiError 400 with qemu-server's message)."""
     errors = {}
     for key, value in sorted(values.items()):
         try:
             _check_value(key, str(value))
-        except VolumeError as exc:
+        except (VolumeError, CloudinitError) as exc:
             errors[key] = str(exc)
     if errors:
         raise ParamErrors(errors)
+    present = sorted(k for k, v in (conf or {}).items() if DRIVE_KEY.fullmatch(k) and is_cloudinit(str(v))
+                     and k not in values and k not in delete)
+    for key in sorted(k for k, v in values.items() if DRIVE_KEY.fullmatch(k) and is_cloudinit(str(v))):
+        if present:
+            raise ApiError(400, f"{key} - cloud-init drive is already attached at '{present[0]}'")
+        present.append(key)
 
 
 # ---- value-dependent privileges ------------------------------------------------------------------
 def _drive_storage(held: Held, user: str, vmid: int, drive: Drive) -> None:
-    """`$check_storage_access` for one drive."""
+    """`$check_storage_access` for one drive; an `import-from` source needs VM.Clone on the guest owning it (an
+    `images` volume), what `check_volume_access` asks (an `import` volume), or root@pam (a host path)."""
     if drive.kind == "host-cdrom":
         _require(held, ("Sys.Console",), "/")
     elif drive.kind == "alloc":
         _require(held, ("Datastore.AllocateSpace",), f"/storage/{drive.file.partition(':')[0]}")
     elif drive.kind in ("path", "volume"):
         check_volume_access(held, user, vmid, drive.file)
+    if drive.import_from is not None:
+        source = parse_import_source(drive.import_from)
+        if source is not None and source.owner is not None:
+            _require(held, ("VM.Clone",), f"/vms/{source.owner}")
+        else:
+            check_volume_access(held, user, vmid, drive.import_from)
 
 
 def _check_storage(held: Held, user: str, vmid: int, values: dict) -> None:
     for key, value in sorted(values.items()):
         if DRIVE_KEY.fullmatch(key):
-            _drive_storage(held, user, vmid, parse_drive(str(value)))
+            _drive_storage(held, user, vmid, parse_drive(str(value), key))
         elif key.startswith("unused"):
             check_volume_access(held, user, vmid, drive_props(str(value))["file"], "images")
     if values.get("vmstatestorage"):
@@ -273,8 +298,11 @@ def _check_cpu_model(held: Held, new: dict, old: dict | None = None) -> None:
         _require(held, ("Mapping.Use",), f"/mapping/cpu/{cputype.removeprefix('custom-')}")
 
 
-def _drive_privilege(value: str) -> str:
-    return "VM.Config.CDROM" if is_cdrom(value) else "VM.Config.Disk"
+def _drive_privileges(value: str) -> tuple[str, ...]:
+    """A cloud-init drive needs both VM.Config.Cloudinit and VM.Config.CDROM (update_vm's check_drive_perms)."""
+    if is_cloudinit(value):
+        return ("VM.Config.Cloudinit", "VM.Config.CDROM")
+    return ("VM.Config.CDROM",) if is_cdrom(value) else ("VM.Config.Disk",)
 
 
 # ---- the operations ------------------------------------------------------------------------------
@@ -321,11 +349,26 @@ def check_create(held: Held, user: str, vmid: int, config: dict, pool: str | Non
     _check_cpu_model(held, config)
 
 
-def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterable[str], conf: dict) -> None:
-    """PUT/POST `…/config`, after CONFIG_PERMISSION: keys set (`changes`) and deleted, against the current
-    `conf` (deleting a disk or changing a device is judged by its old value too)."""
+def _destroyed(held: Held, vmid: int, old: str) -> None:
+    """qemu-server's `try_deallocate_drive`: destroying a volume the guest owns needs Datastore.AllocateSpace on
+    its storage (a volume of another owner only leaves the config)."""
+    volid = volume_of(old)
+    try:
+        volume = parse_volume(volid)
+    except VolumeError:
+        return
+    if volume.vtype == "images" and volume.owner == vmid:
+        _require(held, ("Datastore.AllocateSpace",), f"/storage/{volume.storage}")
+
+
+def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterable[str], conf: dict,
+                 force: bool = False) -> None:
+    """PUT/POST `…/config` (and `…/unlink`), after CONFIG_PERMISSION: keys set (`changes`) and deleted, against
+    the current `conf` (deleting a disk or changing a device is judged by its old value too). Deleting `unusedN`,
+    or a disk with `force`, destroys the volume: VM.Config.Disk and, for the guest's own volume,
+    Datastore.AllocateSpace on its storage (`vmconfig_delete_or_detach_drive`, `try_deallocate_drive`)."""
     delete = list(delete)
-    check_values(changes)
+    check_values(changes, conf, delete)
     check_keys(held, user, vmid, delete)
     check_keys(held, user, vmid, changes)
     _check_storage(held, user, vmid, changes)
@@ -336,8 +379,12 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
             continue
         if key.startswith("unused"):
             _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
+            _destroyed(held, vmid, str(old))
         elif DRIVE_KEY.fullmatch(key):
-            _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
+            _require(held, _drive_privileges(str(old)), f"/vms/{vmid}")
+            if force and not is_cdrom(str(old)):
+                _require(held, ("VM.Config.Disk",), f"/vms/{vmid}")
+                _destroyed(held, vmid, str(old))
         elif re.fullmatch(r"serial\d+", key):
             if old == "socket":
                 _require(held, ("VM.Config.HWType",), f"/vms/{vmid}")
@@ -349,8 +396,8 @@ def check_update(held: Held, user: str, vmid: int, changes: dict, delete: Iterab
         old = conf.get(key)
         if DRIVE_KEY.fullmatch(key):
             if old is not None:
-                _require(held, (_drive_privilege(str(old)),), f"/vms/{vmid}")
-            _require(held, (_drive_privilege(str(value)),), f"/vms/{vmid}")
+                _require(held, _drive_privileges(str(old)), f"/vms/{vmid}")
+            _require(held, _drive_privileges(str(value)), f"/vms/{vmid}")
         elif re.fullmatch(r"serial\d+", key):
             if old in (None, "socket") and value == "socket":
                 _require(held, ("VM.Config.HWType",), f"/vms/{vmid}")

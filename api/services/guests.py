@@ -14,23 +14,23 @@ import re
 from api.context import Ctx
 from api.errors import ApiError
 from api.schema import ParamErrors
-from api.services import guest_access
+from api.services import cloudinit, guest_access
 from api.services.tasks import start_task, wait_task
 from engine import commands as cmd
-from engine import tasks
+from engine import nics, pending, tasks
 from engine.decide import conf_path
-from engine.errors import not_found
-from engine.volumes import alloc_requests, owned_volumes
+from engine.errors import Rejection, not_found
+from engine.public_events import MASK, SECRET_CONFIG_KEYS
+from engine.state import guest_digest
+from engine.volumes import DISK_KEY, VolumeError, alloc_requests, owned_volumes, parse_drive, parse_import_source
+from hypervisor.storage import StorageError, import_source
 
-NET_MODELS = ("e1000", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "e1000e", "i82551", "i82557b",
-              "i82559er", "ne2k_isa", "ne2k_pci", "pcnet", "rtl8139", "virtio", "vmxnet3")
-PROXMOX_OUI = "BC:24:11"
 READONLY_KEYS = {"parent", "snaptime", "vmstate"}
 
 
 def guest_or_404(ctx: Ctx, node: str, vmid: int) -> dict:
-    """A copy of the guest record (`vmid`, `node`, `conf`, `status`, `snapshots`); 404 with Proxmox's wording
-    when it is not on `node`."""
+    """A copy of the guest record (`vmid`, `node`, `conf`, `status`, `snapshots`, and `pending`, `pending_delete`
+    when changes are pending: engine/pending.py); 404 with Proxmox's wording when it is not on `node`."""
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is None or guest["node"] != node:
@@ -47,17 +47,12 @@ def snapshot_or_404(ctx: Ctx, node: str, vmid: int, snapname: str) -> tuple[dict
 
 
 # ---- create ------------------------------------------------------------------------------------
-def _with_mac(ctx: Ctx, value: str) -> str:
-    """`virtio,bridge=vmbr0` -> `virtio=BC:24:11:xx:xx:xx,bridge=vmbr0`, as Proxmox assigns MACs."""
-    first, _, rest = value.partition(",")
-    model = first.split("=", 1)[0]
-    if model == "model":
-        model = first.split("=", 1)[1]
-    elif "=" in first or model not in NET_MODELS:
-        return value
-    entropy = _entropy(ctx)
-    mac = PROXMOX_OUI + "".join(f":{entropy[i:i + 2].upper()}" for i in (0, 2, 4))
-    return f"{model}={mac}" + ("," + rest if rest else "")
+def with_macs(ctx: Ctx, values: dict) -> dict:
+    """`values` with a `BC:24:11:…` MAC for every NIC given without one (engine/nics.py), as Proxmox assigns them on
+    every path that adds a NIC: create, and config changes (pending ones included). The entropy comes from the
+    node's id source: random in production, seeded under the simulator."""
+    return {k: nics.with_mac(str(v), lambda: _entropy(ctx)) if nics.NET_KEY.fullmatch(k) else v
+            for k, v in values.items()}
 
 
 def _entropy(ctx: Ctx) -> str:
@@ -66,13 +61,11 @@ def _entropy(ctx: Ctx) -> str:
 
 
 def new_guest_config(ctx: Ctx, values: dict) -> dict:
-    """The config of a new guest: the given keys, MACs for NICs given without one, and the ids Proxmox
-    generates on create (`smbios1` uuid, `vmgenid`)."""
-    conf = dict(values)
+    """The config of a new guest: the given keys (`cipassword` hashed), MACs for NICs given without one, and the
+    ids Proxmox generates on create (`smbios1` uuid, `vmgenid`)."""
+    conf = cloudinit.with_hashed_password(with_macs(ctx, values), values.get("ostype"), _entropy(ctx))
     if isinstance(conf.get("memory"), str) and conf["memory"].isdigit():
         conf["memory"] = int(conf["memory"])
-    for key in [k for k in conf if re.fullmatch(r"net\d+", k)]:
-        conf[key] = _with_mac(ctx, conf[key])
     conf.setdefault("smbios1", f"uuid={ctx.node.new_uuid()}")
     conf.setdefault("vmgenid", ctx.node.new_uuid())
     return conf
@@ -89,6 +82,8 @@ async def create(ctx: Ctx, node: str, vmid: int, config: dict, *, pool: str | No
             raise ApiError(403, f"pool '{pool}' does not exist")  # Proxmox's check_pool_exist
         guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
                                   storage=storage, start=start)
+    await check_import_sources(ctx, node, given)
+    cloudinit.check_custom_snippets(ctx, node, given)
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
     result = await ctx.node.submit(cmd.CreateGuest(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid,
@@ -112,36 +107,133 @@ def config_changes(values: dict, delete: list[str], is_key) -> tuple[dict, list[
     return guest_access.resolve_cdrom_alias(changes, delete)
 
 
-def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]) -> None:
+async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
+    """Each `import-from` source exists and is an image gpve may import (format, size, no reference to other
+    files), read on the guest's node (its storages are local: a request for another node is answered there).
+    ParamErrors (400) name the disk, with Proxmox's wording; the task checks again before it copies."""
+    if node != ctx.node.name or not ctx.rt.storages:
+        return
+    for key, value in sorted(values.items()):
+        if not DISK_KEY.fullmatch(key):
+            continue
+        try:
+            drive = parse_drive(str(value), key)
+        except VolumeError:
+            continue  # refused by guest_access.check_values already
+        if drive.import_from is None:
+            continue
+        target = ctx.rt.storages.get(drive.file.partition(":")[0])
+        if target is None:
+            raise ParamErrors({key: f"storage '{drive.file.partition(':')[0]}' does not exist"})
+        owner = parse_import_source(drive.import_from)
+        with ctx.node.read() as s:
+            owner_node = s.guests.get(owner.owner, {}).get("node") if owner is not None else None
+        if owner_node not in (None, node):  # qemu-server's `$import_from_volid`
+            raise ParamErrors({key: f"cannot import from '{drive.import_from}' - owner VM {owner.owner} not on "
+                                    "local node"})
+        try:
+            await import_source(ctx.rt.storages, drive.import_from, target.qemu_img)
+        except StorageError as exc:
+            raise ParamErrors({key: str(exc)}) from None
+
+
+def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], revert: list[str],
+                force: bool) -> dict:
+    """The guest's config as `GET …/config` shows it (pending changes applied), once the caller may make these
+    changes."""
     with ctx.node.read() as s:
         guest = s.guests.get(vmid)
         if guest is not None and guest["node"] == node:
-            guest_access.check_update(guest_access.held_in(s, ctx.user), ctx.user, vmid, changes, delete,
-                                      dict(guest["conf"]))
-            return
-    guest_or_404(ctx, node, vmid)
+            # a key deleted or reverted is judged by its value, current or pending (Proxmox's update_vm_api)
+            known = {**pending.of(guest).values, **guest["conf"]}
+            held = guest_access.held_in(s, ctx.user)
+            guest_access.check_update(held, ctx.user, vmid, changes, delete, known, force)
+            if revert:
+                guest_access.check_update(held, ctx.user, vmid, {}, revert, known)
+            return pending.applied(guest["conf"], pending.of(guest))
+    return guest_or_404(ctx, node, vmid)["conf"]
 
 
-def _needs_task(changes: dict, delete: list[str]) -> bool:
-    return bool(alloc_requests(changes)) or any(re.fullmatch(r"(ide|sata|scsi|virtio)\d+", k) for k in delete)
+def _needs_task(ctx: Ctx, vmid: int, changes: dict, delete: list[str], revert: list[str], force: bool) -> bool:
+    """Whether a change needs the guest's node: volumes to allocate, import or destroy (an `unusedN` deleted, a
+    forced delete or a cloud-init drive's that applies now, a pending cloud-init drive reverted), or QEMU to drive
+    (a hotplug). Everything else is one command, decided in the log (engine/decide.py)."""
+    if alloc_requests(changes) or any(k.startswith("unused") for k in delete):
+        return True
+    with ctx.node.read() as s:
+        guest = s.guests.get(vmid)
+        if guest is None:
+            return False
+        before = pending.of(guest)
+        conf, pend = pending.stage(vmid, guest["conf"], before, changes, delete, revert, force=force)
+        chosen = pending.plan(conf, pend, pending.is_live(s, guest), [*changes, *delete, *revert])
+        return bool(chosen.plug) or any(pending.destroys(vmid, conf, pend, k) for k in chosen.now) or \
+            bool(pending.released(vmid, guest["conf"], before, conf, pend))
 
 
 async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str], *,
-                        digest: str | None = None, skiplock: bool = False, background: bool = False) -> str | None:
-    """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`.
-    Changes that allocate or detach volumes run as a `qmconfig` task; the rest is one command."""
-    _authorized(ctx, node, vmid, changes, delete)
-    intent = {"set": changes, "delete": delete}
+                        revert: list[str] | None = None, digest: str | None = None, skiplock: bool = False,
+                        background: bool = False, force: bool = False) -> str | None:
+    """`PUT` (synchronous) or `POST` (`background`: answers a UPID) `/nodes/{node}/qemu/{vmid}/config`, and
+    `PUT …/unlink`. Changes are written into the guest's pending changes and applied as far as Proxmox would
+    (engine/pending.py): at once on a guest that does not run; on a running one what needs no restart, NICs and
+    disks hot-plugged as its `hotplug` option allows; the rest at its next start. `revert` drops pending changes.
+    A deleted disk's volume is kept as `unusedN`, or with `force` destroyed when the delete applies; deleting
+    `unusedN` destroys its volume at once. NICs without a MAC get one; `cipassword` is hashed here, before it
+    reaches the log. Changes that allocate, import or destroy volumes or drive QEMU run as a `qmconfig` task; a
+    failed hotplug answers 400 `{KEY: "hotplug problem - …"}` (the change stays pending)."""
+    revert = list(revert or [])
+    changes = with_macs(ctx, changes)
+    conf = _authorized(ctx, node, vmid, changes, delete, revert, force)
+    await check_import_sources(ctx, node, changes)
+    cloudinit.check_custom_snippets(ctx, node, changes)
+    changes = cloudinit.with_hashed_password(changes, conf.get("ostype"), _entropy(ctx))
+    intent = {"set": changes, "delete": delete, **({"revert": revert} if revert else {}),
+              **({"force": 1} if force else {})}
     if background:
         return await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
-    if _needs_task(changes, delete):
-        await wait_task(ctx, await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest,
-                                              skiplock=skiplock))
+    if _needs_task(ctx, vmid, changes, delete, revert, force):
+        upid = await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
+        try:
+            await wait_task(ctx, upid)
+        except Rejection as exc:
+            m = re.fullmatch(r"([a-z]+\d*): (hotplug problem - .*)", exc.message, re.S)
+            if m:
+                raise ParamErrors({m.group(1): m.group(2)}) from None
+            raise
         return None
     await ctx.node.submit(cmd.UpdateGuestConfig(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node,
-                                                vmid=vmid, set=changes, delete=delete, digest=digest,
-                                                skiplock=skiplock))
+                                                vmid=vmid, set=changes, delete=delete, revert=revert, force=force,
+                                                digest=digest, skiplock=skiplock))
     return None
+
+
+def config_view(ctx: Ctx, node: str, vmid: int, *, current: bool = False, snapshot: str | None = None) -> dict:
+    """`GET /nodes/{node}/qemu/{vmid}/config`: the config with its pending changes applied (`current`: as it
+    runs; `snapshot`: that snapshot's), with the `digest` of the whole config file (pending section included) that
+    every digest-guarded write checks. Proxmox: vm_config, AbstractConfig load_current_config."""
+    if snapshot and current:
+        msg = "cannot use 'snapshot' parameter with 'current'"
+        raise ParamErrors({"snapshot": msg, "current": msg})
+    guest = guest_or_404(ctx, node, vmid)
+    if snapshot:
+        conf = guest.get("snapshots", {}).get(snapshot)
+        if conf is None:
+            raise ParamErrors({"snapshot": f"snapshot '{snapshot}' does not exist"})
+    else:
+        conf = guest["conf"] if current else pending.applied(guest["conf"], pending.of(guest))
+    return {**cloudinit.shown(conf), "digest": guest_digest(guest)}
+
+
+def pending_view(ctx: Ctx, node: str, vmid: int) -> list[dict]:
+    """`GET /nodes/{node}/qemu/{vmid}/pending`: every key with its current `value`, its `pending` value and a
+    pending `delete` (1, or 2 when forced), `digest` included (GuestHelpers config_with_pending_array)."""
+    guest = guest_or_404(ctx, node, vmid)
+    rows = pending.rows({**guest["conf"], "digest": guest_digest(guest)}, pending.of(guest))
+    for row in rows:  # as Proxmox's vm_pending, the password never shows
+        if row["key"] in SECRET_CONFIG_KEYS:
+            row.update({k: MASK for k in ("value", "pending") if k in row})
+    return rows
 
 
 async def resize(ctx: Ctx, node: str, vmid: int, disk: str, size: str, *, digest: str | None = None,

@@ -1,0 +1,53 @@
+"""What guests cost a node: its RSS per guest and its cold restart (until the last guest is readable) at 10,000
+guests (configs only; 100,000 with `--huge`). No peer: etcd, the peer of the other suites, holds no guests."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import requests
+
+from bench.fill import FIRST_VMID, fill
+from tests.harness import Cluster
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def run(base: str, quick: bool = False, huge: bool = False) -> list[tuple]:
+    rows = [("guests", "RSS MiB", "KiB per guest", "cold restart s", "journal MiB")]
+    cluster = Cluster(os.path.join(base, "gpve-scale"), 1).start()
+    node = cluster.nodes[0]
+    try:
+        time.sleep(1)
+        empty = rss_kib(node.proc.pid)
+        rows.append(("0", f"{empty / 1024:.0f}", "", "", ""))
+        have = 0
+        for size in [10_000] + ([100_000] if huge and not quick else []):
+            fill(node, size - have, first=have)
+            have = size
+            s = node.session()
+            s.get(node.url + "/cluster/resources", timeout=120).raise_for_status()  # steady state: listed once
+            rss = rss_kib(node.proc.pid)
+            node.stop()
+            started = time.monotonic()
+            node.start()
+            last = f"{node.url}/nodes/{node.name}/qemu/{FIRST_VMID + size - 1}/config"
+            while True:
+                try:
+                    if node.session().get(last, timeout=5).status_code == 200:
+                        break
+                except (requests.ConnectionError, requests.HTTPError):
+                    pass  # not listening, or not caught up yet
+                time.sleep(0.02)
+            took = time.monotonic() - started
+            raft = os.path.join(node.data_dir, "raft")
+            journal = sum(os.path.getsize(os.path.join(raft, f)) for f in os.listdir(raft))
+            rows.append((f"{size:,}", f"{rss / 1024:.0f}", f"{(rss - empty) / size:.1f}", f"{took:.2f}",
+                         f"{journal / 2**20:.1f}"))
+    finally:
+        cluster.stop()
+    return rows

@@ -1,0 +1,151 @@
+"""A bounded, in-memory round-robin store of a node's figures, answered as Proxmox's `rrddata` answers (pure).
+
+As Proxmox's RRD files in their `pve2-node` / `pve2-vm` layout (pve-cluster `status.c`, `PVE::RRD`): one
+series per resource with named data sources, GAUGE (stored as given) or DERIVE (given as a counter, stored as
+its rate per second; a counter that went down gives no value), consolidated into five archives of 70 rows of
+1, 30, 180, 720 and 10080 base steps (one minute, half an hour, three hours, half a day, a week with the
+default 60 s step), each row both the AVERAGE and the MAX of the samples in it. A timeframe reads one archive:
+
+    hour: 1 step × 60 rows   day: 30 × 70   week: 180 × 70   month: 720 × 70   year (and decade): 10080 × 70
+
+`fetch` answers one point per row, oldest first, labelled with the row's end (`time`, an integer); a row
+without samples holds only `time`, as Proxmox leaves unknown values out, and the newest such row is dropped.
+The row still filling is not answered. Memory is bounded: 5 × 70 rows per series, whatever the uptime.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+
+GAUGE, DERIVE = "GAUGE", "DERIVE"
+NODE_SOURCES = (("loadavg", GAUGE), ("maxcpu", GAUGE), ("cpu", GAUGE), ("iowait", GAUGE), ("memtotal", GAUGE),
+                ("memused", GAUGE), ("swaptotal", GAUGE), ("swapused", GAUGE), ("roottotal", GAUGE),
+                ("rootused", GAUGE), ("netin", DERIVE), ("netout", DERIVE))
+GUEST_SOURCES = (("maxcpu", GAUGE), ("cpu", GAUGE), ("maxmem", GAUGE), ("mem", GAUGE), ("maxdisk", GAUGE),
+                 ("disk", GAUGE), ("netin", DERIVE), ("netout", DERIVE), ("diskread", DERIVE),
+                 ("diskwrite", DERIVE))
+ARCHIVES = ((1, 70), (30, 70), (180, 70), (720, 70), (10080, 70))  # (base steps per row, rows)
+TIMEFRAMES = {"hour": (0, 60), "day": (1, 70), "week": (2, 70), "month": (3, 70), "year": (4, 70),
+              "decade": (4, 70)}  # timeframe -> (archive, rows answered); pve2 files answer decade as year
+NODE_TIMEFRAMES = tuple(TIMEFRAMES)
+GUEST_TIMEFRAMES = ("hour", "day", "week", "month", "year")
+CFS = ("AVERAGE", "MAX")
+
+
+@dataclass
+class _Archive:
+    """Rows of `width` seconds: the finished ones (bucket number, averages, maxima), and the one filling."""
+
+    width: float
+    rows: int
+    size: int  # data sources
+    done: deque = field(init=False)
+    bucket: int | None = None
+    sums: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    maxes: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.done = deque(maxlen=self.rows)
+
+    def add(self, t: float, values: list[float | None]) -> None:
+        bucket = int(t // self.width)
+        if bucket != self.bucket:
+            self._close()
+            self.bucket = bucket
+            self.sums, self.counts, self.maxes = [0.0] * self.size, [0] * self.size, [-math.inf] * self.size
+        for i, v in enumerate(values):
+            if v is not None:
+                self.sums[i] += v
+                self.counts[i] += 1
+                self.maxes[i] = max(self.maxes[i], v)
+
+    def _close(self) -> None:
+        if self.bucket is None:
+            return
+        avg = array("d", (s / c if c else math.nan for s, c in zip(self.sums, self.counts, strict=True)))
+        top = array("d", (m if c else math.nan for m, c in zip(self.maxes, self.counts, strict=True)))
+        self.done.append((self.bucket, avg, top))
+
+    def finished(self, now: float) -> dict[int, tuple[array, array]]:
+        """The finished rows by bucket number (the filling one too once `now` is past its end)."""
+        rows = {b: (avg, top) for b, avg, top in self.done}
+        if self.bucket is not None and (self.bucket + 1) * self.width <= now:
+            self._close()
+            self.bucket = None
+            b, avg, top = self.done[-1]
+            rows[b] = (avg, top)
+        return rows
+
+
+class Series:
+    """One resource's data sources and archives; `step` is the base step in seconds."""
+
+    def __init__(self, sources: tuple[tuple[str, str], ...], step: float) -> None:
+        self.names = [name for name, _ in sources]
+        self.kinds = [kind for _, kind in sources]
+        self.step = step
+        self.archives = [_Archive(step * steps, rows, len(sources)) for steps, rows in ARCHIVES]
+        self._counters: dict[str, tuple[float, float]] = {}  # DERIVE source -> (time, last counter)
+
+    def update(self, t: float, values: dict[str, float | None]) -> None:
+        """One sample at time `t`: GAUGE values as they are, DERIVE ones as counters; absent means unknown."""
+        row: list[float | None] = []
+        for name, kind in zip(self.names, self.kinds, strict=True):
+            value = values.get(name)
+            if kind == DERIVE and value is not None:
+                last = self._counters.get(name)
+                self._counters[name] = (t, value)
+                value = (value - last[1]) / (t - last[0]) if last and t > last[0] and value >= last[1] else None
+            row.append(None if value is None else float(value))
+        for archive in self.archives:
+            archive.add(t, row)
+
+    def fetch(self, timeframe: str, cf: str, now: float) -> list[dict]:
+        """Proxmox's `create_rrd_data` answer for `timeframe` and `cf` (`AVERAGE` or `MAX`) at time `now`."""
+        index, count = TIMEFRAMES[timeframe]
+        archive = self.archives[index]
+        width = archive.width
+        last = int(now // width) - 1  # the newest finished bucket
+        rows = archive.finished(now)
+        pick = 1 if cf == "MAX" else 0
+        points = []
+        for bucket in range(last - count + 1, last + 1):
+            point: dict = {"time": int((bucket + 1) * width)}
+            row = rows.get(bucket)
+            if row is not None:
+                for name, value in zip(self.names, row[pick], strict=True):
+                    if not math.isnan(value):
+                        point[name] = value
+            points.append(point)
+        if points and len(points[-1]) == 1:
+            points.pop()
+        return points
+
+
+class RrdStore:
+    """Series by key (`node/NAME`, `qemu/VMID`), made on first update."""
+
+    def __init__(self, step: float = 60.0) -> None:
+        self.step = step
+        self.series: dict[str, Series] = {}
+
+    def update(self, key: str, sources: tuple[tuple[str, str], ...], t: float, values: dict[str, float | None]) -> None:
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = Series(sources, self.step)
+        series.update(t, values)
+
+    def fetch(self, key: str, timeframe: str, cf: str, now: float) -> list[dict]:
+        """The points of `key`'s series; none yet: an empty list, as Proxmox answers for a resource without an
+        RRD file yet."""
+        series = self.series.get(key)
+        return series.fetch(timeframe, cf, now) if series is not None else []
+
+    def keep(self, keys: set[str]) -> None:
+        """Forget every series but `keys` (a guest deleted, or gone to another node)."""
+        for key in set(self.series) - keys:
+            del self.series[key]
