@@ -65,6 +65,10 @@ def _(c: cmd.InitCluster, s: State) -> Decision:
 
 @decide.register
 def _(c: cmd.RegisterNode, s: State) -> Decision:
+    if c.admitted_at >= 0 and s.removed_nodes.get(c.name, -1) >= c.admitted_at:
+        # an admission that outlived the node's removal (found by the simulator, --membership seed 15: a member's
+        # admission, stalled without quorum, added the node back after it had left)
+        raise conflict(f"node '{c.name}' was removed after its admission began")
     known = s.nodes.get(c.name)
     fingerprint = c.fingerprint or (known or {}).get("fingerprint", "")
     static = c.static or (known or {}).get("static", {})

@@ -12,6 +12,7 @@ arrives with the log. Every call here that changes the membership is root@pam's 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -69,13 +70,13 @@ def admit(ctx: Ctx, name: str, raft_addr: str, ip: str, api_port: int, fingerpri
     the node is registered under this request's id. Returns the join information (`join_info`). 409 when another
     node has that name, 503 while this member has not caught up."""
     with ctx.node.read() as s:
-        known = s.nodes.get(name)
+        known, admitted_at = s.nodes.get(name), s.applied
     if known and known["raft_addr"] != raft_addr:
         raise ApiError(409, f"node '{name}' already exists in the cluster")
     info = join_info(ctx)
     if not known:
         ctx.rt.spawn(functools.partial(_admit, ctx.node, name, raft_addr, ip, api_port, fingerprint, ctx.user,
-                                       ctx.command_id))
+                                       ctx.command_id, admitted_at))
     return info
 
 
@@ -91,19 +92,33 @@ def join_secrets(ctx: Ctx) -> dict:
 
 
 async def _admit(node: Node, name: str, raft_addr: str, ip: str, api_port: int, fingerprint: str, user: str,
-                 request_id: str) -> None:
+                 request_id: str, admitted_at: int) -> None:
     """Add the joiner to the Raft membership (one change at a time), then register it. Without quorum for 30 s the
-    admission is dropped (a warning: the joiner's request answers 503 and its admin tries again)."""
+    admission is dropped (a warning: the joiner's request answers 503 and its admin tries again). An admission
+    that outlives a removal of the node (`admitted_at`: this member's `State.applied` when it began) does neither,
+    or takes its Raft add back: a node that left stays out."""
     try:
+        await node.read_barrier()
+        if _removed_since(node, name, admitted_at):
+            log.warning("join not admitted", joining=name, raft_addr=raft_addr, error="removed meanwhile")
+            return
         await node.change_membership("add", raft_addr)
     except NoQuorum as exc:
         log.warning("join not admitted", joining=name, raft_addr=raft_addr, error=exc.message)
         return
     registered = await node.submit_until_done(cmd.RegisterNode(
         request_id=request_id, ts=node.wall(), user=user, name=name, ip=ip, api_port=api_port, raft_addr=raft_addr,
-        fingerprint=fingerprint))
+        fingerprint=fingerprint, admitted_at=admitted_at))
     if registered is not None:  # a refusal is logged by submit_until_done
         log.info("node joined", joined=name, raft_addr=raft_addr)
+    elif _removed_since(node, name, admitted_at):
+        with contextlib.suppress(NoQuorum):
+            await node.change_membership("remove", raft_addr)
+
+
+def _removed_since(node: Node, name: str, admitted_at: int) -> bool:
+    with node.read() as s:
+        return s.removed_nodes.get(name, -1) >= admitted_at
 
 
 async def remove_node(ctx: Ctx, name: str) -> None:
