@@ -44,6 +44,9 @@ class RegisterNode(Command):
     fingerprint: str = ""
     # the node's host facts, as Proxmox's `static-info` node key: `cpus`, `memory` (bytes), `cgroup-mode`
     static: dict = field(default_factory=dict)
+    # for a member's admission of a joining node: the admitting member's `State.applied` when it began (-1: the
+    # node's own registration); refused if the node was removed since
+    admitted_at: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)

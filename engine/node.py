@@ -7,6 +7,7 @@ hands them to commands.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -306,6 +307,12 @@ class Node:
 
     def new_request_id(self) -> str:
         return uuid.uuid4().hex
+
+    def new_uuid(self) -> str:
+        """A random UUID (version 4 layout) from this node's id source: unguessable in production (an API token's
+        secret, a new guest's smbios and vmgenid), seeded under the simulator, which overrides `new_request_id`."""
+        h = hashlib.sha256(self.new_request_id().encode()).hexdigest()
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
     async def bootstrap(self) -> None:
         """Record this node and the cluster's auth secrets in the log, retrying until quorum."""

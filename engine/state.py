@@ -40,6 +40,7 @@ class State:
     webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
     storage: dict[str, dict] = field(default_factory=dict)  # storage id -> its definition (engine/storage.py)
     vclusters: dict[str, dict] = field(default_factory=dict)  # vCluster id -> its record (engine/vclusters.py)
+    removed_nodes: dict[str, int] = field(default_factory=dict)  # node name -> `applied` when it was last removed
     applied: int = 0
 
     def __post_init__(self) -> None:
@@ -148,6 +149,7 @@ def _(e: ev.NodeRegistered, s: State) -> State:
 @apply.register
 def _(e: ev.NodeRemoved, s: State) -> State:
     s.nodes.pop(e.name, None)
+    s.removed_nodes[e.name] = s.applied
     s.version += 1
     return s
 

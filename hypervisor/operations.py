@@ -427,6 +427,9 @@ class Operations:
         busy = next((volid for _, volid, in_use in doomed if in_use), None)
         if busy is not None:
             raise TaskFailed(f"unable to delete '{busy}' - volume is still in use (snapshot?)")
+        # once it allocates or hot-plugs, a config change ends with its outcome: cancelled between a hot-unplug and
+        # the plug of a replacing disk it left a QEMU without the disk its config names (the simulator, seed 47)
+        task.abortable = False
         # allocated against the config as it will be (the machine an EFI disk is for, a cloud-init drive already there)
         keys = sorted(alloc_requests(changes))
         view = {k: v for k, v in pending.applied(guest["conf"], pending.of(guest)).items() if k not in delete}

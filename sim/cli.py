@@ -70,7 +70,8 @@ def report(opts: Options, result: Result, problems: list[str]) -> None:
           f"{result.messages / max(result.wall_seconds, 1e-9):.0f} messages/s)")
     print(f"  faults {st['faults']}, messages {st['delivered']} delivered / {st['lost']} lost, resets {st['resets']}, "
           f"power losses {st['power_losses']} (torn {st['torn_tails']}), leaders {st['leaders']}, "
-          f"entries checked {st['entries_checked']}, client answers {st['acked']}, "
+          f"entries checked {st['entries_checked']}, client answers {st['acked']} logged "
+          f"+ {st['unlogged']} refused before any command, "
           f"converged {result.converged_after} s after the faults")
     print(f"  trace sha256 {result.trace_hash}")
     if problems:

@@ -15,9 +15,10 @@ import random
 
 import trio
 
+from api.context import Runtime
 from engine.errors import Rejection
 from engine.reconciler import Reconciler
-from hypervisor.migration_target import MigrationTarget, moving_here
+from hypervisor.migration_target import MigrationTarget, config_to_run, moving_here
 from hypervisor.operations import Operations, make_resolver
 from hypervisor.storage import DirStorage
 from hypervisor.watch import GuestWatcher
@@ -39,7 +40,8 @@ def host_storages(host) -> dict[str, DirStorage]:
 
 
 def guest_runtime(process) -> None:
-    """Give a daemon its reconciler (with the production handlers), guest watcher and migration target."""
+    """Give a daemon its reconciler (with the production handlers), guest watcher, migration target and the
+    `api.context.Runtime` its requests' services get."""
     host = process.host
     storages = host.storages
     driver = SimQemuDriver(host.qemu, os.path.join(host.dir, "run", "qemu"), make_resolver(storages), process.spawn)
@@ -47,6 +49,7 @@ def guest_runtime(process) -> None:
     process.reconciler = Reconciler(process, ops.handlers())
     process.watcher = GuestWatcher(process, driver, process.reconciler)
     process.migration = MigrationTarget(driver, storages, process.spec.ip, free_port=host.world.free_port)
+    process.runtime = Runtime(driver=driver, storages=storages, reconciler=process.reconciler, spawn=process.spawn)
 
 
 class SimPeers:
@@ -87,8 +90,9 @@ class SimRemoteTarget:
         return answer
 
     async def incoming(self, vmid: int, volumes: list[dict]) -> dict:
-        return await self._call(lambda process: process.migration.incoming(vmid, moving_here(process, vmid),
-                                                                           volumes))
+        async def start(process) -> dict:
+            return await process.migration.incoming(vmid, await config_to_run(process, vmid), volumes)
+        return await self._call(start)
 
     async def resume(self, vmid: int, exports: list[str]) -> None:
         await self._call(lambda process: _here(process, vmid).resume(vmid, exports))

@@ -46,7 +46,15 @@ class SimClock(trio.abc.Clock):
         return self.loop.now
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
-        return 0.0 if deadline <= self.loop.now else 86400.0  # the driver never lets trio block
+        if deadline <= self.loop.now:
+            return 0.0
+        if self.loop.stopped and deadline < math.inf:
+            # The run is over and its tasks are cancelled; the driver turns no more. A cleanup that shields itself
+            # from the cancellation (an aborted migration's undo, bounded by its own timeout) would wait forever on
+            # a clock nothing moves: its timers expire at once instead.
+            self.loop.now = deadline
+            return 0.0
+        return 86400.0  # the driver never lets trio block
 
 
 @contextmanager
@@ -70,6 +78,7 @@ class Loop:
         self._seq = 0
         self.steps = 0
         self.trio_rounds = 0
+        self.stopped = False  # the driver is done: only trio's own timers move the clock (SimClock)
 
     def at(self, when: float, fn: Callable[..., Any], *args: Any) -> None:
         self._seq += 1

@@ -1,28 +1,27 @@
-"""Nodes joining and leaving, as the API does it (`api/compat/cluster_config.py`, `engine.node.Node`).
+"""Nodes joining and leaving through the cluster service (`api/services/cluster.py`, what `/cluster/config` calls).
 
-Join (`POST /cluster/config/join` on the new node, then `POST /cluster/config/nodes/{node}` on a member):
-the new node starts an empty log whose peers (its `cluster.json`) are the members the contact lists plus
-itself; the contact's process runs the production `Node.change_membership('add')`, then `RegisterNode`
-is submitted. A failed join is retried by the admin with another contact.
+Join (`POST /cluster/config/join` on the new node, which asks a member `POST /cluster/config/nodes/{node}`): the
+member's `cluster.admit` starts the admission in its process (the Raft change, then `RegisterNode`) and answers
+the member list; the new node then follows the cluster's log with those members (and itself) as peers, as
+`cluster.join` does (its certificate fetch, login and HTTPS have no simulated counterpart, so the new node's side
+is played here: `cluster.json`, then a restart). An admission that does not end (the member died, no quorum
+for 30 s) is asked for again, of another member.
 
-Leave (`DELETE /cluster/config/nodes/{node}`): the node is drained first (its guests stopped and
-migrated offline to the other nodes, as an admin must: `RemoveNode` is refused while it owns guests or runs
-tasks), powered off (Proxmox's documented order: shut the node down, then `pvecm delnode`), then a member
-submits `RemoveNode` and `change_membership('remove')`.
+Leave (`DELETE /cluster/config/nodes/{node}`): the node is drained first (its guests stopped and migrated offline
+to the other nodes through the guest services, as an admin must: the removal is refused while it owns guests or
+runs tasks), powered off (Proxmox's documented order: shut the node down, then `pvecm delnode`), then a member's
+`cluster.remove_node` takes it off the node list and the Raft membership; a lost answer is retried with the same
+request id, which finishes the Raft change.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import trio
-
-from engine import commands as cmd
-from engine.bridge import NoQuorum
+from api.services import cluster, guests
 from engine.node import save_peers
-from engine.upid import Upid
+from sim.node import Reply
 
 ADMIN_RETRY = 2.0
+ADMISSION_SECONDS = 40.0  # the member's Raft change gives up after 30 s without quorum
 
 
 class Membership:
@@ -55,44 +54,9 @@ class Membership:
         up = [n for n in self.world.serving() if n != avoid and self.world.nodes[n].up]
         return self.world.nodes[self.rng.choice(up)] if up else None
 
-    def _change(self, node, op: str, name: str, then, failed) -> None:
-        """`engine.node.Node.change_membership` on `node`'s process (the request dies with the process)."""
-        process = node.process
-
-        async def change() -> None:
-            try:
-                await process.change_membership(op, name)
-            except NoQuorum:  # no commit within 30 s: the admin tries again
-                self.world.trace(f"membership {op} {name} via {node.name}: failed")
-                failed()
-                return
-            except trio.Cancelled:  # the contact died with the request
-                self.world.trace(f"membership {op} {name} via {node.name}: connection reset")
-                failed()
-                raise
-            self.world.trace(f"membership {op} {name} via {node.name}: ok")
-            then()
-        if process.nursery is None:
-            self.loop.soon(failed)
-        else:
-            process.nursery.start_soon(change)
-
-    def _submit(self, command: cmd.Command, then, failed, avoid: str = "") -> None:
-        """An admin request through a member's API (one attempt; `failed` on no answer or rejection)."""
-        node = self._contact(avoid)
-        if node is None:
-            failed(False)
-            return
-        self.world.request_ts.setdefault(command.request_id, command.ts)
-
-        def answered(result, why) -> None:
-            if result is None or "ok" not in result:
-                self.world.trace(f"membership {command.TYPE} {command.request_id}: "
-                                 f"{why or result['error']['message'][:60]}")
-                failed(result is not None)
-            else:
-                then()
-        node.request(dataclasses.replace(command, ts=node.wall()), answered)
+    def _registered(self, name: str) -> bool:
+        """Some member's view has `name` registered (the admission's last step)."""
+        return any(n.up and name in n.machine.state.nodes for n in self.world.nodes.values() if n.name != name)
 
     # ---- join ----------------------------------------------------------------------------------
     def join(self, name: str) -> None:
@@ -101,38 +65,38 @@ class Membership:
         if contact is None:
             self.loop.after(ADMIN_RETRY, self.join, name)
             return
-        node = world.nodes[name]
-        if contact.name not in contact.machine.state.nodes:
-            # A contact that has not caught up lists no members: joining with that list makes a one-node
-            # cluster of its own (seed 18 with --membership did). The API does not check this; see README.
-            self.loop.after(ADMIN_RETRY, self.join, name)
-            return
-        if name not in world.names:  # join_cluster: follow the cluster's log, with its members as peers
-            members = sorted(contact.machine.state.nodes)
-            save_peers(node.dir, {n: n for n in set(members) | {name}})
-            world.names.append(name)
-            world.names.sort()
-            world.trace(f"join {name} peers {','.join(node.peers)}")
-            world.restart(name)
         self.seq += 1
         rid = f"admin-join-{name}-{self.seq}"
 
-        def register() -> None:
-            command = cmd.RegisterNode(request_id=rid, ts=0.0, name=name, ip="10.0.0.1", api_port=8006,
-                                     raft_addr=name)
-            self._submit(command, joined, retry, avoid=name)
+        def answered(reply: Reply | None, why: str) -> None:
+            if reply is None or reply.error is not None:  # e.g. 503: the member has not caught up yet
+                world.trace(f"membership join {name} via {contact.name}: {why or reply.error['message'][:60]}")
+                self.loop.after(ADMIN_RETRY, self.join, name)
+                return
+            if name not in world.names:  # cluster.join: follow the cluster's log, with its members as peers
+                members = {n["name"]: n["raft_addr"] for n in reply.value["nodelist"]}
+                save_peers(world.nodes[name].dir, {**members, name: name})
+                world.names.append(name)
+                world.names.sort()
+                world.trace(f"join {name} peers {','.join(sorted(members))}")
+                world.restart(name)
+            self._await_admission(name, ADMISSION_SECONDS)
 
-        def joined() -> None:
-            world.joined.add(name)
+        contact.request(rid, lambda ctx: self._admit(ctx, name), answered)
+
+    @staticmethod
+    async def _admit(ctx, name: str) -> dict:
+        return cluster.admit(ctx, name, raft_addr=name, ip="10.0.0.1", api_port=8006, fingerprint="")
+
+    def _await_admission(self, name: str, left: float) -> None:
+        if self._registered(name):
+            self.world.joined.add(name)
             self._finished("join", name)
-
-        def retry(*_) -> None:
-            self.loop.after(ADMIN_RETRY, self.join, name)
-
-        if name in contact.machine.state.nodes:  # add_node: the raft change only if not yet a member
-            register()
+        elif left <= 0:  # the member died or lost quorum meanwhile: ask again
+            self.world.trace(f"membership join {name}: not admitted, asking again")
+            self.join(name)
         else:
-            self._change(contact, "add", name, register, retry)
+            self.loop.after(ADMIN_RETRY, self._await_admission, name, left - ADMIN_RETRY)
 
     # ---- leave ---------------------------------------------------------------------------------
     def leave(self, name: str) -> None:
@@ -151,7 +115,7 @@ class Membership:
             return
         state = node.machine.state
         owned = sorted(v for v, g in state.guests.items() if g["node"] == name)
-        if not owned:  # tasks still running on it: `RemoveNode` refuses, and the node is powered on again
+        if not owned:  # tasks still running on it: the removal refuses, and the node is powered on again
             self._remove(name)
             return
         busy = {t.get("vmid") for t in state.tasks.values() if t["status"] == "running"}
@@ -159,23 +123,20 @@ class Membership:
             guest = state.guests[vmid]
             if vmid in busy:
                 continue
+            self.seq += 1
+            rid = f"admin-drain-{name}-{self.seq}"
             if guest["conf"].get("lock"):  # a client's lock with no task behind it: the admin's `qm unlock`
                 if guest["conf"]["lock"] == "migrate":  # maybe an interrupted migration: no copy may run elsewhere
                     for other in sorted(world.nodes):
                         if other != name and world.nodes[other].qemu.crash(vmid, counted=False):
                             world.trace(f"admin stopped a copy of VM {vmid} running on {other}")
-                self.seq += 1
-                node.request(cmd.UnlockGuest(request_id=f"admin-unlock-{name}-{self.seq}", ts=node.wall(),
-                                                   vmid=vmid), lambda result, why: None)
-                continue
-            kind = "qmstop" if guest.get("status") == "running" else "qmigrate"
-            self.world.upids += 1
-            upid = str(Upid(name, 999, self.world.upids, int(node.wall()), kind, str(vmid), "root@pam"))
-            intent = {"target": self.rng.choice(targets)} if kind == "qmigrate" else {}
-            command = cmd.StartTask(request_id=f"admin-{upid}", ts=node.wall(), node=name, upid=upid,
-                                    starttime=int(node.wall()), type=kind, vmid=vmid,
-                                    intent=intent)
-            node.request(command, lambda result, why: None)
+                node.request(rid, lambda ctx, v=vmid: guests.update_config(ctx, name, v, {}, ["lock"], skiplock=True),
+                             _ignored)
+            elif guest.get("status") == "running":
+                node.request(rid, lambda ctx, v=vmid: guests.power(ctx, name, v, "qmstop", {}), _ignored)
+            else:
+                target = self.rng.choice(targets)
+                node.request(rid, lambda ctx, v=vmid, t=target: guests.migrate(ctx, name, v, t, {}), _ignored)
         self.loop.after(ADMIN_RETRY, self._drain, name)
 
     def _remove(self, name: str) -> None:
@@ -186,29 +147,26 @@ class Membership:
         self.seq += 1
         rid = f"admin-remove-{name}-{self.seq}"
 
-        def raft_remove() -> None:
-            contact = self._contact(name)
-            if contact is None:
-                self.loop.after(ADMIN_RETRY, raft_remove)
-                return
-            self._change(contact, "remove", name, removed, lambda: self.loop.after(ADMIN_RETRY, raft_remove))
-
-        def removed() -> None:
-            world.names.remove(name)
-            world.leaving.discard(name)
-            self._finished("leave", name)
-
-        def failed(rejected: bool) -> None:
-            if not rejected:  # no answer: the same request again (its id makes it happen once)
+        def answered(reply: Reply | None, why: str) -> None:
+            if reply is None:  # no answer: the same request again (its id makes the removal happen once)
+                world.trace(f"membership remove {name}: {why}")
                 self.loop.after(ADMIN_RETRY, submit)
-                return
-            # e.g. a guest landed on it meanwhile: power it on and drain again
-            world.powered_off.discard(name)
-            world.restart(name)
-            self.loop.after(ADMIN_RETRY, self._drain, name)
+            elif reply.error is not None:  # e.g. a guest landed on it meanwhile: power it on and drain again
+                world.trace(f"membership remove {name}: {reply.error['message'][:60]}")
+                world.powered_off.discard(name)
+                world.restart(name)
+                self.loop.after(ADMIN_RETRY, self._drain, name)
+            else:
+                world.names.remove(name)
+                world.leaving.discard(name)
+                self._finished("leave", name)
 
         def submit() -> None:
-            self._submit(cmd.RemoveNode(request_id=rid, ts=0.0, name=name), raft_remove, failed, avoid=name)
+            contact = self._contact(name)
+            if contact is None:
+                self.loop.after(ADMIN_RETRY, submit)
+                return
+            contact.request(rid, lambda ctx: cluster.remove_node(ctx, name), answered)
         submit()
 
     def _finished(self, op: str, name: str) -> None:
@@ -219,3 +177,7 @@ class Membership:
         self.working.discard(name)
         if self.waiting.get(name):
             self._ready(self.waiting[name].pop(0), name)
+
+
+def _ignored(reply: Reply | None, why: str) -> None:
+    """The drain looks at the state again every ADMIN_RETRY seconds; a request's answer tells it nothing more."""

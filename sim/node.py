@@ -7,18 +7,27 @@ trio tasks of the simulator's one trio run. Only what a process touches outside 
 its `ReplicatedLog` talks over the simulated network and journals to the simulated disk, its clock is the
 host's, and its production task handlers, guest watcher and migration target side drive the simulated QEMU
 and storage (sim/hypervisor.py).
+
+A client's request reaches the process as a call of the API's services (`api/services/`, what the REST handlers
+call) with an `api.context.Ctx` the process builds: the caller, the client's request id, the host's wall clock
+and the process's runtime (`SimProcess.serve`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 from pysyncobj.node import Node as RaftNode
 
+from api.context import Ctx
+from api.schema import ParamErrors
 from engine import pysyncobj_hooks as hooks
 from engine.bridge import NoQuorum
 from engine.commands import Command
@@ -33,7 +42,25 @@ from sim.net import CONNECTION_TIMEOUT
 from sim.qemu import SimQemu
 
 EPOCH = 1_700_000_000.0  # wall-clock time at simulated t=0
-Answer = Callable[[dict | None, str], None]  # (result, or None when the request failed, and why)
+ROOT = "root@pam"
+Call = Callable[[Ctx], Awaitable[Any]]  # a request: what the API's handler would call, given the caller's Ctx
+
+
+@dataclass
+class Reply:
+    """A request's final answer: what the service returned (`value`) or its refusal (`error`: status, message,
+    errors). `logged` is what the log decided for the command the request submitted under its own id
+    (`command_id`): `{"ok": result}` or `{"error": ...}`, as the log's request memory holds it; None when the
+    request submitted none (refused before any command, or a read)."""
+
+    command_id: str
+    value: Any = None
+    error: dict | None = None
+    logged: dict | None = None
+
+
+Answer = Callable[[Reply | None, str], None]  # (the reply, or None when the request failed, and why)
+_SERVING: contextvars.ContextVar[Reply] = contextvars.ContextVar("sim_serving")  # the request a trio task serves
 
 
 class RaftId(RaftNode):
@@ -160,20 +187,47 @@ class SimProcess(Node):
             raise Rejection(502, f"node '{self.name}' is unreachable - RemoteProtocolError")
         return box["ok"]
 
-    async def serve(self, command: Command, answer: Answer) -> None:
-        """One API request: its command through the real bridge; a 503 or a dead process is a failure the
-        client retries, any other answer is final."""
+    async def serve(self, rid: str, user: str, call: Call, answer: Answer) -> None:
+        """One API request: `call` with the caller's Ctx (what a REST handler builds: the user, the client's request
+        id, this host's wall clock, the runtime). A 503 or a dead process is a failure the client retries (with the
+        same request id); any other answer is final."""
+        ctx = Ctx(node=self, user=user, request_id=rid, now=self.wall(), rt=self.runtime)
+        self.host.world.request_ts.setdefault(ctx.command_id, ctx.now)
+        reply = Reply(ctx.command_id)
+        _SERVING.set(reply)
         try:
-            result = {"ok": await self.bridge.submit(command)}
+            reply.value = await call(ctx)
         except NoQuorum as exc:
             answer(None, exc.message)
             return
         except Rejection as exc:
-            result = {"error": exc.to_dict()}
+            reply.error = exc.to_dict()
+        except ParamErrors as exc:
+            reply.error = {"status": 400, "message": str(exc), "errors": dict(exc.errors)}
         except trio.Cancelled:
             answer(None, "connection reset")
             raise
-        answer(result, "")
+        except Exception as exc:  # noqa: BLE001 - the API answers 500; the simulator reports it
+            self.host.world.checker.violation(f"request {ctx.command_id} on {self.name} raised {exc!r}")
+            reply.error = {"status": 500, "message": "Internal Server Error"}
+        answer(reply, "")
+
+    async def submit(self, command: Command) -> dict:
+        """The production submit; the answer to a command under the id of the request being served is kept in
+        its reply (`Reply.logged`), for the invariants to compare with every replica's request memory."""
+        reply = _SERVING.get(None)
+        mine = reply is not None and command.request_id == reply.command_id
+        try:
+            result = await super().submit(command)
+        except NoQuorum:
+            raise
+        except Rejection as exc:
+            if mine:
+                reply.logged = {"error": exc.to_dict()}
+            raise
+        if mine:
+            reply.logged = {"ok": result}
+        return result
 
 
 class SimNode:
@@ -243,10 +297,11 @@ class SimNode:
                                  stream(self.world.seed, f"disk/{self.name}/{self.disk.power_losses}"))
             self.qemu.power_loss()
 
-    def request(self, command: Command, answer: Answer) -> None:
-        """An API request reaching this host: served by its process, refused when none runs."""
+    def request(self, rid: str, call: Call, answer: Answer, user: str = ROOT) -> None:
+        """An API request (`call`, request id `rid`, by `user`) reaching this host: served by its process, refused
+        when none runs."""
         if self.up and self.process.nursery is not None:
-            self.process.nursery.start_soon(self.process.serve, command, answer)
+            self.process.nursery.start_soon(self.process.serve, rid, user, call, answer)
         else:
             self.world.loop.soon(answer, None, "connection refused")
 

@@ -1,17 +1,25 @@
-"""API clients: they read a node's local state, send commands to a random node, and retry with the
-same request id on any failure (503, timeout, a dead node), as real clients and proxies do.
+"""API clients: they read a node's local state, send requests to a random node, and retry with the same request id
+on any failure (503, timeout, a dead node), as real clients and proxies do.
+
+A request is a call of the API's services (`api/services/`: what the REST handler of the same request calls), made
+once from what the client saw on the first node it asked and repeated unchanged on each retry. Most run as
+root@pam; config edits and token requests run as one of the access workload's users too, so that the services'
+privilege checks refuse or allow them by the ACLs of the moment.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 
+from api.context import Ctx
+from api.services import cluster, guests
+from api.services import tasks as task_service
 from engine import commands as cmd
+from engine.errors import Rejection
 from engine.state import guest_digest
-from engine.upid import Upid
-from sim.access_ops import ACCESS_OPS, AccessOps
+from sim.access_ops import ACCESS_OPS, POOLS, USERS, AccessOps
+from sim.node import ROOT, Call, Reply
 
 LOCKS = ("backup", "migrate", "snapshot")
 
@@ -43,33 +51,45 @@ class Client(AccessOps):
         world.loop.after(rng.expovariate(rate) + 1.0, self.act)
 
     # ---- the request/retry cycle ---------------------------------------------------------------
-    def call(self, build: Callable[[object], cmd.Command], then: Callable[[dict], None] | None = None) -> None:
+    def call(self, build: Callable[[object], Call], then: Callable[[Reply], None] | None = None,
+             user: str = ROOT) -> None:
+        """One request by `user`: `build(node)` makes it from the first node's view; a failure (503, a dead node)
+        repeats it, with the same request id, on a random node. An answer backed by the log is acked (the
+        invariants compare it with every replica's request memory); `then` gets the final answer."""
         self.seq += 1
         rid = f"c{self.cid}-{self.seq}"
         world = self.world
         world.pending[rid] = True
+        made: list[Call] = []
 
         def attempt() -> None:
             node = world.nodes[self.rng.choice(world.serving())]
             if not node.up:
                 world.loop.after(self.rng.uniform(0.5, 1.5), attempt)  # connection refused
                 return
-            command = dataclasses.replace(build(node), request_id=rid)
-            world.request_ts.setdefault(rid, command.ts)
-            node.request(command, answered)
+            if not made:
+                made.append(build(node))
+            node.request(rid, made[0], answered, user)
 
-        def answered(result: dict | None, why: str) -> None:
-            if result is None:
+        def answered(reply: Reply | None, why: str) -> None:
+            if reply is None:
                 world.trace(f"client retry {rid} {why}")
                 world.loop.after(self.rng.uniform(0.5, 1.5), attempt)
                 return
             world.pending.pop(rid, None)
-            world.checker.ack(rid, result)
-            world.trace(f"client ack {rid} {'ok' if 'ok' in result else result['error']['status']}")
+            if reply.logged is not None:
+                world.checker.ack(reply.command_id, reply.logged)
+            else:
+                world.checker.unlogged += 1
+            world.trace(f"client ack {rid} {'ok' if reply.error is None else reply.error['status']}")
             if then is not None:
-                then(result)
+                then(reply)
 
         attempt()
+
+    def user(self) -> str:
+        """root@pam mostly; one of the access workload's users (who may hold ACLs, or not exist) otherwise."""
+        return self.rng.choice(USERS) if self.rng.random() < 0.3 else ROOT
 
     def act(self) -> None:
         if self.world.clients_stopped:
@@ -100,53 +120,55 @@ class Client(AccessOps):
         guest = node.machine.state.guests.get(vmid)
         return guest["node"] if guest else self.rng.choice(self.world.serving())
 
-    def upid(self, node, kind: str, vmid: int) -> tuple[str, int]:
-        self.world.upids += 1
-        starttime = int(node.wall())
-        upid = Upid(node.name, 1000 + self.cid, self.world.upids, starttime, kind, str(vmid), "root@pam")
-        return str(upid), starttime
-
     # ---- operations ----------------------------------------------------------------------------
     def op_create(self, vmid: int | None = None) -> None:
+        """`POST /nodes/{node}/qemu`: MACs, smbios uuid and vmgenid are the service's; into a pool sometimes (in the
+        same command), which may not exist."""
         vmid = vmid if vmid is not None else self.vmid()
         config = {"name": f"vm{vmid}-c{self.cid}", "memory": self.rng.choice([512, 1024, 2048]),
                   "cores": self.rng.randint(1, 4)}
         if self.rng.random() < 0.3:
             config["scsi0"] = "local:1"
+        if self.rng.random() < 0.3:
+            config["net0"] = "virtio,bridge=vmbr0"
         start = self.rng.random() < 0.3
+        pool = self.rng.choice(POOLS) if self.rng.random() < 0.15 else None
         target = self.rng.choice(self.world.serving())
-
-        def build(node) -> cmd.Command:
-            upid, starttime = self.upid(node, "qmcreate", vmid)
-            return cmd.CreateGuest(request_id="", ts=node.wall(), node=target, vmid=vmid, config=dict(config),
-                                   upid=upid, starttime=starttime, start=start)
-        self.call(build)
+        self.call(lambda node: lambda ctx: guests.create(ctx, target, vmid, dict(config), pool=pool, start=start))
 
     def op_reserve_create(self) -> None:
-        def then(result: dict) -> None:
-            if "ok" in result:
-                self.op_create(result["ok"]["vmid"])
-        self.call(lambda node: cmd.ReserveVmid(request_id="", ts=node.wall()), then)
+        """`GET /cluster/nextid`, then a create with it: two clients may be offered the same VMID (the race)."""
+        def then(reply: Reply) -> None:
+            if reply.error is None:
+                self.op_create(reply.value)
+        self.call(lambda node: cluster.next_id, then)
 
     def op_reserve(self) -> None:
+        """A VMID reservation with a lease. No interface reserves (Proxmox's nextid does not, nor does gpve's): the
+        engine command is sent as it is, to exercise the reservations clones and creates check."""
         vmid = self.vmid() if self.rng.random() < 0.5 else None
-        self.call(lambda node: cmd.ReserveVmid(request_id="", ts=node.wall(), vmid=vmid, lease=10.0))
+
+        async def reserve(ctx: Ctx) -> dict:
+            return await ctx.node.submit(cmd.ReserveVmid(request_id=ctx.command_id, ts=ctx.now, user=ctx.user,
+                                                         vmid=vmid, lease=10.0))
+        self.call(lambda node: reserve)
 
     def _update(self, with_digest: bool) -> None:
-        """A config change without volumes or QEMU: on a running guest `memory` and `cores` wait as pending changes,
-        `description` and `hotplug` apply at once; one in seven drops a pending change (`revert`)."""
+        """`PUT …/config` of one key, by root or a user whose ACLs may allow it (memory: VM.Config.Memory): on a
+        running guest `memory` and `cores` wait as pending changes, `description` and `hotplug` apply at once; one
+        in seven drops a pending change (`revert`)."""
         key = self.rng.choice(["memory", "cores", "description", "hotplug"])
         value = {"description": f"edited by c{self.cid} #{self.seq}",
                  "hotplug": self.rng.choice(["0", "1", "network,disk"])}.get(key) or self.rng.randint(1, 64)
         revert = self.rng.random() < 1 / 7
 
-        def build(node) -> cmd.Command:
+        def build(node) -> Call:
             vmid, guest = self.known_guest(node)
             digest = guest_digest(guest) if with_digest and guest else None
-            return cmd.UpdateGuestConfig(request_id="", ts=node.wall(), node=self.owner(node, vmid), vmid=vmid,
-                                         set={} if revert else {key: value}, revert=[key] if revert else [],
-                                         digest=digest)
-        self.call(build)
+            owner = self.owner(node, vmid)
+            changes, reverted = ({}, [key]) if revert else ({key: value}, [])
+            return lambda ctx: guests.update_config(ctx, owner, vmid, changes, [], revert=reverted, digest=digest)
+        self.call(build, user=self.user())
 
     def op_update(self) -> None:
         self._update(False)
@@ -156,27 +178,42 @@ class Client(AccessOps):
 
     def op_delete(self) -> None:
         """`DELETE /nodes/{node}/qemu/{vmid}`: a destroy task on the owning node."""
-        self._guest_task("qmdestroy", lambda node, guest: {"purge": 0})
+        self._on_guest(lambda owner, vmid, guest: lambda ctx: guests.destroy(ctx, owner, vmid))
 
     def op_lock(self) -> None:
+        """`PUT …/config` with `lock` (root's only, as in Proxmox): refused while another lock is held."""
         lock = self.rng.choice(LOCKS)
         chosen: dict[str, int] = {}
 
-        def build(node) -> cmd.Command:
+        def build(node) -> Call:
             vmid = chosen.setdefault("vmid", self.known_guest(node)[0])
-            return cmd.LockGuest(request_id="", ts=node.wall(), vmid=vmid, lock=lock)
+            owner = self.owner(node, vmid)
+            return lambda ctx: guests.update_config(ctx, owner, vmid, {"lock": lock}, [])
 
-        def then(result: dict) -> None:
-            if "ok" in result:
+        def then(reply: Reply) -> None:
+            if reply.error is None:
                 self.held[chosen["vmid"]] = lock
         self.call(build, then)
 
     def op_unlock(self) -> None:
+        """The client's own lock off again: it reads the config (after a read barrier, so its lock shows) and deletes
+        `lock` with `skiplock` (root's) and that config's digest, so that a lock someone else took meanwhile
+        stays."""
         if not self.held:
             return
         vmid = self.rng.choice(sorted(self.held))
         lock = self.held.pop(vmid)
-        self.call(lambda node: cmd.UnlockGuest(request_id="", ts=node.wall(), vmid=vmid, lock=lock))
+
+        async def unlock(ctx: Ctx) -> None:
+            await ctx.node.read_barrier()
+            with ctx.node.read() as s:
+                guest = s.guests.get(vmid)
+                guest = {**guest, "conf": dict(guest["conf"])} if guest else None
+            if guest is None or guest["conf"].get("lock") != lock:
+                raise Rejection(409, f"VM {vmid} does not hold lock '{lock}' any more")  # the client's own check
+            await guests.update_config(ctx, guest["node"], vmid, {}, ["lock"], digest=guest_digest(guest),
+                                       skiplock=True)
+        self.call(lambda node: unlock)
 
     def op_task(self) -> None:
         self._power(self.rng.choice(["qmstart", "qmstop", "qmshutdown"]))
@@ -185,88 +222,107 @@ class Client(AccessOps):
         self._power(self.rng.choice(POWER_KINDS))
 
     def _power(self, kind: str) -> None:
-        def build(node) -> cmd.Command:
-            vmid, _ = self.known_guest(node)
-            upid, starttime = self.upid(node, kind, vmid)
-            return cmd.StartTask(request_id="", ts=node.wall(), node=self.owner(node, vmid), upid=upid,
-                                 starttime=starttime, type=kind, vmid=vmid,
-                                 intent={"timeout": 10} if kind in ("qmshutdown", "qmreboot") else {})
-        self.call(build)
+        """`POST …/status/{start,stop,shutdown,reboot,reset,suspend,resume}`."""
+        params = {"timeout": 10} if kind in ("qmshutdown", "qmreboot") else {}
+        self._on_guest(lambda owner, vmid, guest: lambda ctx: guests.power(ctx, owner, vmid, kind, params))
 
     def op_abort(self) -> None:
-        def build(node) -> cmd.Command:
+        """`DELETE /nodes/{node}/tasks/{upid}` of a running task (or of one no node has)."""
+        def build(node) -> Call:
             running = sorted(u for u, t in node.machine.state.tasks.items() if t["status"] == "running")
             upid = self.rng.choice(running) if running else "UPID:none:0:0:0:x:0:root@pam:"
-            return cmd.AbortTask(request_id="", ts=node.wall(), upid=upid)
+            where = node.machine.state.tasks[upid]["node"] if running else node.name
+            return lambda ctx: task_service.stop(ctx, where, upid)
         self.call(build)
 
     # ---- guest tasks with a lock: snapshots, clone, migration (hypervisor/operations.py's handlers) ----
-    def _guest_task(self, kind: str, intent_of: Callable[[object, dict | None], dict],
-                    newid: bool = False, digest: bool = False) -> None:
-        def build(node) -> cmd.Command:
+    def _on_guest(self, make: Callable[[str, int, dict | None], Call]) -> None:
+        """A request about a guest the client sees (or a VMID of the pool), for the node it sees it on:
+        `make(owner, vmid, guest)` (`guest`: the client's view) chooses its parameters and returns it."""
+        def build(node) -> Call:
             vmid, guest = self.known_guest(node)
-            upid, starttime = self.upid(node, kind, vmid)
-            return cmd.StartTask(request_id="", ts=node.wall(), node=self.owner(node, vmid), upid=upid,
-                                 starttime=starttime, type=kind, vmid=vmid, intent=intent_of(node, guest),
-                                 newid=self.vmid() if newid else None,
-                                 digest=guest_digest(guest) if digest and guest else None)
+            return make(self.owner(node, vmid), vmid, guest)
         self.call(build)
 
     def _snapname(self, guest: dict | None) -> str:
         names = sorted((guest or {}).get("snapshots", {}))
         return self.rng.choice(names) if names and self.rng.random() < 0.85 else self.rng.choice(SNAPNAMES)
 
+    def _digest(self, guest: dict | None, chance: float) -> str | None:
+        """The digest of the client's view (often stale), sent with the given chance."""
+        return guest_digest(guest) if guest and self.rng.random() < chance else None
+
     def op_snapshot(self) -> None:
-        vmstate = self.rng.random() < 0.3
-        self._guest_task("qmsnapshot",
-                         lambda node, guest: {"snapname": self.rng.choice(SNAPNAMES), "vmstate": int(vmstate)})
+        def make(owner: str, vmid: int, guest: dict | None) -> Call:
+            snapname, vmstate = self.rng.choice(SNAPNAMES), self.rng.random() < 0.3
+            return lambda ctx: guests.snapshot(ctx, owner, vmid, snapname, vmstate=vmstate)
+        self._on_guest(make)
 
     def op_rollback(self) -> None:
-        self._guest_task("qmrollback", lambda node, guest: {"snapname": self._snapname(guest)})
+        def make(owner: str, vmid: int, guest: dict | None) -> Call:
+            snapname = self._snapname(guest)
+            return lambda ctx: guests.rollback(ctx, owner, vmid, snapname)
+        self._on_guest(make)
 
     def op_delsnapshot(self) -> None:
-        self._guest_task("qmdelsnapshot", lambda node, guest: {"snapname": self._snapname(guest)})
+        def make(owner: str, vmid: int, guest: dict | None) -> Call:
+            snapname = self._snapname(guest)
+            return lambda ctx: guests.delete_snapshot(ctx, owner, vmid, snapname)
+        self._on_guest(make)
 
     def op_clone(self) -> None:
-        def intent(node, guest) -> dict:
-            linked = int(bool((guest or {}).get("conf", {}).get("template")) and self.rng.random() < 0.5)
-            return {"name": f"clone-c{self.cid}", **({"linked": 1} if linked else {})}
-        self._guest_task("qmclone", intent, newid=True)
+        """`POST …/clone` to a VMID of the pool: linked for half the clones of a template."""
+        def make(owner: str, vmid: int, guest: dict | None) -> Call:
+            template = bool((guest or {}).get("conf", {}).get("template"))
+            full, newid = not (template and self.rng.random() < 0.5), self.vmid()
+            return lambda ctx: guests.clone(ctx, owner, vmid, newid, full=full, name=f"clone-c{self.cid}")
+        self._on_guest(make)
 
     def op_migrate(self) -> None:
-        def intent(node, guest) -> dict:
+        """`POST …/migrate`: online when the client sees the guest running (and sometimes otherwise), with local
+        disks four times in five."""
+        def make(owner: str, vmid: int, guest: dict | None) -> Call:
             here = (guest or {}).get("node")
-            targets = [n for n in self.world.serving() if n != here] or self.world.serving()
-            online = int((guest or {}).get("status") == "running" or self.rng.random() < 0.2)
-            local = int(self.rng.random() < 0.8)
-            return {"target": self.rng.choice(targets), "online": online, **({"with-local-disks": 1} if local else {})}
-        self._guest_task("qmigrate", intent, digest=self.rng.random() < 0.5)
+            target = self.rng.choice([n for n in self.world.serving() if n != here] or self.world.serving())
+            online = (guest or {}).get("status") == "running" or self.rng.random() < 0.2
+            params = {"online": int(online), **({"with-local-disks": 1} if self.rng.random() < 0.8 else {})}
+            return lambda ctx: guests.migrate(ctx, owner, vmid, target, params)
+        self._on_guest(make)
 
     def op_config(self) -> None:
-        """`PUT /nodes/{node}/qemu/{vmid}/config` as a `qmconfig` task: a disk to allocate, detach or destroy (with
-        `force`, or an `unusedN` deleted), a NIC added, replaced or removed; hot-plugged into a running guest (or left
-        pending, as its `hotplug` option says)."""
-        def intent(node, guest) -> dict:
+        """`PUT` or `POST …/config` as a `qmconfig` task, waited for (PUT) or not (POST): a disk to allocate, detach
+        or destroy (with `force`, or an `unusedN` deleted), a NIC added, replaced or removed; hot-plugged into a
+        running guest (or left pending, as its `hotplug` option says)."""
+        def make(owner: str, vmid: int, guest: dict | None) -> Call:
             conf = (guest or {}).get("conf", {})
             disks = sorted(k for k in conf if k.startswith("scsi"))
             nets = sorted(k for k in conf if k.startswith("net"))
             unused = sorted(k for k in conf if k.startswith("unused"))
+            changes: dict = {}
+            delete: list[str] = []
+            force = False
             pick = self.rng.random()
             if nets and pick < 0.15:
-                return {"set": {}, "delete": [self.rng.choice(nets)]}
-            if pick < 0.35:
+                delete = [self.rng.choice(nets)]
+            elif pick < 0.35:
                 mac = "BC:24:11:" + ":".join(f"{self.rng.randrange(256):02X}" for _ in range(3))
-                return {"set": {f"net{self.rng.randrange(2)}": f"virtio={mac},bridge=vmbr0"}, "delete": []}
-            if unused and pick < 0.45:
-                return {"set": {}, "delete": [self.rng.choice(unused)]}
-            if disks and pick < 0.65:
-                return {"set": {}, "delete": [self.rng.choice(disks)], **({"force": 1} if pick < 0.52 else {})}
-            return {"set": {f"scsi{self.rng.randrange(3)}": "local:1"}, "delete": []}
-        self._guest_task("qmconfig", intent, digest=self.rng.random() < 0.3)
+                changes = {f"net{self.rng.randrange(2)}": f"virtio={mac},bridge=vmbr0"}
+            elif unused and pick < 0.45:
+                delete = [self.rng.choice(unused)]
+            elif disks and pick < 0.65:
+                delete, force = [self.rng.choice(disks)], pick < 0.52
+            else:
+                changes = {f"scsi{self.rng.randrange(3)}": "local:1"}
+            background, digest = self.rng.random() < 0.5, self._digest(guest, 0.3)
+            return lambda ctx: guests.update_config(ctx, owner, vmid, changes, delete, digest=digest,
+                                                    background=background, force=force)
+        self._on_guest(make)
 
     def op_resize(self) -> None:
-        self._guest_task("resize", lambda node, guest: {"disk": "scsi0", "size": self.rng.choice(["+1G", "4G"])},
-                         digest=self.rng.random() < 0.3)
+        def make(owner: str, vmid: int, guest: dict | None) -> Call:
+            size, digest = self.rng.choice(["+1G", "4G"]), self._digest(guest, 0.3)
+            return lambda ctx: guests.resize(ctx, owner, vmid, "scsi0", size, digest=digest)
+        self._on_guest(make)
 
     def op_template(self) -> None:
-        self._guest_task("qmtemplate", lambda node, guest: {})
+        self._on_guest(lambda owner, vmid, guest: lambda ctx: guests.template(ctx, owner, vmid))

@@ -132,7 +132,6 @@ class World:
         self.pending: dict[str, bool] = {}
         self.request_ts: dict[str, float] = {}
         self.cuts: dict[tuple[str, str], int] = {}
-        self.upids = 0
         self.ticks = 0
         self.clients_stopped = False
         self.finished = False
@@ -296,6 +295,7 @@ class World:
         stats = {"sent": net.sent, "delivered": net.delivered, "lost": net.lost, "resets": net.resets,
                  "bytes": net.bytes, "ticks": self.ticks, "steps": self.loop.steps,
                  "entries_checked": self.checker.entries_checked, "acked": len(self.checker.acked),
+                 "unlogged": self.checker.unlogged,
                  "leaders": len(self.checker.leader_of_term), "faults": len(self.faults),
                  "power_losses": sum(n.disk.power_losses for n in self.nodes.values()),
                  "torn_tails": sum(n.disk.torn_tails for n in self.nodes.values()),
@@ -329,6 +329,7 @@ class World:
             if opts.stop_at is None:
                 self._final_checks()
             self.finished = True
+            self.loop.stopped = True
             nursery.cancel_scope.cancel()
 
     def _membership_plan(self) -> list[tuple[float, str, str]]:

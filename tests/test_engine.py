@@ -243,3 +243,22 @@ def test_a_stop_with_overrule_shutdown_aborts_the_shutdown_under_way():
     run(m, start_task("s", "qmshutdown", timeout=60))
     run(m, start_task("k", "qmstop", **{"overrule-shutdown": 1}))
     assert m.state.tasks["U-s"]["abort"] is True
+
+
+def test_an_admission_that_outlives_the_nodes_removal_does_not_register_it_again():
+    """A member's admission of a joining node carries the `applied` count it began at: a removal of the node after
+    that refuses its registration (found by the simulator, --membership seed 15); a later admission works."""
+    m = machine_with_node()
+
+    def admit(rid: str, admitted_at: int) -> dict:
+        [res] = run(m, c.RegisterNode(request_id=rid, ts=2.0, name="n2", ip="127.0.0.2", api_port=8006,
+                                      raft_addr="b:1", admitted_at=admitted_at))
+        return res
+
+    began = m.state.applied
+    assert "ok" in admit("admit-1", began)
+    run(m, c.RemoveNode(request_id="rm", ts=3.0, name="n2"))
+    stale = admit("admit-stale", began)
+    assert stale["error"]["status"] == 409 and "removed after its admission began" in stale["error"]["message"]
+    assert "n2" not in m.state.nodes
+    assert "ok" in admit("admit-2", m.state.applied) and "n2" in m.state.nodes

@@ -8,8 +8,9 @@ import trio
 
 from api.context import Ctx
 from api.errors import ApiError
-from api.services import access, cluster, guests
+from api.services import access, cluster, guests, tasks
 from engine import access as acc
+from engine import commands as cmd
 from engine.errors import Rejection
 from engine.node import Node, NodeSpec
 from tests.harness import free_ports
@@ -103,3 +104,33 @@ async def test_pool_membership_needs_the_right_to_the_guest_and_moves_only_when_
     await access.update_pool(caller(node, request="p4"), "pb", vms=[105], allow_move=True)
     with node.read() as s:
         assert s.access["pool"]["pa"]["vms"] == [] and s.access["pool"]["pb"]["vms"] == [105]
+
+
+async def test_stopping_someone_elses_task_needs_sys_modify_on_its_node(node):
+    await guests.create(caller(node, request="c"), "n1", 106, {"name": "g"})
+    upid = await guests.power(caller(node, request="s"), "n1", 106, "qmstart", {})  # no reconciler: it stays running
+    await access.create_user(caller(node, request="u"), "watcher@pve", {})
+    with pytest.raises(ApiError) as exc:  # not even seen without Sys.Audit
+        await tasks.stop(caller(node, "watcher@pve", "t1"), "n1", upid)
+    assert exc.value.message == "Permission denied - missing 'Sys.Audit' on '/nodes/n1'"
+    await access.change_acl(caller(node, request="acl"), "/nodes/n1", ["PVEAuditor"], ["watcher@pve"], [], [])
+    with pytest.raises(ApiError) as exc:
+        await tasks.stop(caller(node, "watcher@pve", "t2"), "n1", upid)
+    assert exc.value.message == "Permission denied - missing 'Sys.Modify' on '/nodes/n1'"
+    with node.read() as s:
+        assert not s.tasks[upid]["abort"]
+    await tasks.stop(caller(node, request="t3"), "n1", upid)  # its owner
+    with node.read() as s:
+        assert s.tasks[upid]["abort"]
+
+
+async def test_a_retried_node_removal_is_answered_by_the_first_one_and_another_request_finds_no_node(node):
+    await node.submit(cmd.RegisterNode(request_id="reg", ts=node.wall(), name="n2", ip="127.0.0.2", api_port=8006,
+                                       raft_addr="127.0.0.2:5404"))
+    await cluster.remove_node(caller(node, request="rm"), "n2")
+    await cluster.remove_node(caller(node, request="rm"), "n2")  # the answer was lost: the same request again
+    with node.read() as s:
+        assert sorted(s.nodes) == ["n1"]
+    with pytest.raises(Rejection) as exc:
+        await cluster.remove_node(caller(node, request="rm-again"), "n2")
+    assert exc.value.status == 404 and exc.value.message == "no such cluster node 'n2'"

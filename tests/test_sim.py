@@ -128,7 +128,7 @@ def test_an_interrupted_migration_keeps_its_lock_so_no_guest_runs_twice():
     def run(seed: int, plant: list[str]):
         return World(Options(seed=seed, duration=45, fault_rate=0.3, faults=["handoverkill", "kill", "guestcrash"],
                              workload="migration", plant=plant)).run()
-    for seed in (15, 35, 41):
+    for seed in (7, 15, 28):
         kept = run(seed, [])
         assert kept.violations == [] and kept.stats["handover_kills"] > 0, (seed, kept.violations)
         released = run(seed, ["release-migration-lock"])

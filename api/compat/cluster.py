@@ -8,9 +8,9 @@ from api.context import Ctx
 from api.native.figures import remote_figures
 from api.registry import API
 from api.returns import BOOL, INT, NUM, STR, array, const, obj, one_of
-from api.schema import Param, ParamErrors
+from api.schema import Param
+from api.services import cluster
 from api.views import views
-from engine.errors import Rejection
 from hypervisor.sampler import GUEST_FIGURES as SAMPLED
 
 
@@ -34,20 +34,9 @@ async def cluster_status(ctx: Ctx, p: dict) -> list:
               params=[Param("vmid", "integer", minimum=100, maximum=999_999_999, format="pve-vmid")],
               returns={"type": "string", "description": "The next free VMID."})
 async def next_id(ctx: Ctx, p: dict) -> str:
-    """The lowest free VMID; with `vmid`, check that one is free. Returns a string, as Proxmox does.
-
-    Linearizable: a read barrier first, so a VMID taken through any node before this call is seen taken.
-    """
-    await ctx.node.read_barrier()
-    with ctx.node.read() as s:
-        if "vmid" in p:
-            if s.vmid_taken(p["vmid"], ctx.now, ctx.user):
-                raise ParamErrors({"vmid": f"VM {p['vmid']} already exists"})
-            return str(p["vmid"])
-        vmid = s.next_free_vmid(ctx.now)
-    if vmid is None:
-        raise Rejection(500, "unable to get any free VMID in range [100, 999999999]")
-    return str(vmid)
+    """The lowest free VMID; with `vmid`, check that one is free (linearizable: api/services/cluster.py).
+    Returns a string, as Proxmox does."""
+    return str(await cluster.next_id(ctx, p.get("vmid")))
 
 
 # Row shapes of /cluster/resources, per type, as pve-manager's `PVE/API2/Cluster.pm` resources and

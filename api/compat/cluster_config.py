@@ -52,8 +52,9 @@ async def add_node(ctx: Ctx, p: dict) -> dict:
     """(Called by a joining node.) Admit it to the Raft membership and the node list, in the background:
     the change commits only once the joiner follows the log, keyed with the Raft key answered here
     (`raft_key`, with the cluster CA and the join information)."""
-    return cluster.admit(ctx, p["node"], p["raft_addr"], p["new_node_ip"], p.get("apiport", 8006),
+    info = cluster.admit(ctx, p["node"], p["raft_addr"], p["new_node_ip"], p.get("apiport", 8006),
                          p.get("fingerprint", ""))
+    return {**cluster.join_secrets(ctx), **info}
 
 
 @API.endpoint("DELETE", "/cluster/config/nodes/{node}",

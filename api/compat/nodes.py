@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from api.compat.cluster import NODE_FIGURES, NODE_KEYS, node_resources
 from api.context import Ctx, Reply
-from api.errors import forbidden
 from api.native.figures import remote_figures
 from api.registry import API
 from api.returns import STR, array, obj, one_of
-from api.schema import NODE, UPID_PATH, Param, ParamErrors
-from engine import commands as cmd
-from engine.errors import not_found
+from api.schema import NODE, UPID_PATH, Param
+from api.services import tasks as task_service
 from engine.upid import Upid
 
 # pve-manager `PVE/API2/Nodes.pm` index: the /cluster/resources node row (without `cgroup-mode`) and the node's
@@ -44,31 +42,11 @@ async def list_nodes(ctx: Ctx, p: dict) -> list:
     return rows
 
 
-def _task(ctx: Ctx, node: str, upid: str) -> dict:
-    try:
-        Upid.parse(upid)
-    except ValueError as exc:
-        raise ParamErrors({"upid": str(exc)}) from None
-    with ctx.node.read() as s:
-        task = s.tasks.get(upid)
-        if task is None or task["node"] != node:
-            raise not_found(f"no such task '{upid}'")
-        task = dict(task)
-    if not _owns(ctx, task) and not ctx.can("Sys.Audit", f"/nodes/{node}"):
-        raise forbidden("Sys.Audit", f"/nodes/{node}")
-    return task
-
-
-def _owns(ctx: Ctx, task: dict) -> bool:
-    """A user owns the tasks it (or one of its tokens) started."""
-    return task["user"] == ctx.user or task["user"].partition("!")[0] == ctx.user
-
-
 @API.endpoint("GET", "/nodes/{node}/tasks/{upid}/status", params=[NODE, UPID_PATH],
               returns={"type": "object"})
 async def task_status(ctx: Ctx, p: dict) -> dict:
     """A task's status: `running`, or `stopped` with its `exitstatus`."""
-    task = _task(ctx, p["node"], p["upid"])
+    task = task_service.task_or_404(ctx, p["node"], p["upid"])
     parsed = Upid.parse(task["upid"])
     out = {"upid": task["upid"], "node": task["node"], "pid": parsed.pid, "pstart": parsed.pstart,
            "starttime": task["starttime"], "type": task["type"], "id": task["id"], "user": task["user"],
@@ -84,7 +62,7 @@ async def task_status(ctx: Ctx, p: dict) -> dict:
               returns={"type": "array", "items": {"type": "object"}})
 async def task_log(ctx: Ctx, p: dict) -> Reply:
     """A task's log lines as `{n, t}`, with `total`."""
-    task = _task(ctx, p["node"], p["upid"])
+    task = task_service.task_or_404(ctx, p["node"], p["upid"])
     live = ctx.rt.reconciler.live_log(task["upid"]) if ctx.rt.reconciler is not None else None
     lines = (live if task["status"] == "running" and live is not None else task["log"]) or ["no content"]
     start, limit = p.get("start", 0), p.get("limit", 50)
@@ -117,7 +95,7 @@ async def list_tasks(ctx: Ctx, p: dict) -> Reply:
     with ctx.node.read() as s:
         tasks = [dict(t) for t in s.tasks.values() if t["node"] == p["node"]]
     if not see_all:
-        tasks = [t for t in tasks if _owns(ctx, t)]
+        tasks = [t for t in tasks if task_service.owns(ctx, t)]
     rows = []
     for task in sorted(tasks, key=lambda t: (t["starttime"], t["upid"]), reverse=True):
         running = task["status"] == "running"
@@ -151,19 +129,15 @@ async def list_tasks(ctx: Ctx, p: dict) -> Reply:
               returns={"type": "array", "items": {"type": "object"}})
 async def task_index(ctx: Ctx, p: dict) -> list:
     """Directory index."""
-    _task(ctx, p["node"], p["upid"])
+    task_service.task_or_404(ctx, p["node"], p["upid"])
     return [{"name": "log"}, {"name": "status"}]
 
 
 @API.endpoint("DELETE", "/nodes/{node}/tasks/{upid}", params=[NODE, UPID_PATH], returns={"type": "null"})
 async def stop_task(ctx: Ctx, p: dict) -> None:
     """Stop a running task."""
-    task = _task(ctx, p["node"], p["upid"])
-    if not _owns(ctx, task) and not ctx.can("Sys.Modify", f"/nodes/{p['node']}"):
-        raise forbidden("Sys.Modify", f"/nodes/{p['node']}")
-    await ctx.node.submit(cmd.AbortTask(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, upid=p["upid"]))
+    await task_service.stop(ctx, p["node"], p["upid"])
     return None
-
 
 RECENT_TASKS_PER_NODE = 25  # Proxmox's `active_workers`: a node's running tasks, then its newest finished ones
 
@@ -186,7 +160,7 @@ async def cluster_tasks(ctx: Ctx, p: dict) -> list:
         running = [t for t in listed if t["status"] == "running"]
         finished = [t for t in listed if t["status"] != "running"]
         for task in running + finished[:max(0, RECENT_TASKS_PER_NODE - len(running))]:
-            if not see_all and not _owns(ctx, task):
+            if not see_all and not task_service.owns(ctx, task):
                 continue
             row = _task_row(task)
             del row["pstart"]

@@ -8,8 +8,6 @@ Proxmox's 3 s delay), 403, 404, 409 and 400 from the engine's access commands.
 
 from __future__ import annotations
 
-import uuid
-
 import trio
 
 from api import auth
@@ -90,7 +88,7 @@ async def create_token(ctx: Ctx, userid: str, tokenid: str, privsep: int = 1, ex
     """`POST /access/users/{userid}/token/{tokenid}`: `{"full-tokenid", "info", "value"}`; the secret (a UUID) is
     in this answer only, the log keeps its hash."""
     check_token_rights(ctx, userid)
-    secret = str(uuid.uuid4())
+    secret = ctx.node.new_uuid()
     await ctx.node.submit(acc.SetToken(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, userid=userid,
                                        tokenid=tokenid, create=True, secret_hash=hash_secret(secret), privsep=privsep,
                                        expire=expire, comment=comment))

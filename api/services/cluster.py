@@ -12,6 +12,7 @@ arrives with the log. Every call here that changes the membership is root@pam's 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -26,7 +27,7 @@ from api.pinning import fetch_certificate, fingerprint, pinned_context, verify_f
 from api.schema import ParamErrors
 from engine import commands as cmd
 from engine.bridge import NoQuorum
-from engine.errors import not_found
+from engine.errors import Rejection
 from engine.node import Node
 
 log = structlog.get_logger("gpve.cluster")
@@ -65,49 +66,86 @@ def nodes(ctx: Ctx) -> list[dict]:
 
 def admit(ctx: Ctx, name: str, raft_addr: str, ip: str, api_port: int, fingerprint: str) -> dict:
     """(On a member, for a joining node.) Start admitting it, in the background: the Raft membership change
-    commits only once the joiner follows the log, keyed with the Raft key answered here (`raft_key`, with the
-    cluster CA `ca_cert`/`ca_key` and the join information). 409 when another node has that name."""
+    commits only once the joiner follows the log (keyed with `join_secrets`, which the answer carries too), then
+    the node is registered under this request's id. Returns the join information (`join_info`). 409 when another
+    node has that name, 503 while this member has not caught up."""
     with ctx.node.read() as s:
-        known = s.nodes.get(name)
+        known, admitted_at = s.nodes.get(name), s.applied
     if known and known["raft_addr"] != raft_addr:
         raise ApiError(409, f"node '{name}' already exists in the cluster")
     info = join_info(ctx)
     if not known:
         ctx.rt.spawn(functools.partial(_admit, ctx.node, name, raft_addr, ip, api_port, fingerprint, ctx.user,
-                                       ctx.command_id))
+                                       ctx.command_id, admitted_at))
+    return info
+
+
+def join_secrets(ctx: Ctx) -> dict:
+    """What a member's answer to a joining node hands over, and no other answer: the cluster's Raft key
+    (`raft_key`) and CA (`ca_cert`, `ca_key`)."""
     ssl_dir = os.path.join(ctx.node.spec.data_dir, "ssl")
     with open(os.path.join(ssl_dir, "pve-root-ca.pem")) as f:
         ca_cert = f.read()
     with open(os.path.join(ssl_dir, "pve-root-ca.key")) as f:
         ca_key = f.read()
-    return {"ca_cert": ca_cert, "ca_key": ca_key, "raft_key": ctx.node.raft_key, **info}
+    return {"ca_cert": ca_cert, "ca_key": ca_key, "raft_key": ctx.node.raft_key}
 
 
 async def _admit(node: Node, name: str, raft_addr: str, ip: str, api_port: int, fingerprint: str, user: str,
-                 request_id: str) -> None:
-    """Add the joiner to the Raft membership (one change at a time), then register it."""
+                 request_id: str, admitted_at: int) -> None:
+    """Add the joiner to the Raft membership (one change at a time), then register it. Without quorum for 30 s the
+    admission is dropped (a warning: the joiner's request answers 503 and its admin tries again). An admission
+    that outlives a removal of the node (`admitted_at`: this member's `State.applied` when it began) does neither,
+    or takes its Raft add back: a node that left stays out."""
     try:
+        await node.read_barrier()
+        if _removed_since(node, name, admitted_at):
+            log.warning("join not admitted", joining=name, raft_addr=raft_addr, error="removed meanwhile")
+            return
         await node.change_membership("add", raft_addr)
     except NoQuorum as exc:
-        log.error("join failed", joining=name, raft_addr=raft_addr, error=exc.message)
+        log.warning("join not admitted", joining=name, raft_addr=raft_addr, error=exc.message)
         return
     registered = await node.submit_until_done(cmd.RegisterNode(
         request_id=request_id, ts=node.wall(), user=user, name=name, ip=ip, api_port=api_port, raft_addr=raft_addr,
-        fingerprint=fingerprint))
+        fingerprint=fingerprint, admitted_at=admitted_at))
     if registered is not None:  # a refusal is logged by submit_until_done
         log.info("node joined", joined=name, raft_addr=raft_addr)
+    elif _removed_since(node, name, admitted_at):
+        with contextlib.suppress(NoQuorum):
+            await node.change_membership("remove", raft_addr)
+
+
+def _removed_since(node: Node, name: str, admitted_at: int) -> bool:
+    with node.read() as s:
+        return s.removed_nodes.get(name, -1) >= admitted_at
 
 
 async def remove_node(ctx: Ctx, name: str) -> None:
-    """Remove node `name` from the cluster (refused while it owns guests or runs tasks; 404 if unknown)."""
-    with ctx.node.read() as s:
-        target = dict(s.nodes.get(name) or {})
-    if not target:
-        raise not_found(f"no such cluster node '{name}'")
+    """Remove node `name` from the cluster: from the node list, then from the Raft membership. The engine refuses
+    (404 unknown; 409 while it owns guests or runs tasks). A retry of a removal whose node list entry is already
+    gone is answered from the log's request memory, with the Raft address to finish the membership change with
+    (before, a retry after a lost answer met 404 and the node stayed a Raft member)."""
     if name == ctx.node.name:
         raise ApiError(400, "cannot remove the node you are talking to - ask another member")
-    await ctx.node.submit(cmd.RemoveNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=name))
-    await ctx.node.change_membership("remove", target["raft_addr"])
+    result = await ctx.node.submit(cmd.RemoveNode(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, name=name))
+    await ctx.node.change_membership("remove", result["raft_addr"])
+
+
+async def next_id(ctx: Ctx, vmid: int | None = None) -> int:
+    """`GET /cluster/nextid`: the lowest free VMID, or with `vmid`, that one if free (400 `VM N already exists`
+    otherwise; 500 when none is left). Linearizable: a read barrier first, so a VMID taken through any node before
+    the call is seen taken."""
+    await ctx.node.read_barrier()
+    with ctx.node.read() as s:
+        if vmid is not None:
+            if s.vmid_taken(vmid, ctx.now, ctx.user):
+                raise ParamErrors({"vmid": f"VM {vmid} already exists"})
+            return vmid
+        free = s.next_free_vmid(ctx.now)
+    if free is None:
+        raise Rejection(500, "unable to get any free VMID in range [100, 999999999]")
+    return free
 
 
 async def join(ctx: Ctx, hostname: str, password: str, expected: str) -> str:

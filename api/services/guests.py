@@ -61,19 +61,14 @@ def _entropy(ctx: Ctx) -> str:
     return hashlib.sha256(ctx.node.new_request_id().encode()).hexdigest()
 
 
-def _uuid(ctx: Ctx) -> str:
-    h = _entropy(ctx)
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
-
-
 def new_guest_config(ctx: Ctx, values: dict) -> dict:
     """The config of a new guest: the given keys (`cipassword` hashed), MACs for NICs given without one, and the
     ids Proxmox generates on create (`smbios1` uuid, `vmgenid`)."""
     conf = cloudinit.with_hashed_password(with_macs(ctx, values), values.get("ostype"), _entropy(ctx))
     if isinstance(conf.get("memory"), str) and conf["memory"].isdigit():
         conf["memory"] = int(conf["memory"])
-    conf.setdefault("smbios1", f"uuid={_uuid(ctx)}")
-    conf.setdefault("vmgenid", _uuid(ctx))
+    conf.setdefault("smbios1", f"uuid={ctx.node.new_uuid()}")
+    conf.setdefault("vmgenid", ctx.node.new_uuid())
     return conf
 
 

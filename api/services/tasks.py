@@ -1,4 +1,5 @@
-"""Tasks: starting a guest task (its intent in the log, run by the guest's node) and waiting for it.
+"""Tasks: starting a guest task (its intent in the log, run by the guest's node), waiting for it, finding one the
+caller may see, and stopping it (pve-manager's `PVE/API2/Tasks.pm`).
 
 Used by every interface; the task's kind (engine/tasks.py) decides its lock and which parameters it takes.
 """
@@ -8,10 +9,12 @@ from __future__ import annotations
 import trio
 
 from api.context import Ctx
+from api.errors import forbidden
 from api.schema import ParamErrors
 from engine import commands as cmd
 from engine import tasks
-from engine.errors import Rejection
+from engine.errors import Rejection, not_found
+from engine.upid import Upid
 
 
 async def start_task(ctx: Ctx, node: str, vmid: int, task_type: str, intent: dict | None = None, *,
@@ -45,3 +48,34 @@ async def wait_task(ctx: Ctx, upid: str, timeout: float = 600.0) -> dict:
             with trio.move_on_after(1.0):
                 await changed.wait()
     raise Rejection(500, f"got timeout waiting for task {upid}")
+
+
+def owns(ctx: Ctx, task: dict) -> bool:
+    """A user owns the tasks it (or one of its tokens) started."""
+    return task["user"] == ctx.user or task["user"].partition("!")[0] == ctx.user
+
+
+def task_or_404(ctx: Ctx, node: str, upid: str) -> dict:
+    """A copy of task `upid` of `node`, for its owner or a holder of Sys.Audit on the node. 400 for a malformed
+    UPID, 404 when `node` has no such task, 403 otherwise."""
+    try:
+        Upid.parse(upid)
+    except ValueError as exc:
+        raise ParamErrors({"upid": str(exc)}) from None
+    with ctx.node.read() as s:
+        task = s.tasks.get(upid)
+        if task is None or task["node"] != node:
+            raise not_found(f"no such task '{upid}'")
+        task = dict(task)
+    if not owns(ctx, task) and not ctx.can("Sys.Audit", f"/nodes/{node}"):
+        raise forbidden("Sys.Audit", f"/nodes/{node}")
+    return task
+
+
+async def stop(ctx: Ctx, node: str, upid: str) -> None:
+    """`DELETE /nodes/{node}/tasks/{upid}`: ask the task to stop (its node aborts it; one that runs to its end, as
+    a destroy, goes on). Someone else's task needs Sys.Modify on the node, as Proxmox's `stop_task`."""
+    task = task_or_404(ctx, node, upid)
+    if not owns(ctx, task) and not ctx.can("Sys.Modify", f"/nodes/{node}"):
+        raise forbidden("Sys.Modify", f"/nodes/{node}")
+    await ctx.node.submit(cmd.AbortTask(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, upid=upid))
