@@ -57,8 +57,12 @@ def _log(suite: dict, directory: str) -> list[str]:
     writers = sorted({int(r["writers"]) for r in rows})
     if latencies:
         for size in sizes:
-            fig, axes = plt.subplots(1, len(writers), figsize=(4 * len(writers), 3.8), squeeze=False)
-            for ax, w in zip(axes[0], writers, strict=True):
+            cols = min(3, len(writers))
+            rows_ = -(-len(writers) // cols)
+            fig, axes = plt.subplots(rows_, cols, figsize=(4.3 * cols, 3.6 * rows_), squeeze=False)
+            for ax in axes.flat[len(writers):]:
+                ax.set_visible(False)
+            for ax, w in zip(axes.flat, writers, strict=False):
                 for system, color in zip(systems, ("C0", "C1", "C2"), strict=True):
                     pct = latencies.get(f"{system} {size} {w}")
                     if pct:
