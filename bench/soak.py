@@ -1,6 +1,6 @@
 """Memory under a write soak: 64 clients update guest configs (`PUT …/config`) on one node for N minutes while the
 node's RSS is sampled every 10 s; then the clients stop and the node idles for a minute (is memory given back?).
-The peer: a one-member etcd under the same 64 clients (a put of a value of the same size through its v3 HTTP
+The peer: a one-member etcd under the same 64 clients (a put of the same description value through its v3 HTTP
 gateway), its RSS sampled alike. The journal's size shows the compactions (`gpve serve --log-compaction`)."""
 
 from __future__ import annotations
