@@ -18,6 +18,7 @@ from api.logs import configure_logging
 from api.tls import adopt_cluster_ca, certificate_fingerprint, ensure_node_certificate
 from engine.hub import CAPACITY as EVENT_BUFFER
 from engine.private import private_dir, read_or_create
+from engine.replog import default_conf
 
 MIN_CLUSTER_KEY = 32  # characters of a --cluster-key-file
 
@@ -85,7 +86,9 @@ def serve(args: argparse.Namespace) -> None:
         load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
                     certificate_fingerprint(cert), host_static())
+    entries, seconds = args.log_compaction
     node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer,
+                logCompactionMinEntries=entries, logCompactionMinTime=seconds,
                 **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
     runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval, args.vcluster_ready_timeout)
     registry = load_endpoints()
@@ -199,6 +202,20 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
 
+LOG_COMPACTION = "{logCompactionMinEntries}:{logCompactionMinTime}".format(**default_conf())
+
+
+def _compaction(text: str) -> tuple[int, float]:
+    """`ENTRIES:SECONDS`: pysyncobj's logCompactionMinEntries and logCompactionMinTime."""
+    try:
+        entries, seconds = text.split(":")
+        value = int(entries), float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be ENTRIES:SECONDS, e.g. 20000:600") from None
+    if value[0] < 2 or value[1] <= 0:
+        raise argparse.ArgumentTypeError("ENTRIES must be at least 2 and SECONDS positive")
+    return value
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gpve", description="Proxmox-VE-compatible cluster manager")
@@ -226,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
                         "a reader resuming from an older id is told to resync")
     s.add_argument("--vcluster-ready-timeout", type=_positive, default=600.0, metavar="SECONDS",
                    help="how long creating or scaling a vCluster waits for its API server (default 600)")
+    s.add_argument("--log-compaction", type=_compaction, default=LOG_COMPACTION, metavar="ENTRIES:SECONDS",
+                   help="snapshot the state and drop the journal's entries once it holds more than ENTRIES entries or "
+                        "SECONDS have passed since the last time (default %(default)s)")
     s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
                    "default), or 'off'")
     from api import cluster_cli

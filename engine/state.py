@@ -31,7 +31,8 @@ class State:
     guests: dict[int, dict] = field(default_factory=dict)
     reservations: dict[int, dict] = field(default_factory=dict)
     tasks: dict[str, dict] = field(default_factory=dict)
-    # request id -> (command timestamp, result); insertion ordered, pruned from the front
+    # request id -> [command timestamp, result, or None for {"ok": {}}]; insertion ordered, pruned from the front
+    # (engine.machine: `remembered`, REQUEST_MEMORY_MAX)
     requests: dict[str, list] = field(default_factory=dict)
     cluster_log: list[dict] = field(default_factory=list)
     # access control: kind (user, group, role, pool, acl) -> key -> record

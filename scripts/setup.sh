@@ -52,7 +52,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$want_test" = test ] || [ "$want_test" = bench ]; then
-    quiet_pip -e '.[test]'
+    if [ "$want_test" = bench ]; then quiet_pip -e '.[test,bench]'; else quiet_pip -e '.[test]'; fi
     # npm clients for the client-compatibility tests (cached outside the repo): `proxmox-api` (REST), and
     # @grpc/grpc-js with @grpc/proto-loader (gRPC, loading proto/gpve/v1 at run time)
     npm_dir="${GPVE_NPM_DIR:-$HOME/.cache/gpve/npm}"
