@@ -62,8 +62,9 @@ class Sampler:
         self.sample_host(now)
         with self.node.read() as s:
             mine = {vmid: dict(g["conf"]) for vmid, g in s.guests.items() if g["node"] == self.node.name}
+        live = self.driver.with_pidfile()
         for i, (vmid, conf) in enumerate(sorted(mine.items())):
-            await self.sample_guest(vmid, conf, now)
+            await self.sample_guest(vmid, conf, now, maybe_running=vmid in live)
             if i % YIELD_EVERY == YIELD_EVERY - 1:  # a stopped guest's sample never waits: let requests through
                 await trio.sleep(0)
         self.store.keep({f"node/{self.node.name}"} | {f"qemu/{vmid}" for vmid in mine})
@@ -90,9 +91,11 @@ class Sampler:
             "swaptotal": mem["swaptotal"], "swapused": mem["swapused"], "roottotal": root["total"],
             "rootused": root["used"], "netin": netin, "netout": netout})
 
-    async def sample_guest(self, vmid: int, conf: dict, now: float) -> None:
+    async def sample_guest(self, vmid: int, conf: dict, now: float, maybe_running: bool = True) -> None:
+        """One guest's figures into its RRD series (and `guests` if it runs); `maybe_running` False: it has no
+        pidfile, so it is not looked for."""
         maxima = self.guest_maxima(conf)
-        pid = self.driver.pid(vmid)
+        pid = self.driver.pid(vmid) if maybe_running else None
         raw = await self.driver.counters(vmid) if pid is not None else None
         if raw is None:
             self.guests.pop(vmid, None)

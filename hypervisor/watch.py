@@ -83,7 +83,9 @@ class GuestWatcher:
     async def _sweep(self) -> None:
         while True:
             await trio.sleep(self.sweep_every)
-            for vmid in sorted(self._my_guests()):
+            live = self.driver.with_pidfile()  # a guest without a pidfile is not running: no need to look
+            for vmid in sorted(vmid for vmid, status in self._my_guests().items()
+                               if vmid in live or status == "running"):
                 status = self._recorded(vmid)  # read again: an observation before may have taken a while
                 if status is None or self._busy(vmid):
                     continue
