@@ -330,6 +330,9 @@ class ParamErrors(Exception):
 class Registry:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
+        self._indexed = -1  # len(endpoints) when the route index was built
+        self._index: dict[tuple[bool, int], dict[tuple[int, ...], dict[tuple[str, ...], list[Endpoint]]]] = {}
+        self._greedy: dict[bool, list[tuple[int, Endpoint]]] = {False: [], True: []}
 
     def children(self, path: str) -> list[str]:
         """The names one level below `path` that a GET serves (a Proxmox directory index: `subdir`s), taken from
@@ -354,17 +357,44 @@ class Registry:
         return register
 
     def resolve(self, method: str, path: str, native: bool = False) -> tuple[Endpoint | None, dict[str, str], bool]:
-        """Find the endpoint; the flag says whether the path exists under another method."""
+        """Find the endpoint (the first declared whose path matches); the flag says whether the path exists under
+        another method. Only the endpoints whose path has as many segments, with the same literal ones, are tried
+        (`_route_index`), and those with a greedy parameter; in declaration order, as a scan of all would."""
+        if self._indexed != len(self.endpoints):
+            self._index, self._greedy = _route_index(self.endpoints)
+            self._indexed = len(self.endpoints)
+        segments = path.strip("/").split("/")
+        ranked = list(self._greedy[native])
+        for positions, table in self._index.get((native, len(segments)), {}).items():
+            ranked += table.get(tuple([segments[i] for i in positions]), ())
+        if len(ranked) > 1:
+            ranked.sort()
+        candidates = [ep for _, ep in ranked]
         path_known = False
-        for ep in self.endpoints:
-            if ep.native != native:
-                continue
+        for ep in candidates:
             m = ep.regex.fullmatch(path)
             if m:
                 if ep.method == method:
                     return ep, m.groupdict(), True
                 path_known = True
         return None, {}, path_known
+
+
+def _route_index(endpoints: list[Endpoint]) -> tuple[dict, dict[bool, list[tuple[int, Endpoint]]]]:
+    """Endpoints (with their declaration rank) by (native, segment count) → positions of their literal segments →
+    those segments' text; and, by `native`, the endpoints with a greedy parameter (`{volume}`: any number of
+    segments), which are always tried."""
+    index: dict = {}
+    greedy: dict[bool, list[tuple[int, Endpoint]]] = {False: [], True: []}
+    for rank, ep in enumerate(endpoints):
+        segments = ep.path.strip("/").split("/")
+        if any(f"{{{name}}}" in ep.path for name in GREEDY):
+            greedy[ep.native].append((rank, ep))
+            continue
+        positions = tuple(i for i, seg in enumerate(segments) if "{" not in seg)
+        index.setdefault((ep.native, len(segments)), {}).setdefault(positions, {}).setdefault(
+            tuple(segments[i] for i in positions), []).append((rank, ep))
+    return index, greedy
 
 
 # Shared standard options, like Proxmox's `get_standard_option`.
