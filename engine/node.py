@@ -10,10 +10,10 @@ import functools
 import itertools
 import json
 import os
+import secrets
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,6 +97,7 @@ class Node:
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.raft_key = raft_key
+        self._id_prefix, self._id_counter = secrets.token_hex(8), itertools.count()
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
         self.hub = EventHub(event_buffer)
@@ -305,7 +306,9 @@ class Node:
         return upid, starttime
 
     def new_request_id(self) -> str:
-        return uuid.uuid4().hex
+        """32 hex digits unique across the cluster and restarts: this process's random half and a counter (a uuid4
+        per request read the kernel's random source each time)."""
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     async def bootstrap(self) -> None:
         """Record this node and the cluster's auth secrets in the log, retrying until quorum."""
