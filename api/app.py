@@ -261,7 +261,11 @@ class Api:
             if reply.content_type:
                 response = Response(reply.data, status=200, content_type=reply.content_type)
             else:
-                body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
+                data = reply.data
+                if reply.encoded:  # rows whose JSON is kept: copied into the answer, not encoded again
+                    known = reply.encoded.get
+                    data = [known(id(row), row) for row in data]
+                body = data if native or endpoint.bare else {"data": data, **reply.extra}
                 response = json_response(200, body, headers=reply.headers)
         except RateLimited as exc:
             verdict = exc.verdict

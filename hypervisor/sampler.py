@@ -44,6 +44,7 @@ class Sampler:
         self.rates: dict[str, float] = {}  # host.io_counters() keys per second over the last interval
         self._io: tuple[float, dict[str, int]] | None = None
         self.guests: dict[int, dict] = {}  # vmid -> GUEST_FIGURES of its last sample (running guests only)
+        self.version = 0  # counts changes to `guests`: what a listing made from them is valid for (api/views.py)
         self._cpu: host.CpuTimes | None = None
         self._guest_cpu: dict[int, tuple[int, float, float]] = {}  # vmid -> (pid, time, cpu seconds)
 
@@ -70,6 +71,7 @@ class Sampler:
         self.store.keep({f"node/{self.node.name}"} | {f"qemu/{vmid}" for vmid in mine})
         for vmid in set(self.guests) - set(mine):
             del self.guests[vmid]
+            self.version += 1
         for vmid in set(self._guest_cpu) - set(mine):
             del self._guest_cpu[vmid]
 
@@ -98,7 +100,8 @@ class Sampler:
         pid = self.driver.pid(vmid) if maybe_running else None
         raw = await self.driver.counters(vmid) if pid is not None else None
         if raw is None:
-            self.guests.pop(vmid, None)
+            if self.guests.pop(vmid, None) is not None:
+                self.version += 1
             self._guest_cpu.pop(vmid, None)
             figures = dict.fromkeys(GUEST_FIGURES, 0)  # as pvestatd records a stopped guest
         else:
@@ -112,6 +115,7 @@ class Sampler:
                        "mem": min(raw["mem"], maxima["maxmem"]) if maxima["maxmem"] else raw["mem"],
                        **{k: raw[k] for k in ("netin", "netout", "diskread", "diskwrite", "uptime")}}
             self.guests[vmid] = figures
+            self.version += 1
             figures = {**figures, "cpu": cpu}  # the RRD records a first sample's cpu as unknown
         self.store.update(f"qemu/{vmid}", GUEST_SOURCES, now, {**maxima, "disk": 0, **figures})
 
