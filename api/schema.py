@@ -277,6 +277,8 @@ class Endpoint:
     text: str = ""  # another content type the answer may have (`format=prometheus`), besides JSON
     upload: str = ""  # a multipart upload: its file's field (the handler reads the body; implies raw_body)
     regex: re.Pattern = field(init=False)
+    _finder: tuple[int, Callable[[str], Param | None]] | None = field(default=None, init=False, repr=False,
+                                                                     compare=False)
 
     def __post_init__(self) -> None:
         pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(1) in GREEDY else '[^/]+'})",
@@ -296,15 +298,42 @@ class Endpoint:
     def validate(self, raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         """Coerce and check every parameter; raise ParamErrors with one message per bad parameter. `partial`: body
         parameters may be missing (an upload's, read by its handler, which checks them with `check_params`)."""
-        return check_params(self.params, raw, partial)
+        if self._finder is None or self._finder[0] != len(self.params):
+            self._finder = (len(self.params), param_finder(self.params))
+        return check_params(self.params, raw, partial, self._finder[1])
 
 
-def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
-    """`raw` checked against the declared `params` (see Endpoint.validate)."""
+def param_finder(params: list[Param]) -> Callable[[str], Param | None]:
+    """`find(key)`: the first of `params` that `matches(key)`, as a scan would find it, by name look-up (a create
+    declares some 300 parameters, most of them families such as `net[n]`)."""
+    exact: dict[str, tuple[int, Param]] = {}
+    family: dict[str, list[tuple[int, Param]]] = {}
+    for i, param in enumerate(params):
+        if param.max_index is None:
+            exact.setdefault(param.name, (i, param))
+        else:
+            family.setdefault(param.name[:-3].rstrip("0123456789"), []).append((i, param))
+
+    def find(key: str) -> Param | None:
+        best = exact.get(key)
+        for i, param in family.get(key.rstrip("0123456789"), ()):
+            if best is not None and best[0] < i:
+                break
+            if param.matches(key):
+                best = (i, param)
+                break
+        return best[1] if best is not None else None
+
+    return find
+
+
+def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False,
+                 find: Callable[[str], Param | None] | None = None) -> dict[str, Any]:
+    """`raw` checked against the declared `params` (see Endpoint.validate); `find`: `param_finder(params)`."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for key, value in raw.items():
-        param = next((p for p in params if p.matches(key)), None)
+        param = find(key) if find is not None else next((p for p in params if p.matches(key)), None)
         if param is None:
             errors[key] = "property is not defined in schema and the schema does not allow additional properties"
             continue
