@@ -97,7 +97,7 @@ class Node:
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.raft_key = raft_key
-        self._id_prefix, self._id_counter = secrets.token_hex(8), itertools.count()
+        self._id_prefix, self._id_counter = "", itertools.count()
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
         self.hub = EventHub(event_buffer)
@@ -308,6 +308,8 @@ class Node:
     def new_request_id(self) -> str:
         """32 hex digits unique across the cluster and restarts: this process's random half and a counter (a uuid4
         per request read the kernel's random source each time)."""
+        if not self._id_prefix:  # made at first use: the simulator's nodes make their ids from its seed instead
+            self._id_prefix = secrets.token_hex(8)
         return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     async def bootstrap(self) -> None:
