@@ -51,7 +51,8 @@ class _Archive:
     def __post_init__(self) -> None:
         self.done = deque(maxlen=self.rows)
 
-    def add(self, t: float, values: list[float | None]) -> None:
+    def add(self, t: float, values: list[float | None], times: int = 1) -> None:
+        """`times` samples of `values` at `t` (the same row taken again and again within one base step)."""
         bucket = int(t // self.width)
         if bucket != self.bucket:
             self._close()
@@ -59,8 +60,8 @@ class _Archive:
             self.sums, self.counts, self.maxes = [0.0] * self.size, [0] * self.size, [-math.inf] * self.size
         for i, v in enumerate(values):
             if v is not None:
-                self.sums[i] += v
-                self.counts[i] += 1
+                self.sums[i] += v * times
+                self.counts[i] += times
                 self.maxes[i] = max(self.maxes[i], v)
 
     def _close(self) -> None:
@@ -90,6 +91,16 @@ class Series:
         self.step = step
         self.archives = [_Archive(step * steps, rows, len(sources)) for steps, rows in ARCHIVES]
         self._counters: dict[str, tuple[float, float]] = {}  # DERIVE source -> (time, last counter)
+        # The last row given to the archives, at time `_at`, and how many more equal rows came since in the same
+        # base step: added at once (weighted) when another row or base step comes, or before a fetch. A stopped
+        # guest's row is the same every sample: one list comparison instead of an update of every archive.
+        self._last: list[float | None] | None = None
+        self._at = 0.0
+        self._repeats = 0
+        self._given: dict[str, float | None] = {}  # the values of the last update and its row, for `repeat`
+        self._row: list[float | None] | None = None
+        self._counted = -math.inf  # when the counters last moved (an update or a repeat)
+        self._again: tuple[list[float | None], list[tuple[str, float]]] | None = None  # repeat's row, counters
 
     def update(self, t: float, values: dict[str, float | None]) -> None:
         """One sample at time `t`: GAUGE values as they are, DERIVE ones as counters; absent means unknown."""
@@ -101,11 +112,45 @@ class Series:
                 self._counters[name] = (t, value)
                 value = (value - last[1]) / (t - last[0]) if last and t > last[0] and value >= last[1] else None
             row.append(None if value is None else float(value))
+        self._given, self._row, self._counted, self._again = values, row, t, None
+        self._add(t, row)
+
+    def repeat(self, t: float) -> None:
+        """`update(t, values)` with the values of the last update (a stopped guest's), without looking at them
+        again: GAUGE values as they were, each DERIVE counter unchanged (a rate of 0; none where it is unknown)."""
+        if self._row is None or t <= self._counted:
+            self.update(t, self._given)
+            return
+        if self._again is None:
+            given = self._given
+            self._again = ([0.0 if kind == DERIVE and given.get(name) is not None else v
+                            for name, kind, v in zip(self.names, self.kinds, self._row, strict=True)],
+                           [(name, given[name]) for name, kind in zip(self.names, self.kinds, strict=True)
+                            if kind == DERIVE and given.get(name) is not None])
+        for name, value in self._again[1]:
+            self._counters[name] = (t, value)
+        self._counted = t
+        self._add(t, self._again[0])
+
+    def _add(self, t: float, row: list[float | None]) -> None:
+        if row == self._last and int(t // self.step) == int(self._at // self.step):
+            self._repeats += 1
+            return
+        self._flush()
         for archive in self.archives:
             archive.add(t, row)
+        self._last, self._at = row, t
+
+    def _flush(self) -> None:
+        """Give the archives the repeated rows held back (same base step: the same row of every archive)."""
+        if self._repeats and self._last is not None:
+            for archive in self.archives:
+                archive.add(self._at, self._last, self._repeats)
+        self._repeats = 0
 
     def fetch(self, timeframe: str, cf: str, now: float) -> list[dict]:
         """Proxmox's `create_rrd_data` answer for `timeframe` and `cf` (`AVERAGE` or `MAX`) at time `now`."""
+        self._flush()
         index, count = TIMEFRAMES[timeframe]
         archive = self.archives[index]
         width = archive.width
@@ -138,6 +183,14 @@ class RrdStore:
         if series is None:
             series = self.series[key] = Series(sources, self.step)
         series.update(t, values)
+
+    def repeat(self, key: str, t: float) -> bool:
+        """`update` of `key` with its last values again (Series.repeat); False if it has none yet."""
+        series = self.series.get(key)
+        if series is None:
+            return False
+        series.repeat(t)
+        return True
 
     def fetch(self, key: str, timeframe: str, cf: str, now: float) -> list[dict]:
         """The points of `key`'s series; none yet: an empty list, as Proxmox answers for a resource without an

@@ -47,6 +47,10 @@ class Sampler:
         self.version = 0  # counts changes to `guests`: what a listing made from them is valid for (api/views.py)
         self._cpu: host.CpuTimes | None = None
         self._guest_cpu: dict[int, tuple[int, float, float]] = {}  # vmid -> (pid, time, cpu seconds)
+        self._maxima: dict[int, tuple[dict, dict]] = {}  # vmid -> (the config they are of, guest_maxima of it)
+        # vmid -> the maxima a stopped guest was last sampled with: while it stays so, its sample repeats the last
+        # (hypervisor/rrd.py `repeat`: 100,000 stopped guests took a quarter of a core)
+        self._stopped: dict[int, dict] = {}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -62,10 +66,16 @@ class Sampler:
     async def sample(self, now: float) -> None:
         self.sample_host(now)
         with self.node.read() as s:
-            mine = {vmid: dict(g["conf"]) for vmid, g in s.guests.items() if g["node"] == self.node.name}
+            mine = {vmid: g["conf"] for vmid, g in s.guests.items() if g["node"] == self.node.name}
+            changed = {vmid: dict(conf) for vmid, conf in mine.items()  # a config is replaced when it changes
+                       if self._maxima.get(vmid, (None,))[0] is not conf}
+        for vmid, conf in changed.items():
+            self._maxima[vmid] = (mine[vmid], self.guest_maxima(conf))
         live = self.driver.with_pidfile()
-        for i, (vmid, conf) in enumerate(sorted(mine.items())):
-            await self.sample_guest(vmid, conf, now, maybe_running=vmid in live)
+        for i, vmid in enumerate(sorted(mine)):
+            maxima = self._maxima[vmid][1]
+            if vmid in live or self._stopped.get(vmid) is not maxima or not self.store.repeat(f"qemu/{vmid}", now):
+                await self.sample_guest(vmid, maxima, now, maybe_running=vmid in live)
             if i % YIELD_EVERY == YIELD_EVERY - 1:  # a stopped guest's sample never waits: let requests through
                 await trio.sleep(0)
         self.store.keep({f"node/{self.node.name}"} | {f"qemu/{vmid}" for vmid in mine})
@@ -74,6 +84,9 @@ class Sampler:
             self.version += 1
         for vmid in set(self._guest_cpu) - set(mine):
             del self._guest_cpu[vmid]
+        for vmid in set(self._maxima) - set(mine):
+            del self._maxima[vmid]
+            self._stopped.pop(vmid, None)
 
     def sample_host(self, now: float) -> None:
         io = host.io_counters()
@@ -93,10 +106,9 @@ class Sampler:
             "swaptotal": mem["swaptotal"], "swapused": mem["swapused"], "roottotal": root["total"],
             "rootused": root["used"], "netin": netin, "netout": netout})
 
-    async def sample_guest(self, vmid: int, conf: dict, now: float, maybe_running: bool = True) -> None:
-        """One guest's figures into its RRD series (and `guests` if it runs); `maybe_running` False: it has no
-        pidfile, so it is not looked for."""
-        maxima = self.guest_maxima(conf)
+    async def sample_guest(self, vmid: int, maxima: dict, now: float, maybe_running: bool = True) -> None:
+        """One guest's figures into its RRD series (and `guests` if it runs); `maxima`: `guest_maxima` of its
+        config; `maybe_running` False: it has no pidfile, so it is not looked for."""
         pid = self.driver.pid(vmid) if maybe_running else None
         raw = await self.driver.counters(vmid) if pid is not None else None
         if raw is None:
@@ -104,7 +116,9 @@ class Sampler:
                 self.version += 1
             self._guest_cpu.pop(vmid, None)
             figures = dict.fromkeys(GUEST_FIGURES, 0)  # as pvestatd records a stopped guest
+            self._stopped[vmid] = maxima
         else:
+            self._stopped.pop(vmid, None)
             vcpus = max(1, min(int(maxima["maxcpu"]), host.cpuinfo()["cpus"]))
             last = self._guest_cpu.get(vmid)
             self._guest_cpu[vmid] = (pid, now, raw["cpu_seconds"])
