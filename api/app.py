@@ -261,10 +261,7 @@ class Api:
             if reply.content_type:
                 response = Response(reply.data, status=200, content_type=reply.content_type)
             else:
-                data = reply.data
-                if reply.encoded:  # rows whose JSON is kept: copied into the answer, not encoded again
-                    known = reply.encoded.get
-                    data = [known(id(row), row) for row in data]
+                data = reply.data if reply.encoded is None else reply.encoded  # kept rows' JSON is copied in
                 body = data if native or endpoint.bare else {"data": data, **reply.extra}
                 response = json_response(200, body, headers=reply.headers)
         except RateLimited as exc:
@@ -312,6 +309,8 @@ def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Rep
         rows = list(reply.data or [])
         total = len(rows)
         reply.data = rows[start:start + limit] if limit else rows[start:]
+        if reply.encoded is not None:
+            reply.encoded = reply.encoded[start:start + limit] if limit else reply.encoded[start:]
     reply.headers["X-Total-Count"] = str(total)
     if limit:
         links = []

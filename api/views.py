@@ -120,19 +120,20 @@ class Views:
             self._memo.popitem(last=False)
         return value
 
-    def encoded(self, rows: list[dict]) -> dict[int, orjson.Fragment]:
-        """Each row's JSON by `id(row)`, for rows that are kept and shared (never changed once made): a row object
-        seen by the last call keeps its JSON. The answer holds no row: valid while the caller holds `rows`."""
+    def encoded(self, rows: list[dict]) -> list[orjson.Fragment]:
+        """Each row's JSON, in order, for rows that are kept and shared (never changed once made): a row object
+        seen by the last call keeps its JSON."""
         from api.app import dump_json  # the one encoder of answers
 
-        old, fresh = self._json, {}
+        old, fresh, out = self._json, {}, []
         for row in rows:
             hit = old.get(id(row))
             if hit is None or hit[0] is not row:
                 hit = (row, orjson.Fragment(dump_json(row)))
             fresh[id(row)] = hit
+            out.append(hit[1])
         self._json = fresh
-        return {key: fragment for key, (_, fragment) in fresh.items()}
+        return out
 
     def grants(self, s, user: str) -> Grants:
         if self._state is not s or self._applied != s.applied:

@@ -118,23 +118,24 @@ async def cluster_resources(ctx: Ctx, p: dict) -> Reply:
     """
     kind = p.get("type")
     remote = await remote_figures(ctx) if kind in (None, "vm", "qemu", "pool", "node") else {}
-    rows: list[dict] = []
+    before: list[dict] = []
     guests = all_guest_rows(ctx, remote) if kind in (None, "vm", "qemu", "pool") else []
     if kind in (None, "pool"):
-        rows += pool_resources(ctx, guests)
-    encoded: dict[int, object] = {}
-    if kind in (None, "vm", "qemu"):
-        visible, encoded = visible_guest_rows(ctx, guests)
-        rows += visible
+        before += pool_resources(ctx, guests)
+    visible, encoded = visible_guest_rows(ctx, guests) if kind in (None, "vm", "qemu") else ([], [])
+    after: list[dict] = []
     if kind in (None, "node"):
-        rows.extend(node_resources(ctx, remote))
+        after.extend(node_resources(ctx, remote))
     if kind in (None, "storage"):
-        rows.extend(storage_resources(ctx))
+        after.extend(storage_resources(ctx))
     if kind is None and ctx.can("SDN.Audit", "/sdn/zones/localnetwork"):
         with ctx.node.read() as s:
             names = sorted(s.nodes)
-        rows += [{"id": f"network/{name}/zone/localnetwork", "type": "network", "network-type": "zone",
-                  "network": "localnetwork", "node": name, "status": "ok"} for name in names]
+        after += [{"id": f"network/{name}/zone/localnetwork", "type": "network", "network-type": "zone",
+                   "network": "localnetwork", "node": name, "status": "ok"} for name in names]
+    rows = before + visible + after
+    if not any(p.get(key) for key in ("status", "node", "pool", "sort")):
+        return Reply(rows, encoded=before + encoded + after)  # the kept guest rows answered with their JSON
     for key in ("status", "node", "pool"):
         if p.get(key):
             rows = [r for r in rows if r.get(key) == p[key]]
@@ -143,7 +144,7 @@ async def cluster_resources(ctx: Ctx, p: dict) -> Reply:
         present = [r for r in rows if key in r]
         present.sort(key=lambda r: (isinstance(r[key], str), r[key]), reverse=p.get("order") == "desc")
         rows = present + [r for r in rows if key not in r]
-    return Reply(rows, encoded=encoded)
+    return Reply(rows)
 
 
 def _declared(figures: dict, keys: dict) -> dict:
@@ -198,14 +199,14 @@ def guest_resources(ctx: Ctx, guests: list[dict]) -> list[dict]:
     return visible_guest_rows(ctx, guests)[0]
 
 
-def visible_guest_rows(ctx: Ctx, guests: list[dict]) -> tuple[list[dict], dict[int, object]]:
+def visible_guest_rows(ctx: Ctx, guests: list[dict]) -> tuple[list[dict], list]:
     """`guest_resources` and each row's JSON (api/views.py `encoded`), kept per caller while `guests` (a kept list
     from `all_guest_rows`) and the state stay the same."""
     with ctx.node.read() as s:
         grants = views(ctx.node).grants(s, ctx.user)
         basis = (guests, s, s.applied)
 
-        def make() -> tuple[list[dict], dict[int, object]]:
+        def make() -> tuple[list[dict], list]:
             rows = []
             for row in guests:
                 if "VM.Audit" not in grants.on_vm(row["vmid"]):
