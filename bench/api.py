@@ -91,7 +91,7 @@ def costed(pid: int, measure_once, seconds: float) -> tuple[float, float, float,
     """`measure_once()`'s (requests/s, p50, p99) and the process's CPU ms per request over it."""
     before = cpu_seconds(pid)
     ops, p50, p99 = measure_once()
-    return ops, p50, p99, (cpu_seconds(pid) - before) * 1000 / max(1.0, ops * seconds)
+    return ops, p50, p99, (cpu_seconds(pid) - before) * 1000 / max(1.0, ops * seconds)  # none done: all of it
 
 
 def wrk(url: str, ticket: str | None, clients: int, seconds: float) -> tuple[float, float, float]:
@@ -185,4 +185,4 @@ def _get(load: str, url: str, ticket: str | None, sessions: list[requests.Sessio
 def _row(name: str, size: int, clients: int, load: str, ours: tuple, floor: tuple) -> tuple:
     (ops, p50, p99, cpu), (fops, fp50, _, fcpu) = ours, floor
     return (name, f"{size:,}", clients, load, f"{ops:.0f}", f"{p50:.1f}", f"{p99:.1f}", f"{cpu:.2f}", f"{fops:.0f}",
-            f"{fp50:.1f}", f"{fcpu:.2f}", f"{fops / ops:.1f}×")
+            f"{fp50:.1f}", f"{fcpu:.2f}", f"{fops / ops:.1f}×" if ops else "–")
