@@ -10,14 +10,15 @@ default 60 s step), each row both the AVERAGE and the MAX of the samples in it. 
 
 `fetch` answers one point per row, oldest first, labelled with the row's end (`time`, an integer); a row
 without samples holds only `time`, as Proxmox leaves unknown values out, and the newest such row is dropped.
-The row still filling is not answered. Memory is bounded: 5 × 70 rows per series, whatever the uptime.
+The row still filling is not answered. Memory is bounded: 5 × 70 rows per series, whatever the uptime (runs of
+rows alike kept once).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 
 GAUGE, DERIVE = "GAUGE", "DERIVE"
@@ -35,21 +36,20 @@ GUEST_TIMEFRAMES = ("hour", "day", "week", "month", "year")
 CFS = ("AVERAGE", "MAX")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Archive:
-    """Rows of `width` seconds: the finished ones (bucket number, averages, maxima), and the one filling."""
+    """Rows of `width` seconds: the finished ones, and the one filling. Finished rows are kept as runs: [first
+    bucket, last bucket, averages, maxima] for consecutive rows alike (a stopped guest's: one run per archive, not
+    70 rows), only as far back as the newest row minus `rows` (older ones are never answered)."""
 
     width: float
     rows: int
     size: int  # data sources
-    done: deque = field(init=False)
+    done: list = field(default_factory=list)  # a list (a deque's block is 600 bytes; this holds a few runs)
     bucket: int | None = None
     sums: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     maxes: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.done = deque(maxlen=self.rows)
 
     def add(self, t: float, values: list[float | None], times: int = 1) -> None:
         """`times` samples of `values` at `t` (the same row taken again and again within one base step)."""
@@ -67,27 +67,39 @@ class _Archive:
     def _close(self) -> None:
         if self.bucket is None:
             return
+        bucket = self.bucket
         avg = array("d", (s / c if c else math.nan for s, c in zip(self.sums, self.counts, strict=True)))
         top = array("d", (m if c else math.nan for m, c in zip(self.maxes, self.counts, strict=True)))
-        self.done.append((self.bucket, avg, top))
+        last = self.done[-1] if self.done else None
+        if last is not None and last[1] == bucket - 1 and last[2].tobytes() == avg.tobytes() \
+                and last[3].tobytes() == top.tobytes():  # bytes: unknown (NaN) values alike too
+            last[1] = bucket
+        else:
+            self.done.append([bucket, bucket, avg, top])
+        oldest = bucket - self.rows + 1
+        while self.done[0][1] < oldest:
+            del self.done[0]
+        self.done[0][0] = max(self.done[0][0], oldest)
 
     def finished(self, now: float) -> dict[int, tuple[array, array]]:
         """The finished rows by bucket number (the filling one too once `now` is past its end)."""
-        rows = {b: (avg, top) for b, avg, top in self.done}
         if self.bucket is not None and (self.bucket + 1) * self.width <= now:
             self._close()
             self.bucket = None
-            b, avg, top = self.done[-1]
-            rows[b] = (avg, top)
-        return rows
+        return {b: (avg, top) for first, last, avg, top in self.done for b in range(first, last + 1)}
+
+
+@functools.cache
+def _columns(sources: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Names and kinds of `sources`, shared by every series of them."""
+    return tuple(name for name, _ in sources), tuple(kind for _, kind in sources)
 
 
 class Series:
     """One resource's data sources and archives; `step` is the base step in seconds."""
 
     def __init__(self, sources: tuple[tuple[str, str], ...], step: float) -> None:
-        self.names = [name for name, _ in sources]
-        self.kinds = [kind for _, kind in sources]
+        self.names, self.kinds = _columns(sources)
         self.step = step
         self.archives = [_Archive(step * steps, rows, len(sources)) for steps, rows in ARCHIVES]
         self._counters: dict[str, tuple[float, float]] = {}  # DERIVE source -> (time, last counter)
