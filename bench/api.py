@@ -33,15 +33,15 @@ POOL_USER, POOL_PASSWORD, POOL = "bench@pve", "bench-password-1", "bench"
 
 
 def _session(node) -> requests.Session:
-    s = node.session()
-    s.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=4))
-    return s
+    return _login(node.url, "root@pam", node.password)
 
 
 def _login(url: str, user: str, password: str) -> requests.Session:
+    """A logged-in session; patient: a node just filled with 100,000 guests is busy for a while (first samples)."""
     s = requests.Session()
     s.verify, s.trust_env = False, False
-    r = s.post(url + "/access/ticket", data={"username": user, "password": password}, timeout=30)
+    s.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=4))
+    r = s.post(url + "/access/ticket", data={"username": user, "password": password}, timeout=120)
     r.raise_for_status()
     data = r.json()["data"]
     s.cookies.set("PVEAuthCookie", data["ticket"])

@@ -69,8 +69,10 @@ class Sampler:
             mine = {vmid: g["conf"] for vmid, g in s.guests.items() if g["node"] == self.node.name}
             changed = {vmid: dict(conf) for vmid, conf in mine.items()  # a config is replaced when it changes
                        if self._maxima.get(vmid, (None,))[0] is not conf}
-        for vmid, conf in changed.items():
+        for i, (vmid, conf) in enumerate(changed.items()):
             self._maxima[vmid] = (mine[vmid], self.guest_maxima(conf))
+            if i % YIELD_EVERY == YIELD_EVERY - 1:  # 100,000 new configs: seconds without a checkpoint
+                await trio.sleep(0)
         live = self.driver.with_pidfile()
         for i, vmid in enumerate(sorted(mine)):
             maxima = self._maxima[vmid][1]
