@@ -280,7 +280,8 @@ class Api:
             if reply.content_type:
                 response = Response(reply.data, status=200, content_type=reply.content_type, headers=reply.headers)
             else:
-                body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
+                data = reply.data if reply.encoded is None else reply.encoded  # kept rows' JSON is copied in
+                body = data if native or endpoint.bare else {"data": data, **reply.extra}
                 response = json_response(200, body, headers=reply.headers)
         except (RateLimited, ParamErrors, Rejection) as exc:
             verdict = exc.verdict if isinstance(exc, RateLimited) else verdict
@@ -322,6 +323,8 @@ def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Rep
         rows = list(reply.data or [])
         total = len(rows)
         reply.data = rows[start:start + limit] if limit else rows[start:]
+        if reply.encoded is not None:
+            reply.encoded = reply.encoded[start:start + limit] if limit else reply.encoded[start:]
     reply.headers["X-Total-Count"] = str(total)
     if limit:
         links = []

@@ -11,10 +11,10 @@ import hashlib
 import itertools
 import json
 import os
+import secrets
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,6 +98,7 @@ class Node:
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.raft_key = raft_key
+        self._id_prefix, self._id_counter = "", itertools.count()
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
         self.hub = EventHub(event_buffer)
@@ -306,7 +307,11 @@ class Node:
         return upid, starttime
 
     def new_request_id(self) -> str:
-        return uuid.uuid4().hex
+        """32 hex digits unique across the cluster and restarts: this process's random half and a counter (a uuid4
+        per request read the kernel's random source each time)."""
+        if not self._id_prefix:  # made at first use: the simulator's nodes make their ids from its seed instead
+            self._id_prefix = secrets.token_hex(8)
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     def new_uuid(self) -> str:
         """A random UUID (version 4 layout) from this node's id source: unguessable in production (an API token's

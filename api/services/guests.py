@@ -113,7 +113,7 @@ async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
     """Each `import-from` source exists and is an image gpve may import (format, size, no reference to other
     files), read on the guest's node (its storages are local: a request for another node is answered there).
     ParamErrors (400) name the disk, with Proxmox's wording; the task checks again before it copies."""
-    if node != ctx.node.name or not ctx.rt.storages:
+    if node != ctx.node.name:
         return
     for key, value in sorted(values.items()):
         if not DISK_KEY.fullmatch(key):
@@ -124,6 +124,8 @@ async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
             continue  # refused by guest_access.check_values already
         if drive.import_from is None:
             continue
+        if not ctx.rt.storages:  # asked only now: counting the storages looks at each one's directory
+            return
         target = ctx.rt.storages.get(drive.file.partition(":")[0])
         if target is None:
             raise ParamErrors({key: f"storage '{drive.file.partition(':')[0]}' does not exist"})
