@@ -32,7 +32,7 @@ from engine.decide import Decision, decide
 from engine.errors import Rejection, bad_request, conflict, not_found
 from engine.events import Event, TaskStarted
 from engine.roles import privileges_on
-from engine.state import State, apply
+from engine.state import State, apply, put_record
 from engine.volumes import owned_volumes
 
 ISOLATIONS = ("namespace", "vm")
@@ -380,10 +380,7 @@ class VClusterChanged(Event):
 
 @apply.register
 def _(e: VClusterChanged, s: State) -> State:
-    if e.value is None:
-        s.vclusters.pop(e.vc_id, None)
-    else:
-        s.vclusters[e.vc_id] = e.value
+    put_record(s.vclusters, e.vc_id, e.value)
     return s
 
 

@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests import netns
 from tests.guest import build_guest, kernel_args, qemu_missing, serial_text, wait_serial
-from tests.harness import NodeProcess, free_ports, kill_guests, ok
+from tests.harness import node_in, ok
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or ""),
@@ -135,23 +135,15 @@ def guest_dir() -> str:
 def ns(guest_dir):
     """The namespace with bridge vmbr1 carrying 10.77.0.1/24; this thread inside it meanwhile."""
     with netns.Netns() as space:
-        space.ip("link", "add", "vmbr1", "type", "bridge")
-        space.ip("addr", "add", "10.77.0.1/24", "dev", "vmbr1")
-        space.ip("link", "set", "vmbr1", "up")
+        space.bridge("vmbr1", "10.77.0.1/24")
         with space.joined():
             yield space
 
 
 @pytest.fixture(scope="module")
 def node(ns, tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("k8s-standin"))
-    api_port, raft_port, grpc_port = free_ports(3)
-    proc = NodeProcess("n1", os.path.join(base, "n1"), api_port, raft_port, grpc_port=grpc_port, prefix=ns.prefix)
-    proc.start()
-    proc.wait_ready()
-    yield proc
-    proc.stop()
-    kill_guests(proc.data_dir)
+    with node_in(ns.prefix, str(tmp_path_factory.mktemp("k8s-standin"))) as proc:
+        yield proc
 
 
 def tls_get(pki: dict[str, bytes], tmp_path, cert: str | None) -> bytes:

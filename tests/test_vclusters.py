@@ -26,8 +26,7 @@ UNREACHABLE = "the API server at https://10.88.0.2:6443 cannot be reached from n
 def node(tmp_path_factory):
     """n1 in a network namespace of its own with a bridge `gpvebr0` (no address: no route to NET's network)."""
     with netns.Netns() as space:
-        space.ip("link", "add", "gpvebr0", "type", "bridge")
-        space.ip("link", "set", "gpvebr0", "up")
+        space.bridge("gpvebr0")
         with space.joined():
             cluster = Cluster(str(tmp_path_factory.mktemp("vc")), 1)
             cluster.nodes[0].prefix = space.prefix

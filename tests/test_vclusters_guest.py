@@ -33,9 +33,7 @@ MIB = 1 << 20
 @pytest.fixture(scope="module")
 def ns():
     with netns.Netns() as space:
-        space.ip("link", "add", "vmbr0", "type", "bridge")
-        space.ip("addr", "add", "10.77.0.1/24", "dev", "vmbr0")
-        space.ip("link", "set", "vmbr0", "up")
+        space.bridge("vmbr0", "10.77.0.1/24")
         with space.joined():
             yield space
 
