@@ -7,7 +7,6 @@ hands them to commands.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import os
@@ -15,6 +14,7 @@ import secrets
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -314,10 +314,10 @@ class Node:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     def new_uuid(self) -> str:
-        """A random UUID (version 4 layout) from this node's id source: unguessable in production (an API token's
-        secret, a new guest's smbios and vmgenid), seeded under the simulator, which overrides `new_request_id`."""
-        h = hashlib.sha256(self.new_request_id().encode()).hexdigest()
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+        """A random UUID (version 4) of 122 random bits: an API token's secret, a new guest's smbios and vmgenid, a
+        vCluster's id. The simulator derives it from its seeded request ids instead (request ids themselves are
+        a process prefix and a counter: not secret)."""
+        return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
 
     async def bootstrap(self) -> None:
         """Record this node and the cluster's auth secrets in the log, retrying until quorum."""

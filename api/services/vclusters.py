@@ -110,7 +110,7 @@ async def create(ctx: Ctx, name: str, k8s_version: str, isolation: str, resource
             raise ParamErrors({"network.bridge": why})
     with ctx.node.read() as s:  # a failed vCluster's name: it is provisioned anew under its id (its task's UPID too)
         vc_id = next((v["id"] for v in s.vclusters.values() if v["name"] == name), None)
-    vc_id = vc_id or "vc-" + ctx.node.new_request_id()[:10]
+    vc_id = vc_id or "vc-" + ctx.node.new_uuid().replace("-", "")[:10]
     upid, starttime = ctx.node.new_upid(ctx.node.name, "vccreate", vc_id, ctx.user)
     result = await ctx.node.submit(vc_rules.CreateVCluster(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, vc_id=vc_id, name=name, k8s_version=k8s_version,
