@@ -36,6 +36,7 @@ from api.compat.qemu_options import CONFIG_PARAMS
 from api.context import Ctx, Runtime
 from api.schema import ParamErrors
 from api.services import guests
+from api.services.tasks import task_end
 from engine import storage as storage_rules
 from engine import vclusters as vc_rules
 from engine.errors import Rejection, not_found
@@ -313,19 +314,11 @@ class VClusterTasks:
     async def _wait(self, run: TaskRun, upid: str, what: str) -> None:
         """Until task `upid` ends; TaskFailed with its error, or when its node goes offline in the cluster's view."""
         node = Upid.parse(upid).node
-        with trio.move_on_after(STEP_TIMEOUT):
-            while True:
-                changed = self.node.state_changed()
-                with self.node.read() as s:
-                    task = dict(s.tasks.get(upid) or {})
-                if task.get("status") == "stopped":
-                    if task["exitstatus"] != "OK":
-                        raise TaskFailed(f"{what} failed: {task['exitstatus']}")
-                    return
-                self._check_online(node)
-                with trio.move_on_after(1.0):
-                    await changed.wait()
-        raise TaskFailed(f"{what}: got timeout waiting for task {upid}")
+        task = await task_end(self.node, upid, STEP_TIMEOUT, watch=lambda: self._check_online(node))
+        if task is None:
+            raise TaskFailed(f"{what}: got timeout waiting for task {upid}")
+        if task["exitstatus"] != "OK":
+            raise TaskFailed(f"{what} failed: {task['exitstatus']}")
 
     def _check_online(self, node: str) -> None:
         if not self.node.node_online(node):
