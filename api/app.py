@@ -7,7 +7,6 @@ in the spec's format with the message as the HTTP reason phrase, as Proxmox does
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -15,7 +14,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
-import orjson
 import structlog
 import trio
 from quart import Response, request, send_from_directory, websocket
@@ -38,6 +36,7 @@ from api.pinning import member_client
 from api.ratelimit import RateLimiter, Verdict
 from api.schema import Endpoint, ParamErrors, Registry
 from engine.errors import Rejection
+from engine.jsontext import dump_json
 from engine.node import Node
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -99,15 +98,6 @@ async def drain(body, limit: int) -> None:
                 return
     except (ApiError, RequestEntityTooLarge):
         return
-
-
-def dump_json(body: Any) -> bytes:
-    """Compact JSON in UTF-8, by orjson (a listing of 10,000 guests in milliseconds); what orjson refuses (an
-    integer beyond 64 bits) by the standard library, as before."""
-    try:
-        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def json_response(status: int, body: dict, reason: str | None = None, headers: dict | None = None) -> Response:

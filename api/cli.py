@@ -87,7 +87,7 @@ def serve(args: argparse.Namespace) -> None:
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
                     certificate_fingerprint(cert), host_static())
     entries, seconds = args.log_compaction
-    node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer,
+    node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer, hold_heap=True,
                 logCompactionMinEntries=entries, logCompactionMinTime=seconds,
                 **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
     runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval, args.vcluster_ready_timeout)
@@ -116,7 +116,7 @@ def serve(args: argparse.Namespace) -> None:
     async def adopt_ca(ca_cert: str, ca_key: str) -> None:
         adopt_cluster_ca(ssl_dir, ca_cert, ca_key, args.name, [args.listen])
         spec.fingerprint = certificate_fingerprint(cert)
-        await node.submit_until_done(node.registration(), retry_every=0.5)
+        await node.register()
 
         async def restart_soon() -> None:
             await trio.sleep(0.5)  # let the join request's answer leave first

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from engine.jsontext import dump_json
 from engine.roles import privileges_below, privileges_on
 
 USERS_KEPT = 64  # users' grants kept per applied index
@@ -123,8 +124,6 @@ class Views:
     def encoded(self, rows: list[dict]) -> list[orjson.Fragment]:
         """Each row's JSON, in order, for rows that are kept and shared (never changed once made): a row object
         seen by the last call keeps its JSON."""
-        from api.app import dump_json  # the one encoder of answers
-
         old, fresh, out = self._json, {}, []
         for row in rows:
             hit = old.get(id(row))

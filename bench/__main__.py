@@ -9,8 +9,8 @@ in this run; one table per suite (no suite named: all of them); `--plot` draws t
            commit) against etcd (fsync on) and bare pysyncobj (its defaults), the same payload.
 - writes:  replicated writes through each system's API on a 3-node loopback cluster (gpve: creating a guest
            through /api2/json; etcd: a put through its v3 HTTP gateway), 1 and 64 clients.
-- join:    the time for the Nth node to join a cluster holding 10,000 guests (etcd: 10,000 keys) and
-           catch up.
+- join:    the time for the Nth node to join a cluster holding 10,000 guests (etcd: 10,000 keys; `--huge`: also
+           100,000) and catch up.
 - guest:   start-to-running, a disk snapshot, a snapshot with RAM and stop-to-stopped through the API, against
            the same QEMU command line driven by hand over QMP (`guests`: the same).
 - grpc:    reading one guest by unary gRPC (GuestService.Get) against REST (GET …/status/current), 1 and 32
@@ -44,7 +44,7 @@ SUITES = {
     "scale": ("What guests cost a node (configs only)", scale.run, True),
     "log": ("Replicated commits on loopback: the engine's log, etcd, bare pysyncobj", log.run, True),
     "writes": ("Replicated writes, 3 nodes on loopback", writes.run, False),
-    "join": ("Joining a node to a cluster with 10,000 guests / keys", join.run, False),
+    "join": ("Joining a node to a cluster with 10,000 guests / keys (--huge: also 100,000)", join.run, True),
     "guest": ("Guest operations, test guest under software emulation (median of 5)", guest_ops.run, False),
     "grpc": ("Reading one guest: gRPC against REST, one node on loopback", grpc_get.run, False),
     "events": ("Events: WebSocket stream against polling, 3 nodes on loopback", events.run, False),

@@ -9,12 +9,12 @@ before them raises `TooOld`, telling the client to resync from the current state
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from engine.jsontext import dump_json
 from engine.public_events import describe
 from engine.state import State
 
@@ -33,8 +33,9 @@ class PublicEvent:
     @classmethod
     def made(cls, id: int, type: str, timestamp: float, data: dict) -> PublicEvent:  # noqa: A002 - the spec's names
         """The event with its JSON text, so that each stream sends it without encoding it again."""
-        event = cls(id, type, timestamp, data)
-        return replace(event, wire=json.dumps(event.to_dict(), separators=(",", ":")))
+        when = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        wire = dump_json({"id": id, "type": type, "timestamp": when, "data": data}).decode()
+        return cls(id, type, timestamp, data, wire)
 
     @property
     def index(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import os
 import secrets
 import shutil
@@ -23,6 +24,7 @@ import structlog
 import trio
 
 from engine import commands as cmd
+from engine import heap
 from engine.bridge import LogBridge, NoQuorum
 from engine.errors import Rejection
 from engine.hub import CAPACITY as EVENT_BUFFER
@@ -93,7 +95,10 @@ class Node:
     machine_class: Callable[..., Machine] = Machine
 
     def __init__(self, spec: NodeSpec, ticket_key_pem: str, csrf_secret: str, raft_key: str | None = None,
-                 event_buffer: int = EVENT_BUFFER, **raft_conf) -> None:
+                 event_buffer: int = EVENT_BUFFER, hold_heap: bool = False, **raft_conf) -> None:
+        self.hold_heap = hold_heap  # `gpve serve` (one node per process): engine.heap while the log replays
+        if hold_heap:
+            heap.hold()
         self.spec = spec
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
@@ -132,6 +137,8 @@ class Node:
             self.nursery = nursery
             await nursery.start(self.bridge.run)
             nursery.start_soon(self.bootstrap)
+            if self.hold_heap:
+                nursery.start_soon(self._settle_heap)
             if reconciler is not None:
                 await nursery.start(reconciler.run)
             if watcher is not None:
@@ -142,6 +149,13 @@ class Node:
                 await nursery.start(server)
             task_status.started()
         self.nursery = None
+
+    async def _settle_heap(self) -> None:
+        """Once caught up, let the collector run again (engine/heap.py)."""
+        await self.wait_caught_up(math.inf)
+        frozen, seconds = heap.settle()
+        log.info("state loaded", guests=len(self.machine.state.guests), objects_frozen=frozen,
+                 collect_ms=round(seconds * 1000, 1))
 
     def is_leader(self) -> bool:
         """This node leads the log now (Raft's leader: it may lose that at any time)."""
@@ -196,6 +210,10 @@ class Node:
         with self.lock:
             self.machine.state = State()
             self.hub.reset(0)
+        self._synced = False  # caught up once this node's registration in the cluster's log commits (`register`)
+        if self.hold_heap:  # the cluster's state comes next
+            heap.hold()
+            self.spawn(self._settle_heap)
         save_raft_key(self.spec.data_dir, raft_key)
         self.raft_key = raft_key
         self.spec.peers = dict(peers)
@@ -318,6 +336,12 @@ class Node:
         vCluster's id. The simulator derives it from its seeded request ids instead (request ids themselves are
         a process prefix and a counter: not secret)."""
         return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+
+    async def register(self) -> None:
+        """Record this node (address, certificate) in the log, retrying until it commits. After a join this is
+        the node's first command in the cluster's log: once it has applied here, so has everything before it."""
+        await self.submit_until_done(self.registration(), retry_every=0.5)
+        self._synced = True
 
     async def bootstrap(self) -> None:
         """Record this node and the cluster's auth secrets in the log, retrying until quorum."""

@@ -31,15 +31,23 @@ socket.inet_ntop = _socket.inet_ntop
 
 # Names this module depends on, checked by the test suite.
 PRIVATE_NAMES = {
-    "module": ["createJournal", "monotonicTime"],
+    "module": ["createJournal", "monotonicTime", "FAIL_REASON", "SyncObjExceptionWrongVer", "_RAFT_STATE", "pickle",
+               "logger"],
     "tcp_connection": ["monotonicTime"],
     "SyncObj": ["_SyncObj__sendAppendEntries", "_SyncObj__generateRaftTimeout", "_poller",
-                "_SyncObj__raftLog"],
+                "_SyncObj__raftLog", "_SyncObj__applyLogEntries", "_SyncObj__raftCommitIndex",
+                "_SyncObj__raftLastApplied", "_SyncObj__commandsWaitingCommit", "_SyncObj__doApplyCommand",
+                "_SyncObj__getEntries", "_SyncObj__getPrevLogIndexTerm", "_SyncObj__raftNextIndex",
+                "_SyncObj__raftState", "_SyncObj__raftElectionDeadline", "_SyncObj__transferInProgress",
+                "_SyncObj__newAppendEntriesTime", "_SyncObj__transport", "_SyncObj__serializer",
+                "_SyncObj__connectedNodes", "_SyncObj__otherNodes", "_SyncObj__readonlyNodes",
+                "_SyncObj__raftCurrentTerm", "_SyncObj__selfCodeVersion"],
     "Transport": ["_onMessageReceived"],
     "TCPTransport": ["_onIncomingMessageReceived", "_onNewIncomingConnection", "_syncObj", "_nodeAddrToNode",
                      "_unknownConnections", "_connections"],
     "TcpConnection": ["sendRandKey", "_TcpConnection__tryReadBuffer", "_TcpConnection__socket",
-                      "_TcpConnection__readBuffer", "_TcpConnection__recvBufferSize", "_TcpConnection__lastReadTime"],
+                      "_TcpConnection__readBuffer", "_TcpConnection__writeBuffer", "_TcpConnection__recvBufferSize",
+                      "_TcpConnection__lastReadTime"],
 }
 
 _journals: dict[str, Journal] = {}
@@ -85,9 +93,130 @@ def set_clock(clock: Callable[[], float]) -> Callable[[], float]:
     return previous
 
 
+def now() -> float:
+    """pysyncobj's monotonic clock (the simulator's, under simulation)."""
+    return _syncobj.monotonicTime()
+
+
 def override_raft_timeout(cls: type, timeout: Callable[[SyncObj], float]) -> None:
     """Give `cls` (a SyncObj subclass) its own election timeout (the simulator's seeded one, a lone member's)."""
     cls._SyncObj__generateRaftTimeout = timeout
+
+
+def apply_committed(obj: SyncObj, budget: float) -> bool:
+    """Apply committed entries in order, as pysyncobj's `__applyLogEntries` does, but stop once `budget` seconds of
+    its clock have passed; True when committed entries are left for the next tick.
+
+    pysyncobj applies everything committed in one tick, and its tick thread reads no message meanwhile: a node
+    catching up on a large log (a joiner given 100,000 guests) went silent for seconds, so its leader stepped down
+    (`leaderFallbackTimeout`) and it stood for election itself. In slices, it answers between them."""
+    commit, applied = obj._SyncObj__raftCommitIndex, obj._SyncObj__raftLastApplied
+    if commit <= applied:
+        return False
+    deadline = _syncobj.monotonicTime() + budget
+    waiting = obj._SyncObj__commandsWaitingCommit
+    for command, idx, term in obj._SyncObj__getEntries(applied + 1, commit - applied):
+        try:
+            subscribers = waiting.pop(idx, [])
+            result = obj._SyncObj__doApplyCommand(command)
+            for subscribed_term, callback in subscribers:
+                if subscribed_term == term:
+                    callback(result, _syncobj.FAIL_REASON.SUCCESS)
+                else:
+                    callback(None, _syncobj.FAIL_REASON.DISCARDED)
+            obj._SyncObj__raftLastApplied += 1
+        except _syncobj.SyncObjExceptionWrongVer as exc:
+            _syncobj.logger.error("request to switch to unsupported code version (self version: %d, requested "
+                                  "version: %d)", obj._SyncObj__selfCodeVersion, exc.ver)
+        if _syncobj.monotonicTime() >= deadline:
+            return obj._SyncObj__raftLastApplied < commit
+    return False
+
+
+def unsent_bytes(obj: SyncObj, node) -> int:
+    """Bytes queued for `node` on its connection and not yet taken by the socket (0 without a TCP connection: the
+    simulator's transport delivers messages itself)."""
+    conn = getattr(obj._SyncObj__transport, "_connections", {}).get(node)
+    return len(getattr(conn, "_TcpConnection__writeBuffer", b""))
+
+
+def room_to_catch_up(obj: SyncObj, room: int) -> bool:
+    """On the leader: whether a follower has entries left to send and fewer than `room` bytes waiting on its TCP
+    connection (`send_append_entries` stopped at its backlog and the socket has taken it since)."""
+    connections = getattr(obj._SyncObj__transport, "_connections", {})
+    last, next_index = obj._SyncObj__raftLog[-1][1], obj._SyncObj__raftNextIndex
+    return any(next_index.get(node, last + 1) <= last and unsent_bytes(obj, node) < room
+               for node in connections if node in obj._SyncObj__connectedNodes)
+
+
+def send_append_entries(obj: SyncObj, backlog: int) -> None:
+    """pysyncobj's `__sendAppendEntries` (Raft's AppendEntries to every follower: entries from its next index, a
+    heartbeat when there are none, the snapshot to one whose next entry was compacted away), but a follower is sent
+    more only while less than `backlog` bytes wait in its connection's buffer.
+
+    pysyncobj sent a lagging follower its whole backlog at once (a joiner of a cluster holding 100,000 guests: 30
+    MB), appending each message to an immutable buffer (a quadratic copy that kept its tick busy for a second at a
+    time), and after a rejection resent it all again, so the follower read stale duplicates for tens of seconds.
+    The rest goes out on later ticks, as pysyncobj's own time limit per call already allows. An entry larger
+    than a batch is cut into chunks, the last marked by where the pickled entry ends (pysyncobj compared the
+    command's length, so a follower could be told to rebuild the entry before its last chunk came)."""
+    conf = obj._getConf()
+    clock = _syncobj.monotonicTime
+    started = clock()
+    obj._SyncObj__newAppendEntriesTime = started + conf.appendEntriesPeriod
+    log, next_index = obj._SyncObj__raftLog, obj._SyncObj__raftNextIndex
+    transport, serializer = obj._SyncObj__transport, obj._SyncObj__serializer
+    connected, batch = obj._SyncObj__connectedNodes, conf.appendEntriesBatchSizeBytes
+    for node in obj._SyncObj__otherNodes | obj._SyncObj__readonlyNodes:
+        if node not in connected:
+            serializer.cancelTransmisstion(node)
+            continue
+        first_message, snapshotting = True, False
+        while first_message or snapshotting or next_index[node] <= log[-1][1]:
+            if not first_message and unsent_bytes(obj, node) >= backlog:
+                break
+            first_message = False
+            term, commit, nxt = obj._SyncObj__raftCurrentTerm, obj._SyncObj__raftCommitIndex, next_index[node]
+            if nxt > log[0][1]:
+                prev_idx, prev_term = obj._SyncObj__getPrevLogIndexTerm(nxt)
+                entries = obj._SyncObj__getEntries(nxt, None, batch) if nxt <= log[-1][1] else []
+                if entries:
+                    next_index[node] = entries[-1][1] + 1
+                if len(entries) == 1 and len(entries[0][0]) >= batch:
+                    whole = _syncobj.pickle.dumps(entries[0])
+                    for pos in range(0, len(whole), batch):
+                        step = "start" if pos == 0 else "finish" if pos + batch >= len(whole) else "process"
+                        transport.send(node, {"type": "append_entries", "transmission": step,
+                                              "data": whole[pos:pos + batch], "term": term, "commit_index": commit,
+                                              "prevLogIdx": prev_idx, "prevLogTerm": prev_term})
+                        if node not in connected:
+                            break
+                else:
+                    transport.send(node, {"type": "append_entries", "term": term, "commit_index": commit,
+                                          "entries": entries, "prevLogIdx": prev_idx, "prevLogTerm": prev_term})
+            else:  # its next entry is in the snapshot: send the snapshot, a part per message
+                part = serializer.getTransmissionData(node)
+                transport.send(node, {"type": "append_entries", "term": term, "commit_index": commit,
+                                      "serialized": part})
+                snapshotting = part is not None and not part[2]
+                if part is not None and part[2]:
+                    next_index[node] = log[1][1] + 1
+            if node not in connected or clock() - started > conf.appendEntriesPeriod:
+                break
+
+
+def override_private(cls: type, name: str, method: Callable) -> None:
+    """Give `cls` (a SyncObj subclass) its own version of SyncObj's private method `name` (`applyLogEntries`,
+    `sendAppendEntries`), which SyncObj's own methods then call."""
+    assert callable(getattr(SyncObj, f"_SyncObj__{name}")), name
+    setattr(cls, f"_SyncObj__{name}", method)
+
+
+def defer_election(obj: SyncObj, busy: float) -> None:
+    """A follower that was `busy` seconds in one tick (applying, loading a snapshot) read no message meanwhile: that
+    time does not count towards its election timeout (else it stood for election against a live leader)."""
+    if obj._SyncObj__raftState == _syncobj._RAFT_STATE.FOLLOWER:
+        obj._SyncObj__raftElectionDeadline += busy
 
 
 class _IdlePoller:
@@ -129,7 +258,8 @@ def stale_append(obj: SyncObj, message) -> bool:
     (and compaction then emptied it: simulator, `--membership` seeds 25 and 36 with clone bursts; see
     sim/README.md). Raft (§5.3) deletes only from the first entry that conflicts; such a message has nothing to
     add, and the later batches were answered. Only the current term's leader: the log's entries past a matching
-    one are then this leader's, so none is stale.
+    one are then this leader's, so none is stale. Such a message still moves the election deadline (a joiner
+    reading a backlog of resent batches stood for election against its live leader).
     """
     if not (isinstance(message, dict) and message.get("type") == "append_entries" and "prevLogIdx" in message) \
             or message.get("transmission") is not None or message.get("term") != obj.raftCurrentTerm:
@@ -139,7 +269,11 @@ def stale_append(obj: SyncObj, message) -> bool:
     prev, entries = message["prevLogIdx"], message.get("entries", [])
     if prev < first or prev + len(entries) >= last or log[prev - first][2] != message["prevLogTerm"]:
         return False
-    return all(log[idx - first][1:] == (idx, term) for _command, idx, term in entries)
+    if not all(log[idx - first][1:] == (idx, term) for _command, idx, term in entries):
+        return False
+    if not obj._SyncObj__transferInProgress:  # it still shows the leader alive, as any of its append_entries does
+        obj._SyncObj__raftElectionDeadline = _syncobj.monotonicTime() + obj._SyncObj__generateRaftTimeout()
+    return True
 
 
 def guard_next_index(obj: SyncObj, node, message) -> None:

@@ -63,6 +63,7 @@ class CommitGuard:
         super().__init__(syncObj, selfNode, otherNodes)
 
     def _onMessageReceived(self, node, message):  # noqa: N802 - pysyncobj's name
+        self._guarded_log.received += 1
         if hooks.stale_append(self._guarded_log, message):
             return
         hooks.guard_snapshot_commit(self._guarded_log, message)
@@ -132,6 +133,10 @@ class DurableTCPTransport(SyncBeforeSend, CommitGuard, MembersOnly, BoundedReads
     pass
 
 
+APPLY_SLICE = 0.05  # seconds of applying committed entries before the log reads its messages again
+SEND_BACKLOG = 1 << 20  # bytes waiting on a follower's connection before it is sent more entries
+
+
 def default_conf(**overrides) -> dict:
     conf = dict(
         autoTick=True,
@@ -159,6 +164,8 @@ class ReplicatedLog(SyncObj):
         self.journal = journal
         self.state_lock = lock
         self._shipped = (0, 0)
+        self._applying = False  # committed entries are left to apply (a slice at a time)
+        self.received = 0  # Raft messages taken from peers (CommitGuard counts them)
         key = os.path.join(journal.directory, "journal")
         hooks.provide_journal(key, journal)
         conf = SyncObjConf(journalFile=key, fullDumpFile=snapshot_path, serializer=self._write_snapshot,
@@ -170,6 +177,30 @@ class ReplicatedLog(SyncObj):
             hooks.withdraw_journal(key)
         self._wake = hooks.attach_wakeup(self) if conf.autoTick else (lambda: None)
         self.addOnTickCallback(self._after_tick)
+
+    def _onTick(self, timeToWait=0.0):  # noqa: N802, N803 - pysyncobj's names
+        started = hooks.now()
+        super()._onTick(timeToWait)
+        if self._applying:  # as long again for messages, which pysyncobj takes one per connection per poll
+            deadline = started + 2 * APPLY_SLICE
+            while hooks.now() < deadline:
+                received = self.received
+                self._poller.poll(0)
+                if self.received == received:
+                    break
+        busy = hooks.now() - started - timeToWait  # beyond its wait for messages
+        if busy > 0:
+            hooks.defer_election(self, busy)
+
+    def _apply_slice(self) -> bool:
+        """Apply what is committed, `APPLY_SLICE` seconds at a time; the next tick comes at once for the rest."""
+        self._applying = hooks.apply_committed(self, APPLY_SLICE)
+        if self._applying:
+            getattr(self, "_wake", lambda: None)()  # (the tick thread starts before the constructor ends)
+        return False
+
+    def _send_entries(self) -> None:
+        hooks.send_append_entries(self, SEND_BACKLOG)
 
     def _election_timeout(self) -> float:
         """pysyncobj's randomised election timeout, which spreads the candidacies of several members; a lone
@@ -216,6 +247,8 @@ class ReplicatedLog(SyncObj):
                 hooks.send_append_entries_now(self)
             else:
                 self._wake()  # a lone node commits on its next tick: make it come now
+        elif hooks.room_to_catch_up(self, SEND_BACKLOG // 2):  # a lagging follower's backlog has drained
+            hooks.send_append_entries_now(self)
 
     # ---- snapshots (called by pysyncobj in the tick thread) ---------------------------------
     def _write_snapshot(self, path: str, data) -> None:
@@ -243,3 +276,5 @@ class ReplicatedLog(SyncObj):
 
 
 hooks.override_raft_timeout(ReplicatedLog, ReplicatedLog._election_timeout)
+hooks.override_private(ReplicatedLog, "applyLogEntries", ReplicatedLog._apply_slice)
+hooks.override_private(ReplicatedLog, "sendAppendEntries", ReplicatedLog._send_entries)
