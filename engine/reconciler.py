@@ -55,6 +55,7 @@ class TaskRun:
     lines: list[str] = field(default_factory=list)
     aborted: bool = False  # someone asked to stop the task (its handler is cancelled, if `abortable`)
     abortable: bool = True  # False while the handler does what it cannot take back (a migration's handover)
+    shared: bool = False  # holds its guest shared: other tasks doing so run beside it (engine/tasks.py)
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -94,14 +95,17 @@ class Reconciler:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Start the tasks the log gives this node, one at a time per guest, in log order: a guest's second
         task waits for its first, as Proxmox's config lock makes it wait (found by the simulator: a start and a
-        template conversion ran together and left a running template that nothing could stop)."""
+        template conversion ran together and left a running template that nothing could stop). Tasks that hold
+        the guest shared (clones of a template) run at once, as Proxmox's shared flock lets them."""
         async with trio.open_nursery() as nursery:
             task_status.started()
             await self._caught_up()
             while True:
                 changed = self.node.state_changed()
-                busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None
-                        and not getattr(tasks.KINDS.get(run.type), "alongside", False)}
+                busy: dict[int, bool] = {}  # vmid -> whether only tasks holding it shared have it (or wait for it)
+                for run, _ in self.active.values():
+                    if run.vmid is not None and not getattr(tasks.KINDS.get(run.type), "alongside", False):
+                        busy[run.vmid] = busy.get(run.vmid, True) and run.shared
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
@@ -113,12 +117,14 @@ class Reconciler:
                         continue
                     vmid = task.get("vmid")
                     alongside = getattr(tasks.KINDS.get(task["type"]), "alongside", False)
-                    if vmid in busy and not task["abort"] and not alongside:
-                        continue  # waits for the guest's earlier task (an aborted one just ends)
+                    shared = bool(task.get("shared"))
                     if vmid is not None and not alongside:
-                        busy.add(vmid)
+                        waits = vmid in busy and not (shared and busy[vmid])
+                        busy[vmid] = busy.get(vmid, True) and shared
+                        if waits and not task["abort"]:
+                            continue  # waits for the guest's earlier task (an aborted one just ends)
                     run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"],
-                                  abortable=not _to_the_end(task))
+                                  abortable=not _to_the_end(task), shared=shared)
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
