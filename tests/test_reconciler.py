@@ -147,3 +147,37 @@ async def test_a_config_change_that_destroys_volumes_runs_again_after_a_restart(
     await daemon(hang, first)
     await daemon(apply, second)
     assert ran == ["U-free"]
+
+
+async def test_clones_of_a_template_run_at_once(tmp_path):
+    """Clones holding a template shared (Proxmox's `lock_config_shared`) run beside each other: every handler is
+    inside before any may end (one at a time per guest, the first would wait forever for the others)."""
+    [port] = free_ports(1)
+    inside: list[str] = []
+    release = trio.Event()
+
+    async def clone(run: TaskRun) -> Outcome:
+        inside.append(run.upid)
+        await release.wait()
+        return Outcome()
+
+    node = Node(_spec(str(tmp_path), port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await nursery.start(Reconciler(node, {"qmclone": clone}).run)
+            await node.bootstrap()
+            await node.submit(c.CreateGuest(request_id="tpl", ts=9.0, node="n1", vmid=100, upid="U-tpl",
+                                            starttime=9, config={"template": 1}))
+            for n, upid in enumerate(["U-a", "U-b", "U-c"]):
+                assert await node.submit(c.StartTask(request_id=upid, ts=10.0, node="n1", upid=upid, starttime=10,
+                                                     type="qmclone", vmid=100, newid=201 + n)) == {"upid": upid}
+            await _wait(node, lambda s: len(inside) == 3)
+            release.set()
+            await _wait(node, lambda s: not s.running_tasks)
+            with node.read() as s:
+                assert [s.tasks[u]["exitstatus"] for u in ("U-a", "U-b", "U-c")] == ["OK"] * 3
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
