@@ -118,6 +118,30 @@ def guard_snapshot_commit(obj: SyncObj, message) -> None:
         message["commit_index"] = min(message.get("commit_index", 0), obj.raftCommitIndex)
 
 
+def stale_append(obj: SyncObj, message) -> bool:
+    """Whether a follower should ignore `message`: an append_entries of the current term's leader whose every entry
+    is already in this follower's log (same index and term, after a matching previous entry) while the log goes on
+    past its last one.
+
+    pysyncobj takes each append_entries as the end of the leader's log and deletes what follows its last entry. A
+    lagging follower gets its backlog in several batches at once; one resent or delivered after later ones cut
+    off entries those had brought and the follower had applied, so the follower's log fell behind what it applied
+    (and compaction then emptied it: simulator, `--membership` seeds 25 and 36 with clone bursts; see
+    sim/README.md). Raft (§5.3) deletes only from the first entry that conflicts; such a message has nothing to
+    add, and the later batches were answered. Only the current term's leader: the log's entries past a matching
+    one are then this leader's, so none is stale.
+    """
+    if not (isinstance(message, dict) and message.get("type") == "append_entries" and "prevLogIdx" in message) \
+            or message.get("transmission") is not None or message.get("term") != obj.raftCurrentTerm:
+        return False
+    log = obj._SyncObj__raftLog
+    first, last = log[0][1], log[-1][1]
+    prev, entries = message["prevLogIdx"], message.get("entries", [])
+    if prev < first or prev + len(entries) >= last or log[prev - first][2] != message["prevLogTerm"]:
+        return False
+    return all(log[idx - first][1:] == (idx, term) for _command, idx, term in entries)
+
+
 def guard_next_index(obj: SyncObj, node, message) -> None:
     """On the leader: a rejection may not raise a follower's next index above an earlier rejection's.
 

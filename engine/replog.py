@@ -63,6 +63,8 @@ class CommitGuard:
         super().__init__(syncObj, selfNode, otherNodes)
 
     def _onMessageReceived(self, node, message):  # noqa: N802 - pysyncobj's name
+        if hooks.stale_append(self._guarded_log, message):
+            return
         hooks.guard_snapshot_commit(self._guarded_log, message)
         hooks.guard_next_index(self._guarded_log, node, message)
         super()._onMessageReceived(node, message)
