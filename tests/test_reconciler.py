@@ -10,6 +10,9 @@ import trio
 from engine import commands as c
 from engine.node import Node, NodeSpec
 from engine.reconciler import BEGUN_FILE, Outcome, Reconciler, TaskRun
+from hypervisor.asyncio_bridge import AsyncioBridge
+from hypervisor.operations import Operations, make_resolver
+from hypervisor.qemu import QemuDriver
 from tests.harness import free_ports
 
 HOUR = 3600
@@ -178,6 +181,40 @@ async def test_clones_of_a_template_run_at_once(tmp_path):
             await _wait(node, lambda s: not s.running_tasks)
             with node.read() as s:
                 assert [s.tasks[u]["exitstatus"] for u in ("U-a", "U-b", "U-c")] == ["OK"] * 3
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+async def test_a_start_queued_behind_a_template_conversion_is_refused_when_it_runs(tmp_path):
+    """A start accepted while the guest's template conversion waited to run (the guest was no template yet, so the
+    log took it) runs once the conversion has ended: it refuses as qemu-server's `vm_start` does under the config
+    lock, and the template stays stopped (found by the simulator, membership seed 36: the start ran the template's
+    QEMU, which nothing could stop, so a drain never ended). The production handlers and QEMU driver run; the
+    driver's binary does not exist, so that a start let through fails another way and leaves no process."""
+    [port] = free_ports(1)
+    data = str(tmp_path)
+    driver = QemuDriver(os.path.join(data, "run", "qemu"), AsyncioBridge(), make_resolver({}),
+                        qemu_binary=os.path.join(data, "no-qemu"))
+    node = Node(_spec(data, port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await node.bootstrap()
+            await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
+                                            starttime=9, config={"memory": 512}))
+            now = int(node.wall())
+            await node.submit(_task("template", "U-template", "qmtemplate", now))
+            await node.submit(_task("start", "U-start", "qmstart", now))  # accepted: no template yet
+            await nursery.start(Reconciler(node, Operations(driver, {}).handlers()).run)
+            await _wait(node, lambda s: not s.running_tasks)
+            with node.read() as s:
+                assert s.tasks["U-template"]["exitstatus"] == "OK"
+                assert s.tasks["U-start"]["exitstatus"] == "you can't start a vm if it's a template"
+                assert s.guests[100]["conf"]["template"] == 1
+                assert s.guests[100]["status"] == "stopped"
+            assert not driver.running(100)
             nursery.cancel_scope.cancel()
     finally:
         node.close()
