@@ -18,7 +18,7 @@ import httpx
 import orjson
 import structlog
 import trio
-from quart import Response, request, send_from_directory
+from quart import Response, request, send_from_directory, websocket
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from swagger_ui_bundle import swagger_ui_path
@@ -31,7 +31,7 @@ from api.context import Ctx, Reply, Runtime
 from api.errors import ApiError, reason_phrase
 from api.explorer import EXPLORER_PAGE
 from api.forward import forward, target_node
-from api.gate import Credentials, Gate, RateLimited
+from api.gate import Credentials, Gate, RateLimited, refusal
 from api.metrics import RequestMetrics
 from api.native.events_ws import serve as events_stream
 from api.pinning import member_client
@@ -210,6 +210,25 @@ class Api:
         return Credentials(request.cookies.get("PVEAuthCookie"), request.headers.get("Authorization", ""),
                            request.headers.get("CSRFPreventionToken", ""))
 
+    def admit_websocket(self, endpoint: Endpoint | None, path: str, raw: dict[str, Any]) -> tuple[Ctx, dict]:
+        """A WebSocket upgrade admitted as `handle` admits a request: authenticated by ticket cookie or
+        `Authorization` header (no CSRF token: browsers cannot set headers on an upgrade, as Proxmox's
+        vncwebsocket), counted against the caller's rate, validated from the endpoint's declaration, authorized;
+        the caller's Ctx and the parameters. Raises Rejection: 404 (no endpoint), 401, 403, 400, 429."""
+        now = time.time()
+        try:
+            if endpoint is None:
+                raise Rejection(404, f"No 'GET' handler for '{path}'")
+            creds = Credentials(websocket.cookies.get("PVEAuthCookie"), websocket.headers.get("Authorization", ""), "")
+            user = self.gate.authenticate(creds, False, now)
+            self.gate.count(endpoint.rate_class, user, now)
+            params = endpoint.validate(raw)
+            self.gate.authorize(endpoint.permission, user, params)
+        except (RateLimited, ParamErrors) as exc:
+            raise refusal(exc) from None
+        return Ctx(self.node, user, self.node.new_request_id(), websocket.remote_addr or "", now,
+                   rt=self.runtime), params
+
     def rate_key(self, endpoint: Endpoint, user: str, raw: dict[str, Any]) -> str:
         """Logins count per source address and user name; everything else per user (or source)."""
         if endpoint.rate_class == "auth":
@@ -259,18 +278,14 @@ class Api:
             if endpoint.paged:
                 reply = page(reply, params, endpoint.default_limit)
             if reply.content_type:
-                response = Response(reply.data, status=200, content_type=reply.content_type)
+                response = Response(reply.data, status=200, content_type=reply.content_type, headers=reply.headers)
             else:
-                body = reply.data if native or endpoint.bare else {"data": reply.data, **reply.extra}
+                data = reply.data if reply.encoded is None else reply.encoded  # kept rows' JSON is copied in
+                body = data if native or endpoint.bare else {"data": data, **reply.extra}
                 response = json_response(200, body, headers=reply.headers)
-        except RateLimited as exc:
-            verdict = exc.verdict
-            response = error_response(Rejection(429, f"Rate limit exceeded. Try again in {verdict.retry_after} "
-                                                     "seconds."), native)
-        except ParamErrors as exc:
-            response = error_response(Rejection(400, "Parameter verification failed", exc.errors), native)
-        except Rejection as exc:
-            response = error_response(exc, native)
+        except (RateLimited, ParamErrors, Rejection) as exc:
+            verdict = exc.verdict if isinstance(exc, RateLimited) else verdict
+            response = error_response(refusal(exc), native)
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
@@ -308,6 +323,8 @@ def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Rep
         rows = list(reply.data or [])
         total = len(rows)
         reply.data = rows[start:start + limit] if limit else rows[start:]
+        if reply.encoded is not None:
+            reply.encoded = reply.encoded[start:start + limit] if limit else reply.encoded[start:]
     reply.headers["X-Total-Count"] = str(total)
     if limit:
         links = []

@@ -18,6 +18,7 @@ from api.logs import configure_logging
 from api.tls import adopt_cluster_ca, certificate_fingerprint, ensure_node_certificate
 from engine.hub import CAPACITY as EVENT_BUFFER
 from engine.private import private_dir, read_or_create
+from engine.replog import default_conf
 
 MIN_CLUSTER_KEY = 32  # characters of a --cluster-key-file
 
@@ -85,9 +86,11 @@ def serve(args: argparse.Namespace) -> None:
         load_peers(data_dir) or parse_peers(None, args.name, args.listen, args.raft_port)
     spec = NodeSpec(args.name, data_dir, args.listen, args.api_port, args.raft_port, peers, args.cluster_name,
                     certificate_fingerprint(cert), host_static())
+    entries, seconds = args.log_compaction
     node = Node(spec, ticket_key, csrf_secret, raft_key, event_buffer=args.event_buffer,
+                logCompactionMinEntries=entries, logCompactionMinTime=seconds,
                 **({"bindAddress": args.raft_bind} if args.raft_bind else {}))
-    runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval)
+    runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval, args.vcluster_ready_timeout)
     registry = load_endpoints()
     app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
     grpc_server = GrpcServer(node, app.extensions["gpve"].gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
@@ -151,15 +154,16 @@ def serve(args: argparse.Namespace) -> None:
         node.close()
 
 
-def _guest_runtime(node, data_dir: str, rrd_interval: float):
-    """QEMU driver, the node's storages (as the log defines them), network configuration, reconciler, guest
-    watcher and sampler of this node."""
+def _guest_runtime(node, data_dir: str, rrd_interval: float, vcluster_ready_timeout: float):
+    """QEMU driver, the node's storages (as the log defines them), network configuration, reconciler (with the
+    vCluster tasks), guest watcher and sampler of this node."""
     from types import SimpleNamespace
 
     from api.compat.guests import guest_maxima
     from api.context import Runtime
     from api.native.figures import PeerFigures
     from api.peers import PeerClient
+    from api.services.vclusters import VClusterTasks
     from engine.reconciler import Reconciler
     from hypervisor.asyncio_bridge import AsyncioBridge
     from hypervisor.console import ConsoleSessions
@@ -180,12 +184,15 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float):
     peers = PeerClient(node)
     consoles = ConsoleSessions()
     network = NodeNetwork(data_dir)
+    vclusters = VClusterTasks(node, ready_timeout=vcluster_ready_timeout)
     reconciler = Reconciler(node, {**Operations(driver, storages, peers, consoles=consoles).handlers(),
-                                   **network.handlers(), **StorageTasks(storages, node.name).handlers()})
+                                   **network.handlers(), **StorageTasks(storages, node.name).handlers(),
+                                   **vclusters.handlers()})
     watcher = GuestWatcher(node, driver, reconciler)
     sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
     runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network, consoles=consoles,
                       peer_figures=PeerFigures(peers, max_age=rrd_interval))
+    vclusters.runtime = runtime
     return runtime, SimpleNamespace(bridge=bridge, watcher=watcher)
 
 
@@ -193,6 +200,20 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+LOG_COMPACTION = "{logCompactionMinEntries}:{logCompactionMinTime}".format(**default_conf())
+
+
+def _compaction(text: str) -> tuple[int, float]:
+    """`ENTRIES:SECONDS`: pysyncobj's logCompactionMinEntries and logCompactionMinTime."""
+    try:
+        entries, seconds = text.split(":")
+        value = int(entries), float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be ENTRIES:SECONDS, e.g. 20000:600") from None
+    if value[0] < 2 or value[1] <= 0:
+        raise argparse.ArgumentTypeError("ENTRIES must be at least 2 and SECONDS positive")
     return value
 
 
@@ -220,6 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--event-buffer", type=int, default=EVENT_BUFFER, metavar="N",
                    help="public events kept in memory for /v1/events readers that resume (default %(default)s); "
                         "a reader resuming from an older id is told to resync")
+    s.add_argument("--vcluster-ready-timeout", type=_positive, default=600.0, metavar="SECONDS",
+                   help="how long creating or scaling a vCluster waits for its API server (default 600)")
+    s.add_argument("--log-compaction", type=_compaction, default=LOG_COMPACTION, metavar="ENTRIES:SECONDS",
+                   help="snapshot the state and drop the journal's entries once it holds more than ENTRIES entries or "
+                        "SECONDS have passed since the last time (default %(default)s)")
     s.add_argument("--rate-limits", help="per user and minute: auth=10,read=1000,write=100,bulk=10 (the "
                    "default), or 'off'")
     from api import cluster_cli

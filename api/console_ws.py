@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import time
 
 import structlog
 import trio
@@ -30,8 +29,6 @@ from api.bodies import merge, parse_form
 from api.console_forward import relay
 from api.context import Ctx
 from api.forward import FORWARDED
-from api.gate import Credentials, RateLimited
-from api.schema import ParamErrors
 from api.services import consoles
 from engine.errors import Rejection
 from hypervisor.console import ConsoleError, ConsoleSession, connect
@@ -51,23 +48,13 @@ async def serve(api, node: str, vmid: str) -> Rejection | None:
         return await relay(member, api.node.name, member.get("fingerprint", ""))
     path = f"/nodes/{node}/qemu/{vmid}/vncwebsocket"
     endpoint, path_params, _ = api.registry.resolve("GET", path)
-    now = time.time()
     try:
-        if endpoint is None:
-            raise Rejection(404, f"No 'GET' handler for '{path}'")
-        creds = Credentials(websocket.cookies.get("PVEAuthCookie"), websocket.headers.get("Authorization", ""), "")
-        user = api.gate.authenticate(creds, False, now)
-        api.gate.count(endpoint.rate_class, user, now)
-        params = endpoint.validate(merge(path_params, parse_form(websocket.query_string, "query string"), {}))
-        api.gate.authorize(endpoint.permission, user, params)
-        ctx = Ctx(api.node, user, api.node.new_request_id(), websocket.remote_addr or "", now, rt=api.runtime)
+        raw = merge(path_params, parse_form(websocket.query_string, "query string"), {})
+        ctx, params = api.admit_websocket(endpoint, path, raw)
         session, conf = consoles.claim(ctx, params["node"], params["vmid"], params["port"], params["vncticket"])
-    except RateLimited as exc:
-        return Rejection(429, f"Rate limit exceeded. Try again in {exc.verdict.retry_after} seconds.")
-    except ParamErrors as exc:
-        return Rejection(400, "Parameter verification failed", exc.errors)
     except Rejection as exc:
         return exc
+    user = ctx.user
     wanted = websocket.requested_subprotocols
     await websocket.accept(subprotocol="binary" if "binary" in wanted else None)
     log.info("console connected", vmid=session.vmid, kind="vnc" if session.kind == "vnc" else "terminal",

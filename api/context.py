@@ -67,3 +67,4 @@ class Reply:
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None  # `data` is the body itself (bytes or text) of this type, not JSON
+    encoded: list | None = None  # a list `data` as it is answered: each row, or its JSON made before (api/views.py)

@@ -17,7 +17,7 @@ FORWARDED = "X-GPVE-Forwarded-From"
 NODE_PATH = re.compile(r"nodes/([^/]+)/.+")
 PASS_HEADERS = ("cookie", "csrfpreventiontoken", "authorization", "content-type", "x-request-id")
 KEEP_HEADERS = ("content-type", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after",
-                "x-total-count", "link", "x-request-id")
+                "x-total-count", "link", "x-request-id", "cache-control")
 
 
 def target_node(path: str, headers, local: str, members: dict[str, dict]) -> dict | None:

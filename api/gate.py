@@ -20,7 +20,7 @@ from api.errors import ApiError, forbidden, unauthorized
 from api.forward import require_member
 from api.passwords import hash_secret
 from api.ratelimit import RateLimiter, Verdict
-from api.schema import Endpoint, Permission
+from api.schema import Endpoint, ParamErrors, Permission
 from engine.errors import Rejection
 from engine.node import Node
 from engine.roles import privileges_on, user_active
@@ -41,6 +41,18 @@ class RateLimited(Exception):
     def __init__(self, verdict: Verdict) -> None:
         super().__init__("rate limited")
         self.verdict = verdict
+
+
+def refusal(exc: Exception) -> Rejection:
+    """The answer every interface gives for what refused a call: 400 `Parameter verification failed` with the
+    per-parameter messages (pve-common's), 429 with the wait, a Rejection as it is; anything else a 500."""
+    if isinstance(exc, ParamErrors):
+        return Rejection(400, "Parameter verification failed", exc.errors)
+    if isinstance(exc, RateLimited):
+        return Rejection(429, f"Rate limit exceeded. Try again in {exc.verdict.retry_after} seconds.")
+    if isinstance(exc, Rejection):
+        return exc
+    return Rejection(500, "internal error")
 
 
 class Gate:

@@ -37,6 +37,7 @@ def load_endpoints() -> Registry:
         metrics,  # noqa: F401
         migration,  # noqa: F401
         templates,  # noqa: F401
+        vclusters,  # noqa: F401
         webhooks,  # noqa: F401
     )
     from api.native import cluster as native_cluster  # noqa: F401

@@ -17,6 +17,7 @@ from api.formats import FORMAT_CHECKS
 
 MAX_LIMIT = 500
 INT64 = 2**63
+QUANTITY = "integer-or-string"  # a Kubernetes quantity: `4`, `"500m"`, `"8Gi"` (a JSON number or string)
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -64,6 +65,7 @@ class Param:
     items: Param | None = None  # an array's element
     properties: tuple[Param, ...] = ()  # an object's members (no others allowed)
     max_items: int | None = None
+    strict: bool = False  # a string only: a JSON number is refused, not taken as its digits
 
     def matches(self, key: str) -> bool:
         if self.max_index is None:
@@ -102,8 +104,11 @@ class Param:
             except (TypeError, ValueError):
                 raise ValueError(f"type check ('number') failed - got '{raw}'") from None
         else:
-            if isinstance(raw, (dict, list, bool)):  # a JSON true is no string ("True" would be stored)
-                raise ValueError(f"type check ('string') failed - got '{raw}'")
+            if isinstance(raw, (dict, list, bool)) or (self.type == QUANTITY and not isinstance(raw, (int, str))) \
+                    or (self.strict and not isinstance(raw, str)):
+                # a JSON true is no string ("True" would be stored)
+                raise ValueError(f"type check ('{'integer or string' if self.type == QUANTITY else 'string'}') "
+                                 f"failed - got '{raw}'")
             value = str(raw)
             if "\x00" in value:
                 raise ValueError("value contains a NUL character")
@@ -149,19 +154,25 @@ class Param:
         return out
 
     def _coerce_object(self, raw: Any) -> dict:
+        """A JSON object of the declared members (a member given as null counts as not given); a bad member raises
+        MemberError naming it (the endpoint's errors key it `OBJECT.MEMBER`)."""
         if not isinstance(raw, dict):
             raise ValueError(f"type check ('object') failed - got '{raw}'")
         out, known = {}, {p.name: p for p in self.properties}
         for key, value in raw.items():
             if key not in known:
-                raise ValueError(f"'{key}': property is not defined in schema")
+                raise MemberError(key, "property is not defined in schema")
+            if value is None:
+                continue
             try:
                 out[key] = known[key].coerce(value)
+            except MemberError as exc:
+                raise MemberError(f"{key}.{exc.member}", str(exc)) from None
             except ValueError as exc:
-                raise ValueError(f"'{key}': {exc}") from None
-        missing = [p.name for p in self.properties if not p.optional and p.name not in raw]
+                raise MemberError(key, str(exc)) from None
+        missing = [p.name for p in self.properties if not p.optional and p.name not in out]
         if missing:
-            raise ValueError(f"'{missing[0]}': property is missing and it is not optional")
+            raise MemberError(missing[0], "property is missing and it is not optional")
         return out
 
     def json_schema(self) -> dict:
@@ -183,12 +194,23 @@ class Param:
                 out[key] = val
         if self.enum:
             out["enum"] = list(self.enum)
+        if self.type == QUANTITY:
+            del out["type"]
+            out["oneOf"] = [{"type": "integer"}, {"type": "string"}]
         if self.type == "boolean" and "default" in out:
             out["default"] = bool(out["default"])
         return out
 
 
 STRING_ITEM = Param("item")
+
+
+class MemberError(ValueError):
+    """A bad member `member` (dotted when nested) of an object parameter."""
+
+    def __init__(self, member: str, message: str) -> None:
+        super().__init__(message)
+        self.member = member
 
 
 def _num(x: float) -> str:
@@ -277,6 +299,8 @@ class Endpoint:
     text: str = ""  # another content type the answer may have (`format=prometheus`), besides JSON
     upload: str = ""  # a multipart upload: its file's field (the handler reads the body; implies raw_body)
     regex: re.Pattern = field(init=False)
+    _finder: tuple[int, Callable[[str], Param | None]] | None = field(default=None, init=False, repr=False,
+                                                                     compare=False)
 
     def __post_init__(self) -> None:
         pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(1) in GREEDY else '[^/]+'})",
@@ -296,20 +320,49 @@ class Endpoint:
     def validate(self, raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         """Coerce and check every parameter; raise ParamErrors with one message per bad parameter. `partial`: body
         parameters may be missing (an upload's, read by its handler, which checks them with `check_params`)."""
-        return check_params(self.params, raw, partial)
+        if self._finder is None or self._finder[0] != len(self.params):
+            self._finder = (len(self.params), param_finder(self.params))
+        return check_params(self.params, raw, partial, self._finder[1])
 
 
-def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False) -> dict[str, Any]:
-    """`raw` checked against the declared `params` (see Endpoint.validate)."""
+def param_finder(params: list[Param]) -> Callable[[str], Param | None]:
+    """`find(key)`: the first of `params` that `matches(key)`, as a scan would find it, by name look-up (a create
+    declares some 300 parameters, most of them families such as `net[n]`)."""
+    exact: dict[str, tuple[int, Param]] = {}
+    family: dict[str, list[tuple[int, Param]]] = {}
+    for i, param in enumerate(params):
+        if param.max_index is None:
+            exact.setdefault(param.name, (i, param))
+        else:
+            family.setdefault(param.name[:-3].rstrip("0123456789"), []).append((i, param))
+
+    def find(key: str) -> Param | None:
+        best = exact.get(key)
+        for i, param in family.get(key.rstrip("0123456789"), ()):
+            if best is not None and best[0] < i:
+                break
+            if param.matches(key):
+                best = (i, param)
+                break
+        return best[1] if best is not None else None
+
+    return find
+
+
+def check_params(params: list[Param], raw: dict[str, Any], partial: bool = False,
+                 find: Callable[[str], Param | None] | None = None) -> dict[str, Any]:
+    """`raw` checked against the declared `params` (see Endpoint.validate); `find`: `param_finder(params)`."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for key, value in raw.items():
-        param = next((p for p in params if p.matches(key)), None)
+        param = find(key) if find is not None else next((p for p in params if p.matches(key)), None)
         if param is None:
             errors[key] = "property is not defined in schema and the schema does not allow additional properties"
             continue
         try:
             values[key] = param.coerce(value, key)
+        except MemberError as exc:
+            errors[f"{key}.{exc.member}"] = str(exc)
         except ValueError as exc:
             errors[key] = str(exc)
     for param in params:
@@ -330,6 +383,9 @@ class ParamErrors(Exception):
 class Registry:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
+        self._indexed = -1  # len(endpoints) when the route index was built
+        self._index: dict[tuple[bool, int], dict[tuple[int, ...], dict[tuple[str, ...], list[Endpoint]]]] = {}
+        self._greedy: dict[bool, list[tuple[int, Endpoint]]] = {False: [], True: []}
 
     def children(self, path: str) -> list[str]:
         """The names one level below `path` that a GET serves (a Proxmox directory index: `subdir`s), taken from
@@ -354,17 +410,44 @@ class Registry:
         return register
 
     def resolve(self, method: str, path: str, native: bool = False) -> tuple[Endpoint | None, dict[str, str], bool]:
-        """Find the endpoint; the flag says whether the path exists under another method."""
+        """Find the endpoint (the first declared whose path matches); the flag says whether the path exists under
+        another method. Only the endpoints whose path has as many segments, with the same literal ones, are tried
+        (`_route_index`), and those with a greedy parameter; in declaration order, as a scan of all would."""
+        if self._indexed != len(self.endpoints):
+            self._index, self._greedy = _route_index(self.endpoints)
+            self._indexed = len(self.endpoints)
+        segments = path.strip("/").split("/")
+        ranked = list(self._greedy[native])
+        for positions, table in self._index.get((native, len(segments)), {}).items():
+            ranked += table.get(tuple([segments[i] for i in positions]), ())
+        if len(ranked) > 1:
+            ranked.sort()
+        candidates = [ep for _, ep in ranked]
         path_known = False
-        for ep in self.endpoints:
-            if ep.native != native:
-                continue
+        for ep in candidates:
             m = ep.regex.fullmatch(path)
             if m:
                 if ep.method == method:
                     return ep, m.groupdict(), True
                 path_known = True
         return None, {}, path_known
+
+
+def _route_index(endpoints: list[Endpoint]) -> tuple[dict, dict[bool, list[tuple[int, Endpoint]]]]:
+    """Endpoints (with their declaration rank) by (native, segment count) → positions of their literal segments →
+    those segments' text; and, by `native`, the endpoints with a greedy parameter (`{volume}`: any number of
+    segments), which are always tried."""
+    index: dict = {}
+    greedy: dict[bool, list[tuple[int, Endpoint]]] = {False: [], True: []}
+    for rank, ep in enumerate(endpoints):
+        segments = ep.path.strip("/").split("/")
+        if any(f"{{{name}}}" in ep.path for name in GREEDY):
+            greedy[ep.native].append((rank, ep))
+            continue
+        positions = tuple(i for i, seg in enumerate(segments) if "{" not in seg)
+        index.setdefault((ep.native, len(segments)), {}).setdefault(positions, {}).setdefault(
+            tuple(segments[i] for i in positions), []).append((rank, ep))
+    return index, greedy
 
 
 # Shared standard options, like Proxmox's `get_standard_option`.

@@ -13,6 +13,7 @@ import socket
 import h11
 import trio
 from hypercorn.config import Config
+from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.trio import serve
 
@@ -22,7 +23,6 @@ from api.errors import reason_phrase
 _REASON_KEY = REASON_HEADER.encode()
 WEBSOCKET_PING = 20.0  # s
 UNREAD_TIMEOUT = 30.0  # s a peer may leave sent data unacknowledged (its window closed) before it is dropped
-_original_send = hypercorn_h11.H11Protocol._send_h11_event
 
 
 def _reason_phrase(status: int, given: bytes | None) -> bytes:
@@ -36,6 +36,11 @@ def _reason_phrase(status: int, given: bytes | None) -> bytes:
 
 
 async def _send_with_reason(self, event) -> None:
+    """hypercorn's `_send_h11_event`, with the app's reason phrase moved into the status line, and the head of an
+    answer with a body of known length held back and sent in one piece with its body (one TLS record and one system call
+    instead of two); an answer streamed without a length has its head sent at
+    once, as before. Nothing empty is sent (a body's end under Content-Length is no bytes)."""
+    hold = False
     if isinstance(event, h11.Response):
         given = None
         headers = []
@@ -43,10 +48,24 @@ async def _send_with_reason(self, event) -> None:
             if name.lower() == _REASON_KEY:
                 given = value
             else:
+                hold = hold or (name.lower() == b"content-length" and value != b"0")
                 headers.append((name, value))
         event = h11.Response(status_code=event.status_code, headers=headers,
                              reason=_reason_phrase(event.status_code, given))
-    await _original_send(self, event)
+    try:
+        data = self.connection.send(event)
+    except h11.LocalProtocolError:
+        if self.connection.their_state != h11.ERROR:
+            raise
+        return
+    held, self._gpve_head = getattr(self, "_gpve_head", b""), b""
+    if hold:
+        self._gpve_head = held + data
+        return
+    if held:
+        data = held + data
+    if data:
+        await self.send(RawData(data=data))
 
 
 hypercorn_h11.H11Protocol._send_h11_event = _send_with_reason

@@ -18,15 +18,17 @@ from engine.replog import ReplicatedLog
 from tests.harness import free_ports
 
 
+def open_member(directory: str, addrs: list[str], i: int) -> ReplicatedLog:
+    """Member `i` of the log whose members are `addrs`, its journal (fsynced) and snapshot under `directory`: the
+    production log and conf (no encryption, as no peer outside this machine's loopback sees it)."""
+    journal = DurableJournal(os.path.join(directory, "raft"))
+    return ReplicatedLog(Machine(), journal, os.path.join(directory, "raft", "snapshot"), addrs[i],
+                         [a for a in addrs if a != addrs[i]], lock=threading.RLock())
+
+
 def run(base: str, seconds: float = 5.0) -> list[tuple]:
-    ports = free_ports(3)
-    addrs = [f"127.0.0.1:{p}" for p in ports]
-    logs = []
-    for i, addr in enumerate(addrs):
-        d = os.path.join(base, f"raw{i}")
-        journal = DurableJournal(os.path.join(d, "raft"))
-        logs.append(ReplicatedLog(Machine(), journal, os.path.join(d, "raft", "snapshot"), addr,
-                                  [a for a in addrs if a != addr], lock=threading.RLock()))
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
+    logs = [open_member(os.path.join(base, f"raw{i}"), addrs, i) for i in range(3)]
     try:
         deadline = time.monotonic() + 20
         while not any(log._isLeader() for log in logs) and time.monotonic() < deadline:

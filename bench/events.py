@@ -134,15 +134,37 @@ def _poll_latency(n3, writer, config: str, vmid: int, changes: int = 30) -> list
     return latency
 
 
+def _follow_cost(n3, writer, config: str, period: float, follower, clients: int, then=None,
+                 close=lambda: None) -> tuple[float, float]:
+    """(node 3's CPU s while `clients` threads run `follower(i, stop)` and a writer changes the guest every `period` s
+    for COST_SECONDS; then `then()`'s figure, taken before the followers stop, or 0.0)."""
+    stop = threading.Event()
+    followers = [threading.Thread(target=follower, args=(i, stop)) for i in range(clients)]
+    for t in followers:
+        t.start()
+    load_stop = threading.Event()
+    before = _cpu(n3.proc.pid)
+    load = _writing(writer, config, load_stop, period)
+    time.sleep(COST_SECONDS)
+    cost = _cpu(n3.proc.pid) - before
+    load_stop.set()
+    load.join()
+    extra = then() if then is not None else 0.0
+    stop.set()
+    close()
+    for t in followers:
+        t.join()
+    return cost, extra
+
+
 def _consumers_cost(n3, ticket: str, writer, config: str, period: float,
                     flat_out: bool = False) -> tuple[float, float]:
     """(node 3 CPU s while 100 consumers follow a change every `period` s for COST_SECONDS, and with
     `flat_out` the events/s per consumer while 16 writers go as fast as they can)."""
     streams = [_stream(n3, ticket, types="vm.config.changed") for _ in range(CONSUMERS)]
     counts = [0] * CONSUMERS
-    stop = threading.Event()
 
-    def consume(i: int) -> None:
+    def consume(i: int, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 streams[i].recv(timeout=0.5)
@@ -152,25 +174,12 @@ def _consumers_cost(n3, ticket: str, writer, config: str, period: float,
             except Exception:  # closed at the end
                 return
 
-    readers = [threading.Thread(target=consume, args=(i,)) for i in range(CONSUMERS)]
-    for t in readers:
-        t.start()
-    load_stop = threading.Event()
-    before = _cpu(n3.proc.pid)
-    load = _writing(writer, config, load_stop, period)
-    time.sleep(COST_SECONDS)
-    cost = _cpu(n3.proc.pid) - before
-    load_stop.set()
-    load.join()
-    rate = 0.0
-    if flat_out:
-        rate = _flat_out(writer, config, counts)
-    stop.set()
-    for ws in streams:
-        ws.close()
-    for t in readers:
-        t.join()
-    return cost, rate
+    def close() -> None:
+        for ws in streams:
+            ws.close()
+
+    then = (lambda: _flat_out(writer, config, counts)) if flat_out else None
+    return _follow_cost(n3, writer, config, period, consume, CONSUMERS, then=then, close=close)
 
 
 def _flat_out(writer, config: str, counts: list[int]) -> float:
@@ -193,25 +202,10 @@ def _flat_out(writer, config: str, counts: list[int]) -> float:
 
 def _pollers_cost(n3, writer, config: str, vmid: int, period: float) -> float:
     """Node 3 CPU s while 10 pollers read the guest's config every second, under a change every `period` s."""
-    stop = threading.Event()
-
-    def poll() -> None:
+    def poll(_: int, stop: threading.Event) -> None:
         s = n3.session()
         while not stop.is_set():
             s.get(f"{n3.url}/nodes/n1/qemu/{vmid}/config", timeout=10)
             stop.wait(1.0)
 
-    pollers = [threading.Thread(target=poll) for _ in range(POLLERS)]
-    for t in pollers:
-        t.start()
-    load_stop = threading.Event()
-    before = _cpu(n3.proc.pid)
-    load = _writing(writer, config, load_stop, period)
-    time.sleep(COST_SECONDS)
-    cost = _cpu(n3.proc.pid) - before
-    load_stop.set()
-    load.join()
-    stop.set()
-    for t in pollers:
-        t.join()
-    return cost
+    return _follow_cost(n3, writer, config, period, poll, POLLERS)[0]

@@ -40,8 +40,8 @@ def run(base: str, quick: bool = False, huge: bool = False) -> list[tuple]:
                 try:
                     if node.session().get(last, timeout=5).status_code == 200:
                         break
-                except (requests.ConnectionError, requests.HTTPError):
-                    pass  # not listening, or not caught up yet
+                except requests.RequestException:
+                    pass  # not listening, not caught up yet, or too busy replaying to answer the login in time
                 time.sleep(0.02)
             took = time.monotonic() - started
             raft = os.path.join(node.data_dir, "raft")

@@ -25,7 +25,22 @@ ROOT_RECORD = {"enable": 1, "expire": 0, "groups": [], "tokens": {}}  # a new us
 BUILTIN_REALMS = {"pam": {"type": "pam", "comment": "Linux PAM standard authentication", "plugin": "PVE::Auth::PAM"},
                   "pve": {"type": "pve", "comment": "Proxmox VE authentication server"}}
 REALM_OPTIONS = ("comment", "default", "tfa")  # the options of realm types pam and pve (`PVE::Auth::PVE::options`)
-ACL_PATH = re.compile(r"/|(/(vms|nodes|storage|pool|access|sdn|mapping)(/[A-Za-z0-9.\-_/]+)?)")
+_SEG = r"[A-Za-z0-9.\-_]+"
+# The paths an ACL may name: pve-access-control's `check_path` whitelist, and gpve's `/vclusters` (its ids:
+# engine/vclusters.py `VC_ID`)
+ACL_PATH = re.compile("|".join([
+    "/", "/access", "/access/groups", f"/access/groups/{_SEG}", "/access/realm", f"/access/realm/{_SEG}",
+    "/mapping", f"/mapping/{_SEG}", f"/mapping/{_SEG}/{_SEG}", "/nodes", f"/nodes/{_SEG}",
+    "/pool", f"/pool/{_SEG}(/{_SEG}){{0,2}}", "/sdn", f"/sdn/(controllers|dns|ipams|zones|vnets)(/{_SEG})?",
+    f"/sdn/zones/{_SEG}/{_SEG}(/[1-9][0-9]{{0,3}})?", "/storage", f"/storage/{_SEG}", "/vms", "/vms/[1-9][0-9]{2,}",
+    "/vclusters", "/vclusters/vc-[a-z0-9]{4,32}"]))
+
+
+def normalize_acl_path(path: str) -> str:
+    """An ACL path as pve-access-control's `normalize_path` writes it: runs of `/` as one, no trailing `/`, a
+    leading `/`. `check_path` (ACL_PATH) then decides whether it may be used."""
+    path = re.sub(r"/+", "/", path).rstrip("/")
+    return "/" + path.lstrip("/") if path else "/"
 
 
 # ---- commands ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ PER_ENTRY = 1000  # public ids per log entry (the bridge batches at most 512 com
 CAPACITY = 100_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PublicEvent:
     id: int
     type: str

@@ -12,6 +12,7 @@ from engine import (
     datacenter,  # noqa: F401 - registers the datacenter options' commands
     network,  # noqa: F401 - registers the network reload task
     storage,  # noqa: F401 - registers the storage definitions and node tasks
+    vclusters,  # noqa: F401 - registers the vCluster commands and tasks
     webhooks,  # noqa: F401 - registers the webhook commands
 )
 from engine.codec import Record, decode_records
@@ -21,8 +22,21 @@ from engine.errors import Rejection
 from engine.events import Event
 from engine.state import State, apply
 
+# What a node remembers of the requests it applied, to answer a retry (same request id) with the first result: the
+# last REQUEST_MEMORY_SECONDS of command time, at most REQUEST_MEMORY_MAX requests. At the bound this is ~50 MiB per
+# node (about 250 bytes a request: its id, time and result), and it is in every snapshot.
 REQUEST_MEMORY_SECONDS = 3600.0
 REQUEST_MEMORY_MAX = 200_000
+# The result most writes have (a config update, a lock): remembered as None rather than one dict pair per request.
+_OK_EMPTY = {"ok": {}}
+
+
+def remembered(state: State, request_id: str) -> dict | None:
+    """The result a request id got when it was applied, while the node remembers it (else None)."""
+    seen = state.requests.get(request_id)
+    if seen is None:
+        return None
+    return {"ok": {}} if seen[1] is None else seen[1]
 
 
 class Machine:
@@ -35,9 +49,9 @@ class Machine:
     def execute(self, command: Command) -> dict:
         """Decide and apply one command; the result is `{"ok": ...}` or `{"error": ...}`."""
         s = self.state
-        seen = s.requests.get(command.request_id)
+        seen = remembered(s, command.request_id)
         if seen is not None:
-            return seen[1]
+            return seen
         try:
             events, payload = decide(command, s)
             result = {"ok": payload}
@@ -50,7 +64,7 @@ class Machine:
                 self.hub.stage(event, s, command.ts)
             apply(event, s)
         s.applied += 1
-        s.requests[command.request_id] = [command.ts, result]
+        s.requests[command.request_id] = [command.ts, None if result == _OK_EMPTY else result]
         self._forget_old_requests(command.ts)
         if events and self.on_events is not None:
             try:

@@ -7,10 +7,10 @@ hands them to commands.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -98,6 +98,7 @@ class Node:
         self.name = spec.name
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.raft_key = raft_key
+        self._id_prefix, self._id_counter = "", itertools.count()
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
         self.hub = EventHub(event_buffer)
@@ -306,13 +307,17 @@ class Node:
         return upid, starttime
 
     def new_request_id(self) -> str:
-        return uuid.uuid4().hex
+        """32 hex digits unique across the cluster and restarts: this process's random half and a counter (a uuid4
+        per request read the kernel's random source each time)."""
+        if not self._id_prefix:  # made at first use: the simulator's nodes make their ids from its seed instead
+            self._id_prefix = secrets.token_hex(8)
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     def new_uuid(self) -> str:
-        """A random UUID (version 4 layout) from this node's id source: unguessable in production (an API token's
-        secret, a new guest's smbios and vmgenid), seeded under the simulator, which overrides `new_request_id`."""
-        h = hashlib.sha256(self.new_request_id().encode()).hexdigest()
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+        """A random UUID (version 4) of 122 random bits: an API token's secret, a new guest's smbios and vmgenid, a
+        vCluster's id. The simulator derives it from its seeded request ids instead (request ids themselves are
+        a process prefix and a counter: not secret)."""
+        return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
 
     async def bootstrap(self) -> None:
         """Record this node and the cluster's auth secrets in the log, retrying until quorum."""

@@ -23,11 +23,14 @@ ACCESS_PRIVS = ("Group.Allocate", "Realm.Allocate", "Realm.AllocateUser", "User.
 SDN_PRIVS = ("SDN.Allocate", "SDN.Audit", "SDN.Use")
 MAPPING_PRIVS = ("Mapping.Audit", "Mapping.Modify", "Mapping.Use")
 POOL_PRIVS = ("Pool.Allocate", "Pool.Audit")
+# gpve's own (issue 17): vClusters on `/vclusters/{id}` (`/vclusters` for creating one); Audit reads one, Allocate
+# creates and deletes, Modify scales and reads its kubeconfig (the cluster's admin credentials)
+VCLUSTER_PRIVS = ("VCluster.Allocate", "VCluster.Audit", "VCluster.Modify")
 
 ALL_PRIVILEGES = tuple(sorted(set(VM_PRIVS + DATASTORE_PRIVS + SYS_PRIVS + ACCESS_PRIVS + SDN_PRIVS + MAPPING_PRIVS
-                                  + POOL_PRIVS + ("Permissions.Modify",))))
+                                  + POOL_PRIVS + VCLUSTER_PRIVS + ("Permissions.Modify",))))
 
-_AUDIT = ("Datastore.Audit", "Mapping.Audit", "Pool.Audit", "SDN.Audit", "Sys.Audit", "VM.Audit",
+_AUDIT = ("Datastore.Audit", "Mapping.Audit", "Pool.Audit", "SDN.Audit", "Sys.Audit", "VCluster.Audit", "VM.Audit",
           "VM.GuestAgent.Audit")
 _VM_USER = ("VM.Audit", "VM.Console", "VM.Backup", "VM.PowerMgmt", "VM.Config.CDROM", "VM.Config.Cloudinit",
             "VM.GuestAgent.Audit", "VM.Snapshot", "VM.Snapshot.Rollback")

@@ -31,7 +31,8 @@ class State:
     guests: dict[int, dict] = field(default_factory=dict)
     reservations: dict[int, dict] = field(default_factory=dict)
     tasks: dict[str, dict] = field(default_factory=dict)
-    # request id -> (command timestamp, result); insertion ordered, pruned from the front
+    # request id -> [command timestamp, result, or None for {"ok": {}}]; insertion ordered, pruned from the front
+    # (engine.machine: `remembered`, REQUEST_MEMORY_MAX)
     requests: dict[str, list] = field(default_factory=dict)
     cluster_log: list[dict] = field(default_factory=list)
     # access control: kind (user, group, role, pool, acl) -> key -> record
@@ -39,6 +40,7 @@ class State:
     datacenter: dict[str, str] = field(default_factory=dict)  # Proxmox's datacenter.cfg: key -> value
     webhooks: dict[str, dict] = field(default_factory=dict)  # engine/webhooks.py
     storage: dict[str, dict] = field(default_factory=dict)  # storage id -> its definition (engine/storage.py)
+    vclusters: dict[str, dict] = field(default_factory=dict)  # vCluster id -> its record (engine/vclusters.py)
     removed_nodes: dict[str, int] = field(default_factory=dict)  # node name -> `applied` when it was last removed
     applied: int = 0
 
@@ -117,6 +119,14 @@ def guest_digest(guest: dict) -> str:
 
 
 # ---- apply ---------------------------------------------------------------------------------
+def put_record(table: dict, key: str, value: dict | None) -> None:
+    """A keyed table's record set to a copy of `value`, or removed (None): what a record-changed event applies."""
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = dict(value)
+
+
 @singledispatch
 def apply(event: ev.Event, state: State) -> State:
     raise TypeError(f"no apply for {type(event).__name__}")

@@ -22,7 +22,7 @@ from engine.commands import Command
 from engine.decide import Decision, decide
 from engine.errors import bad_request, conflict, not_found
 from engine.events import Event, TaskStarted
-from engine.state import State, apply
+from engine.state import State, apply, put_record
 from engine.volumes import STORAGE_ID, VolumeError, parse_volume
 
 # What a `dir` storage can hold (DirPlugin `plugindata`), and what it holds when `content` is not given.
@@ -87,10 +87,7 @@ class StorageChanged(Event):
 
 @apply.register
 def _(e: StorageChanged, s: State) -> State:
-    if e.value is None:
-        s.storage.pop(e.storage, None)
-    else:
-        s.storage[e.storage] = dict(e.value)
+    put_record(s.storage, e.storage, e.value)
     return s
 
 

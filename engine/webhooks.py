@@ -19,7 +19,7 @@ from engine.commands import Command
 from engine.decide import Decision, decide
 from engine.errors import bad_request, conflict, not_found
 from engine.events import Event
-from engine.state import State, apply
+from engine.state import State, apply, put_record
 
 KEEP = 50  # attempts kept per hook
 HOOK_ID = re.compile(r"[a-z0-9][a-z0-9\-]{0,63}")
@@ -77,10 +77,7 @@ class WebhookChanged(Event):
 
 @apply.register
 def _(e: WebhookChanged, s: State) -> State:
-    if e.value is None:
-        s.webhooks.pop(e.hook_id, None)
-    else:
-        s.webhooks[e.hook_id] = e.value
+    put_record(s.webhooks, e.hook_id, e.value)
     return s
 
 

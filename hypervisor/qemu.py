@@ -116,6 +116,15 @@ class QemuDriver:
     def running(self, vmid: int) -> bool:
         return self.pid(vmid) is not None
 
+    def with_pidfile(self) -> set[int]:
+        """The guests with a pidfile in the run directory: the only ones `pid` can find running. One directory read
+        instead of a failed open per stopped guest (10,000 of them took the event loop 0.15 s per sweep)."""
+        try:
+            names = os.listdir(self.run_dir)
+        except OSError:
+            return set()
+        return {int(name[:-4]) for name in names if name.endswith(".pid") and name[:-4].isdigit()}
+
     # ---- QMP ----------------------------------------------------------------------------
     async def attach(self, vmid: int) -> bool:
         """Connect to a running guest's QMP socket (after start, or after a daemon restart)."""

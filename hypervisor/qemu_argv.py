@@ -6,6 +6,7 @@ pid file so the guest outlives the daemon, one controller per disk bus, `bootind
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -164,6 +165,21 @@ PCI_SLOTS = {"scsihw0": 5, "ahci0": 7, "qga0": 8, **{f"virtio{i}": 10 + i for i 
 def _addr(device_id: str) -> str:
     slot = PCI_SLOTS.get(device_id)
     return "" if slot is None else f",addr={slot:#x}"
+
+
+def rng_options(value: str) -> list[str]:
+    """`rng0` (`[source=]/dev/urandom|/dev/random|/dev/hwrng[,max_bytes=N][,period=MS]`) as qemu-server's
+    `PVE/QemuServer/RNG.pm` starts it: an `rng-random` backend on the host's source and a `virtio-rng-pci` device
+    that may read `max_bytes` (default 1024, 0: no limit) per `period` ms (default 1000)."""
+    props = propstr.parse(value, default_key="source")
+    source = props.get("source", "")
+    if source not in ("/dev/urandom", "/dev/random", "/dev/hwrng"):
+        raise StartError(f"rng0: invalid source '{source}'")
+    if source == "/dev/hwrng" and not os.path.exists(source):
+        raise StartError(f"Cannot start VM with passed-through RNG device: '{source}' does not exist!")
+    max_bytes = int(props.get("max_bytes", 1024))
+    limit = f",max-bytes={max_bytes},period={int(props.get('period', 1000))}" if max_bytes else ""
+    return ["-object", f"rng-random,filename={source},id=rng0", "-device", f"virtio-rng-pci,rng=rng0{limit}"]
 
 
 def drive_option(key: str, value: str, resolve: VolumeResolver) -> str:
@@ -377,6 +393,8 @@ def build_argv(vmid: int, conf: dict, resolve: VolumeResolver, host: HostFacts, 
         argv += ["-rtc", "base=localtime"]
     if int(conf.get("balloon", 1)) != 0:
         argv += ["-device", "virtio-balloon-pci,id=balloon0"]
+    if conf.get("rng0"):
+        argv += rng_options(str(conf["rng0"]))
     for key in sorted(k for k in conf if re.fullmatch(r"serial\d", k)):
         value = str(conf[key])
         if value == "socket":

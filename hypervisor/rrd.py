@@ -10,14 +10,15 @@ default 60 s step), each row both the AVERAGE and the MAX of the samples in it. 
 
 `fetch` answers one point per row, oldest first, labelled with the row's end (`time`, an integer); a row
 without samples holds only `time`, as Proxmox leaves unknown values out, and the newest such row is dropped.
-The row still filling is not answered. Memory is bounded: 5 × 70 rows per series, whatever the uptime.
+The row still filling is not answered. Memory is bounded: 5 × 70 rows per series, whatever the uptime (runs of
+rows alike kept once).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 
 GAUGE, DERIVE = "GAUGE", "DERIVE"
@@ -35,23 +36,23 @@ GUEST_TIMEFRAMES = ("hour", "day", "week", "month", "year")
 CFS = ("AVERAGE", "MAX")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Archive:
-    """Rows of `width` seconds: the finished ones (bucket number, averages, maxima), and the one filling."""
+    """Rows of `width` seconds: the finished ones, and the one filling. Finished rows are kept as runs: [first
+    bucket, last bucket, averages, maxima] for consecutive rows alike (a stopped guest's: one run per archive, not
+    70 rows), only as far back as the newest row minus `rows` (older ones are never answered)."""
 
     width: float
     rows: int
     size: int  # data sources
-    done: deque = field(init=False)
+    done: list = field(default_factory=list)  # a list (a deque's block is 600 bytes; this holds a few runs)
     bucket: int | None = None
     sums: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     maxes: list[float] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.done = deque(maxlen=self.rows)
-
-    def add(self, t: float, values: list[float | None]) -> None:
+    def add(self, t: float, values: list[float | None], times: int = 1) -> None:
+        """`times` samples of `values` at `t` (the same row taken again and again within one base step)."""
         bucket = int(t // self.width)
         if bucket != self.bucket:
             self._close()
@@ -59,37 +60,59 @@ class _Archive:
             self.sums, self.counts, self.maxes = [0.0] * self.size, [0] * self.size, [-math.inf] * self.size
         for i, v in enumerate(values):
             if v is not None:
-                self.sums[i] += v
-                self.counts[i] += 1
+                self.sums[i] += v * times
+                self.counts[i] += times
                 self.maxes[i] = max(self.maxes[i], v)
 
     def _close(self) -> None:
         if self.bucket is None:
             return
+        bucket = self.bucket
         avg = array("d", (s / c if c else math.nan for s, c in zip(self.sums, self.counts, strict=True)))
         top = array("d", (m if c else math.nan for m, c in zip(self.maxes, self.counts, strict=True)))
-        self.done.append((self.bucket, avg, top))
+        last = self.done[-1] if self.done else None
+        if last is not None and last[1] == bucket - 1 and last[2].tobytes() == avg.tobytes() \
+                and last[3].tobytes() == top.tobytes():  # bytes: unknown (NaN) values alike too
+            last[1] = bucket
+        else:
+            self.done.append([bucket, bucket, avg, top])
+        oldest = bucket - self.rows + 1
+        while self.done[0][1] < oldest:
+            del self.done[0]
+        self.done[0][0] = max(self.done[0][0], oldest)
 
     def finished(self, now: float) -> dict[int, tuple[array, array]]:
         """The finished rows by bucket number (the filling one too once `now` is past its end)."""
-        rows = {b: (avg, top) for b, avg, top in self.done}
         if self.bucket is not None and (self.bucket + 1) * self.width <= now:
             self._close()
             self.bucket = None
-            b, avg, top = self.done[-1]
-            rows[b] = (avg, top)
-        return rows
+        return {b: (avg, top) for first, last, avg, top in self.done for b in range(first, last + 1)}
+
+
+@functools.cache
+def _columns(sources: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Names and kinds of `sources`, shared by every series of them."""
+    return tuple(name for name, _ in sources), tuple(kind for _, kind in sources)
 
 
 class Series:
     """One resource's data sources and archives; `step` is the base step in seconds."""
 
     def __init__(self, sources: tuple[tuple[str, str], ...], step: float) -> None:
-        self.names = [name for name, _ in sources]
-        self.kinds = [kind for _, kind in sources]
+        self.names, self.kinds = _columns(sources)
         self.step = step
         self.archives = [_Archive(step * steps, rows, len(sources)) for steps, rows in ARCHIVES]
         self._counters: dict[str, tuple[float, float]] = {}  # DERIVE source -> (time, last counter)
+        # The last row given to the archives, at time `_at`, and how many more equal rows came since in the same
+        # base step: added at once (weighted) when another row or base step comes, or before a fetch. A stopped
+        # guest's row is the same every sample: one list comparison instead of an update of every archive.
+        self._last: list[float | None] | None = None
+        self._at = 0.0
+        self._repeats = 0
+        self._given: dict[str, float | None] = {}  # the values of the last update and its row, for `repeat`
+        self._row: list[float | None] | None = None
+        self._counted = -math.inf  # when the counters last moved (an update or a repeat)
+        self._again: tuple[list[float | None], list[tuple[str, float]]] | None = None  # repeat's row, counters
 
     def update(self, t: float, values: dict[str, float | None]) -> None:
         """One sample at time `t`: GAUGE values as they are, DERIVE ones as counters; absent means unknown."""
@@ -101,11 +124,45 @@ class Series:
                 self._counters[name] = (t, value)
                 value = (value - last[1]) / (t - last[0]) if last and t > last[0] and value >= last[1] else None
             row.append(None if value is None else float(value))
+        self._given, self._row, self._counted, self._again = values, row, t, None
+        self._add(t, row)
+
+    def repeat(self, t: float) -> None:
+        """`update(t, values)` with the values of the last update (a stopped guest's), without looking at them
+        again: GAUGE values as they were, each DERIVE counter unchanged (a rate of 0; none where it is unknown)."""
+        if self._row is None or t <= self._counted:
+            self.update(t, self._given)
+            return
+        if self._again is None:
+            given = self._given
+            self._again = ([0.0 if kind == DERIVE and given.get(name) is not None else v
+                            for name, kind, v in zip(self.names, self.kinds, self._row, strict=True)],
+                           [(name, given[name]) for name, kind in zip(self.names, self.kinds, strict=True)
+                            if kind == DERIVE and given.get(name) is not None])
+        for name, value in self._again[1]:
+            self._counters[name] = (t, value)
+        self._counted = t
+        self._add(t, self._again[0])
+
+    def _add(self, t: float, row: list[float | None]) -> None:
+        if row == self._last and int(t // self.step) == int(self._at // self.step):
+            self._repeats += 1
+            return
+        self._flush()
         for archive in self.archives:
             archive.add(t, row)
+        self._last, self._at = row, t
+
+    def _flush(self) -> None:
+        """Give the archives the repeated rows held back (same base step: the same row of every archive)."""
+        if self._repeats and self._last is not None:
+            for archive in self.archives:
+                archive.add(self._at, self._last, self._repeats)
+        self._repeats = 0
 
     def fetch(self, timeframe: str, cf: str, now: float) -> list[dict]:
         """Proxmox's `create_rrd_data` answer for `timeframe` and `cf` (`AVERAGE` or `MAX`) at time `now`."""
+        self._flush()
         index, count = TIMEFRAMES[timeframe]
         archive = self.archives[index]
         width = archive.width
@@ -138,6 +195,14 @@ class RrdStore:
         if series is None:
             series = self.series[key] = Series(sources, self.step)
         series.update(t, values)
+
+    def repeat(self, key: str, t: float) -> bool:
+        """`update` of `key` with its last values again (Series.repeat); False if it has none yet."""
+        series = self.series.get(key)
+        if series is None:
+            return False
+        series.repeat(t)
+        return True
 
     def fetch(self, key: str, timeframe: str, cf: str, now: float) -> list[dict]:
         """The points of `key`'s series; none yet: an empty list, as Proxmox answers for a resource without an

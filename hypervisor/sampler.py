@@ -44,8 +44,13 @@ class Sampler:
         self.rates: dict[str, float] = {}  # host.io_counters() keys per second over the last interval
         self._io: tuple[float, dict[str, int]] | None = None
         self.guests: dict[int, dict] = {}  # vmid -> GUEST_FIGURES of its last sample (running guests only)
+        self.version = 0  # counts changes to `guests`: what a listing made from them is valid for (api/views.py)
         self._cpu: host.CpuTimes | None = None
         self._guest_cpu: dict[int, tuple[int, float, float]] = {}  # vmid -> (pid, time, cpu seconds)
+        self._maxima: dict[int, tuple[dict, dict]] = {}  # vmid -> (the config they are of, guest_maxima of it)
+        # vmid -> the maxima a stopped guest was last sampled with: while it stays so, its sample repeats the last
+        # (hypervisor/rrd.py `repeat`: 100,000 stopped guests took a quarter of a core)
+        self._stopped: dict[int, dict] = {}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -61,16 +66,29 @@ class Sampler:
     async def sample(self, now: float) -> None:
         self.sample_host(now)
         with self.node.read() as s:
-            mine = {vmid: dict(g["conf"]) for vmid, g in s.guests.items() if g["node"] == self.node.name}
-        for i, (vmid, conf) in enumerate(sorted(mine.items())):
-            await self.sample_guest(vmid, conf, now)
+            mine = {vmid: g["conf"] for vmid, g in s.guests.items() if g["node"] == self.node.name}
+            changed = {vmid: dict(conf) for vmid, conf in mine.items()  # a config is replaced when it changes
+                       if self._maxima.get(vmid, (None,))[0] is not conf}
+        for i, (vmid, conf) in enumerate(changed.items()):
+            self._maxima[vmid] = (mine[vmid], self.guest_maxima(conf))
+            if i % YIELD_EVERY == YIELD_EVERY - 1:  # 100,000 new configs: seconds without a checkpoint
+                await trio.sleep(0)
+        live = self.driver.with_pidfile()
+        for i, vmid in enumerate(sorted(mine)):
+            maxima = self._maxima[vmid][1]
+            if vmid in live or self._stopped.get(vmid) is not maxima or not self.store.repeat(f"qemu/{vmid}", now):
+                await self.sample_guest(vmid, maxima, now, maybe_running=vmid in live)
             if i % YIELD_EVERY == YIELD_EVERY - 1:  # a stopped guest's sample never waits: let requests through
                 await trio.sleep(0)
         self.store.keep({f"node/{self.node.name}"} | {f"qemu/{vmid}" for vmid in mine})
         for vmid in set(self.guests) - set(mine):
             del self.guests[vmid]
+            self.version += 1
         for vmid in set(self._guest_cpu) - set(mine):
             del self._guest_cpu[vmid]
+        for vmid in set(self._maxima) - set(mine):
+            del self._maxima[vmid]
+            self._stopped.pop(vmid, None)
 
     def sample_host(self, now: float) -> None:
         io = host.io_counters()
@@ -90,15 +108,19 @@ class Sampler:
             "swaptotal": mem["swaptotal"], "swapused": mem["swapused"], "roottotal": root["total"],
             "rootused": root["used"], "netin": netin, "netout": netout})
 
-    async def sample_guest(self, vmid: int, conf: dict, now: float) -> None:
-        maxima = self.guest_maxima(conf)
-        pid = self.driver.pid(vmid)
+    async def sample_guest(self, vmid: int, maxima: dict, now: float, maybe_running: bool = True) -> None:
+        """One guest's figures into its RRD series (and `guests` if it runs); `maxima`: `guest_maxima` of its
+        config; `maybe_running` False: it has no pidfile, so it is not looked for."""
+        pid = self.driver.pid(vmid) if maybe_running else None
         raw = await self.driver.counters(vmid) if pid is not None else None
         if raw is None:
-            self.guests.pop(vmid, None)
+            if self.guests.pop(vmid, None) is not None:
+                self.version += 1
             self._guest_cpu.pop(vmid, None)
             figures = dict.fromkeys(GUEST_FIGURES, 0)  # as pvestatd records a stopped guest
+            self._stopped[vmid] = maxima
         else:
+            self._stopped.pop(vmid, None)
             vcpus = max(1, min(int(maxima["maxcpu"]), host.cpuinfo()["cpus"]))
             last = self._guest_cpu.get(vmid)
             self._guest_cpu[vmid] = (pid, now, raw["cpu_seconds"])
@@ -109,6 +131,7 @@ class Sampler:
                        "mem": min(raw["mem"], maxima["maxmem"]) if maxima["maxmem"] else raw["mem"],
                        **{k: raw[k] for k in ("netin", "netout", "diskread", "diskwrite", "uptime")}}
             self.guests[vmid] = figures
+            self.version += 1
             figures = {**figures, "cpu": cpu}  # the RRD records a first sample's cpu as unknown
         self.store.update(f"qemu/{vmid}", GUEST_SOURCES, now, {**maxima, "disk": 0, **figures})
 

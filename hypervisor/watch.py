@@ -27,10 +27,16 @@ class GuestWatcher:
         self.driver = driver
         self.reconciler = reconciler
         self.sweep_every = sweep_every
+        self._mine: tuple = (None, -1, {}, set())  # (state, applied index, _my_guests at it, those running)
 
     def _my_guests(self) -> dict[int, str]:
+        """This node's guests and their power state in the log (shared: do not change it), read again only when
+        the log has moved (a sweep of 100,000 guests read them all every 2 s)."""
         with self.node.read() as s:
-            return {vmid: g.get("status", "stopped") for vmid, g in s.guests.items() if g["node"] == self.node.name}
+            if self._mine[0] is not s or self._mine[1] != s.applied:
+                mine = {vmid: g.get("status", "stopped") for vmid, g in s.guests.items() if g["node"] == self.node.name}
+                self._mine = (s, s.applied, mine, {vmid for vmid, status in mine.items() if status == "running"})
+            return self._mine[2]
 
     def _recorded(self, vmid: int) -> str | None:
         """The guest's power state in the log, if it is this node's."""
@@ -83,7 +89,9 @@ class GuestWatcher:
     async def _sweep(self) -> None:
         while True:
             await trio.sleep(self.sweep_every)
-            for vmid in sorted(self._my_guests()):
+            live = self.driver.with_pidfile()  # a guest without a pidfile is not running: no need to look
+            mine = self._my_guests()
+            for vmid in sorted({vmid for vmid in live if vmid in mine} | self._mine[3]):
                 status = self._recorded(vmid)  # read again: an observation before may have taken a while
                 if status is None or self._busy(vmid):
                     continue

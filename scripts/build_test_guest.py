@@ -11,9 +11,23 @@ an /etc/os-release, root in /etc/passwd and /etc/shadow, a `chpasswd` (what `gue
 a /sbin/shutdown that powers off (what `guest-shutdown` runs). With a cloud-init drive
 (an ISO 9660 CD-ROM on IDE or virtio-scsi), it prints before READY what the drive holds: `GPVE-CLOUDINIT
 label=… user=… hostname=… key=<first SSH key's comment>`, a `GPVE-CLOUDINIT-NET <line>` per line of its
-network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`. Booted with `gpve.busy=N`, it prints
-`GPVE-BUSY` at tick N and keeps a CPU busy from then on. A shell reads the serial console (getty), and, when
-booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
+network config (leading blanks dropped) and `GPVE-CLOUDINIT-END`. It then applies, from NoCloud network-config
+(version 1, as gpve and Proxmox write it for `ipconfigN: ip=A.B.C.D/N,gw=…`), each static IPv4 subnet to the NIC whose
+MAC is the entry's `mac_address`: the address, and a default route via `gateway` (`GPVE-NET-STATIC <nic>
+<addr>/<prefix> gw=<gateway>`; DHCP, IPv6, DNS and ConfigDrive's interfaces file are not applied). From
+`#cloud-config` user-data it writes the files of `write_files:`, each entry's keys on lines of their own, the content
+on one line (`encoding: b64` or none; other keys such as `owner` ignored), with parent directories and `permissions`
+(0644 if none): `GPVE-WRITE-FILE <path> <mode>` (`GPVE-WRITE-FILE-SKIPPED <path> encoding=…` for another encoding).
+`runcmd:` and the rest are not run: a real Kubernetes template image's cloud-init would run them (kubeadm, k3s). When
+/etc/kubernetes/pki/apiserver.crt, apiserver.key and ca.crt exist then, it runs the stand-in for the Kubernetes API
+server (no Kubernetes server can be installed here): Debian's `openssl s_server` on port 6443 with that certificate
+and key, requiring a client certificate that verifies against ca.crt (`-Verify 1 -verify_return_error`: another CA's
+certificate or none fails the handshake), restarted if it exits; a GET of any path answers `HTTP/1.0 200 ok` with an
+HTML page of the TLS session, which shows the client certificate (what `kubectl get --raw /` prints). It serves one
+connection at a time, and a request other than GET gets no answer. Once 6443 listens it prints `GPVE-K8S-STANDIN
+listening` (`GPVE-K8S-STANDIN failed <openssl's last line>` if not within 10 s), before READY. Booted with
+`gpve.busy=N`, it prints `GPVE-BUSY` at tick N and keeps a CPU busy from then on. A shell reads the serial console
+(getty), and, when booted with `console=tty0`, the screen's console too: what a console page types reaches the guest.
 
 usage: build_test_guest.py [OUTDIR]   (default: $GPVE_TEST_GUEST_DIR, or ~/.cache/gpve/test-guest-<hash of
 this script>, so a changed guest is built afresh and branches with different guests do not share one)
@@ -35,6 +49,40 @@ import tempfile
 MODULES = ["evdev", "button", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "virtio_console", "virtio_net",
            "ata_piix", "sr_mod", "isofs"]
 LIBDIR = "lib/x86_64-linux-gnu"
+GUEST_PACKAGES = ("qemu-guest-agent", "openssl")
+
+# /lib/gpve/network.awk: network-config (NoCloud v1, as engine/cloudinit.py writes it) -> `mac address prefix
+# gateway` per static IPv4 subnet; `q` is a single quote (values are quoted)
+NET_AWK = r"""
+function val(v) { v = $0; sub(/^[^:]*: */, "", v); gsub(q, "", v); gsub(/"/, "", v); return v }
+function bits(m, o, n, i, p) { n = split(m, o, "."); for (i = 1; i <= n; i++) for (; o[i] > 0; o[i] = int(o[i] / 2))
+    p += o[i] % 2; return p + 0 }
+function flush() { if (mac != "" && addr != "") print mac, addr, bits(mask), gw; addr = mask = gw = "" }
+/^ *- type: (physical|nameserver)/ { flush(); mac = ""; st = 0; next }
+/^ *- type:/ { flush(); st = ($0 ~ /type: *static *$/); next }
+/^ *mac_address:/ { mac = tolower(val()) }
+st && /^ *address:/ { addr = val() }
+st && /^ *netmask:/ { mask = val() }
+st && /^ *gateway:/ { gw = val() }
+END { flush() }
+"""
+
+# /lib/gpve/write_files.awk: user-data's `write_files:` -> `path permissions encoding content` per entry (`-` for
+# a key not given); each key on its own line, the content on one line
+FILES_AWK = r"""
+function val(v) { v = $0; sub(/^[^:]*: */, "", v); gsub(q, "", v); gsub(/"/, "", v); return v }
+function flush() { if (path != "") print path, (mode == "" ? "-" : mode), (enc == "" ? "-" : enc), content
+    path = mode = enc = content = "" }
+/^write_files:/ { on = 1; next }
+on && /^[^ -]/ { flush(); on = 0 }
+!on { next }
+/^ *- / { flush(); sub(/- /, "") }
+/^ *path:/ { path = val() }
+/^ *encoding:/ { enc = val() }
+/^ *permissions:/ { mode = val() }
+/^ *content:/ { content = val() }
+END { flush() }
+"""
 
 INIT = r"""#!/bin/sh
 /bin/busybox --install -s /bin
@@ -46,7 +94,7 @@ for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || echo "GPVE-I
 printf '#!/bin/sh\necho GPVE-GUEST-POWEROFF > /dev/ttyS0\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
 grep -q gpve.noacpi /proc/cmdline || acpid -c /etc/acpi
-export PATH=/bin:/sbin:/usr/sbin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 hostname gpve-guest
 for n in /sys/class/net/*; do ip link set "${n##*/}" up; done
 for p in /sys/class/virtio-ports/*; do
@@ -70,7 +118,42 @@ if [ -b /dev/sr0 ] && mkdir -p /mnt/ci && mount -t iso9660 -o ro /dev/sr0 /mnt/c
     echo "GPVE-CLOUDINIT label=$label user=$user hostname=$host key=$key" > /dev/ttyS0
     [ -f $nc ] && sed 's/^ *//' $nc | while IFS= read -r line; do echo "GPVE-CLOUDINIT-NET $line"; done > /dev/ttyS0
     echo "GPVE-CLOUDINIT-END" > /dev/ttyS0
+    [ -f $nc ] && awk -v q="'" -f /lib/gpve/network.awk $nc | while read -r mac addr prefix gw; do
+        for n in /sys/class/net/*; do
+            [ "$(cat $n/address)" = "$mac" ] || continue
+            ip addr add "$addr/$prefix" dev "${n##*/}"
+            [ -z "$gw" ] || ip route add default via "$gw" dev "${n##*/}"
+            echo "GPVE-NET-STATIC ${n##*/} $addr/$prefix gw=$gw" > /dev/ttyS0
+        done
+    done
+    [ "$(head -n 1 $ud)" = "#cloud-config" ] && awk -v q="'" -f /lib/gpve/write_files.awk $ud |
+    while read -r path mode enc content; do
+        mkdir -p "${path%/*}"
+        case $enc in
+            b64|base64) (umask 077; printf '%s' "$content" | base64 -d > "$path") ;;
+            -) (umask 077; printf '%s\n' "$content" > "$path") ;;
+            *) echo "GPVE-WRITE-FILE-SKIPPED $path encoding=$enc" > /dev/ttyS0; continue ;;
+        esac
+        [ "$mode" = - ] && mode=0644  # cloud-init's default
+        chmod "$mode" "$path"
+        echo "GPVE-WRITE-FILE $path $mode" > /dev/ttyS0
+    done
     umount /mnt/ci
+fi
+pki=/etc/kubernetes/pki
+if [ -f $pki/apiserver.crt ] && [ -f $pki/apiserver.key ] && [ -f $pki/ca.crt ]; then
+    (cd /tmp; while true; do
+        openssl s_server -quiet -accept 6443 -cert $pki/apiserver.crt -key $pki/apiserver.key -CAfile $pki/ca.crt \
+            -Verify 1 -verify_return_error -www >/tmp/k8s-standin.log 2>&1 </dev/null
+        sleep 1
+    done) &
+    up=""
+    for i in $(seq 100); do
+        grep -q ':192B [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null && up=1 && break
+        sleep 0.1
+    done
+    if [ -n "$up" ]; then echo "GPVE-K8S-STANDIN listening" > /dev/ttyS0
+    else echo "GPVE-K8S-STANDIN failed $(tail -n 1 /tmp/k8s-standin.log)" > /dev/ttyS0; fi
 fi
 echo "GPVE-GUEST-READY disk=${disk:-none}" > /dev/ttyS0
 busy=$(sed -n 's/.*gpve\.busy=\([0-9]*\).*/\1/p' /proc/cmdline)
@@ -147,23 +230,28 @@ def module_order(moddir: str, wanted: list[str]) -> list[str]:
     return order
 
 
-def agent_files(root: str) -> list[tuple[str, int, bytes]]:
-    """qemu-ga and the libraries it loads (resolved by `ldd` inside the extracted packages: every one must come
-    from there), the loader, and what its commands expect of the guest."""
-    binary = os.path.join(root, "usr", "sbin", "qemu-ga")
+def elf_files(root: str, binary: str) -> list[tuple[str, int, bytes]]:
+    """An executable of the extracted packages (`usr/sbin/qemu-ga`) and the shared libraries it loads, resolved by
+    `ldd` inside the extracted packages: every one must come from there."""
     libdirs = [os.path.join(root, LIBDIR), os.path.join(root, "usr", LIBDIR)]
-    out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True,
+    out = subprocess.run(["ldd", os.path.join(root, binary)], check=True, capture_output=True, text=True,
                          env={**os.environ, "LD_LIBRARY_PATH": ":".join(libdirs)}).stdout
     entries = []
     for name, path in re.findall(r"^\s*(\S+) => (\S+)", out, re.M):
         if not path.startswith(root + "/"):
-            raise SystemExit(f"qemu-ga needs {name}, which no extracted package holds ({path})")
+            raise SystemExit(f"{binary} needs {name}, which no extracted package holds ({path})")
         with open(path, "rb") as f:
             entries.append((f"{LIBDIR}/{name}", 0o100755, f.read()))
+    with open(os.path.join(root, binary), "rb") as f:
+        entries.append((binary, 0o100755, f.read()))
+    return entries
+
+
+def agent_files(root: str) -> list[tuple[str, int, bytes]]:
+    """qemu-ga with its libraries, the loader, and what its commands expect of the guest."""
+    entries = elf_files(root, "usr/sbin/qemu-ga")
     with open(os.path.join(root, LIBDIR, "ld-linux-x86-64.so.2"), "rb") as f:  # lib64's is an absolute link
         entries.append(("lib64/ld-linux-x86-64.so.2", 0o100755, f.read()))
-    with open(binary, "rb") as f:
-        entries.append(("usr/sbin/qemu-ga", 0o100755, f.read()))
     entries.append(("sbin/shutdown", 0o100755,
                     b"#!/bin/sh\necho GPVE-GUEST-AGENT-SHUTDOWN > /dev/ttyS0\npoweroff -f\n"))
     entries.append(("etc/os-release", 0o100644, b'ID=gpve-test-guest\nNAME="gpve test guest"\nVERSION_ID=1\n'
@@ -174,11 +262,12 @@ def agent_files(root: str) -> list[tuple[str, int, bytes]]:
     return entries
 
 
-def agent_packages() -> list[str]:
-    """qemu-guest-agent and the packages its shared libraries come from: its Depends, recursively (Pre-Depends
-    bring only its init scripts' helpers)."""
+def guest_packages() -> list[str]:
+    """The Debian packages whose programs the guest runs besides busybox (qemu-guest-agent; openssl for the
+    Kubernetes API server's stand-in) and those their shared libraries come from: their Depends, recursively
+    (Pre-Depends bring only init scripts' helpers)."""
     deps = sh("apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-              "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", "qemu-guest-agent")
+              "--no-breaks", "--no-replaces", "--no-enhances", "--no-pre-depends", *GUEST_PACKAGES)
     return sorted({line.strip() for line in deps.splitlines() if line.strip() and not line.startswith((" ", "<"))})
 
 
@@ -199,15 +288,15 @@ def build(outdir: str) -> None:
     os.makedirs(outdir, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         kernel_pkg = _kernel_package()
-        sh("apt-get", "download", "-q", kernel_pkg, "busybox-static", *agent_packages(), cwd=work)
+        sh("apt-get", "download", "-q", kernel_pkg, "busybox-static", *guest_packages(), cwd=work)
         for deb in glob.glob(os.path.join(work, "*.deb")):
             sh("dpkg-deb", "-x", deb, os.path.join(work, "root"))
         root = os.path.join(work, "root")
         vmlinuz = glob.glob(os.path.join(root, "boot", "vmlinuz-*"))[0]
         moddir = glob.glob(os.path.join(root, "lib", "modules", "*"))[0]
         order = module_order(moddir, MODULES)
-        dirs = ("bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp", "etc", "sbin", "usr", "usr/sbin", "lib64",
-                LIBDIR)
+        dirs = ("bin", "dev", "lib", "lib/modules", "lib/gpve", "proc", "sys", "tmp", "etc", "sbin", "usr", "usr/bin",
+                "usr/sbin", "lib64", LIBDIR)
         entries: list[tuple[str, int, bytes]] = [(d, 0o040755, b"") for d in dirs]
         with open(os.path.join(root, "bin", "busybox"), "rb") as f:
             entries.append(("bin/busybox", 0o100755, f.read()))
@@ -222,10 +311,13 @@ def build(outdir: str) -> None:
             entries.append((f"lib/modules/{name}.ko", 0o100644, data))
             names.append(name)
         entries.append(("lib/modules/order", 0o100644, (" ".join(names) + "\n").encode()))
-        entries += agent_files(root)
+        entries += agent_files(root) + elf_files(root, "usr/bin/openssl")
+        entries.append(("lib/gpve/network.awk", 0o100644, NET_AWK.encode()))
+        entries.append(("lib/gpve/write_files.awk", 0o100644, FILES_AWK.encode()))
         entries.append(("init", 0o100755, INIT.encode()))
+        unique = list({name: (name, mode, data) for name, mode, data in entries}.values())  # a library two need
         with open(os.path.join(outdir, "initrd.img.tmp"), "wb") as f:
-            f.write(gzip.compress(cpio_newc(entries)))
+            f.write(gzip.compress(cpio_newc(unique)))
         shutil.copy(vmlinuz, os.path.join(outdir, "vmlinuz.tmp"))
     os.replace(os.path.join(outdir, "initrd.img.tmp"), os.path.join(outdir, "initrd.img"))
     os.replace(os.path.join(outdir, "vmlinuz.tmp"), os.path.join(outdir, "vmlinuz"))

@@ -14,9 +14,13 @@ fi
 if [ "$want_test" = bench ]; then
     packages="$packages $(grep -v '^#' scripts/debian-bench-packages.txt | xargs)"
 fi
+command_of() {  # the command a package gives, where its name differs
+    case $1 in kubernetes-client) echo kubectl ;; *) echo "$1" ;; esac
+}
 missing=""
-for p in $packages; do  # a package whose command is there already (npm bundled with another nodejs) is present
-    dpkg -s "$p" >/dev/null 2>&1 || command -v "$p" >/dev/null 2>&1 || missing="$missing $p"
+for p in $packages; do  # a package whose command is there already (npm bundled with another nodejs, a kubectl from
+    # elsewhere, which Debian's would collide with) is present
+    dpkg -s "$p" >/dev/null 2>&1 || command -v "$(command_of "$p")" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
     echo "installing Debian packages:$missing"
@@ -48,7 +52,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$want_test" = test ] || [ "$want_test" = bench ]; then
-    quiet_pip -e '.[test]'
+    if [ "$want_test" = bench ]; then quiet_pip -e '.[test,bench]'; else quiet_pip -e '.[test]'; fi
     # npm clients for the client-compatibility tests (cached outside the repo): `proxmox-api` (REST), and
     # @grpc/grpc-js with @grpc/proto-loader (gRPC, loading proto/gpve/v1 at run time)
     npm_dir="${GPVE_NPM_DIR:-$HOME/.cache/gpve/npm}"

@@ -18,7 +18,7 @@ import trio
 from api.context import Runtime
 from engine.errors import Rejection
 from engine.reconciler import Reconciler
-from hypervisor.migration_target import MigrationTarget, moving_here
+from hypervisor.migration_target import MigrationTarget, config_to_run, moving_here
 from hypervisor.operations import Operations, make_resolver
 from hypervisor.storage import DirStorage
 from hypervisor.watch import GuestWatcher
@@ -90,8 +90,9 @@ class SimRemoteTarget:
         return answer
 
     async def incoming(self, vmid: int, volumes: list[dict]) -> dict:
-        return await self._call(lambda process: process.migration.incoming(vmid, moving_here(process, vmid),
-                                                                           volumes))
+        async def start(process) -> dict:
+            return await process.migration.incoming(vmid, await config_to_run(process, vmid), volumes)
+        return await self._call(start)
 
     async def resume(self, vmid: int, exports: list[str]) -> None:
         await self._call(lambda process: _here(process, vmid).resume(vmid, exports))

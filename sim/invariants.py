@@ -16,7 +16,7 @@ import re
 from engine import access, pending, tasks
 from engine import commands as cmd
 from engine.codec import packb
-from engine.machine import REQUEST_MEMORY_SECONDS
+from engine.machine import REQUEST_MEMORY_SECONDS, remembered
 from engine.state import State
 from engine.volumes import alloc_requests, is_disk_key, owned_volumes, volume_of
 from sim import images
@@ -297,12 +297,12 @@ class Checker:
             state = node.machine.state
             newest = max((r[0] for r in state.requests.values()), default=0.0)
             for rid, result in sorted(self.acked.items()):
-                seen = state.requests.get(rid)
+                seen = remembered(state, rid)
                 if seen is None:
                     if not world.request_ts.get(rid, newest) < newest - REQUEST_MEMORY_SECONDS:
                         self.violation(f"acknowledged request {rid} missing on {node.name}")
-                elif seen[1] != result:
-                    self.violation(f"acknowledged request {rid} has another result on {node.name}: {seen[1]}")
+                elif seen != result:
+                    self.violation(f"acknowledged request {rid} has another result on {node.name}: {seen}")
             for vmid, guest in sorted(state.guests.items()):
                 if guest["conf"].get("lock") in TASK_ONLY_LOCKS:
                     self.violation(f"VM {vmid} still locked ({guest['conf']['lock']}) on {node.name} with no task")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
 import os
 import zlib
 from collections.abc import Awaitable, Callable
@@ -146,6 +147,11 @@ class SimProcess(Node):
     def new_request_id(self) -> str:
         self._ids += 1
         return f"{self.host.name}.{self.host.incarnation}.{self._ids}"
+
+    def new_uuid(self) -> str:
+        """A UUID (version 4 layout) from the next seeded request id, so that runs repeat."""
+        h = hashlib.sha256(self.new_request_id().encode()).hexdigest()
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
     def _open_log(self):
         host, world = self.host, self.host.world

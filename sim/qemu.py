@@ -586,6 +586,9 @@ class SimQemuDriver(QemuDriver):
     def pid(self, vmid: int) -> int | None:
         return self.qemu.pid(vmid)
 
+    def with_pidfile(self) -> set[int]:
+        return set(self.qemu.procs)
+
     async def _launch(self, argv: list[str]) -> None:
         vmid = int(re.search(r"/(\d+)\.pid$", _flag(argv, "-pidfile") or "").group(1))
         await self.qemu.launch(vmid, argv)

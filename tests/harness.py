@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import requests
@@ -210,6 +212,21 @@ class Cluster:
             p.send_signal(signal.SIGKILL)
         for p in procs:
             p.wait(10)
+
+
+@contextlib.contextmanager
+def node_in(prefix: list[str], base: str) -> Iterator[NodeProcess]:
+    """Node n1 of its own cluster, run with `prefix` (a network namespace's `ip netns exec`), ready; stopped and its
+    guests killed afterwards."""
+    api_port, raft_port, grpc_port = free_ports(3)
+    proc = NodeProcess("n1", os.path.join(base, "n1"), api_port, raft_port, grpc_port=grpc_port, prefix=prefix)
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+        kill_guests(proc.data_dir)
 
 
 def kill_guests(data_dir: str) -> None:

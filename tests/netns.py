@@ -56,6 +56,13 @@ class Netns:
         """`ip -n NS ARGS` (iproute2 inside the namespace); its output."""
         return subprocess.run(["ip", "-n", self.name, *args], check=True, capture_output=True, text=True).stdout
 
+    def bridge(self, name: str, cidr: str | None = None) -> None:
+        """A Linux bridge `name`, up, carrying `cidr` (the host's side of the guests' network) when given."""
+        self.ip("link", "add", name, "type", "bridge")
+        if cidr:
+            self.ip("addr", "add", cidr, "dev", name)
+        self.ip("link", "set", name, "up")
+
     def links(self) -> dict[str, dict]:
         """`ip -j -d link show` inside the namespace, by name."""
         return {link["ifname"]: link for link in json.loads(self.ip("-j", "-d", "link", "show"))}

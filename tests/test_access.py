@@ -213,3 +213,21 @@ def test_tokens_cannot_raise_themselves_touch_siblings_or_change_the_password(se
     erin.access.users("erin@pve").token("ci").put(comment="mine")
     erin.access.users("erin@pve").token("sibling").delete()
     assert [t["tokenid"] for t in erin.access.users("erin@pve").token.get()] == ["ci", "shared"]
+
+
+def test_acl_paths_are_normalized_and_checked_as_proxmox_does(setup):
+    """pve-access-control's `normalize_path` then `check_path`: `//vms//N/` is `/vms/N`; a path outside its
+    whitelist (and gpve's `/vclusters/vc-…`) is refused with 400 naming the path as given, and nothing is stored."""
+    node, (audited, _hidden) = setup
+    root = node.api()
+    root.access.users.post(userid="dora@pve", password="dora-secret")
+    root.access.acl.put(path=f"//vms//{audited}/", roles="PVEAuditor", users="dora@pve")
+    root.access.acl.put(path="/vclusters/vc-0123456789", roles="PVEAuditor", users="dora@pve")
+    mine = {(a["path"], a["roleid"]) for a in root.access.acl.get() if a["ugid"] == "dora@pve"}
+    assert mine == {(f"/vms/{audited}", "PVEAuditor"), ("/vclusters/vc-0123456789", "PVEAuditor")}
+    for bad in ("/vms/abc", "/vms/99", "/vclusters/../vms", "/vclusters/x/y", "/vclusters/vc-UPPER", "/meta/x",
+                "/storage/a/b"):
+        with pytest.raises(ResourceException) as exc:
+            root.access.acl.put(path=bad, roles="PVEAuditor", users="dora@pve")
+        assert exc.value.status_code == 400 and exc.value.errors == {"path": f"invalid ACL path '{bad}'"}, bad
+    assert {(a["path"], a["roleid"]) for a in root.access.acl.get() if a["ugid"] == "dora@pve"} == mine

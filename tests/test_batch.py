@@ -87,7 +87,7 @@ def test_batch_rules_are_the_single_calls_rules(single_node):
     # parameters that belong to no such action, bad actions and bad options: 400 for the whole batch
     for body, key in (({"action": "start", "vmids": [mine], "snapname": "x"}, "snapname"),
                       ({"action": "explode", "vmids": [mine]}, "action"),
-                      ({"action": "start", "vmids": [mine], "options": {"parallel": 99}}, "options"),
+                      ({"action": "start", "vmids": [mine], "options": {"parallel": 99}}, "options.parallel"),
                       ({"action": "start", "vmids": [mine, mine]}, "vmids"),
                       ({"action": "start", "vmids": ["abc"]}, "vmids")):
         r = batch(s, node, body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import commands as c
+from engine import machine
 from engine.codec import decode_records, encode_records
 from engine.errors import Rejection
 from engine.machine import Machine
@@ -23,6 +24,36 @@ def machine_with_node() -> Machine:
 
 def create(rid: str, vmid: int, ts: float = 2.0, **config) -> c.CreateGuest:
     return c.CreateGuest(request_id=rid, ts=ts, node="n1", vmid=vmid, config=config, upid=f"U-{rid}", starttime=2)
+
+
+def update(rid: str, ts: float, description: str) -> c.UpdateGuestConfig:
+    return c.UpdateGuestConfig(request_id=rid, ts=ts, node="n1", vmid=100, set={"description": description})
+
+
+def test_request_memory_is_bounded_by_count_and_a_remembered_retry_applies_once(monkeypatch):
+    monkeypatch.setattr(machine, "REQUEST_MEMORY_MAX", 50)
+    m = machine_with_node()
+    run(m, create("r1", 100, name="a"))
+    for i in range(200):  # 4 times the bound: memory stays at it, oldest forgotten first
+        run(m, update(f"u{i}", 10.0 + i, f"d{i}"))
+    assert len(m.state.requests) == 50
+    assert list(m.state.requests)[0] == "u150"
+    assert run(m, update("u199", 300.0, "changed")) == [{"ok": {}}]  # remembered: answered, not applied again
+    assert m.state.guests[100]["conf"]["description"] == "d199"
+    assert machine.remembered(m.state, "u0") is None  # forgotten: a retry this late would apply anew
+    assert run(m, update("u0", 301.0, "late"))[0] == {"ok": {}}
+    assert m.state.guests[100]["conf"]["description"] == "late"
+
+
+def test_request_memory_forgets_requests_older_than_an_hour_and_keeps_rejections():
+    m = machine_with_node()
+    [created] = run(m, create("r1", 100, ts=10.0, name="a"))
+    [refused] = run(m, create("r2", 100, ts=11.0, name="b"))
+    assert refused["error"]["status"] == 409
+    assert run(m, create("r2", 100, ts=12.0, name="b")) == [refused]  # a rejection is remembered as such
+    assert machine.remembered(m.state, "r1") == created
+    run(m, update("u1", 11.0 + machine.REQUEST_MEMORY_SECONDS + 1, "later"))
+    assert set(m.state.requests) == {"u1"}  # everything older than an hour before the newest command is gone
 
 
 def test_records_round_trip_with_type_and_version():

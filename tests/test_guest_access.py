@@ -91,7 +91,7 @@ ROWS = [
     Row("bootdisk", "scsi0", (DISK,)), Row("vmstatestorage", "local", (DISK, SPACE), clone=(SPACE,)),
     Row("net0", "virtio", (NET,)),
     Row("ipconfig0", "ip=dhcp", (CLOUD,)), Row("ciuser", "bob", (CLOUD,)), Row("cipassword", "s3cret", (CLOUD,)),
-    Row("cicustom", "user=local:snippets/user.yaml", (CLOUD,)),
+    Row("cicustom", "user=local:snippets/user.yaml", (CLOUD, "storage:Datastore.Allocate")),  # check_volume_access
     # a cloud-init drive: both privileges to attach it (update_vm's check_drive_perms), none more to allocate it
     Row("ide2", "local:cloudinit", ("vm:VM.Config.Cloudinit", CDROM), create=()),
     Row("scsi3", "local:cloudinit", ("vm:VM.Config.Cloudinit", CDROM), create=()),

@@ -4,7 +4,6 @@ the bridge. The host's network is never touched."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
@@ -14,7 +13,7 @@ from proxmoxer.tools import Tasks
 
 from tests import netns
 from tests.guest import build_guest, kernel_args, qemu_missing, wait_serial
-from tests.harness import NodeProcess, free_ports, kill_guests
+from tests.harness import node_in
 from tests.test_compat_shapes import assert_matches
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")]
@@ -32,14 +31,8 @@ def ns():
 
 @pytest.fixture(scope="module")
 def node(ns, tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("network"))
-    api_port, raft_port, grpc_port = free_ports(3)
-    proc = NodeProcess("n1", os.path.join(base, "n1"), api_port, raft_port, grpc_port=grpc_port, prefix=ns.prefix)
-    proc.start()
-    proc.wait_ready()
-    yield proc
-    proc.stop()
-    kill_guests(proc.data_dir)
+    with node_in(ns.prefix, str(tmp_path_factory.mktemp("network"))) as proc:
+        yield proc
 
 
 def vlan_filtering_in_kernel(ns) -> bool:

@@ -8,7 +8,8 @@ import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOTS = ["engine.machine"]  # the state machine every node and the simulator apply the log with
-ALLOWED = {"__future__", "collections", "dataclasses", "functools", "hashlib", "re", "typing", "msgpack"}
+ALLOWED = {"__future__", "collections", "dataclasses", "functools", "hashlib", "re", "typing", "msgpack",
+           "ipaddress"}  # ipaddress: pure parsing and arithmetic
 IMPURE_CALLS = {("time", "time"), ("time", "monotonic"), ("datetime", "now"), ("datetime", "utcnow"),
                 ("datetime", "today"), ("os", "urandom"), ("uuid", "uuid4"), ("random", "random")}
 

@@ -163,3 +163,16 @@ def test_ovmf_without_efidisk_gets_a_temporary_vars_copy_and_a_warning():
         argv({"bios": "ovmf", "efidisk0": "/dev/vg/efi,efitype=4m"})
     a = argv({"bios": "ovmf", "efidisk0": "/dev/vg/efi,efitype=4m,format=raw"})
     assert "if=pflash,unit=1,id=drive-efidisk0,format=raw,file=/dev/vg/efi" in pairs(a, "-drive")
+
+
+def test_rng0_is_a_virtio_rng_device_on_the_hosts_source_with_proxmoxs_rate_limit():
+    """qemu-server's RNG.pm: an rng-random backend on the source, 1024 bytes per 1000 ms unless told otherwise,
+    no limit with max_bytes=0; an invalid or missing source refuses the start."""
+    assert pairs(argv({"rng0": "source=/dev/urandom"}), "-object") == ["rng-random,filename=/dev/urandom,id=rng0"]
+    assert "virtio-rng-pci,rng=rng0,max-bytes=1024,period=1000" in pairs(argv({"rng0": "/dev/urandom"}), "-device")
+    assert "virtio-rng-pci,rng=rng0,max-bytes=2048,period=500" in \
+        pairs(argv({"rng0": "/dev/random,max_bytes=2048,period=500"}), "-device")
+    assert "virtio-rng-pci,rng=rng0" in pairs(argv({"rng0": "source=/dev/urandom,max_bytes=0"}), "-device")
+    assert not any("rng" in a for a in argv({}))
+    with pytest.raises(StartError, match="invalid source '/dev/zero'"):
+        argv({"rng0": "source=/dev/zero"})

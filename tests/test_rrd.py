@@ -61,3 +61,38 @@ def test_keep_forgets_the_series_of_guests_gone_and_an_unknown_series_answers_no
     store.keep({"qemu/101"})
     assert set(store.series) == {"qemu/101"}
     assert store.fetch("qemu/100", "day", "MAX", T0 + 3600) == []
+
+
+def test_a_row_repeated_every_sample_counts_as_often_as_it_was_taken():
+    """A stopped guest's row is the same at every sample: it is held back and added at once, with its count, so
+    a half hour of 15 busy minutes and 15 idle ones averages to half the busy figure, as sample by sample."""
+    store = RrdStore(step=60)
+    start = T0 - T0 % 1800  # a row of the day timeframe (30 minutes) starts here
+    for i in range(180):  # one sample each 10 s: busy (cpu 0.5) for 15 minutes, then idle
+        store.update("qemu/100", SOURCES, start + 10 * i, {"cpu": 0.5 if i < 90 else 0.0, "netin": 0})
+    day = store.fetch("qemu/100", "day", "AVERAGE", start + 1800)
+    assert day[-1]["time"] == int(start + 1800) and abs(day[-1]["cpu"] - 0.25) < 1e-12
+    assert store.fetch("qemu/100", "day", "MAX", start + 1800)[-1]["cpu"] == 0.5
+    hour = store.fetch("qemu/100", "hour", "AVERAGE", start + 1800)
+    assert [p["cpu"] for p in hour[-30:]] == [0.5] * 15 + [0.0] * 15
+    assert all(p["netin"] == 0.0 for p in hour[-29:])
+
+
+def test_a_repeated_sample_is_the_same_as_its_values_given_again():
+    given, repeated = RrdStore(step=60), RrdStore(step=60)
+    assert not repeated.repeat("qemu/100", T0)  # nothing to repeat yet
+    for store in (given, repeated):
+        store.update("qemu/100", GUEST_SOURCES, T0, {"cpu": 0.5, "maxmem": 2048, "netin": 700, "diskread": None})
+    for i in range(1, 40):  # 40 samples 10 s apart: across base steps, counters unchanged (rates of 0)
+        given.update("qemu/100", GUEST_SOURCES, T0 + 10 * i,
+                     {"cpu": 0.5, "maxmem": 2048, "netin": 700, "diskread": None})
+        assert repeated.repeat("qemu/100", T0 + 10 * i)
+    given.update("qemu/100", GUEST_SOURCES, T0 + 400, {"cpu": 0.1, "maxmem": 2048, "netin": 1500})
+    repeated.update("qemu/100", GUEST_SOURCES, T0 + 400, {"cpu": 0.1, "maxmem": 2048, "netin": 1500})
+    for timeframe in ("hour", "day"):
+        for cf in ("AVERAGE", "MAX"):
+            assert given.fetch("qemu/100", timeframe, cf, T0 + 1900) == repeated.fetch("qemu/100", timeframe, cf,
+                                                                                        T0 + 1900)
+    minutes = repeated.fetch("qemu/100", "hour", "AVERAGE", T0 + 481)[-7:]
+    assert [(p["cpu"], p["netin"]) for p in minutes[:6]] == [(0.5, 0.0)] * 6  # the unchanged counter: a rate of 0
+    assert minutes[6]["netin"] == 800 / 10 / 5  # 800 in the 10 s before T0 + 400, one sample of five that minute

@@ -163,7 +163,8 @@ def test_the_self_check_compares_the_same_span_of_both_runs():
 
 def test_the_simulated_world_reads_no_clock_entropy_or_pid_of_its_host(monkeypatch):
     """Code under simulation that asks the host for time, randomness or its pid makes a run depend on more than its
-    seed: the simulator reports where. Here the production request ids (uuid4) replace the simulated ones."""
+    seed: the simulator reports where. Here the production request ids (a random prefix from `secrets`) replace the
+    simulated ones."""
     import uuid
 
     from engine.node import Node
@@ -171,7 +172,7 @@ def test_the_simulated_world_reads_no_clock_entropy_or_pid_of_its_host(monkeypat
     real = uuid.uuid4
     monkeypatch.setattr(SimProcess, "new_request_id", Node.new_request_id)
     result = World(Options(seed=1, duration=10, faults=[])).run()
-    assert any("uuid.uuid4() called under simulation from engine/node.py" in v for v in result.violations), \
+    assert any("secrets.token_hex() called under simulation from engine/node.py" in v for v in result.violations), \
         result.violations
     assert uuid.uuid4 is real  # the traps are gone after the run
 

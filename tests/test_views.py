@@ -3,6 +3,8 @@ state is seen at once."""
 
 from __future__ import annotations
 
+import orjson
+
 from api.compat.guests import guest_summary
 from api.views import Views
 from engine.roles import privileges_on
@@ -56,3 +58,34 @@ def test_a_changed_acl_or_guest_is_seen_at_the_next_applied_entry():
     assert sorted(rows) == [100, 101, 102, 104, 105]
     assert rows[105]["name"] == "renamed" and rows[100]["lock"] == "backup"
     assert rows[101] is first[1][1]  # an unchanged guest keeps its row
+
+
+def test_a_derived_listing_is_remade_when_its_basis_changes_and_only_then():
+    s, views = _state(), Views()
+    figures = {"n2": {"guests": {}}}
+    made = []
+
+    def listing(basis: tuple) -> list:
+        return views.memo("rows", basis, lambda: made.append(1) or [len(made)])
+
+    first = listing((s, s.applied, 7, tuple(figures.items())))
+    assert listing((s, s.applied, 7, tuple(figures.items()))) is first  # the same state, version and figures
+    s.applied += 1
+    assert listing((s, s.applied, 7, tuple(figures.items()))) == [2]  # an entry applied
+    assert listing((s, s.applied, 8, tuple(figures.items()))) == [3]  # the sampler saw something new
+    figures = {"n2": {"guests": {}}}  # another member's figures fetched again: equal, but not the same dict
+    assert listing((s, s.applied, 8, tuple(figures.items()))) == [4]
+    assert listing((_state(), s.applied, 8, tuple(figures.items()))) == [5]  # another state at the same index
+
+
+def test_kept_rows_are_answered_with_their_json_made_once():
+    s, views = _state(), Views()
+    rows = [row for _, row in views.guest_rows(s, guest_summary)]
+    encoded = views.encoded(rows)
+    assert [orjson.loads(orjson.dumps(fragment)) for fragment in encoded] == rows
+    s.guests[104]["conf"] = {"name": "renamed"}
+    s.applied += 1
+    again = [row for _, row in views.guest_rows(s, guest_summary)]
+    encoded_again = views.encoded(again)
+    assert encoded_again[0] is encoded[0]  # an unchanged row keeps its JSON
+    assert orjson.loads(orjson.dumps(encoded_again[4]))["name"] == "renamed"

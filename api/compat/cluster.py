@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from api.compat.guests import guest_summary
 from api.compat.hostinfo import cgroup_mode, host_figures
-from api.context import Ctx
+from api.context import Ctx, Reply
 from api.native.figures import remote_figures
 from api.registry import API
 from api.returns import BOOL, INT, NUM, STR, array, const, obj, one_of
@@ -98,7 +98,7 @@ SORT_KEYS = ("id", "name", "vmid", "node", "status", "type", "mem", "maxmem", "c
                       Param("status"), Param("node", format="pve-node"), Param("pool"),
                       Param("sort", enum=SORT_KEYS), Param("order", enum=("asc", "desc"), default="asc")],
               returns=array(RESOURCE_ROW))
-async def cluster_resources(ctx: Ctx, p: dict) -> list:
+async def cluster_resources(ctx: Ctx, p: dict) -> Reply:
     """Every resource in the cluster, with `type`, `status`, `node`, `pool` filters and `sort`/`order`.
 
     Rows as Proxmox's: guests (`qemu`), pools (with their running guests' figures), nodes, storages and, unfiltered,
@@ -107,21 +107,24 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
     """
     kind = p.get("type")
     remote = await remote_figures(ctx) if kind in (None, "vm", "qemu", "pool", "node") else {}
-    rows: list[dict] = []
+    before: list[dict] = []
     guests = all_guest_rows(ctx, remote) if kind in (None, "vm", "qemu", "pool") else []
     if kind in (None, "pool"):
-        rows += pool_resources(ctx, guests)
-    if kind in (None, "vm", "qemu"):
-        rows += guest_resources(ctx, guests)
+        before += pool_resources(ctx, guests)
+    visible, encoded = visible_guest_rows(ctx, guests) if kind in (None, "vm", "qemu") else ([], [])
+    after: list[dict] = []
     if kind in (None, "node"):
-        rows.extend(node_resources(ctx, remote))
+        after.extend(node_resources(ctx, remote))
     if kind in (None, "storage"):
-        rows.extend(storage_resources(ctx))
+        after.extend(storage_resources(ctx))
     if kind is None and ctx.can("SDN.Audit", "/sdn/zones/localnetwork"):
         with ctx.node.read() as s:
             names = sorted(s.nodes)
-        rows += [{"id": f"network/{name}/zone/localnetwork", "type": "network", "network-type": "zone",
-                  "network": "localnetwork", "node": name, "status": "ok"} for name in names]
+        after += [{"id": f"network/{name}/zone/localnetwork", "type": "network", "network-type": "zone",
+                   "network": "localnetwork", "node": name, "status": "ok"} for name in names]
+    rows = before + visible + after
+    if not any(p.get(key) for key in ("status", "node", "pool", "sort")):
+        return Reply(rows, encoded=before + encoded + after)  # the kept guest rows answered with their JSON
     for key in ("status", "node", "pool"):
         if p.get(key):
             rows = [r for r in rows if r.get(key) == p[key]]
@@ -130,7 +133,7 @@ async def cluster_resources(ctx: Ctx, p: dict) -> list:
         present = [r for r in rows if key in r]
         present.sort(key=lambda r: (isinstance(r[key], str), r[key]), reverse=p.get("order") == "desc")
         rows = present + [r for r in rows if key not in r]
-    return rows
+    return Reply(rows)
 
 
 def _declared(figures: dict, keys: dict) -> dict:
@@ -148,17 +151,24 @@ def resource_row(guest: dict) -> dict:
 
 def all_guest_rows(ctx: Ctx, remote: dict[str, dict]) -> list[dict]:
     """Every guest's row, whether the caller may see it or not: live figures from this node's sampler, or from
-    `remote` (the other members' `/v1/figures`) for a guest running on another online member. Rows are shared
-    with api/views.py's cache where nothing is added: do not change them."""
+    `remote` (the other members' `/v1/figures`) for a guest running on another online member. Kept between requests
+    (api/views.py `memo`) while the state, this node's sampled figures, the other members' figures and who is online
+    stay the same; the rows are shared: do not change them."""
+    sampler = ctx.rt.sampler
     with ctx.node.read() as s:
-        pool_of = {v: pid for pid, pool in s.access.get("pool", {}).items() for v in pool["vms"]}
-        cached = [row for _, row in views(ctx.node).guest_rows(s, resource_row)]
-    online = {name: ctx.node.node_online(name) for name in {row["node"] for row in cached}}
+        online = tuple((name, ctx.node.node_online(name)) for name in sorted(s.nodes))
+        basis = (s, s.applied, sampler.version if sampler is not None else -1, tuple(sorted(remote.items())), online)
+        return views(ctx.node).memo(("guest-rows", tuple(sorted(remote))), basis,
+                                    lambda: _guest_rows(ctx, s, remote, dict(online)))
+
+
+def _guest_rows(ctx: Ctx, s, remote: dict[str, dict], online: dict[str, bool]) -> list[dict]:
+    pool_of = {v: pid for pid, pool in s.access.get("pool", {}).items() for v in pool["vms"]}
     sampler, here = ctx.rt.sampler, ctx.node.name
     rows = []
-    for row in cached:
+    for _, row in views(ctx.node).guest_rows(s, resource_row):
         node_name = row["node"]
-        if not online[node_name]:
+        if not online.get(node_name, False) and not ctx.node.node_online(node_name):
             row = {**row, "status": "unknown"}  # as Proxmox shows guests of a node it cannot reach
         elif row["status"] == "running":
             if node_name == here:
@@ -175,15 +185,27 @@ def all_guest_rows(ctx: Ctx, remote: dict[str, dict]) -> list[dict]:
 
 def guest_resources(ctx: Ctx, guests: list[dict]) -> list[dict]:
     """The guests the caller may audit; `pool` only where it may audit the pool too."""
-    grants = ctx.grants()
-    rows = []
-    for row in guests:
-        if "VM.Audit" not in grants.on_vm(row["vmid"]):
-            continue
-        if "pool" in row and "Pool.Audit" not in grants.on(f"/pool/{row['pool']}"):
-            row = {k: v for k, v in row.items() if k != "pool"}
-        rows.append(row)
-    return rows
+    return visible_guest_rows(ctx, guests)[0]
+
+
+def visible_guest_rows(ctx: Ctx, guests: list[dict]) -> tuple[list[dict], list]:
+    """`guest_resources` and each row's JSON (api/views.py `encoded`), kept per caller while `guests` (a kept list
+    from `all_guest_rows`) and the state stay the same."""
+    with ctx.node.read() as s:
+        grants = views(ctx.node).grants(s, ctx.user)
+        basis = (guests, s, s.applied)
+
+        def make() -> tuple[list[dict], list]:
+            rows = []
+            for row in guests:
+                if "VM.Audit" not in grants.on_vm(row["vmid"]):
+                    continue
+                if "pool" in row and "Pool.Audit" not in grants.on(f"/pool/{row['pool']}"):
+                    row = {k: v for k, v in row.items() if k != "pool"}
+                rows.append(row)
+            return rows, views(ctx.node).encoded(rows)
+
+        return views(ctx.node).memo(("visible-guests", ctx.user), basis, make)
 
 
 def pool_resources(ctx: Ctx, guests: list[dict]) -> list[dict]:
@@ -191,10 +213,7 @@ def pool_resources(ctx: Ctx, guests: list[dict]) -> list[dict]:
     before it filters guests); `cpu` is weighted by each guest's CPUs."""
     with ctx.node.read() as s:
         pools = sorted(s.access.get("pool", {}))
-    running_in: dict[str, list[dict]] = {}
-    for g in guests:
-        if "pool" in g and g["status"] == "running":
-            running_in.setdefault(g["pool"], []).append(g)
+        running_in = views(ctx.node).memo("pooled-running", (guests,), lambda: _running_in_pools(guests))
     rows = []
     for pid in pools:
         if not ctx.can("Pool.Audit", f"/pool/{pid}"):
@@ -208,6 +227,14 @@ def pool_resources(ctx: Ctx, guests: list[dict]) -> list[dict]:
                        cpu=sum(g["cpu"] * g["maxcpu"] for g in running) / maxcpu if maxcpu else 0)
         rows.append(row)
     return rows
+
+
+def _running_in_pools(guests: list[dict]) -> dict[str, list[dict]]:
+    running_in: dict[str, list[dict]] = {}
+    for g in guests:
+        if "pool" in g and g["status"] == "running":
+            running_in.setdefault(g["pool"], []).append(g)
+    return running_in
 
 
 def storage_resources(ctx: Ctx) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from api.compat.guests import guest_summary, sampled
 from api.compat.qemu_options import CONFIG_PARAMS, CREATE_ONLY, CREATE_ONLY_PARAMS
-from api.context import Ctx
+from api.context import Ctx, Reply
 from api.registry import API
 from api.returns import NUM, STR, array, obj
 from api.schema import NODE, UPID_RETURN, VMID, VMID_PATH, Param, ParamErrors, Permission
@@ -32,26 +32,28 @@ async def create_vm(ctx: Ctx, p: dict) -> str:
     "GET", "/nodes/{node}/qemu", params=[NODE, Param("full", "boolean")], paged=True,
     returns={"type": "array", "items": {"type": "object", "properties": {"vmid": {"type": "integer"}}}},
 )
-async def list_vms(ctx: Ctx, p: dict) -> list:
+async def list_vms(ctx: Ctx, p: dict) -> Reply:
     """Guests on a node; only those the caller may audit."""
     with ctx.node.read() as s:
         grants = views(ctx.node).grants(s, ctx.user)
-        guests = grants.memo.get(("qemu", p["node"]))
-        if guests is None:  # the caller's rows at this applied index: once
-            guests = grants.memo[("qemu", p["node"])] = [
-                (row, g["conf"] if row["status"] == "running" else None)
-                for g, row in views(ctx.node).guest_rows(s, guest_summary)
-                if g["node"] == p["node"] and "VM.Audit" in grants.on_vm(row["vmid"])]
-        running = [(row, dict(conf), sampled(ctx.rt.sampler, {**row, "node": p["node"]}))
-                   for row, conf in guests if conf is not None]
-    live_rows = {}
-    for row, conf, live in running:  # copies: the cached rows are shared
-        row = dict(row)
+        memo = grants.memo.get(("qemu", p["node"]))
+        if memo is None:  # the caller's rows at this applied index, their JSON, the running ones: once
+            rows = [row for g, row in views(ctx.node).guest_rows(s, guest_summary)
+                    if g["node"] == p["node"] and "VM.Audit" in grants.on_vm(row["vmid"])]
+            running = [(i, s.guests[row["vmid"]]["conf"]) for i, row in enumerate(rows) if row["status"] == "running"]
+            memo = grants.memo[("qemu", p["node"])] = (rows, views(ctx.node).encoded(rows), running)
+        rows, encoded, running = memo
+        live = [(i, dict(conf), sampled(ctx.rt.sampler, {**rows[i], "node": p["node"]})) for i, conf in running]
+    if not live:
+        return Reply(list(rows), encoded=encoded)  # a copy: the kept list is shared
+    rows, encoded = list(rows), list(encoded)
+    for i, conf, figures in live:  # copies: the kept rows are shared
+        row = dict(rows[i])
         if ctx.rt.driver is not None and p["node"] == ctx.node.name:
             row.update(ctx.rt.driver.process_status(row["vmid"], conf))
-        row.update(live)
-        live_rows[row["vmid"]] = row
-    return [live_rows.get(row["vmid"], row) for row, _ in guests]
+        row.update(figures)
+        rows[i] = encoded[i] = row
+    return Reply(rows, encoded=encoded)
 
 
 @API.endpoint(

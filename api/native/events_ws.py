@@ -20,15 +20,13 @@ Refusals before the upgrade are plain HTTP answers in the native error format: 4
 
 from __future__ import annotations
 
-import time
-
 import structlog
 import trio
 from quart import websocket
 
 from api.bodies import parse_form
 from api.context import Ctx
-from api.gate import Credentials, RateLimited
+from api.gate import refusal
 from api.native.events import check_since, checked_types, visible
 from api.schema import ParamErrors
 from engine.errors import Rejection
@@ -45,25 +43,14 @@ async def serve(api) -> Rejection | None:
     """The WebSocket route's handler (`api`: api.app.Api). Returns the refusal when it refuses the upgrade (the
     route answers it as plain HTTP)."""
     endpoint, _, _ = api.registry.resolve("GET", "/events/ws", native=True)
-    headers = websocket.headers
-    now = time.time()
     try:
-        creds = Credentials(websocket.cookies.get("PVEAuthCookie"), headers.get("Authorization", ""), "")
-        user = api.gate.authenticate(creds, False, now)
-        api.gate.count(endpoint.rate_class, user, now)
-        params = endpoint.validate(parse_form(websocket.query_string, "query string"))
-        api.gate.authorize(endpoint.permission, user, params)
+        ctx, params = api.admit_websocket(endpoint, "/events/ws", parse_form(websocket.query_string, "query string"))
         types = checked_types(params)
         if "since" in params:
             check_since(api.node, params["since"])
-    except RateLimited as exc:
-        return Rejection(429, f"Rate limit exceeded. Try again in {exc.verdict.retry_after} seconds.")
-    except ParamErrors as exc:
-        return Rejection(400, "Parameter verification failed", exc.errors)
-    except Rejection as exc:
-        return exc
-    ctx = Ctx(api.node, user, api.node.new_request_id(), websocket.remote_addr or "", now,
-              rt=api.runtime)
+    except (ParamErrors, Rejection) as exc:
+        return refusal(exc)
+    user = ctx.user
     await websocket.accept()
     hub = api.node.hub
     since = params["since"] if "since" in params else hub.last_id()

@@ -10,7 +10,7 @@ from quart import request
 from api.context import Ctx
 from api.registry import API
 from api.schema import Param, Permission
-from hypervisor.migration_target import MigrationTarget, moving_here
+from hypervisor.migration_target import MigrationTarget, config_to_run, moving_here
 
 INCOMING = Permission("Sys.Incoming", "/")
 VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999, location="path")
@@ -29,7 +29,7 @@ def _target(ctx: Ctx, vmid: int) -> MigrationTarget:
 async def incoming(ctx: Ctx, p: dict) -> dict:
     """Start the guest here, paused and waiting for its state (`-incoming`); with local disks, make empty
     volumes and export them over NBD for the source to mirror into. Answers where to send what."""
-    conf = moving_here(ctx.node, p["vmid"])
+    conf = await config_to_run(ctx.node, p["vmid"])
     target = MigrationTarget(ctx.rt.driver, ctx.rt.storages, ctx.node.spec.ip)
     return await target.incoming(p["vmid"], conf, json.loads(p.get("volumes") or "[]"))
 

@@ -12,7 +12,10 @@ TEMPLATE = {"type": "object", "required": ["id", "name", "node", "tags"], "prope
     "id": {"type": "integer", "description": "the template's VMID"}, "name": {"type": "string"},
     "description": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
     "node": {"type": "string"}, "memory": {"type": "integer"}, "cores": {"type": "integer"},
-    "disks": {"type": "array", "items": {"type": "string"}}}}
+    "disks": {"type": "array", "items": {"type": "string"}},
+    "kind": {"type": "string", "enum": ["vm", "vcluster"]},
+    "k8s_versions": {"type": "array", "items": {"type": "string"},
+                     "description": "the Kubernetes versions a vCluster template's image provides"}}}
 ID = Param("id", "integer", optional=False, minimum=100, maximum=999_999_999, location="path",
            description="The template's VMID.")
 CLOUDINIT_KEYS = ("ciuser", "cipassword", "sshkeys", "ipconfig[n]", "nameserver", "searchdomain", "citype",
@@ -29,14 +32,19 @@ async def list_templates(ctx: Ctx, p: dict) -> list:
 @API.endpoint("POST", "/templates", native=True,
               params=[Param("source_vmid", "integer", optional=False, minimum=100, maximum=999_999_999),
                       Param("name", format="dns-name"), Param("description", max_length=8192),
-                      Param("tags", "array", items=Param("tag", pattern=r"[a-z0-9_][a-z0-9_\-+.]*"), max_items=64)],
+                      Param("tags", "array", items=Param("tag", pattern=r"[a-z0-9_][a-z0-9_\-+.]*"), max_items=64),
+                      Param("kind", enum=("vm", "vcluster"), description="`vcluster`: a template for vClusters "
+                            "(recorded as the tag `gpve-vcluster`)."),
+                      Param("k8s_versions", "array", items=Param("version", max_length=60), max_items=32,
+                            description="With kind `vcluster`: the Kubernetes versions its image provides "
+                                        "(recorded as tags `k8s-VERSION`).")],
               permission=Permission("VM.Allocate", "/vms/{source_vmid}"),
               returns={**TEMPLATE, "properties": {**TEMPLATE["properties"], "upid": {"type": "string"}}})
 async def create_template(ctx: Ctx, p: dict) -> dict:
     """Make guest `source_vmid` a template (as `POST /nodes/{node}/qemu/{vmid}/template`), with the given name,
     description and tags; answers once it is one."""
     return await templates.create(ctx, p["source_vmid"], name=p.get("name"), description=p.get("description"),
-                                  tags=p.get("tags"))
+                                  tags=p.get("tags"), kind=p.get("kind"), k8s_versions=p.get("k8s_versions"))
 
 
 @API.endpoint("GET", "/templates/{id}", native=True, params=[ID], permission=Permission("VM.Audit", "/vms/{id}"),

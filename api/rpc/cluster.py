@@ -1,12 +1,9 @@
-"""ClusterService (REST: /cluster/status, /cluster/config/join, DELETE /cluster/config/nodes/{node}) and
-VClusterService (not implemented yet: UNIMPLEMENTED with a message saying so)."""
+"""ClusterService (REST: /cluster/status, /cluster/config/join, DELETE /cluster/config/nodes/{node})."""
 
 from __future__ import annotations
 
-import grpc
-
 from api.rpc.core import Call, Runner, unary
-from api.rpc.pb import cluster_pb2, cluster_pb2_grpc, vcluster_pb2, vcluster_pb2_grpc
+from api.rpc.pb import cluster_pb2, cluster_pb2_grpc
 
 
 def node_messages(rows: list[dict]) -> list[cluster_pb2.NodeStatus]:
@@ -41,22 +38,3 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         call.fields.update(node="node")
         await call.rest("DELETE", "/cluster/config/nodes/{node}", {"node": request.node})
         return cluster_pb2.LeaveResponse()
-
-
-class VClusterService(vcluster_pb2_grpc.VClusterServiceServicer):
-    """Every method answers UNIMPLEMENTED, naming itself, until vClusters exist."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-
-
-def _unimplemented(name: str):
-    async def rpc(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            f"gpve.v1.VClusterService/{name} is not implemented yet: this node has no vClusters")
-    rpc.__name__ = name
-    return rpc
-
-
-for _method in vcluster_pb2.DESCRIPTOR.services_by_name["VClusterService"].methods:
-    setattr(VClusterService, _method.name, _unimplemented(_method.name))

@@ -111,7 +111,8 @@ class RpcCore:
         self.node = node
         self.gate = gate
         self.runtime = runtime
-        self.endpoints = {(e.method, e.path): e for e in registry.endpoints if not e.native}
+        # REST twins by method and path; native ones under their full path (`/v1/vclusters`)
+        self.endpoints = {(e.method, ("/v1" if e.native else "") + e.path): e for e in registry.endpoints}
 
     def endpoint(self, method: str, path: str) -> Endpoint:
         return self.endpoints[(method, path)]

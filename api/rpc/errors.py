@@ -14,8 +14,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from api.gate import RateLimited
-from api.schema import ParamErrors
+from api.gate import RateLimited, refusal
 from engine.errors import Rejection
 
 DETAILS_KEY = "grpc-status-details-bin"
@@ -44,23 +43,15 @@ def _packed(message) -> any_pb2.Any:
 
 def rejection_of(exc: Exception) -> tuple[Rejection, list]:
     """The REST error an exception answers (as REST would) and its rich details."""
-    if isinstance(exc, ParamErrors):
-        violations = [error_details_pb2.BadRequest.FieldViolation(field=k, description=v)
-                      for k, v in sorted(exc.errors.items())]
-        return Rejection(400, "Parameter verification failed", exc.errors), \
-            [error_details_pb2.BadRequest(field_violations=violations)]
+    rejection = refusal(exc)
+    details: list = []
     if isinstance(exc, RateLimited):
-        after = exc.verdict.retry_after
-        return Rejection(429, f"Rate limit exceeded. Try again in {after} seconds."), \
-            [error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=after))]
-    if isinstance(exc, Rejection):
-        details = []
-        if exc.errors:
-            details.append(error_details_pb2.BadRequest(field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=k, description=v)
-                for k, v in sorted(exc.errors.items())]))
-        return exc, details
-    return Rejection(500, "internal error"), []
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=exc.verdict.retry_after)))
+    if rejection.errors:
+        details.append(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=k, description=v)
+            for k, v in sorted(rejection.errors.items())]))
+    return rejection, details
 
 
 def status_of(exc: Exception) -> Status:

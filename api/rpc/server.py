@@ -15,11 +15,12 @@ from grpc_reflection.v1alpha import reflection
 from api.context import Runtime
 from api.gate import Gate
 from api.rpc import pb
-from api.rpc.cluster import ClusterService, VClusterService
+from api.rpc.cluster import ClusterService
 from api.rpc.core import REPLAY_WAIT, RpcCore, Runner
 from api.rpc.guests import GuestService
 from api.rpc.operations import OperationService
 from api.rpc.portal import AsyncioThread, TrioPortal
+from api.rpc.vclusters import VClusterService
 from api.schema import Registry
 from engine.node import Node
 

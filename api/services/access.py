@@ -138,6 +138,9 @@ async def change_acl(ctx: Ctx, path: str, roles: list[str], users: list[str], gr
     """`PUT /access/acl`: grant (or with `delete`, revoke) roles on `path`."""
     if not (users or groups or tokens):
         raise ParamErrors({"users": "no users, groups or tokens specified"})
+    if not acc.ACL_PATH.fullmatch(acc.normalize_acl_path(path)):  # pve-access-control `update_acl`
+        raise ParamErrors({"path": f"invalid ACL path '{path}'"})
+    path = acc.normalize_acl_path(path)
     await ctx.node.submit(acc.ChangeAcl(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, path=path,
                                         roles=roles, users=users, groups=groups, tokens=tokens, propagate=propagate,
                                         delete=delete))

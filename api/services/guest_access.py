@@ -145,7 +145,10 @@ def check_keys(held: Held, user: str, vmid: int, keys: Iterable[str], pool: str 
 
 
 def check_volume_access(held: Held, user: str, vmid: int | None, volid: str, content: str | None = None) -> None:
-    """pve-storage `check_volume_access`: may the caller use this existing volume (or host path)?"""
+    """pve-storage `check_volume_access`: may the caller use this existing volume (or host path)? root@pam may;
+    a snippet needs Datastore.Allocate on its storage (it may hold another guest's secrets)."""
+    if user == ROOT:
+        return
     if is_host_path(volid):
         _root_only(user, "Only root can pass arbitrary filesystem paths.")
         return
@@ -165,6 +168,8 @@ def check_volume_access(held: Held, user: str, vmid: int | None, volid: str, con
     elif volume.vtype == "images" and volume.owner:
         _require(held, ("Datastore.Audit",), path)
         _require(held, ("VM.Config.Disk",), f"/vms/{volume.owner}")
+    elif volume.vtype == "snippets":
+        _require(held, ("Datastore.Allocate",), path)
     else:
         raise ApiError(403, f"missing privileges to access {volid}")
 
@@ -258,6 +263,9 @@ def _check_storage(held: Held, user: str, vmid: int, values: dict) -> None:
             check_volume_access(held, user, vmid, drive_props(str(value))["file"], "images")
     if values.get("vmstatestorage"):
         _require(held, ("Datastore.AllocateSpace",), f"/storage/{values['vmstatestorage']}")
+    if values.get("cicustom") is not None:  # before the snippets' existence is checked: no oracle
+        for volid in _props(str(values["cicustom"]), None).values():
+            check_volume_access(held, user, vmid, volid)
 
 
 def _check_mapping(held: Held, user: str, key: str, value: str) -> None:

@@ -18,6 +18,7 @@ from api.services import cloudinit, guest_access
 from api.services.tasks import start_task, submit_task, wait_task
 from engine import commands as cmd
 from engine import nics, pending, tasks
+from engine import vclusters as vc_rules
 from engine.decide import conf_path
 from engine.errors import Rejection, not_found
 from engine.public_events import MASK, SECRET_CONFIG_KEYS
@@ -82,6 +83,7 @@ async def create(ctx: Ctx, node: str, vmid: int, config: dict, *, pool: str | No
             raise ApiError(403, f"pool '{pool}' does not exist")  # Proxmox's check_pool_exist
         guest_access.check_create(guest_access.held_in(s, ctx.user), ctx.user, vmid, given, pool=pool,
                                   storage=storage, start=start)
+        vc_rules.check_snippet_use(s, vmid, given.get("cicustom"))
     await check_import_sources(ctx, node, given)
     cloudinit.check_custom_snippets(ctx, node, given)
     upid, starttime = ctx.node.new_upid(node, "qmcreate", str(vmid), ctx.user)
@@ -111,7 +113,7 @@ async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
     """Each `import-from` source exists and is an image gpve may import (format, size, no reference to other
     files), read on the guest's node (its storages are local: a request for another node is answered there).
     ParamErrors (400) name the disk, with Proxmox's wording; the task checks again before it copies."""
-    if node != ctx.node.name or not ctx.rt.storages:
+    if node != ctx.node.name:
         return
     for key, value in sorted(values.items()):
         if not DISK_KEY.fullmatch(key):
@@ -122,6 +124,8 @@ async def check_import_sources(ctx: Ctx, node: str, values: dict) -> None:
             continue  # refused by guest_access.check_values already
         if drive.import_from is None:
             continue
+        if not ctx.rt.storages:  # asked only now: counting the storages looks at each one's directory
+            return
         target = ctx.rt.storages.get(drive.file.partition(":")[0])
         if target is None:
             raise ParamErrors({key: f"storage '{drive.file.partition(':')[0]}' does not exist"})
@@ -148,6 +152,7 @@ def _authorized(ctx: Ctx, node: str, vmid: int, changes: dict, delete: list[str]
             known = {**pending.of(guest).values, **guest["conf"]}
             held = guest_access.held_in(s, ctx.user)
             guest_access.check_update(held, ctx.user, vmid, changes, delete, known, force)
+            vc_rules.check_snippet_use(s, vmid, changes.get("cicustom"))
             if revert:
                 guest_access.check_update(held, ctx.user, vmid, {}, revert, known)
             return pending.applied(guest["conf"], pending.of(guest))
@@ -271,6 +276,7 @@ async def clone(ctx: Ctx, node: str, vmid: int, newid: int, *, full: bool | None
         raise ParamErrors({"storage": "parameter 'storage' not allowed for linked clones"})
     with ctx.node.read() as s:
         guest_access.check_clone(guest_access.held_in(s, ctx.user), ctx.user, guest["conf"], storage)
+        vc_rules.check_snippet_use(s, newid, guest["conf"].get("cicustom"))
         known = target in s.nodes
     if target and target != node:
         if not known:

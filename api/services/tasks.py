@@ -6,6 +6,8 @@ Used by every interface; the task's kind (engine/tasks.py) decides its lock and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from api.context import Ctx
@@ -43,20 +45,31 @@ async def submit_task(ctx: Ctx, node: str, vmid: int, task_type: str, intent: di
     return result
 
 
-async def wait_task(ctx: Ctx, upid: str, timeout: float = 600.0) -> dict:
-    """Until the task has ended; for the synchronous calls Proxmox makes (PUT config)."""
+async def task_end(node, upid: str, timeout: float, watch: Callable[[], None] | None = None) -> dict | None:
+    """A copy of task `upid` once it has ended (`status` stopped), None after `timeout` s. `watch` is called at
+    every look while it runs and may raise to stop waiting."""
     with trio.move_on_after(timeout):
         while True:
-            changed = ctx.node.state_changed()
-            with ctx.node.read() as s:
+            changed = node.state_changed()
+            with node.read() as s:
                 task = dict(s.tasks.get(upid) or {})
             if task.get("status") == "stopped":
-                if task["exitstatus"] != "OK":
-                    raise Rejection(500, task["exitstatus"])
                 return task
+            if watch is not None:
+                watch()
             with trio.move_on_after(1.0):
                 await changed.wait()
-    raise Rejection(500, f"got timeout waiting for task {upid}")
+    return None
+
+
+async def wait_task(ctx: Ctx, upid: str, timeout: float = 600.0) -> dict:
+    """Until the task has ended; for the synchronous calls Proxmox makes (PUT config)."""
+    task = await task_end(ctx.node, upid, timeout)
+    if task is None:
+        raise Rejection(500, f"got timeout waiting for task {upid}")
+    if task["exitstatus"] != "OK":
+        raise Rejection(500, task["exitstatus"])
+    return task
 
 
 def owns(ctx: Ctx, task: dict) -> bool:

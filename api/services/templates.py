@@ -8,9 +8,11 @@ A template's id is its VMID. Errors: 404 (no such template), 400, 403, 409, 423 
 from __future__ import annotations
 
 from api.context import Ctx
+from api.schema import ParamErrors
 from api.services import guests
 from api.services.tasks import wait_task
 from engine import tasks
+from engine import vclusters as vc_rules
 from engine.errors import Rejection, not_found
 from engine.volumes import DISK_KEY, is_cdrom
 
@@ -18,13 +20,38 @@ ATTEMPTS = 5  # a new VMID taken by someone else between choosing and cloning: c
 
 
 def record(guest: dict) -> dict:
-    """The catalogue row: `id`, `name`, `description`, `tags` (a list), `node`, `disks` (config keys)."""
+    """The catalogue row: `id`, `name`, `description`, `tags` (a list), `node`, `disks` (config keys), `kind`
+    (`vcluster` for a template registered for vClusters, else `vm`) and, for a vCluster template, `k8s_versions`.
+    A vCluster template is one tagged `gpve-vcluster`, each `k8s-VERSION` tag a version its image provides
+    (engine/vclusters.py)."""
     conf = guest["conf"]
     disks = sorted(k for k, v in conf.items() if DISK_KEY.fullmatch(k) and not is_cdrom(v))
+    versions = vc_rules.template_versions(conf)
     return {"id": guest["vmid"], "name": conf.get("name", ""), "description": conf.get("description", ""),
             "tags": [t for t in str(conf.get("tags", "")).replace(",", ";").split(";") if t],
             "node": guest["node"], "memory": conf.get("memory", 512), "cores": conf.get("cores", 1),
-            "disks": disks}
+            "disks": disks, "kind": "vm" if versions is None else "vcluster",
+            **({"k8s_versions": versions} if versions is not None else {})}
+
+
+def kind_tags(tags: list[str] | None, kind: str | None, versions: list[str] | None) -> list[str] | None:
+    """The tags that register a template for vClusters (`kind` `vcluster` with at least one version); ParamErrors
+    otherwise. None: the tags are not changed."""
+    if kind is None and versions is None:
+        return tags
+    if kind != "vcluster":
+        if versions:
+            raise ParamErrors({"k8s_versions": "only a template of kind 'vcluster' offers Kubernetes versions"})
+        return tags
+    if not versions:
+        raise ParamErrors({"k8s_versions": "a vCluster template offers at least one Kubernetes version"})
+    bad = {f"k8s_versions[{i}]": f"invalid Kubernetes version '{v}' - use MAJOR.MINOR.PATCH (1.28.0, a leading "
+                                 "'v' is dropped)" for i, v in enumerate(versions) if vc_rules.k8s_version(v) is None}
+    if bad:
+        raise ParamErrors(bad)
+    versions = list(dict.fromkeys(vc_rules.k8s_version(v) or v for v in versions))  # as given, once each
+    kept = [t for t in tags or [] if t != vc_rules.TEMPLATE_TAG and not t.startswith(vc_rules.VERSION_TAG)]
+    return [*kept, vc_rules.TEMPLATE_TAG, *(vc_rules.VERSION_TAG + v for v in versions)]
 
 
 def listing(ctx: Ctx) -> list[dict]:
@@ -45,10 +72,15 @@ def get(ctx: Ctx, vmid: int) -> dict:
 
 
 async def create(ctx: Ctx, vmid: int, *, name: str | None = None, description: str | None = None,
-                 tags: list[str] | None = None) -> dict:
+                 tags: list[str] | None = None, kind: str | None = None, k8s_versions: list[str] | None = None) -> dict:
     """Set the given name, description and tags on guest `vmid`, then make it a template
-    (`POST /nodes/{node}/qemu/{vmid}/template`); waits for the conversion. Returns the catalogue row and `upid`."""
+    (`POST /nodes/{node}/qemu/{vmid}/template`); waits for the conversion. `kind` `vcluster` with `k8s_versions`
+    registers it for vClusters (as tags, `kind_tags`). Returns the catalogue row and `upid`."""
     node = _node_of(ctx, vmid)
+    if tags is None and kind is not None:
+        with ctx.node.read() as s:
+            tags = [t for t in str(s.guests[vmid]["conf"].get("tags", "")).replace(",", ";").split(";") if t]
+    tags = kind_tags(tags, kind, k8s_versions)
     with ctx.node.read() as s:
         tasks.kind("qmtemplate").precheck(s, dict(s.guests[vmid]), {})  # refused before anything is changed
     changes = {k: v for k, v in (("name", name), ("description", description),

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gpve.v1 import operation_pb2 as gpve_dot_v1_dot_operation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gpve/v1/vcluster.proto\x12\x07gpve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17gpve/v1/operation.proto\"4\n\x11VClusterResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\r\x12\x12\n\nmemory_mib\x18\x02 \x01(\x04\"\x89\x02\n\x08VCluster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.gpve.v1.VClusterState\x12\x13\n\x0bk8s_version\x18\x04 \x01(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12%\n\tisolation\x18\x06 \x01(\x0e\x32\x12.gpve.v1.Isolation\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\napi_server\x18\x08 \x01(\t\x12-\n\tresources\x18\t \x01(\x0b\x32\x1a.gpve.v1.VClusterResources\"\x9e\x01\n\x15\x43reateVClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bk8s_version\x18\x02 \x01(\t\x12%\n\tisolation\x18\x03 \x01(\x0e\x32\x12.gpve.v1.Isolation\x12-\n\tresources\x18\x04 \x01(\x0b\x32\x1a.gpve.v1.VClusterResources\x12\x0c\n\x04node\x18\x05 \x01(\t\"d\n\x16\x43reateVClusterResponse\x12#\n\x08vcluster\x18\x01 \x01(\x0b\x32\x11.gpve.v1.VCluster\x12%\n\toperation\x18\x02 \x01(\x0b\x32\x12.gpve.v1.Operation\" \n\x12GetVClusterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14ListVClustersRequest\"=\n\x15ListVClustersResponse\x12$\n\tvclusters\x18\x01 \x03(\x0b\x32\x11.gpve.v1.VCluster\"#\n\x15\x44\x65leteVClusterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16\x44\x65leteVClusterResponse\x12%\n\toperation\x18\x01 \x01(\x0b\x32\x12.gpve.v1.Operation\"\"\n\x14GetKubeconfigRequest\x12\n\n\x02id\x18\x01 \x01(\t\"+\n\x15GetKubeconfigResponse\x12\x12\n\nkubeconfig\x18\x01 \x01(\t\"Q\n\x14ScaleVClusterRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tresources\x18\x02 \x01(\x0b\x32\x1a.gpve.v1.VClusterResources*\xa4\x01\n\rVClusterState\x12\x1e\n\x1aVCLUSTER_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bVCLUSTER_STATE_PROVISIONING\x10\x01\x12\x1a\n\x16VCLUSTER_STATE_RUNNING\x10\x02\x12\x1b\n\x17VCLUSTER_STATE_DELETING\x10\x03\x12\x19\n\x15VCLUSTER_STATE_FAILED\x10\x04*Q\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x17\n\x13ISOLATION_NAMESPACE\x10\x01\x12\x10\n\x0cISOLATION_VM\x10\x02\x32\xb1\x03\n\x0fVClusterService\x12I\n\x06\x43reate\x12\x1e.gpve.v1.CreateVClusterRequest\x1a\x1f.gpve.v1.CreateVClusterResponse\x12\x35\n\x03Get\x12\x1b.gpve.v1.GetVClusterRequest\x1a\x11.gpve.v1.VCluster\x12\x45\n\x04List\x12\x1d.gpve.v1.ListVClustersRequest\x1a\x1e.gpve.v1.ListVClustersResponse\x12I\n\x06\x44\x65lete\x12\x1e.gpve.v1.DeleteVClusterRequest\x1a\x1f.gpve.v1.DeleteVClusterResponse\x12N\n\rGetKubeconfig\x12\x1d.gpve.v1.GetKubeconfigRequest\x1a\x1e.gpve.v1.GetKubeconfigResponse\x12:\n\x05Scale\x12\x1d.gpve.v1.ScaleVClusterRequest\x1a\x12.gpve.v1.OperationB/Z-github.com/go-proxmox/gpve/api/grpc/v1;gpvev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gpve/v1/vcluster.proto\x12\x07gpve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17gpve/v1/operation.proto\"4\n\x11VClusterResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\r\x12\x12\n\nmemory_mib\x18\x02 \x01(\x04\"@\n\x0fVClusterNetwork\x12\x0e\n\x06\x62ridge\x18\x01 \x01(\t\x12\x0c\n\x04\x63idr\x18\x02 \x01(\t\x12\x0f\n\x07gateway\x18\x03 \x01(\t\"\xb8\x02\n\x08VCluster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.gpve.v1.VClusterState\x12\x13\n\x0bk8s_version\x18\x04 \x01(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12%\n\tisolation\x18\x06 \x01(\x0e\x32\x12.gpve.v1.Isolation\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\napi_server\x18\x08 \x01(\t\x12-\n\tresources\x18\t \x01(\x0b\x32\x1a.gpve.v1.VClusterResources\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x0f\n\x07workers\x18\x0b \x01(\r\x12\x0c\n\x04upid\x18\x0c \x01(\t\"\xec\x01\n\x15\x43reateVClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bk8s_version\x18\x02 \x01(\t\x12%\n\tisolation\x18\x03 \x01(\x0e\x32\x12.gpve.v1.Isolation\x12-\n\tresources\x18\x04 \x01(\x0b\x32\x1a.gpve.v1.VClusterResources\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\x0f\n\x07workers\x18\x06 \x01(\r\x12)\n\x07network\x18\x07 \x01(\x0b\x32\x18.gpve.v1.VClusterNetwork\x12\x10\n\x08template\x18\x08 \x01(\r\"d\n\x16\x43reateVClusterResponse\x12#\n\x08vcluster\x18\x01 \x01(\x0b\x32\x11.gpve.v1.VCluster\x12%\n\toperation\x18\x02 \x01(\x0b\x32\x12.gpve.v1.Operation\" \n\x12GetVClusterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14ListVClustersRequest\"=\n\x15ListVClustersResponse\x12$\n\tvclusters\x18\x01 \x03(\x0b\x32\x11.gpve.v1.VCluster\"#\n\x15\x44\x65leteVClusterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16\x44\x65leteVClusterResponse\x12%\n\toperation\x18\x01 \x01(\x0b\x32\x12.gpve.v1.Operation\"\"\n\x14GetKubeconfigRequest\x12\n\n\x02id\x18\x01 \x01(\t\"+\n\x15GetKubeconfigResponse\x12\x12\n\nkubeconfig\x18\x01 \x01(\t\"s\n\x14ScaleVClusterRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\tresources\x18\x02 \x01(\x0b\x32\x1a.gpve.v1.VClusterResources\x12\x14\n\x07workers\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\n\n\x08_workers*\xc0\x01\n\rVClusterState\x12\x1e\n\x1aVCLUSTER_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bVCLUSTER_STATE_PROVISIONING\x10\x01\x12\x1a\n\x16VCLUSTER_STATE_RUNNING\x10\x02\x12\x1b\n\x17VCLUSTER_STATE_DELETING\x10\x03\x12\x19\n\x15VCLUSTER_STATE_FAILED\x10\x04\x12\x1a\n\x16VCLUSTER_STATE_SCALING\x10\x05*Q\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x17\n\x13ISOLATION_NAMESPACE\x10\x01\x12\x10\n\x0cISOLATION_VM\x10\x02\x32\xb1\x03\n\x0fVClusterService\x12I\n\x06\x43reate\x12\x1e.gpve.v1.CreateVClusterRequest\x1a\x1f.gpve.v1.CreateVClusterResponse\x12\x35\n\x03Get\x12\x1b.gpve.v1.GetVClusterRequest\x1a\x11.gpve.v1.VCluster\x12\x45\n\x04List\x12\x1d.gpve.v1.ListVClustersRequest\x1a\x1e.gpve.v1.ListVClustersResponse\x12I\n\x06\x44\x65lete\x12\x1e.gpve.v1.DeleteVClusterRequest\x1a\x1f.gpve.v1.DeleteVClusterResponse\x12N\n\rGetKubeconfig\x12\x1d.gpve.v1.GetKubeconfigRequest\x1a\x1e.gpve.v1.GetKubeconfigResponse\x12:\n\x05Scale\x12\x1d.gpve.v1.ScaleVClusterRequest\x1a\x12.gpve.v1.OperationB/Z-github.com/go-proxmox/gpve/api/grpc/v1;gpvev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gpve.v1.vcluster_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z-github.com/go-proxmox/gpve/api/grpc/v1;gpvev1'
-  _globals['_VCLUSTERSTATE']._serialized_start=1066
-  _globals['_VCLUSTERSTATE']._serialized_end=1230
-  _globals['_ISOLATION']._serialized_start=1232
-  _globals['_ISOLATION']._serialized_end=1313
+  _globals['_VCLUSTERSTATE']._serialized_start=1291
+  _globals['_VCLUSTERSTATE']._serialized_end=1483
+  _globals['_ISOLATION']._serialized_start=1485
+  _globals['_ISOLATION']._serialized_end=1566
   _globals['_VCLUSTERRESOURCES']._serialized_start=93
   _globals['_VCLUSTERRESOURCES']._serialized_end=145
-  _globals['_VCLUSTER']._serialized_start=148
-  _globals['_VCLUSTER']._serialized_end=413
-  _globals['_CREATEVCLUSTERREQUEST']._serialized_start=416
-  _globals['_CREATEVCLUSTERREQUEST']._serialized_end=574
-  _globals['_CREATEVCLUSTERRESPONSE']._serialized_start=576
-  _globals['_CREATEVCLUSTERRESPONSE']._serialized_end=676
-  _globals['_GETVCLUSTERREQUEST']._serialized_start=678
-  _globals['_GETVCLUSTERREQUEST']._serialized_end=710
-  _globals['_LISTVCLUSTERSREQUEST']._serialized_start=712
-  _globals['_LISTVCLUSTERSREQUEST']._serialized_end=734
-  _globals['_LISTVCLUSTERSRESPONSE']._serialized_start=736
-  _globals['_LISTVCLUSTERSRESPONSE']._serialized_end=797
-  _globals['_DELETEVCLUSTERREQUEST']._serialized_start=799
-  _globals['_DELETEVCLUSTERREQUEST']._serialized_end=834
-  _globals['_DELETEVCLUSTERRESPONSE']._serialized_start=836
-  _globals['_DELETEVCLUSTERRESPONSE']._serialized_end=899
-  _globals['_GETKUBECONFIGREQUEST']._serialized_start=901
-  _globals['_GETKUBECONFIGREQUEST']._serialized_end=935
-  _globals['_GETKUBECONFIGRESPONSE']._serialized_start=937
-  _globals['_GETKUBECONFIGRESPONSE']._serialized_end=980
-  _globals['_SCALEVCLUSTERREQUEST']._serialized_start=982
-  _globals['_SCALEVCLUSTERREQUEST']._serialized_end=1063
-  _globals['_VCLUSTERSERVICE']._serialized_start=1316
-  _globals['_VCLUSTERSERVICE']._serialized_end=1749
+  _globals['_VCLUSTERNETWORK']._serialized_start=147
+  _globals['_VCLUSTERNETWORK']._serialized_end=211
+  _globals['_VCLUSTER']._serialized_start=214
+  _globals['_VCLUSTER']._serialized_end=526
+  _globals['_CREATEVCLUSTERREQUEST']._serialized_start=529
+  _globals['_CREATEVCLUSTERREQUEST']._serialized_end=765
+  _globals['_CREATEVCLUSTERRESPONSE']._serialized_start=767
+  _globals['_CREATEVCLUSTERRESPONSE']._serialized_end=867
+  _globals['_GETVCLUSTERREQUEST']._serialized_start=869
+  _globals['_GETVCLUSTERREQUEST']._serialized_end=901
+  _globals['_LISTVCLUSTERSREQUEST']._serialized_start=903
+  _globals['_LISTVCLUSTERSREQUEST']._serialized_end=925
+  _globals['_LISTVCLUSTERSRESPONSE']._serialized_start=927
+  _globals['_LISTVCLUSTERSRESPONSE']._serialized_end=988
+  _globals['_DELETEVCLUSTERREQUEST']._serialized_start=990
+  _globals['_DELETEVCLUSTERREQUEST']._serialized_end=1025
+  _globals['_DELETEVCLUSTERRESPONSE']._serialized_start=1027
+  _globals['_DELETEVCLUSTERRESPONSE']._serialized_end=1090
+  _globals['_GETKUBECONFIGREQUEST']._serialized_start=1092
+  _globals['_GETKUBECONFIGREQUEST']._serialized_end=1126
+  _globals['_GETKUBECONFIGRESPONSE']._serialized_start=1128
+  _globals['_GETKUBECONFIGRESPONSE']._serialized_end=1171
+  _globals['_SCALEVCLUSTERREQUEST']._serialized_start=1173
+  _globals['_SCALEVCLUSTERREQUEST']._serialized_end=1288
+  _globals['_VCLUSTERSERVICE']._serialized_start=1569
+  _globals['_VCLUSTERSERVICE']._serialized_end=2002
 # @@protoc_insertion_point(module_scope)

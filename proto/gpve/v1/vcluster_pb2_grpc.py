@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class VClusterServiceStub:
-    """vClusters (REST: /v1/vclusters). Every call answers UNIMPLEMENTED for now.
+    """vClusters (REST: /v1/vclusters).
     """
 
     def __init__(self, channel):
@@ -69,46 +69,46 @@ class VClusterServiceStub:
 
 
 class VClusterServiceServicer:
-    """vClusters (REST: /v1/vclusters). Every call answers UNIMPLEMENTED for now.
+    """vClusters (REST: /v1/vclusters).
     """
 
     def Create(self, request, context):
-        """Creates a vCluster.
+        """Creates a vCluster (REST: POST /v1/vclusters); the operation provisions it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """One vCluster.
+        """One vCluster (REST: GET /v1/vclusters/{id}).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Every vCluster the caller may see.
+        """Every vCluster the caller may audit (REST: GET /v1/vclusters).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Deletes a vCluster.
+        """Deletes a vCluster with its guests, volumes and keys (REST: DELETE /v1/vclusters/{id}).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetKubeconfig(self, request, context):
-        """A kubeconfig for a vCluster's API server.
+        """A kubeconfig for a vCluster's API server (REST: GET /v1/vclusters/{id}/kubeconfig).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Scale(self, request, context):
-        """Changes a vCluster's resources.
+        """Changes a vCluster's resources or worker count (REST: POST /v1/vclusters/{id}/scale).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,7 +156,7 @@ def add_VClusterServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VClusterService:
-    """vClusters (REST: /v1/vclusters). Every call answers UNIMPLEMENTED for now.
+    """vClusters (REST: /v1/vclusters).
     """
 
     @staticmethod
