@@ -76,9 +76,13 @@ Handler = Callable[[TaskRun], Awaitable[Outcome]]
 
 
 class Reconciler:
-    def __init__(self, node, handlers: dict[str, Handler]) -> None:
+    """`runs(vmid)` tells whether the guest's QEMU runs on this host (the driver's pidfile check, as qemu-server's
+    `check_running`); without it an interrupted task leaves its guest's recorded power state as it was."""
+
+    def __init__(self, node, handlers: dict[str, Handler], runs: Callable[[int], bool] | None = None) -> None:
         self.node = node
         self.handlers = handlers
+        self.runs = runs
         self.active: dict[str, tuple[TaskRun, trio.CancelScope]] = {}
         self._begun_path = os.path.join(node.spec.data_dir, BEGUN_FILE)
         self.begun = _read_lines(self._begun_path)
@@ -166,7 +170,7 @@ class Reconciler:
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
                                      "check where it runs, then unlock it", Outcome(keep_lock=True))
-                raise TaskFailed("task interrupted - node restarted while it ran")
+                raise TaskFailed("task interrupted - node restarted while it ran", self._as_found(task))
             if task["abort"] and not resumed:
                 raise TaskFailed("received interrupt")
             handler = self.handlers.get(task["type"])
@@ -213,6 +217,17 @@ class Reconciler:
         self.active.pop(upid, None)
         self.node.wake_waiters()  # the guest's next task may start
 
+
+    def _as_found(self, task: dict) -> Outcome:
+        """What an interrupted task records: its guest running when this host finds its QEMU running. A start (or
+        a create with `start`) interrupted once QEMU ran left the log saying stopped with the lock gone, so a
+        config change applied at once what the running QEMU lacked (found by the simulator, contention seed 53: a
+        NIC added to the config and not to QEMU). A QEMU gone while the log says running is the watcher's to
+        report, with its reason (hypervisor/watch.py); meanwhile changes only wait as pending."""
+        vmid, guest = task.get("vmid"), task.get("guest")
+        if self.runs is None or guest is None or guest["node"] != self.node.name or guest["status"] == "running":
+            return Outcome()
+        return Outcome(power={vmid: "running"}) if self.runs(vmid) else Outcome()
 
     def _record(self, begun: set[str]) -> None:
         self.begun = set(begun)

@@ -218,3 +218,51 @@ async def test_a_start_queued_behind_a_template_conversion_is_refused_when_it_ru
             nursery.cancel_scope.cancel()
     finally:
         node.close()
+
+
+async def test_a_task_interrupted_once_qemu_ran_records_the_guest_running(tmp_path):
+    """A start whose daemon died after QEMU was launched is closed as interrupted by the next daemon, with the guest
+    recorded as its host finds it: running (before, the log said stopped, and a config change applied at once
+    what the running QEMU lacked: simulator, contention seed 53). A memory change then waits as pending."""
+    [port] = free_ports(1)
+    data = str(tmp_path)
+    launched: set[int] = set()  # the host's QEMU processes: they outlive the daemon
+    begun = trio.Event()
+
+    async def launch_then_hang(run: TaskRun) -> Outcome:
+        launched.add(run.vmid)
+        begun.set()
+        await trio.sleep_forever()
+
+    async def daemon(body) -> None:
+        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
+        try:
+            async with trio.open_nursery() as nursery:
+                node.bind_trio()
+                await nursery.start(node.bridge.run)
+                await nursery.start(Reconciler(node, {"qmstart": launch_then_hang}, runs=launched.__contains__).run)
+                await body(node)
+                nursery.cancel_scope.cancel()
+        finally:
+            node.close()
+
+    async def first(node: Node) -> None:
+        await node.bootstrap()
+        await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
+                                        starttime=9, config={"memory": 512}))
+        await node.submit(_task("start", "U-start", "qmstart", int(node.wall())))
+        with trio.fail_after(10):
+            await begun.wait()
+
+    async def second(node: Node) -> None:
+        await _wait(node, lambda s: s.tasks.get("U-start", {}).get("status") == "stopped")
+        with node.read() as s:
+            assert s.tasks["U-start"]["exitstatus"] == "task interrupted - node restarted while it ran"
+            assert s.guests[100]["status"] == "running"
+        await node.submit(c.UpdateGuestConfig(request_id="mem", ts=11.0, node="n1", vmid=100, set={"memory": 1024}))
+        with node.read() as s:
+            assert s.guests[100]["conf"]["memory"] == 512
+            assert s.guests[100]["pending"] == {"memory": 1024}
+
+    await daemon(first)
+    await daemon(second)
