@@ -24,7 +24,7 @@ import structlog
 import trio
 
 from engine import commands as cmd
-from engine import heap
+from engine import heap, pysyncobj_hooks
 from engine.bridge import LogBridge, NoQuorum
 from engine.errors import Rejection
 from engine.hub import CAPACITY as EVENT_BUFFER
@@ -36,6 +36,8 @@ from engine.replog import ReplicatedLog
 from engine.state import State
 from engine.upid import Upid
 from engine.wakeup import TrioWaker, until_called
+
+JOIN_QUIET_SECONDS = 10.0  # a joining node's first election timeout, beyond its usual one
 
 log = structlog.get_logger("gpve.node")
 
@@ -219,6 +221,9 @@ class Node:
         self.spec.peers = dict(peers)
         save_peers(self.spec.data_dir, peers)
         self.journal, self.replog = self._open_log()
+        # Its log is empty, so no member would vote for it: standing for election before the leader's first
+        # message (its connection is retried every 0.5 s) only deposed the leader once (term +2).
+        pysyncobj_hooks.defer_election(self.replog, JOIN_QUIET_SECONDS)
         self._replay_to = self.journal.commit_index
         self.bridge.replog = self.replog
         log.info("following the cluster's log", peers=sorted(peers))

@@ -203,6 +203,7 @@ def send_append_entries(obj: SyncObj, backlog: int) -> None:
                     next_index[node] = log[1][1] + 1
             if node not in connected or clock() - started > conf.appendEntriesPeriod:
                 break
+    obj._SyncObj__raftLog.sync()  # the leader's own entries, while the batches travel (replog.SyncBeforeSend)
 
 
 def override_private(cls: type, name: str, method: Callable) -> None:
