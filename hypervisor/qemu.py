@@ -273,7 +273,12 @@ class QemuDriver:
         return isinstance(status, dict) and status.get("status") in ("paused", "prelaunch", "suspended")
 
     async def wait_exit(self, vmid: int, timeout: float) -> bool:
+        """Whether the guest's QEMU has exited within `timeout` s: woken by a pidfd the moment it does (polling
+        every 50 ms made a stop 65 ms slower than QEMU's own exit), polled where there is none."""
         with trio.move_on_after(timeout):
+            pid = self.pid(vmid)
+            if pid is not None:
+                await _exited(pid, lambda: self.pid(vmid) == pid)
             while self.running(vmid):
                 await trio.sleep(0.05)
             return True
@@ -423,3 +428,17 @@ class QemuDriver:
         for client in list(self.clients.values()):
             self.bridge.spawn(client.disconnect())
         self.clients.clear()
+
+
+async def _exited(pid: int, still_ours: Callable[[], bool]) -> None:
+    """Until process `pid` exits (a pidfd turns readable), if it is still the guest's once the pidfd is open (a
+    number reused meanwhile is someone else's). Returns at once without pidfd support (Linux < 5.3)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return
+    try:
+        if still_ours():
+            await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
