@@ -27,6 +27,20 @@ def _task(rid: str, upid: str, kind: str, starttime: int) -> c.StartTask:
     return c.StartTask(request_id=rid, ts=10.0, node="n1", upid=upid, starttime=starttime, type=kind, vmid=100)
 
 
+async def _daemon(data_dir: str, port: int, reconciler, body) -> None:
+    """One run of a node's daemon on `data_dir`: its log bridge and `reconciler(node)` while `body(node)` runs."""
+    node = Node(_spec(data_dir, port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await nursery.start(reconciler(node).run)
+            await body(node)
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
 async def _wait(node: Node, done) -> None:
     with trio.fail_after(20):
         while True:
@@ -56,16 +70,7 @@ async def test_a_begun_task_ends_interrupted_after_a_restart_and_a_waiting_one_r
         return Outcome(power={run.vmid: "running" if run.type == "qmstart" else "stopped"})
 
     async def daemon(handlers: dict, body) -> None:
-        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
-        try:
-            async with trio.open_nursery() as nursery:
-                node.bind_trio()
-                await nursery.start(node.bridge.run)
-                await nursery.start(Reconciler(node, handlers).run)
-                await body(node)
-                nursery.cancel_scope.cancel()
-        finally:
-            node.close()
+        await _daemon(data, port, lambda node: Reconciler(node, handlers), body)
 
     async def first(node: Node) -> None:
         await node.bootstrap()
@@ -113,16 +118,7 @@ async def test_a_config_change_that_destroys_volumes_runs_again_after_a_restart(
         return Outcome(configs={run.vmid: {**conf, **run.intent["set"]}})
 
     async def daemon(handler, body) -> None:
-        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
-        try:
-            async with trio.open_nursery() as nursery:
-                node.bind_trio()
-                await nursery.start(node.bridge.run)
-                await nursery.start(Reconciler(node, {"qmconfig": handler}).run)
-                await body(node)
-                nursery.cancel_scope.cancel()
-        finally:
-            node.close()
+        await _daemon(data, port, lambda node: Reconciler(node, {"qmconfig": handler}), body)
 
     async def first(node: Node) -> None:
         await node.bootstrap()
@@ -235,16 +231,8 @@ async def test_a_task_interrupted_once_qemu_ran_records_the_guest_running(tmp_pa
         await trio.sleep_forever()
 
     async def daemon(body) -> None:
-        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
-        try:
-            async with trio.open_nursery() as nursery:
-                node.bind_trio()
-                await nursery.start(node.bridge.run)
-                await nursery.start(Reconciler(node, {"qmstart": launch_then_hang}, runs=launched.__contains__).run)
-                await body(node)
-                nursery.cancel_scope.cancel()
-        finally:
-            node.close()
+        await _daemon(data, port, lambda node: Reconciler(node, {"qmstart": launch_then_hang},
+                                                          runs=launched.__contains__), body)
 
     async def first(node: Node) -> None:
         await node.bootstrap()
