@@ -3,8 +3,9 @@
 pysyncobj's own journal never syncs, so an acknowledged write could vanish on power loss. Here
 entries are appended to a file and made durable by `sync()`, which the log calls before a vote or
 an acknowledgement leaves the node, after a leader's batch of sends and before the commit index
-moves: one fsync covers every entry appended since the last one (group commit). Each record carries a CRC, so a torn last record is detected
-and cut off on load. Term and vote are written atomically and synced at once.
+moves: one fsync covers every entry appended since the last one (group commit). Each record
+carries a CRC, so a torn last record is detected and cut off on load. Term and vote are written
+atomically and synced at once.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Durability: entries go to `DurableJournal`, which is synced before a vote or an acknowledgement
 leaves this node (`SyncBeforeSend`), on a leader right after each batch of entries it sends, and
-before the commit index moves, so nothing is acknowledged before it is on disk on a majority. Snapshots are msgpack documents of the state, fsynced before the
-journal entries they cover are dropped; like the journal they are 0600 (`engine.private`).
+before the commit index moves, so nothing is acknowledged before it is on disk on a majority.
+Snapshots are msgpack documents of the state, fsynced before the journal entries they cover are
+dropped; like the journal they are 0600 (`engine.private`).
 
 Peers: in production the log runs with pysyncobj's encryption keyed by the cluster's Raft key
 (`password=`): every message, the first of a connection included, is authenticated (Fernet's HMAC)
