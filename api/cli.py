@@ -58,7 +58,15 @@ def parse_peers(text: str | None, name: str, ip: str, raft_port: int) -> dict[st
     return peers
 
 
+# How long a thread holding the GIL runs before one waiting for it gets it (Python's default: 5 ms). The log's tick
+# thread gives the GIL up at every socket call, fsync and poll; while the event loop computed (the sampler's pass over
+# 100,000 guests) each took it back only after a full interval, so a leader's tick lasted 1-2 s, without heartbeats,
+# and a joining node stood for election against it.
+GIL_SWITCH_SECONDS = 0.0005
+
+
 def serve(args: argparse.Namespace) -> None:
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     from api.app import create_app
     from api.ratelimit import RateLimiter, parse_limits
     from api.registry import load_endpoints

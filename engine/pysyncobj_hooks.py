@@ -249,18 +249,20 @@ def guard_snapshot_commit(obj: SyncObj, message) -> None:
 
 
 def stale_append(obj: SyncObj, message) -> bool:
-    """Whether a follower should ignore `message`: an append_entries of the current term's leader whose every entry
-    is already in this follower's log (same index and term, after a matching previous entry) while the log goes on
-    past its last one.
+    """Whether a follower should ignore `message`, an append_entries of the current term's leader whose entries are
+    all in its log already (same index and term, after a matching previous entry) while the log goes on past the
+    last of them. One that overlaps the log's end and then brings new entries is cut to the new ones (in place).
 
-    pysyncobj takes each append_entries as the end of the leader's log and deletes what follows its last entry. A
-    lagging follower gets its backlog in several batches at once; one resent or delivered after later ones cut
-    off entries those had brought and the follower had applied, so the follower's log fell behind what it applied
-    (and compaction then emptied it: simulator, `--membership` seeds 25 and 36 with clone bursts; see
-    sim/README.md). Raft (§5.3) deletes only from the first entry that conflicts; such a message has nothing to
-    add, and the later batches were answered. Only the current term's leader: the log's entries past a matching
-    one are then this leader's, so none is stale. Such a message still moves the election deadline (a joiner
-    reading a backlog of resent batches stood for election against its live leader).
+    pysyncobj takes each append_entries as the end of the leader's log and deletes what follows its previous
+    entry, then appends the message's. A lagging follower gets its backlog in several batches at once; one resent
+    or delivered after later ones cut off entries those had brought and the follower had applied, so its log fell
+    behind what it applied (and compaction then emptied it: simulator, `--membership` seed 25 with clone bursts;
+    see sim/README.md). A batch that overlapped the end had its known entries deleted and written again, applied
+    ones too, logged as "truncating already-applied log entries … may have diverged" hundreds of times a minute
+    under load. Raft (§5.3) deletes only from the first entry that conflicts and appends what is new. Only the
+    current term's leader: the log's entries past a matching one are then this leader's, so none is stale. An
+    ignored message still moves the election deadline (a joiner reading a backlog of resent batches stood for
+    election against its live leader).
     """
     if not (isinstance(message, dict) and message.get("type") == "append_entries" and "prevLogIdx" in message) \
             or message.get("transmission") is not None or message.get("term") != obj.raftCurrentTerm:
@@ -268,9 +270,22 @@ def stale_append(obj: SyncObj, message) -> bool:
     log = obj._SyncObj__raftLog
     first, last = log[0][1], log[-1][1]
     prev, entries = message["prevLogIdx"], message.get("entries", [])
-    if prev < first or prev + len(entries) >= last or log[prev - first][2] != message["prevLogTerm"]:
+    if prev < first or prev >= last or log[prev - first][2] != message["prevLogTerm"]:
         return False
-    if not all(log[idx - first][1:] == (idx, term) for _command, idx, term in entries):
+    known = 0  # the leading entries this log holds already
+    for _command, idx, term in entries:
+        if idx > last or log[idx - first][1:] != (idx, term):
+            break
+        known += 1
+    if known < len(entries):
+        if entries[known][1] <= last:  # a conflict: pysyncobj deletes from the previous entry on, as it should
+            return False
+        if known:
+            message["prevLogIdx"], message["prevLogTerm"] = entries[known - 1][1], entries[known - 1][2]
+            message["entries"] = entries[known:]
+        return False
+    if prev + len(entries) == last:  # ends where the log ends: nothing to delete, nothing to add
+        message["prevLogIdx"], message["prevLogTerm"], message["entries"] = last, log[-1][2], []
         return False
     if not obj._SyncObj__transferInProgress:  # it still shows the leader alive, as any of its append_entries does
         obj._SyncObj__raftElectionDeadline = _syncobj.monotonicTime() + obj._SyncObj__generateRaftTimeout()

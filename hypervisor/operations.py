@@ -775,6 +775,8 @@ class Operations:
         unused volumes so too; found by the simulator: left behind, the config named a volume on no node)."""
         for volid in volumes:
             path, _ = self.resolve(volid)
+            if not os.path.exists(path):  # pve-storage's wording; found by the simulator (sim/README.md)
+                raise TaskFailed(f"volume '{volid}' does not exist")
             task.log(f"copying volume '{volid}' to node '{task.intent['target']}'")
             await remote.receive_volume(task.vmid, volid, path)
 

@@ -10,6 +10,7 @@ from pysyncobj import pickle as raft_pickle
 
 from bench.fill import fill
 from engine import commands as c
+from engine import pysyncobj_hooks as hooks
 from engine.journal import DurableJournal
 from engine.machine import Machine
 from engine.replog import ReplicatedLog
@@ -69,9 +70,47 @@ def test_a_node_joins_a_cluster_of_100000_guests_without_an_election(tmp_path):
         fingerprint = px.cluster.config.join.get()["nodelist"][0]["pve_fp"]
         n2.api(timeout=120).cluster.config.join.post(hostname=f"127.0.0.1:{n1.api_port}", password=n1.password,
                                                      fingerprint=fingerprint)
-        n2.wait_ready(60)
-        assert len(n2.api(timeout=60).cluster.resources.get(type="vm")) == 100_000
+        # the joiner lists every guest (it restarts its API server with the cluster's certificate after answering)
+        wait_for(lambda: len(n2.api(timeout=60).cluster.resources.get(type="vm")) == 100_000, timeout=60)
         after = n1.session().get(n1.url.replace("/api2/json", "/v1") + "/cluster/raft").json()
         assert (after["leader"], after["term"]) == (before["leader"], before["term"]) == ("n1", before["term"])
     finally:
         cluster.stop()
+
+
+class _Follower:
+    """What `stale_append` reads of a follower: its log (command, index, term), term and election deadline."""
+
+    def __init__(self, entries: list[tuple[bytes, int, int]], term: int) -> None:
+        self._SyncObj__raftLog = entries
+        self.raftCurrentTerm = term
+        self._SyncObj__transferInProgress = False
+        self._SyncObj__raftElectionDeadline = 0.0
+        self._SyncObj__generateRaftTimeout = lambda: 1.0
+
+
+def _append(prev: int, prev_term: int, entries: list[tuple[bytes, int, int]], term: int = 2) -> dict:
+    return {"type": "append_entries", "term": term, "commit_index": 1, "entries": entries, "prevLogIdx": prev,
+            "prevLogTerm": prev_term}
+
+
+def test_a_batch_overlapping_the_log_end_appends_only_what_is_new():
+    """Raft §5.3: entries the follower holds stay (pysyncobj deleted and rewrote them, applied ones too, logging
+    "truncating already-applied log entries"); a conflict still goes to pysyncobj, which deletes from there; a batch
+    with nothing new while the log goes on is ignored, and still counts as word from the leader."""
+    log = [(b"c%d" % i, i, 2) for i in range(1, 11)]  # indexes 1..10, term 2
+    follower = _Follower(log, term=2)
+    overlap = _append(7, 2, [(b"c8", 8, 2), (b"c9", 9, 2), (b"c10", 10, 2), (b"c11", 11, 2)])
+    assert not hooks.stale_append(follower, overlap)
+    assert (overlap["prevLogIdx"], overlap["prevLogTerm"], overlap["entries"]) == (10, 2, [(b"c11", 11, 2)])
+    to_the_end = _append(8, 2, [(b"c9", 9, 2), (b"c10", 10, 2)])
+    assert not hooks.stale_append(follower, to_the_end)
+    assert (to_the_end["prevLogIdx"], to_the_end["entries"]) == (10, [])
+    conflict = _append(7, 2, [(b"c8", 8, 2), (b"x9", 9, 3)], term=3)
+    follower.raftCurrentTerm = 3
+    assert not hooks.stale_append(follower, conflict) and len(conflict["entries"]) == 2
+    follower.raftCurrentTerm = 2
+    resent = _append(3, 2, [(b"c4", 4, 2), (b"c5", 5, 2)])
+    assert hooks.stale_append(follower, resent)
+    assert follower._SyncObj__raftElectionDeadline > 0
+    assert hooks.stale_append(follower, _append(3, 2, []))  # a heartbeat from an old next index
