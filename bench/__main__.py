@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", choices=[*SUITES, *ALIASES, "all"], metavar="suite")
     parser.add_argument("--quick", action="store_true", help="shorter windows, no --huge sizes")
-    parser.add_argument("--huge", action="store_true", help="also 100,000 guests (api, scale)")
+    parser.add_argument("--huge", action="store_true", help="also 100,000 guests (api, scale, join)")
     parser.add_argument("--json", metavar="FILE", help="write every table's rows to FILE")
     parser.add_argument("--plot", metavar="DIR", help="write PNG charts of the results to DIR (bench/plot.py)")
     parser.add_argument("--soak-minutes", type=float, metavar="N", help="the soak's length (default 30; --quick 2)")
