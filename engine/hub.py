@@ -33,9 +33,7 @@ class PublicEvent:
     @classmethod
     def made(cls, id: int, type: str, timestamp: float, data: dict) -> PublicEvent:  # noqa: A002 - the spec's names
         """The event with its JSON text, so that each stream sends it without encoding it again."""
-        when = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        wire = dump_json({"id": id, "type": type, "timestamp": when, "data": data}).decode()
-        return cls(id, type, timestamp, data, wire)
+        return cls(id, type, timestamp, data, dump_json(_message(id, type, timestamp, data)).decode())
 
     @property
     def index(self) -> int:
@@ -44,8 +42,12 @@ class PublicEvent:
 
     def to_dict(self) -> dict:
         """The spec's message shape: `id`, `type`, `timestamp` (RFC 3339, UTC), `data`."""
-        when = datetime.fromtimestamp(self.timestamp, UTC).isoformat(timespec="milliseconds")
-        return {"id": self.id, "type": self.type, "timestamp": when.replace("+00:00", "Z"), "data": self.data}
+        return _message(self.id, self.type, self.timestamp, self.data)
+
+
+def _message(id: int, type: str, timestamp: float, data: dict) -> dict:  # noqa: A002 - the spec's names
+    when = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return {"id": id, "type": type, "timestamp": when.replace("+00:00", "Z"), "data": data}
 
 
 class TooOld(Exception):
