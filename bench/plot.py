@@ -95,7 +95,7 @@ def _scale(suite: dict, directory: str) -> list[str]:
     rows = [r for r in _rows(suite) if num(r["guests"]) > 0]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     guests = [num(r["guests"]) for r in rows]
-    left.plot(guests, [num(r["RSS MiB"]) for r in rows], marker="o")
+    left.plot(guests, [num(r["RSS MiB sampled"]) for r in rows], marker="o")
     left.set(xlabel="guests", ylabel="RSS MiB", title="Node memory against guests", xscale="log")
     right.plot(guests, [num(r["cold restart s"]) for r in rows], marker="o", color="C1")
     right.set(xlabel="guests", ylabel="s", title="Cold restart against guests", xscale="log")

@@ -96,3 +96,27 @@ def test_a_repeated_sample_is_the_same_as_its_values_given_again():
     minutes = repeated.fetch("qemu/100", "hour", "AVERAGE", T0 + 481)[-7:]
     assert [(p["cpu"], p["netin"]) for p in minutes[:6]] == [(0.5, 0.0)] * 6  # the unchanged counter: a rate of 0
     assert minutes[6]["netin"] == 800 / 10 / 5  # 800 in the 10 s before T0 + 400, one sample of five that minute
+
+
+def test_a_stopped_guest_that_starts_within_a_row_averages_every_sample_it_had():
+    """The half hour's row of a guest stopped for 10 minutes (its first sample: no rate yet; then repeats), then
+    running with a changing load for 20: the average weighs every sample, the maximum is the busiest."""
+    store = RrdStore(step=60)
+    start = T0 - T0 % 1800
+    store.update("qemu/100", SOURCES, start, {"cpu": 0.0, "netin": 0})
+    for i in range(1, 60):
+        store.repeat("qemu/100", start + 10 * i)
+    for i in range(60, 180):
+        store.update("qemu/100", SOURCES, start + 10 * i, {"cpu": (i % 4) / 4, "netin": 100 * (i - 59)})
+    [*_, avg] = store.fetch("qemu/100", "day", "AVERAGE", start + 1800)
+    [*_, top] = store.fetch("qemu/100", "day", "MAX", start + 1800)
+    busy = [(i % 4) / 4 for i in range(60, 180)]
+    assert abs(avg["cpu"] - sum(busy) / 180) < 1e-12 and top["cpu"] == 0.75
+    rates = [0.0] * 59 + [100 / 10] * 120  # no rate at the first sample; the counter from 0 by 100 each 10 s
+    assert abs(avg["netin"] - sum(rates) / len(rates)) < 1e-12 and top["netin"] == 10.0
+    # then stopped again (its counters back to 0: no rate at first): the rows after hold its repeated row
+    store.update("qemu/100", SOURCES, start + 1800, {"cpu": 0.0, "netin": 0})
+    for i in range(181, 540):
+        store.repeat("qemu/100", start + 10 * i)
+    hour = store.fetch("qemu/100", "hour", "AVERAGE", start + 5400)
+    assert [p["cpu"] for p in hour[-30:]] == [0.0] * 30 and [p["netin"] for p in hour[-29:]] == [0.0] * 29
