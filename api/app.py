@@ -1,8 +1,11 @@
-"""The HTTP application: routes every /api2/json request through its declaration.
+"""The HTTP application: routes every /api2/json and /v1 request through its declaration.
 
 Order per request: find the endpoint, authenticate (ticket cookie or header; CSRF on writes),
 validate parameters, check the privilege, run the handler, shape `{"data": ...}`. Errors come out
 in the spec's format with the message as the HTTP reason phrase, as Proxmox does.
+
+The API's requests are served straight over ASGI (api/http.py); Quart serves the WebSockets (events,
+consoles), the console pages and the API explorer.
 """
 
 from __future__ import annotations
@@ -11,14 +14,12 @@ import os
 import re
 import time
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import httpx
 import structlog
-import trio
 from quart import Response, request, send_from_directory, websocket
 from quart_trio import QuartTrio
-from quart_trio.asgi import TrioASGIHTTPConnection
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -30,6 +31,7 @@ from api.errors import ApiError, reason_phrase
 from api.explorer import EXPLORER_PAGE
 from api.forward import forward, target_node
 from api.gate import Credentials, Gate, RateLimited, refusal
+from api.http import Answer, Call, Receive, Send
 from api.metrics import RequestMetrics
 from api.native.events_ws import serve as events_stream
 from api.pinning import member_client
@@ -47,46 +49,6 @@ MAX_BODY = 64 * 1024 * 1024  # bytes of a body read at all (a larger one is cut 
 log = structlog.get_logger("gpve.api")
 
 
-class StreamBody:
-    """A request body read from the server as the handler takes it: Quart would read it into memory as fast as it
-    arrives; this pulls each piece only when asked, so hypercorn's flow control holds a fast client back and an
-    upload is never held whole. An async iterator of chunks, as Quart's body is. A client that goes away before
-    the end raises ApiError 400."""
-
-    def __init__(self, receive) -> None:
-        self._receive = receive
-        self.done = False
-
-    def __aiter__(self) -> StreamBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self.done:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self.done = True
-                raise ApiError(400, "client disconnected before the request body ended")
-            self.done = not message.get("more_body", False)
-            if message.get("body"):
-                return message["body"]
-        raise StopAsyncIteration
-
-
-class StreamingConnection(TrioASGIHTTPConnection):
-    """Requests to endpoints that read their body themselves (`raw_body`: uploads, migrated volumes) get it as a
-    StreamBody, given before the handler starts; every other request is Quart's as usual."""
-
-    async def __call__(self, receive, send) -> None:
-        request = self._create_request_from_scope(send)
-        streamed = self.app.extensions["gpve"].streams(request.method, request.path)
-        if streamed:
-            request.body = StreamBody(receive)
-        async with trio.open_nursery() as nursery:
-            if not streamed:
-                nursery.start_soon(self.handle_messages, nursery, request, receive)
-            nursery.start_soon(self.handle_request, nursery, request, send)  # sending the answer ends the request
-
-
 async def drain(body, limit: int) -> None:
     """Read what is left of a refused request's body (at most `limit` bytes), so that a client still sending
     hears the refusal instead of a reset connection."""
@@ -100,16 +62,14 @@ async def drain(body, limit: int) -> None:
         return
 
 
-def json_response(status: int, body: dict, reason: str | None = None, headers: dict | None = None) -> Response:
-    resp = Response(dump_json(body), status=status, content_type=JSON_TYPE)
-    for key, value in (headers or {}).items():
-        resp.headers[key] = value
+def json_response(status: int, body: dict, reason: str | None = None, headers: dict | None = None) -> Answer:
+    answer = Answer(status, dump_json(body), JSON_TYPE, dict(headers or {}))
     if reason:
-        resp.headers[REASON_HEADER] = reason_phrase(reason)
-    return resp
+        answer.headers[REASON_HEADER] = reason_phrase(reason)
+    return answer
 
 
-def error_response(err: Rejection, native: bool = False) -> Response:
+def error_response(err: Rejection, native: bool = False) -> Answer:
     body: dict[str, Any] = {"message": err.message, "status": err.status}
     if not native:
         body["data"] = None
@@ -118,12 +78,17 @@ def error_response(err: Rejection, native: bool = False) -> Response:
     return json_response(err.status, body, reason=err.message)
 
 
-async def _read_body(limit: int) -> bytes:
-    """The whole body, at most `limit` bytes. A larger one is read to its end all the same (up to the app's
-    MAX_CONTENT_LENGTH), so that the client, still sending, hears the 413."""
+def quart_response(answer: Answer) -> Response:
+    """An Answer as Quart's Response (for what Quart serves: WebSocket refusals, pages)."""
+    return Response(answer.body, status=answer.status, content_type=answer.content_type, headers=answer.headers)
+
+
+async def _read_body(call: Call, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes. A larger one is read to its end all the same (up to MAX_BODY), so
+    that the client, still sending, hears the 413."""
     chunks, size = [], 0
     try:
-        async for chunk in request.body:
+        async for chunk in call.body:
             size += len(chunk)
             if size <= limit:
                 chunks.append(chunk)
@@ -134,12 +99,12 @@ async def _read_body(limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _discard_body(limit: int = PARAMS_BODY_LIMIT) -> None:
+async def _discard_body(call: Call, limit: int = PARAMS_BODY_LIMIT) -> None:
     """Read what is left of a refused request's body (up to `limit`), so that the connection stays usable for the
     client's next request (hypercorn drops a keep-alive connection whose request body was left unread)."""
     size = 0
     try:
-        async for chunk in request.body:
+        async for chunk in call.body:
             size += len(chunk)
             if size > limit:
                 return
@@ -147,12 +112,12 @@ async def _discard_body(limit: int = PARAMS_BODY_LIMIT) -> None:
         return
 
 
-async def _raw_params(endpoint: Endpoint, path_params: dict[str, str]) -> dict[str, Any]:
+async def _raw_params(call: Call, endpoint: Endpoint, path_params: dict[str, str]) -> dict[str, Any]:
     """Parameters from the path, the query string and (for writes) the body; see api/bodies.py."""
-    query = parse_form(request.query_string, "query string")
+    query = parse_form(call.query_string, "query string")
     body: dict[str, Any] = {}
-    if request.method in ("POST", "PUT", "DELETE") and not endpoint.raw_body:
-        body = parse_body(request.mimetype, request.mimetype_params, await _read_body(PARAMS_BODY_LIMIT))
+    if call.method in ("POST", "PUT", "DELETE") and not endpoint.raw_body:
+        body = parse_body(call.mimetype, call.mimetype_params, await _read_body(call, PARAMS_BODY_LIMIT))
     return merge(path_params, query, body)
 
 
@@ -165,40 +130,39 @@ class Api:
         self.http = member_client(node, httpx.Timeout(60.0, connect=3.0))  # verified: api/pinning.py
         self.registry = registry
 
-    def streams(self, method: str, path: str) -> bool:
-        """Whether the request goes to an endpoint that reads its body itself (a StreamBody is given then)."""
-        if method not in ("POST", "PUT") or not path.startswith(("/api2/json/", "/v1/")):
-            return False
-        native = path.startswith("/v1/")
-        endpoint, _, _ = self.registry.resolve(method, "/" + path.split("/", 2 if native else 3)[-1].strip("/"),
-                                                native)
-        return endpoint is not None and endpoint.raw_body
+    async def serve(self, scope: dict, receive: Receive, send: Send, path: str, native: bool) -> None:
+        """One API request over ASGI: `path` below `/api2/json/` (`native`: below `/v1/`)."""
+        call = Call(scope, receive, MAX_BODY)
+        await (await self.handle(call, path, native)).send(send)
 
-    async def forward(self, member: dict, path: str, request_id: str) -> Response:
-        """Hand the request to the node it is about (a streamed body as a stream); 502 if that node cannot be
-        reached."""
-        body = request.body if isinstance(request.body, StreamBody) else await _read_body(PARAMS_BODY_LIMIT)
+    async def forward(self, call: Call, member: dict, path: str, request_id: str) -> Answer:
+        """Hand the request to the node it is about (the body of an endpoint that reads it itself as a stream);
+        502 if that node cannot be reached."""
+        endpoint, _, _ = self.registry.resolve(call.method, "/" + path.strip("/"), False)
+        if endpoint is not None and endpoint.raw_body:
+            call.body.limit = None
+            body = call.body
+        else:
+            body = await _read_body(call, PARAMS_BODY_LIMIT)
         try:
             status, reason, headers, body = await forward(
-                self.http, member, request.method, path, request.query_string, request.headers,
-                body, self.node.name)
+                self.http, member, call.method, path, call.query_string, call.headers, body, self.node.name)
         except ApiError as exc:
             return error_response(exc)
         except httpx.HTTPError as exc:
             log.info("forward failed", target=member["name"], error=str(exc))
             return error_response(Rejection(502, f"node '{member['name']}' is unreachable - {type(exc).__name__}"))
-        response = Response(body, status=status)
-        for key, value in headers.items():
-            response.headers[key] = value
-        response.headers[REASON_HEADER] = reason_phrase(reason)
-        response.headers["X-Request-ID"] = request_id
-        log.info("request forwarded", method=request.method, path="/" + path, target=member["name"], status=status)
+        answer = Answer(status, body, None, headers)
+        answer.headers[REASON_HEADER] = reason_phrase(reason)
+        answer.headers["X-Request-ID"] = request_id
+        log.info("request forwarded", method=call.method, path="/" + path, target=member["name"], status=status)
         structlog.contextvars.clear_contextvars()
-        return response
+        return answer
 
-    def credentials(self) -> Credentials:
-        return Credentials(request.cookies.get("PVEAuthCookie"), request.headers.get("Authorization", ""),
-                           request.headers.get("CSRFPreventionToken", ""))
+    @staticmethod
+    def credentials(call: Call) -> Credentials:
+        return Credentials(call.cookies.get("PVEAuthCookie"), call.headers.get("Authorization", ""),
+                           call.headers.get("CSRFPreventionToken", ""))
 
     def admit_websocket(self, endpoint: Endpoint | None, path: str, raw: dict[str, Any]) -> tuple[Ctx, dict]:
         """A WebSocket upgrade admitted as `handle` admits a request: authenticated by ticket cookie or
@@ -219,14 +183,15 @@ class Api:
         return Ctx(self.node, user, self.node.new_request_id(), websocket.remote_addr or "", now,
                    rt=self.runtime), params
 
-    def rate_key(self, endpoint: Endpoint, user: str, raw: dict[str, Any]) -> str:
+    @staticmethod
+    def rate_key(call: Call, endpoint: Endpoint, user: str, raw: dict[str, Any]) -> str:
         """Logins count per source address and user name; everything else per user (or source)."""
         if endpoint.rate_class == "auth":
-            return f"{request.remote_addr}|{str(raw.get('username', ''))[:64]}"
-        return user or str(request.remote_addr)
+            return f"{call.remote_addr}|{str(raw.get('username', ''))[:64]}"
+        return user or call.remote_addr
 
-    async def handle(self, path: str, native: bool = False) -> Response:
-        request_id = request.headers.get("X-Request-ID", "")
+    async def handle(self, call: Call, path: str, native: bool = False) -> Answer:
+        request_id = call.headers.get("X-Request-ID", "")
         client_id = REQUEST_ID.fullmatch(request_id) is not None
         if not client_id:
             request_id = self.node.new_request_id()
@@ -239,36 +204,38 @@ class Api:
         if not native:
             with self.node.read() as s:
                 members = {n: dict(m) for n, m in s.nodes.items()}
-            member = target_node(path, request.headers, self.node.name, members)
+            member = target_node(path, call.headers, self.node.name, members)
             if member is not None:
-                return await self.forward(member, path, request_id)
-        endpoint, path_params, path_known = self.registry.resolve(request.method, "/" + path.strip("/"), native)
+                return await self.forward(call, member, path, request_id)
+        endpoint, path_params, path_known = self.registry.resolve(call.method, "/" + path.strip("/"), native)
         try:
             if endpoint is None:
                 if path_known:
-                    raise ApiError(405, f"Method '{request.method} /{path}' not implemented")
-                raise ApiError(404, f"No '{request.method}' handler for '/{path}'")
+                    raise ApiError(405, f"Method '{call.method} /{path}' not implemented")
+                raise ApiError(404, f"No '{call.method}' handler for '/{path}'")
             now = time.time()
             user = "" if endpoint.permission.check == "public" else \
-                self.gate.authenticate(self.credentials(), endpoint.writes, now)
+                self.gate.authenticate(self.credentials(call), endpoint.writes, now)
             if endpoint.unsupported:  # a feature gpve lacks, on a member: an unknown node is named first
                 self.gate.check_node(endpoint, path_params)
-                raise ApiError(501, f"Method '{request.method} /{path.strip('/')}' not implemented - "
+                raise ApiError(501, f"Method '{call.method} /{path.strip('/')}' not implemented - "
                                     f"gpve has no {endpoint.absent}")
-            raw = await _raw_params(endpoint, path_params)
-            verdict = self.gate.count(endpoint.rate_class, self.rate_key(endpoint, user, raw), now)
+            if endpoint.raw_body:
+                call.body.limit = None  # an upload: its handler holds it to the storage's limit
+            raw = await _raw_params(call, endpoint, path_params)
+            verdict = self.gate.count(endpoint.rate_class, self.rate_key(call, endpoint, user, raw), now)
             self.gate.check_node(endpoint, path_params)
             params = endpoint.validate(raw, partial=bool(endpoint.upload))
             self.gate.authorize(endpoint.permission, user, params)
-            key = self.gate.request_key(request_id, request.method, endpoint.path, params) if client_id else request_id
-            ctx = Ctx(self.node, user, key, request.remote_addr or "", now, self.gate.check_local_password,
-                      self.runtime)
+            key = self.gate.request_key(request_id, call.method, endpoint.path, params) if client_id else request_id
+            ctx = Ctx(self.node, user, key, call.remote_addr, now, self.gate.check_local_password,
+                      self.runtime, call if endpoint.raw_body else None)
             result = await endpoint.handler(ctx, params)
             reply = result if isinstance(result, Reply) else Reply(result)
             if endpoint.paged:
-                reply = page(reply, params, endpoint.default_limit)
+                reply = page(call, reply, params, endpoint.default_limit)
             if reply.content_type:
-                response = Response(reply.data, status=200, content_type=reply.content_type, headers=reply.headers)
+                response = Answer(200, reply.data, reply.content_type, dict(reply.headers))
             else:
                 data = reply.data if reply.encoded is None else reply.encoded  # kept rows' JSON is copied in
                 body = data if native or endpoint.bare else {"data": data, **reply.extra}
@@ -279,32 +246,32 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
-        if response.status_code >= 400:  # what is left of a refused request's body, so the connection stays usable
-            if isinstance(request.body, StreamBody):
-                if not request.body.done:
-                    await drain(request.body, MAX_BODY)
+        if response.status >= 400:  # what is left of a refused request's body, so the connection stays usable
+            if endpoint is not None and endpoint.raw_body:
+                if not call.body.done:
+                    await drain(call.body, MAX_BODY)
             else:
-                await _discard_body()
+                await _discard_body(call)
         if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
-                and response.status_code != 401:
+                and response.status != 401:
             # only refused credentials count against the failed-login budget: not a login that worked, nor one
             # refused for another reason (a missing parameter, no quorum, a node not ready yet)
-            self.gate.refund("auth", self.rate_key(endpoint, user, raw))
+            self.gate.refund("auth", self.rate_key(call, endpoint, user, raw))
             verdict.remaining += 1
         for key, value in (verdict.headers() if verdict else {}).items():
             response.headers[key] = value
         elapsed = time.perf_counter() - started
         if self.runtime.request_metrics is not None:
             route = ("/v1" if native else "/api2/json") + (endpoint.path if endpoint is not None else "/<unmatched>")
-            self.runtime.request_metrics.observe(route, request.method, response.status_code, elapsed)
-        log.info("request", method=request.method, path="/" + path, status=response.status_code,
+            self.runtime.request_metrics.observe(route, call.method, response.status, elapsed)
+        log.info("request", method=call.method, path="/" + path, status=response.status,
                  ms=round(elapsed * 1000, 2))
         structlog.contextvars.clear_contextvars()
         response.headers["X-Request-ID"] = request_id
         return response
 
 
-def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Reply:
+def page(call: Call, reply: Reply, params: dict[str, Any], default_limit: int | None) -> Reply:
     """Slice a list by `start`/`limit` (unless the handler did) and add `X-Total-Count` and `Link`."""
     start, limit = params.get("start", 0), params.get("limit", default_limit)
     if "total" in reply.extra:
@@ -319,64 +286,73 @@ def page(reply: Reply, params: dict[str, Any], default_limit: int | None) -> Rep
     if limit:
         links = []
         if start + limit < total:
-            links.append(f'<{_page_url(start + limit, limit)}>; rel="next"')
-        links.append(f'<{_page_url(max(0, (total - 1) // limit * limit), limit)}>; rel="last"')
+            links.append(f'<{_page_url(call, start + limit, limit)}>; rel="next"')
+        links.append(f'<{_page_url(call, max(0, (total - 1) // limit * limit), limit)}>; rel="last"')
         reply.headers["Link"] = ", ".join(links)
     return reply
 
 
-def _page_url(start: int, limit: int) -> str:
-    args = {k: v for k, v in request.args.items() if k not in ("start", "limit")}
+def _page_url(call: Call, start: int, limit: int) -> str:
+    args: dict[str, str] = {}
+    for k, v in parse_qsl(call.query_string.decode("utf-8", "replace"), keep_blank_values=True):
+        if k not in ("start", "limit"):
+            args.setdefault(k, v)
     args.update(start=str(start), limit=str(limit))
-    return quote(request.path) + "?" + urlencode(args)  # both escaped: never a control character in a header
+    return quote(call.path) + "?" + urlencode(args)  # both escaped: never a control character in a header
+
+
+class App:
+    """The node's ASGI application: the API's requests (`/api2/json/…`, `/v1/…` over HTTP) go to `api`, the rest
+    (WebSockets, console pages, the API explorer, anything unknown) to Quart."""
+
+    def __init__(self, api: Api, quart: QuartTrio) -> None:
+        self.api = api
+        self.quart = quart
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith("/api2/json/") or path == "/api2/json":
+                return await self.api.serve(scope, receive, send, path[len("/api2/json/"):], native=False)
+            if path.startswith("/v1/") and len(path) > len("/v1/"):
+                return await self.api.serve(scope, receive, send, path[len("/v1/"):], native=True)
+        await self.quart(scope, receive, send)
 
 
 def create_app(node: Node, registry: Registry, root_password: str, runtime: Runtime | None = None,
-               limiter: RateLimiter | None = None) -> QuartTrio:
+               limiter: RateLimiter | None = None) -> App:
     app = QuartTrio("gpve", root_path=os.path.dirname(os.path.abspath(__file__)))  # not the gpve.v1 stubs' package
-    app.asgi_http_class = StreamingConnection
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     runtime = runtime or Runtime()
     runtime.request_metrics = runtime.request_metrics or RequestMetrics(node.name)
     api = Api(node, registry, root_password, runtime, limiter or RateLimiter(None))
-    app.extensions["gpve"] = api
-    methods = ["GET", "POST", "PUT", "DELETE"]
-
-    @app.route("/api2/json/", defaults={"path": ""}, methods=methods)
-    @app.route("/api2/json/<path:path>", methods=methods)
-    async def pve(path: str) -> Response:
-        return await api.handle(path)
-
-    @app.route("/v1/<path:path>", methods=methods)
-    async def native(path: str) -> Response:
-        return await api.handle(path, native=True)
 
     @app.websocket("/v1/events/ws")
     async def events_ws() -> Response | None:
         refused = await events_stream(api)
-        return error_response(refused, native=True) if refused else None
+        return quart_response(error_response(refused, native=True)) if refused else None
 
     @app.websocket("/api2/json/nodes/<node>/qemu/<vmid>/vncwebsocket")
     async def console_ws(node: str, vmid: str) -> Response | None:
         refused = await console_stream(api, node, vmid)
-        return error_response(refused) if refused else None
+        return quart_response(error_response(refused)) if refused else None
 
     @app.route("/", methods=["GET"])
     async def index() -> Response:
         """Proxmox's console page (`?console=kvm&novnc=1&vmid=N&node=NODE`, or `xtermjs=1`); nothing else here."""
         if "console" not in request.args:
-            return error_response(Rejection(404, "Not Found"))
+            return quart_response(error_response(Rejection(404, "Not Found")))
         try:
             return console_page.page(api)
         except Rejection as exc:
-            return error_response(exc)
+            return quart_response(error_response(exc))
 
     @app.route("/<any(novnc, xtermjs, 'xtermjs-fit'):prefix>/<path:name>", methods=["GET"])
     async def console_asset(prefix: str, name: str) -> Response:
         try:
             return await console_page.asset(prefix, name)
         except Rejection as exc:
-            return error_response(exc)
+            return quart_response(error_response(exc))
 
     @app.route("/api-explorer/", methods=["GET"])
     async def api_explorer() -> Response:
@@ -388,11 +364,11 @@ def create_app(node: Node, registry: Registry, root_password: str, runtime: Runt
 
     @app.errorhandler(404)
     async def not_found(_exc) -> Response:
-        return error_response(Rejection(404, "Not Found"))
+        return quart_response(error_response(Rejection(404, "Not Found")))
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         """Whatever Quart itself refuses (or fails at) answers in the spec's JSON format too, never HTML."""
-        return error_response(Rejection(exc.code or 500, exc.name))
+        return quart_response(error_response(Rejection(exc.code or 500, exc.name)))
 
-    return app
+    return App(api, app)

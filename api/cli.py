@@ -101,7 +101,7 @@ def serve(args: argparse.Namespace) -> None:
     runtime, guest_services = _guest_runtime(node, data_dir, args.rrd_interval, args.vcluster_ready_timeout)
     registry = load_endpoints()
     app = create_app(node, registry, root_password, runtime, RateLimiter(parse_limits(args.rate_limits)))
-    grpc_server = GrpcServer(node, app.extensions["gpve"].gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
+    grpc_server = GrpcServer(node, app.api.gate, runtime, registry, f"{args.listen}:{args.grpc_port}")
     bind = f"{args.listen}:{args.api_port}"
     restart_server = restart_grpc = trio.Event()
 

@@ -6,10 +6,13 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.views import Grants, views
 from engine.node import Node
+
+if TYPE_CHECKING:
+    from api.http import Call
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Ctx:
     now: float = field(default_factory=time.time)
     check_local_password: Callable[[str, str], bool] = lambda user, password: False
     rt: Runtime = field(default_factory=Runtime)
+    request: Call | None = None  # the HTTP request, given to an endpoint that reads its body itself (raw_body)
 
     def can(self, privilege: str, path: str) -> bool:
         with self.node.read() as s:

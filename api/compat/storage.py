@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from quart import request
-
 from api.context import Ctx
 from api.registry import API
 from api.returns import BOOL, INT, NUM, STR, array, obj
@@ -127,8 +125,9 @@ async def volume_delete(ctx: Ctx, p: dict) -> str | None:
 async def upload(ctx: Ctx, p: dict) -> str:
     """Upload an ISO image, container template, disk image to import or snippet (multipart, the file in field
     `filename`), streamed into the storage; an `imgcopy` task verifies the checksum and the file and stores it."""
-    return await svc.upload(ctx, p["node"], p["storage"], request.body, request.mimetype,
-                            request.mimetype_params.get("boundary", ""), UPLOAD_PARAMS,
+    call = ctx.request
+    return await svc.upload(ctx, p["node"], p["storage"], call.body, call.mimetype,
+                            call.mimetype_params.get("boundary", ""), UPLOAD_PARAMS,
                             {"node": p["node"], "storage": p["storage"]})
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-from quart import request
-
 from api.context import Ctx
 from api.registry import API
 from api.schema import Param, Permission
@@ -55,7 +53,7 @@ async def abort(ctx: Ctx, p: dict) -> dict:
               params=[VMID, Param("volid", optional=False)], returns={"type": "object"})
 async def receive_volume(ctx: Ctx, p: dict) -> dict:
     """Receive a guest volume (offline migration): the request body is the image, stored under the same volid."""
-    return {"size": await _target(ctx, p["vmid"]).receive_volume(p["vmid"], p["volid"], request.body)}
+    return {"size": await _target(ctx, p["vmid"]).receive_volume(p["vmid"], p["volid"], ctx.request.body)}
 
 
 @API.endpoint("DELETE", "/migration/{vmid}/volume", native=True, permission=INCOMING,
