@@ -63,6 +63,7 @@ def parse_peers(text: str | None, name: str, ip: str, raft_port: int) -> dict[st
 # 100,000 guests) each took it back only after a full interval, so a leader's tick lasted 1-2 s, without heartbeats,
 # and a joining node stood for election against it.
 GIL_SWITCH_SECONDS = 0.0005
+KEEP_ALIVE = 30.0  # s an HTTPS connection may stay idle between requests
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -110,7 +111,7 @@ def serve(args: argparse.Namespace) -> None:
         nonlocal restart_server
         while True:
             restart_server = trio.Event()
-            await run_server(app, server_config(bind, cert, key), restart_server.wait, task_status)
+            await run_server(app, server_config(bind, cert, key, args.keep_alive), restart_server.wait, task_status)
             task_status = trio.TASK_STATUS_IGNORED
 
     async def serve_grpc(task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--rrd-interval", type=_positive, default=10.0, metavar="SECONDS",
                    help="sample the host's and guests' figures every SECONDS (default 10, as Proxmox); the RRD "
                    "step is 6 samples, so a shorter interval shortens what each rrddata timeframe spans (tests)")
+    s.add_argument("--keep-alive", type=_positive, default=KEEP_ALIVE, metavar="SECONDS",
+                   help="close an HTTPS connection left idle this long (default %(default)s)")
     s.add_argument("--event-buffer", type=int, default=EVENT_BUFFER, metavar="N",
                    help="public events kept in memory for /v1/events readers that resume (default %(default)s); "
                         "a reader resuming from an older id is told to resync")

@@ -7,6 +7,7 @@ hands them to commands.
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import json
 import math
@@ -106,6 +107,7 @@ class Node:
         self._ticket_key_pem, self._csrf_secret = ticket_key_pem, csrf_secret
         self.raft_key = raft_key
         self._id_prefix, self._id_counter = "", itertools.count()
+        self._random = io.BytesIO()  # random bytes not yet drawn by new_uuid
         self.lock = threading.RLock()
         self._raft_conf = raft_conf
         self.hub = EventHub(event_buffer)
@@ -340,7 +342,11 @@ class Node:
         """A random UUID (version 4) of 122 random bits: an API token's secret, a new guest's smbios and vmgenid, a
         vCluster's id. The simulator derives it from its seeded request ids instead (request ids themselves are
         a process prefix and a counter: not secret)."""
-        return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+        drawn = self._random.read(16)
+        if len(drawn) < 16:  # drawn 4 KiB at a time: one getrandom call per 256, not one per guest created
+            self._random = io.BytesIO(secrets.token_bytes(4096))
+            drawn = self._random.read(16)
+        return str(uuid.UUID(bytes=drawn, version=4))
 
     async def register(self) -> None:
         """Record this node (address, certificate) in the log, retrying until it commits. After a join this is

@@ -1,0 +1,62 @@
+"""The HTTPS server's connections: keep-alive between requests, and an idle connection closed after `--keep-alive`
+seconds (hypercorn's keep-alive timeout, with api/server.py's timer)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.harness import Cluster
+
+KEEP_ALIVE = 1.5  # s
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    cluster = Cluster(str(tmp_path_factory.mktemp("http")), 1)
+    cluster.nodes[0].extra_args = ["--keep-alive", str(KEEP_ALIVE)]
+    cluster.start()
+    yield cluster.nodes[0]
+    cluster.stop()
+
+
+def _connect(node) -> ssl.SSLSocket:
+    url = urlsplit(node.url)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context.wrap_socket(socket.create_connection((url.hostname, url.port), timeout=10))
+
+
+def _get(sock: ssl.SSLSocket, path: str) -> tuple[int, bytes]:
+    """One GET on an open connection: (status, body), the body read to its Content-Length."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: gpve\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection instead of answering"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ")[1]), body
+
+
+def test_a_connection_in_use_stays_open_and_an_idle_one_is_closed_after_the_keep_alive(node):
+    sock = _connect(node)
+    try:
+        # requests 1 s apart for longer than the keep-alive: each answer starts the idle time again
+        for _ in range(4):
+            status, body = _get(sock, "/api2/json/version")
+            assert status == 401, body  # no ticket: refused, and the connection stays open
+            time.sleep(1.0)
+        sock.settimeout(KEEP_ALIVE + 5)
+        started = time.monotonic()
+        assert sock.recv(1) == b"", "an idle connection is closed by the server"
+        assert time.monotonic() - started < KEEP_ALIVE + 1
+    finally:
+        sock.close()
