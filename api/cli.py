@@ -196,7 +196,7 @@ def _guest_runtime(node, data_dir: str, rrd_interval: float, vcluster_ready_time
     vclusters = VClusterTasks(node, ready_timeout=vcluster_ready_timeout)
     reconciler = Reconciler(node, {**Operations(driver, storages, peers, consoles=consoles).handlers(),
                                    **network.handlers(), **StorageTasks(storages, node.name).handlers(),
-                                   **vclusters.handlers()})
+                                   **vclusters.handlers()}, runs=driver.running)
     watcher = GuestWatcher(node, driver, reconciler)
     sampler = Sampler(node, driver, guest_maxima, interval=rrd_interval)
     runtime = Runtime(driver, storages, reconciler, sampler=sampler, network=network, consoles=consoles,

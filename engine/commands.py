@@ -136,8 +136,9 @@ class UnlockGuest(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class StartTask(Command):
-    """An intent for the owning node: run task `type` on guest `vmid`, holding its kind's lock meanwhile
-    (engine/tasks.py; `lock` is kept only so that logs written before task kinds still decode)."""
+    """An intent for the owning node: run task `type` on guest `vmid`, holding its kind's lock meanwhile, or the
+    guest shared where the kind says so (engine/tasks.py; `lock` is kept only so that logs written before task
+    kinds still decode)."""
 
     TYPE = "task.start"
     node: str

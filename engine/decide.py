@@ -39,19 +39,28 @@ def _guest(state: State, vmid: int, node: str | None = None) -> dict:
     return guest
 
 
-def _changeable_guest(s: State, vmid: int, node: str, skiplock: bool, digest: str | None) -> dict:
-    """The guest, if it exists on `node`, is not locked and (given a digest) was not changed meanwhile."""
-    guest = _guest(s, vmid, node)
-    _check_unlocked(guest, skiplock)
+def _changeable_guest(s: State, vmid: int, node: str, skiplock: bool, digest: str | None,
+                      shared: bool = False) -> dict:
+    """The guest, if it exists on `node`, is not locked nor held shared by tasks (unless `shared`: the caller
+    shares it too) and (given a digest) was not changed meanwhile."""
+    return _check_changeable(s, _guest(s, vmid, node), skiplock, digest, shared)
+
+
+def _check_changeable(s: State, guest: dict, skiplock: bool, digest: str | None, shared: bool = False) -> dict:
+    _check_unlocked(s, guest, skiplock, shared)
     if digest and digest != guest_digest(guest):
         raise bad_request("detected modified configuration - file changed by other user? Try again.")
     return guest
 
 
-def _check_unlocked(guest: dict, skiplock: bool = False) -> None:
+def _check_unlocked(s: State, guest: dict, skiplock: bool = False, shared: bool = False) -> None:
+    """423 `VM N is locked (lock)` for a config lock (unless `skiplock`), and, unless the caller holds the guest
+    shared too, while tasks hold it shared (engine/tasks.py `check_not_shared`)."""
     lock = guest["conf"].get("lock")
     if lock and not skiplock:
         raise locked(f"VM {guest['vmid']} is locked ({lock})")
+    if not shared and "ignore-shared-clones" not in PLANTED_BUGS:
+        tasks.check_not_shared(s, guest["vmid"])
 
 
 @decide.register
@@ -199,8 +208,10 @@ def _(c: cmd.UpdateGuestConfig, s: State) -> Decision:
 @decide.register
 def _(c: cmd.StartTask, s: State) -> Decision:
     task_kind = tasks.kind(c.type)
-    guest = _guest(s, c.vmid, c.node) if task_kind.alongside else \
-        _changeable_guest(s, c.vmid, c.node, c.skiplock, c.digest)
+    guest = _guest(s, c.vmid, c.node)
+    shared = tasks.shares(s, task_kind, guest)  # beside other clones of a guest that does not run
+    if not task_kind.alongside:
+        _check_changeable(s, guest, c.skiplock, c.digest, shared)
     task_kind.check_intent(c.intent, c.user)
     if task_kind.power and guest["conf"].get("template"):
         raise bad_request("you can't start a vm if it's a template" if c.type == "qmstart"
@@ -214,8 +225,9 @@ def _(c: cmd.StartTask, s: State) -> Decision:
         # Held for the task, not for its user: the same user must not create or reserve the VMID meanwhile
         # (Proxmox writes the clone's locked config at once). Found by the simulator, seed 8 (sim/README.md).
         events.append(ev.VmidReserved(vmid=c.newid, user=f"task:{c.upid}", expires=c.ts + 86400 * 365))
-    if task_kind.lock:
-        events.append(ev.GuestLockChanged(vmid=c.vmid, lock=task_kind.lock))
+    lock = None if shared else task_kind.lock
+    if lock:
+        events.append(ev.GuestLockChanged(vmid=c.vmid, lock=lock))
     if c.type == "qmstop" and c.intent.get("overrule-shutdown"):  # as Proxmox: abort the shutdowns under way
         events += [ev.TaskAbortRequested(upid=u) for u in s.running_tasks
                    if s.tasks[u].get("vmid") == c.vmid and s.tasks[u]["type"] == "qmshutdown"]
@@ -223,7 +235,7 @@ def _(c: cmd.StartTask, s: State) -> Decision:
     if c.newid is not None:
         intent["newid"] = c.newid
     events.append(ev.TaskStarted(upid=c.upid, node=c.node, type=c.type, id=str(c.vmid), user=c.user,
-                                 starttime=c.starttime, vmid=c.vmid, lock=task_kind.lock, intent=intent))
+                                 starttime=c.starttime, vmid=c.vmid, lock=lock, intent=intent, shared=shared))
     return events, {"upid": c.upid}
 
 
@@ -288,7 +300,7 @@ def _(c: cmd.FinishTask, s: State) -> Decision:
 @decide.register
 def _(c: cmd.SetSnapshots, s: State) -> Decision:
     guest = _guest(s, c.vmid)
-    _check_unlocked(guest)
+    _check_unlocked(s, guest)
     if sorted(c.snapshots) != sorted(guest.get("snapshots", {})):
         raise conflict("snapshot list changed - try again")
     return [ev.GuestSnapshotsChanged(vmid=c.vmid, snapshots=dict(c.snapshots))], {}
@@ -320,7 +332,7 @@ def _(c: cmd.ObserveGuest, s: State) -> Decision:
 @decide.register
 def _(c: cmd.DeleteGuest, s: State) -> Decision:
     guest = _guest(s, c.vmid, c.node)
-    _check_unlocked(guest, c.skiplock)
+    _check_unlocked(s, guest, c.skiplock)
     if guest.get("status") == "running":
         raise conflict(f"VM {c.vmid} is running - destroy failed")
     tasks.check_no_task(s, c.vmid, "destroy")
@@ -339,7 +351,7 @@ def _(c: cmd.LockGuest, s: State) -> Decision:
         raise bad_request("Parameter verification failed", {"lock": f"value '{c.lock}' does not have a "
                                                             "value in the enumeration"})
     guest = _guest(s, c.vmid)
-    _check_unlocked(guest)
+    _check_unlocked(s, guest)
     return [ev.GuestLockChanged(vmid=c.vmid, lock=c.lock)], {"lock": c.lock}
 
 

@@ -115,6 +115,7 @@ class TaskStarted(Event):
     vmid: int | None = None
     lock: str | None = None  # the guest lock this task holds until it ends
     intent: dict = field(default_factory=dict)  # what the owning node's reconciler is to do
+    shared: bool = False  # holds its guest shared, with others so, instead of under a lock (engine/tasks.py)
 
 
 @dataclass(frozen=True, kw_only=True)

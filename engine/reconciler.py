@@ -55,6 +55,7 @@ class TaskRun:
     lines: list[str] = field(default_factory=list)
     aborted: bool = False  # someone asked to stop the task (its handler is cancelled, if `abortable`)
     abortable: bool = True  # False while the handler does what it cannot take back (a migration's handover)
+    shared: bool = False  # holds its guest shared: other tasks doing so run beside it (engine/tasks.py)
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -75,9 +76,13 @@ Handler = Callable[[TaskRun], Awaitable[Outcome]]
 
 
 class Reconciler:
-    def __init__(self, node, handlers: dict[str, Handler]) -> None:
+    """`runs(vmid)` tells whether the guest's QEMU runs on this host (the driver's pidfile check, as qemu-server's
+    `check_running`); without it an interrupted task leaves its guest's recorded power state as it was."""
+
+    def __init__(self, node, handlers: dict[str, Handler], runs: Callable[[int], bool] | None = None) -> None:
         self.node = node
         self.handlers = handlers
+        self.runs = runs
         self.active: dict[str, tuple[TaskRun, trio.CancelScope]] = {}
         self._begun_path = os.path.join(node.spec.data_dir, BEGUN_FILE)
         self.begun = _read_lines(self._begun_path)
@@ -94,14 +99,17 @@ class Reconciler:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Start the tasks the log gives this node, one at a time per guest, in log order: a guest's second
         task waits for its first, as Proxmox's config lock makes it wait (found by the simulator: a start and a
-        template conversion ran together and left a running template that nothing could stop)."""
+        template conversion ran together and left a running template that nothing could stop). Tasks that hold
+        the guest shared (clones of a template) run at once, as Proxmox's shared flock lets them."""
         async with trio.open_nursery() as nursery:
             task_status.started()
             await self._caught_up()
             while True:
                 changed = self.node.state_changed()
-                busy = {run.vmid for run, _ in self.active.values() if run.vmid is not None
-                        and not getattr(tasks.KINDS.get(run.type), "alongside", False)}
+                busy: dict[int, bool] = {}  # vmid -> whether only tasks holding it shared have it (or wait for it)
+                for run, _ in self.active.values():
+                    if run.vmid is not None and not getattr(tasks.KINDS.get(run.type), "alongside", False):
+                        busy[run.vmid] = busy.get(run.vmid, True) and run.shared
                 for task in self._mine():
                     upid = task["upid"]
                     if upid in self.active:
@@ -113,12 +121,14 @@ class Reconciler:
                         continue
                     vmid = task.get("vmid")
                     alongside = getattr(tasks.KINDS.get(task["type"]), "alongside", False)
-                    if vmid in busy and not task["abort"] and not alongside:
-                        continue  # waits for the guest's earlier task (an aborted one just ends)
+                    shared = bool(task.get("shared"))
                     if vmid is not None and not alongside:
-                        busy.add(vmid)
+                        waits = vmid in busy and not (shared and busy[vmid])
+                        busy[vmid] = busy.get(vmid, True) and shared
+                        if waits and not task["abort"]:
+                            continue  # waits for the guest's earlier task (an aborted one just ends)
                     run = TaskRun(upid, task["type"], task.get("vmid"), task["user"], task["intent"], task["guest"],
-                                  abortable=not _to_the_end(task))
+                                  abortable=not _to_the_end(task), shared=shared)
                     self.active[upid] = (run, trio.CancelScope())  # at once: the next scan must not start it again
                     nursery.start_soon(self._execute, task, *self.active[upid])
                 with trio.move_on_after(1.0):
@@ -160,7 +170,7 @@ class Reconciler:
                 if task["type"] == "qmigrate":  # the guest may run on the target already: as Proxmox, stay locked
                     raise TaskFailed("task interrupted - node restarted while it ran; VM stays locked (migrate): "
                                      "check where it runs, then unlock it", Outcome(keep_lock=True))
-                raise TaskFailed("task interrupted - node restarted while it ran")
+                raise TaskFailed("task interrupted - node restarted while it ran", self._as_found(task))
             if task["abort"] and not resumed:
                 raise TaskFailed("received interrupt")
             handler = self.handlers.get(task["type"])
@@ -207,6 +217,17 @@ class Reconciler:
         self.active.pop(upid, None)
         self.node.wake_waiters()  # the guest's next task may start
 
+
+    def _as_found(self, task: dict) -> Outcome:
+        """What an interrupted task records: its guest running when this host finds its QEMU running. A start (or
+        a create with `start`) interrupted once QEMU ran left the log saying stopped with the lock gone, so a
+        config change applied at once what the running QEMU lacked (found by the simulator, contention seed 53: a
+        NIC added to the config and not to QEMU). A QEMU gone while the log says running is the watcher's to
+        report, with its reason (hypervisor/watch.py); meanwhile changes only wait as pending."""
+        vmid, guest = task.get("vmid"), task.get("guest")
+        if self.runs is None or guest is None or guest["node"] != self.node.name or guest["status"] == "running":
+            return Outcome()
+        return Outcome(power={vmid: "running"}) if self.runs(vmid) else Outcome()
 
     def _record(self, begun: set[str]) -> None:
         self.begun = set(begun)

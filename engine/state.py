@@ -237,7 +237,7 @@ def _(e: ev.GuestLockChanged, s: State) -> State:
 def _(e: ev.TaskStarted, s: State) -> State:
     s.tasks[e.upid] = {"upid": e.upid, "node": e.node, "type": e.type, "id": e.id, "user": e.user,
                        "starttime": e.starttime, "status": "running", "log": [], "vmid": e.vmid, "lock": e.lock,
-                       "intent": dict(e.intent), "abort": False}
+                       "intent": dict(e.intent), "abort": False, "shared": e.shared}
     s.running_tasks[e.upid] = None
     if len(s.tasks) > (TASK_HISTORY_PER_NODE + TASK_HISTORY_PER_NODE // 10) * max(1, len(s.nodes)):
         _forget_old_tasks(s)  # now and then, not per task: keeps apply O(1) on average

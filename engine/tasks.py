@@ -1,4 +1,5 @@
-"""Task kinds, declared once: each names its lock, the fields of its intent, and its precheck (pure).
+"""Task kinds, declared once: each names its lock (or when it holds its guest shared), the fields of its intent,
+and its precheck (pure).
 
 `decide` (StartTask), the reconciler and the API look a kind up here; nothing else chooses a task's lock
 or accepts intent fields. A field the node cannot honour is not declared, so it is refused (400) instead
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine import pending
-from engine.errors import Rejection, bad_request, conflict, not_found
+from engine.errors import Rejection, bad_request, conflict, locked, not_found
 from engine.volumes import DISK_KEY, destroyed_volumes, owned_volumes
 
 ROOT = "root@pam"
@@ -35,6 +36,10 @@ class TaskKind:
     # runs beside the guest's other tasks, whatever lock the guest holds, and keeps none of them waiting: a console
     # proxy (Proxmox's `vncproxy` worker takes no config lock; it ends when its connection closes)
     alongside: bool = False
+    # when this holds for the guest, the task holds it shared instead of under `lock` (Proxmox's `lock_config_shared`
+    # flock, which its config does not show): tasks holding it so run at once, and nothing that needs the guest to
+    # itself starts until the last of them has ended (`check_not_shared`)
+    shared: Callable[[dict], bool] | None = None
     description: str = ""
 
     def runs_to_the_end(self, intent: dict) -> bool:
@@ -72,6 +77,31 @@ def check_no_task(s, vmid: int, doing: str) -> None:
                  and not getattr(KINDS.get(s.tasks[u]["type"]), "alongside", False)), None)
     if busy is not None:
         raise conflict(f"VM {vmid} has a running task ({busy}) - {doing} failed")
+
+
+def sharing(s, vmid: int) -> list[str]:
+    """The UPIDs of the running tasks that hold guest `vmid` shared, in log order."""
+    return [u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid and s.tasks[u].get("shared")]
+
+
+def shares(s, task_kind: TaskKind, guest: dict) -> bool:
+    """Whether a task of `task_kind` starting now holds `guest` shared: its kind shares it so (a clone of a guest that
+    does not run), and no task that holds the guest to itself is under way or waiting (after those, a clone takes
+    the kind's lock and waits its turn, as before)."""
+    if task_kind.shared is None or not task_kind.shared(guest):
+        return False
+    return not any(s.tasks[u].get("vmid") == guest["vmid"] and not s.tasks[u].get("shared")
+                   and not getattr(KINDS.get(s.tasks[u]["type"]), "alongside", False) for u in s.running_tasks)
+
+
+def check_not_shared(s, vmid: int) -> None:
+    """What needs guest `vmid` to itself (a config change, lock, destroy, power action, snapshot, migration, template
+    conversion, an exclusive task of any kind) is refused while tasks hold it shared: Proxmox's exclusive config
+    flock waits for the shared one (10 s) and fails `can't lock file '/var/lock/qemu-server/lock-N.conf' - got
+    timeout` (pve-common `lock_file_full`); gpve answers that at once, with 423. `skiplock` does not help: it skips
+    the config's `lock`, not the flock. Raises Rejection(423)."""
+    if sharing(s, vmid):
+        raise locked(f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
 
 
 def _protected(guest: dict, what: str) -> None:
@@ -182,9 +212,12 @@ _KINDS = [
     TaskKind("qmrollback", "rollback", {"snapname": str, "start": _B}, precheck=_existing_snapshot),
     TaskKind("qmdelsnapshot", "snapshot-delete", {"snapname": str, "force": _B}, precheck=_existing_snapshot,
              to_the_end=True),
+    # qemu-server's `clone_vm`: a guest that does not run (a template, say) is held shared, so that clones of it run
+    # in parallel; a running one exclusively (gpve shows that as `lock: clone`; Proxmox writes no lock into the
+    # source's config in either case, only into the new guest's, whose VMID gpve reserves instead)
     TaskKind("qmclone", "clone", {"name": str, "description": str, "linked": _B, "storage": str, "format": str,
                                   "target": str},
-             precheck=_clone),
+             precheck=_clone, shared=lambda guest: not _running(guest)),
     TaskKind("qmtemplate", None, {"disk": str}, precheck=_template, to_the_end=True),
     TaskKind("qmcloudinit", None, {}, precheck=_cloudinit,
              description="make the cloud-init drive's image anew (PUT …/cloudinit)"),

@@ -268,7 +268,12 @@ class Operations:
 
     @_failing_cleanly
     async def start(self, task: TaskRun) -> Outcome:
+        """Start the guest's QEMU. The config is checked again as the task begins (qemu-server's `vm_start`, under
+        the config lock): a template conversion queued before the start was accepted may have ended meanwhile
+        (found by the simulator, membership seed 36: a start ran a template, which nothing could stop)."""
         vmid = task.vmid
+        if task.guest["conf"].get("template"):
+            raise TaskFailed("you can't start a vm if it's a template")
         if self.driver.running(vmid):
             raise TaskFailed(f"VM {vmid} already running")
         outcome = Outcome(power={vmid: "running"})

@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-check", default=f"{SELF_CHECK_SECONDS:g}", metavar="SECONDS",
                     help="re-run the first SECONDS in this process, compare the traces (0: off; full: the whole run)")
     ap.add_argument("--plant", default="",
-                    help="test only: plant a known bug (skip-vmid-check, ack-before-sync, release-migration-lock)")
+                    help="test only: plant a known bug (skip-vmid-check, ack-before-sync, release-migration-lock, "
+                         "ignore-shared-clones)")
     if not is_sweep:
         ap.add_argument("--trace", default=None, help="write the trace to this file")
         ap.add_argument("--shrink", action="store_true", help="on failure, reduce the fault schedule")

@@ -46,7 +46,7 @@ def guest_runtime(process) -> None:
     storages = host.storages
     driver = SimQemuDriver(host.qemu, os.path.join(host.dir, "run", "qemu"), make_resolver(storages), process.spawn)
     ops = Operations(driver, storages, SimPeers(host), clock=host.wall, rng=host.ops_rng)
-    process.reconciler = Reconciler(process, ops.handlers())
+    process.reconciler = Reconciler(process, ops.handlers(), runs=driver.running)
     process.watcher = GuestWatcher(process, driver, process.reconciler)
     process.migration = MigrationTarget(driver, storages, process.spec.ip, free_port=host.world.free_port)
     process.runtime = Runtime(driver=driver, storages=storages, reconciler=process.reconciler, spawn=process.spawn)

@@ -2,8 +2,9 @@
 
 Each names a promise the engine makes: one leader per term; every replica applies the same entry
 (and gets the same results) at each log index; a request id is decided once; no two guests share a
-VMID; a guest lock has one holder; a write acknowledged to a client is in every replica's final
-state; every task ends; after the faults stop the cluster converges within `CONVERGE_BOUND`.
+VMID; a guest lock has one holder, and a guest held shared (by clones) none; a write acknowledged to a
+client is in every replica's final state; every task ends; after the faults stop the cluster converges
+within `CONVERGE_BOUND`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ CONVERGE_BOUND = 20.0
 # remain once every task has ended.
 TASK_ONLY_LOCKS = ("clone", "create", "destroyed", "rollback", "snapshot-delete")
 UPDATES_KEPT = 16  # per guest, for the lost-update check (a task overlapping more edits of its guest is rare)
+# commands that need their guest alone (Proxmox's exclusive config flock), or share it (a clone that does not run)
+ALONE_COMMANDS = (cmd.UpdateGuestConfig, cmd.LockGuest, cmd.DeleteGuest, cmd.SetSnapshots, cmd.StartTask)
 # every command `engine/access.py` defines (a new one is checked without being listed here)
 ACCESS_COMMANDS = tuple(c for c in vars(access).values()
                         if isinstance(c, type) and issubclass(c, cmd.Command) and c.__module__ == access.__name__)
@@ -112,6 +115,11 @@ class Checker:
                "conf": dict(guest["conf"]) if changes else None, "pending": pending.of(guest) if changes else None}
         if isinstance(command, cmd.StartTask) and command.newid is not None:
             out["newid_exists"] = command.newid in state.guests
+        if isinstance(command, ALONE_COMMANDS) and guest is not None:
+            out["sharing"] = tasks.sharing(state, vmid)
+            out["alone"] = [u for u, task in ((u, state.tasks[u]) for u in state.running_tasks)
+                            if task.get("vmid") == vmid and not task.get("shared")
+                            and not getattr(tasks.KINDS.get(task["type"]), "alongside", False)]
         if isinstance(command, cmd.FinishTask):
             task = state.tasks.get(command.upid)
             out["task"] = dict(task, intent=dict(task["intent"])) if task and task["status"] == "running" else None
@@ -137,9 +145,15 @@ class Checker:
         if isinstance(command, cmd.UpdateGuestConfig) and command.set.get("lock") and before["lock"] \
                 and not command.skiplock:
             self.violation(f"lock on VM {command.vmid} taken by {rid} while '{before['lock']}' was held")
-        if isinstance(command, cmd.StartTask) and tasks.kind(command.type).lock and before["lock"] \
-                and not command.skiplock:
+        task = state.tasks.get(command.upid) if isinstance(command, cmd.StartTask) and state is not None else None
+        if task and task.get("lock") and before["lock"] and not command.skiplock:
             self.violation(f"task lock on VM {command.vmid} taken by {rid} while '{before['lock']}' was held")
+        shared = bool(task and task.get("shared"))
+        if before.get("sharing") and not shared and not (task and tasks.KINDS[task["type"]].alongside):
+            self.violation(f"VM {command.vmid} taken alone by {rid} while {before['sharing'][0]} held it shared")
+        if shared and (before["lock"] or before["alone"]):
+            self.violation(f"VM {command.vmid} held shared by {rid} while "
+                           f"{before['lock'] and repr(before['lock']) or before['alone'][0]} held it")
 
     def _after(self, command: cmd.Command, before: dict, state: State, index: int) -> None:
         """Invariants over the state a successful command left behind."""

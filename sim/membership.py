@@ -9,9 +9,9 @@ for 30 s) is asked for again, of another member.
 
 Leave (`DELETE /cluster/config/nodes/{node}`): the node is drained first (its guests stopped and migrated offline
 to the other nodes through the guest services, as an admin must: the removal is refused while it owns guests or
-runs tasks), powered off (Proxmox's documented order: shut the node down, then `pvecm delnode`), then a member's
-`cluster.remove_node` takes it off the node list and the Raft membership; a lost answer is retried with the same
-request id, which finishes the Raft change.
+runs tasks), powered off once the other members keep a quorum (Proxmox's documented order: shut the node down,
+then `pvecm delnode`), then a member's `cluster.remove_node` takes it off the node list and the Raft membership; a
+lost answer is retried with the same request id, which finishes the Raft change.
 """
 
 from __future__ import annotations
@@ -116,7 +116,10 @@ class Membership:
         state = node.machine.state
         owned = sorted(v for v, g in state.guests.items() if g["node"] == name)
         if not owned:  # tasks still running on it: the removal refuses, and the node is powered on again
-            self._remove(name)
+            if self._quorum_without(name):
+                self._remove(name)
+            else:
+                self.loop.after(ADMIN_RETRY, self._drain, name)
             return
         busy = {t.get("vmid") for t in state.tasks.values() if t["status"] == "running"}
         for vmid in owned:
@@ -138,6 +141,18 @@ class Membership:
                 target = self.rng.choice(targets)
                 node.request(rid, lambda ctx, v=vmid, t=target: guests.migrate(ctx, name, v, t, {}), _ignored)
         self.loop.after(ADMIN_RETRY, self._drain, name)
+
+    def _quorum_without(self, name: str) -> bool:
+        """Whether the Raft members (in the leader's view) left once `name` is powered off too keep a majority: the
+        admin's look at `pvecm status` before shutting a node down. Without it two leaves of a four-member cluster
+        (a join still retrying) powered off two members, and neither removal could commit (membership seed 43 with
+        the clone bursts)."""
+        leader = self.world.leader()
+        if leader is None:
+            return False
+        members = {leader, *(n.id for n in self.world.nodes[leader].replog.otherNodes)}
+        left = members - self.world.powered_off - {name}
+        return 2 * len(left) > len(members)
 
     def _remove(self, name: str) -> None:
         world = self.world

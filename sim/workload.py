@@ -236,13 +236,23 @@ class Client(AccessOps):
         self.call(build)
 
     # ---- guest tasks with a lock: snapshots, clone, migration (hypervisor/operations.py's handlers) ----
-    def _on_guest(self, make: Callable[[str, int, dict | None], Call]) -> None:
+    def _on_guest(self, *makes: Callable[[str, int, dict | None], Call]) -> None:
         """A request about a guest the client sees (or a VMID of the pool), for the node it sees it on:
-        `make(owner, vmid, guest)` (`guest`: the client's view) chooses its parameters and returns it."""
-        def build(node) -> Call:
-            vmid, guest = self.known_guest(node)
-            return make(self.owner(node, vmid), vmid, guest)
-        self.call(build)
+        `make(owner, vmid, guest)` (`guest`: the client's view) chooses its parameters and returns it. Several
+        `makes` are sent at once, all about the guest the first request built chose."""
+        chosen: list[int] = []
+
+        def request(make: Callable[[str, int, dict | None], Call]) -> Callable[[object], Call]:
+            def build(node) -> Call:
+                if chosen:
+                    vmid, guest = chosen[0], node.machine.state.guests.get(chosen[0])
+                else:
+                    vmid, guest = self.known_guest(node)
+                    chosen.append(vmid)
+                return make(self.owner(node, vmid), vmid, guest)
+            return build
+        for make in makes:
+            self.call(request(make))
 
     def _snapname(self, guest: dict | None) -> str:
         names = sorted((guest or {}).get("snapshots", {}))
@@ -271,12 +281,24 @@ class Client(AccessOps):
         self._on_guest(make)
 
     def op_clone(self) -> None:
-        """`POST …/clone` to a VMID of the pool: linked for half the clones of a template."""
+        """`POST …/clone` to a VMID of the pool: linked for half the clones of a template. Two times in five a burst
+        of two or three clones of one guest at once, as Terraform makes several VMs from one template (a guest that
+        does not run is held shared by all of them), and half of those with a request that needs the guest alone
+        at once behind them (a config edit, a destroy or a start: refused while a clone holds it)."""
         def make(owner: str, vmid: int, guest: dict | None) -> Call:
             template = bool((guest or {}).get("conf", {}).get("template"))
             full, newid = not (template and self.rng.random() < 0.5), self.vmid()
             return lambda ctx: guests.clone(ctx, owner, vmid, newid, full=full, name=f"clone-c{self.cid}")
-        self._on_guest(make)
+
+        def alone(owner: str, vmid: int, guest: dict | None) -> Call:
+            return self.rng.choice([
+                lambda ctx: guests.update_config(ctx, owner, vmid, {"description": f"c{self.cid}"}, []),
+                lambda ctx: guests.destroy(ctx, owner, vmid),
+                lambda ctx: guests.power(ctx, owner, vmid, "qmstart", {})])
+        if self.rng.random() >= 0.4:
+            self._on_guest(make)
+            return
+        self._on_guest(*[make] * self.rng.choice((2, 3)), *([alone] if self.rng.random() < 0.5 else []))
 
     def op_migrate(self) -> None:
         """`POST …/migrate`: online when the client sees the guest running (and sometimes otherwise), with local

@@ -241,7 +241,7 @@ def start_task(rid: str, kind: str, user: str = "root@pam", **intent) -> c.Start
 
 
 @pytest.mark.parametrize("kind,intent,lock", [
-    ("qmsnapshot", {"snapname": "s1"}, "snapshot"), ("qmdestroy", {}, "destroyed"), ("qmclone", {}, "clone"),
+    ("qmsnapshot", {"snapname": "s1"}, "snapshot"), ("qmdestroy", {}, "destroyed"),
     ("qmigrate", {"target": "n2"}, "migrate"), ("qmstart", {}, None),
     ("resize", {"disk": "scsi0", "size": "+1G"}, None),
 ])
@@ -252,6 +252,90 @@ def test_each_task_kind_takes_the_lock_it_declares(kind, intent, lock):
     [res] = run(m, start_task("t", kind, **intent))
     assert "ok" in res, res
     assert m.state.guests[100]["conf"].get("lock") == lock and m.state.tasks["U-t"]["lock"] == lock
+
+
+def clone(rid: str, newid: int, **intent) -> c.StartTask:
+    return c.StartTask(request_id=rid, ts=3.0, node="n1", upid=f"U-{rid}", starttime=3, type="qmclone", vmid=100,
+                       intent=intent, newid=newid)
+
+
+def finish(rid: str, upid: str) -> c.FinishTask:
+    return c.FinishTask(request_id=rid, ts=5.0, upid=upid, exitstatus="OK")
+
+
+FLOCK_TIMEOUT = "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
+
+
+def test_clones_of_a_template_share_it_and_keep_out_what_needs_it_alone():
+    """qemu-server's `clone_vm` holds a source that does not run with a shared flock and writes no lock into its
+    config: parallel clones of one template all start; a config change, lock, destroy, snapshot, migration or
+    power action waits for the exclusive flock and fails `can't lock file ... - got timeout` (skiplock or not);
+    nothing is written then. The source is free again only when the last clone has ended."""
+    m = machine_with_node()
+    run(m, c.RegisterNode(request_id="reg2", ts=1.0, name="n2", ip="127.0.0.2", api_port=8006, raft_addr="b:1"))
+    run(m, create("r1", 100, name="tpl", template=1))
+    first, second, linked = run(m, clone("a", 101), clone("b", 102), clone("l", 103, linked=1))
+    assert "ok" in first and "ok" in second and "ok" in linked, (first, second, linked)
+    assert "lock" not in m.state.guests[100]["conf"]  # as Proxmox: a shared clone shows no lock on its source
+    assert all(m.state.tasks[f"U-{r}"]["shared"] and m.state.tasks[f"U-{r}"]["lock"] is None for r in "abl")
+    assert {101, 102, 103} <= set(m.state.reservations)  # each new VMID held for its task
+    conf, tasks_before = dict(m.state.guests[100]["conf"]), set(m.state.tasks)
+    refused = run(
+        m,
+        c.UpdateGuestConfig(request_id="u", ts=4, node="n1", vmid=100, set={"name": "x"}),
+        c.UpdateGuestConfig(request_id="us", ts=4, node="n1", vmid=100, set={"name": "x"}, skiplock=True),
+        c.LockGuest(request_id="lk", ts=4, vmid=100, lock="backup"),
+        c.DeleteGuest(request_id="d", ts=4, node="n1", vmid=100, upid="U-d", starttime=4),
+        start_task("td", "qmdestroy"), start_task("ts", "qmsnapshot", snapname="s1"),
+        start_task("tm", "qmigrate", target="n2"), start_task("tt", "qmtemplate"),
+        start_task("tc", "qmconfig", set={"name": "x"}),
+    )
+    for res in refused:
+        assert res.get("error") == {"status": 423, "message": FLOCK_TIMEOUT}, res
+    assert m.state.guests[100]["conf"] == conf and set(m.state.tasks) == tasks_before
+    run(m, finish("fa", "U-a"), finish("fl", "U-l"))
+    [still] = run(m, c.UpdateGuestConfig(request_id="u2", ts=6, node="n1", vmid=100, set={"name": "x"}))
+    assert still["error"]["message"] == FLOCK_TIMEOUT  # the last clone still holds it
+    run(m, finish("fb", "U-b"))
+    [free] = run(m, c.UpdateGuestConfig(request_id="u3", ts=6, node="n1", vmid=100, set={"name": "y"}))
+    assert free == {"ok": {}} and m.state.guests[100]["conf"]["name"] == "y"
+    assert not {101, 102, 103} & set(m.state.reservations)
+
+
+def test_a_clone_of_a_stopped_guest_shares_it_and_a_start_waits_for_it():
+    """A full clone of a stopped (not template) guest is shared too; Proxmox's start takes the exclusive flock."""
+    m = machine_with_node()
+    run(m, create("r1", 100, name="vm"))
+    assert all("ok" in r for r in run(m, clone("a", 101), clone("b", 102)))
+    [start] = run(m, start_task("s", "qmstart"))
+    assert start["error"] == {"status": 423, "message": FLOCK_TIMEOUT}
+    run(m, finish("fa", "U-a"), finish("fb", "U-b"))
+    assert "ok" in run(m, start_task("s2", "qmstart"))[0]
+
+
+def test_a_clone_of_a_running_guest_holds_it_alone():
+    """A running source is cloned under Proxmox's exclusive flock: gpve's `lock: clone`; a second clone waits."""
+    m = machine_with_node()
+    run(m, create("r1", 100, name="vm"))
+    m.state.guests[100]["status"] = "running"
+    first, second = run(m, clone("a", 101), clone("b", 102))
+    assert "ok" in first and second["error"] == {"status": 423, "message": "VM 100 is locked (clone)"}
+    assert m.state.guests[100]["conf"]["lock"] == "clone" and not m.state.tasks["U-a"]["shared"]
+    assert 102 not in m.state.reservations
+    run(m, finish("fa", "U-a"))
+    assert "lock" not in m.state.guests[100]["conf"]
+
+
+def test_a_clone_after_a_task_that_holds_the_guest_alone_takes_the_lock_and_waits_its_turn():
+    """With a task on the source under way or waiting (a start, say, that may make it run), a clone does not share
+    it: it takes `lock: clone` and runs after that task, as before; once it is in, nothing else starts."""
+    m = machine_with_node()
+    run(m, create("r1", 100, name="vm"))
+    run(m, start_task("s", "qmstart"))
+    [cloned] = run(m, clone("a", 101))
+    assert "ok" in cloned and m.state.guests[100]["conf"]["lock"] == "clone"
+    assert not m.state.tasks["U-a"]["shared"]
+    assert run(m, clone("b", 102))[0]["error"]["message"] == "VM 100 is locked (clone)"
 
 
 def test_a_task_parameter_the_node_cannot_honour_is_refused_and_root_only_ones_need_root():

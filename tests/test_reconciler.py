@@ -10,6 +10,9 @@ import trio
 from engine import commands as c
 from engine.node import Node, NodeSpec
 from engine.reconciler import BEGUN_FILE, Outcome, Reconciler, TaskRun
+from hypervisor.asyncio_bridge import AsyncioBridge
+from hypervisor.operations import Operations, make_resolver
+from hypervisor.qemu import QemuDriver
 from tests.harness import free_ports
 
 HOUR = 3600
@@ -22,6 +25,20 @@ def _spec(data_dir: str, port: int) -> NodeSpec:
 
 def _task(rid: str, upid: str, kind: str, starttime: int) -> c.StartTask:
     return c.StartTask(request_id=rid, ts=10.0, node="n1", upid=upid, starttime=starttime, type=kind, vmid=100)
+
+
+async def _daemon(data_dir: str, port: int, reconciler, body) -> None:
+    """One run of a node's daemon on `data_dir`: its log bridge and `reconciler(node)` while `body(node)` runs."""
+    node = Node(_spec(data_dir, port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await nursery.start(reconciler(node).run)
+            await body(node)
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
 
 
 async def _wait(node: Node, done) -> None:
@@ -53,16 +70,7 @@ async def test_a_begun_task_ends_interrupted_after_a_restart_and_a_waiting_one_r
         return Outcome(power={run.vmid: "running" if run.type == "qmstart" else "stopped"})
 
     async def daemon(handlers: dict, body) -> None:
-        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
-        try:
-            async with trio.open_nursery() as nursery:
-                node.bind_trio()
-                await nursery.start(node.bridge.run)
-                await nursery.start(Reconciler(node, handlers).run)
-                await body(node)
-                nursery.cancel_scope.cancel()
-        finally:
-            node.close()
+        await _daemon(data, port, lambda node: Reconciler(node, handlers), body)
 
     async def first(node: Node) -> None:
         await node.bootstrap()
@@ -110,16 +118,7 @@ async def test_a_config_change_that_destroys_volumes_runs_again_after_a_restart(
         return Outcome(configs={run.vmid: {**conf, **run.intent["set"]}})
 
     async def daemon(handler, body) -> None:
-        node = Node(_spec(data, port), "ticket-key", "csrf-secret")
-        try:
-            async with trio.open_nursery() as nursery:
-                node.bind_trio()
-                await nursery.start(node.bridge.run)
-                await nursery.start(Reconciler(node, {"qmconfig": handler}).run)
-                await body(node)
-                nursery.cancel_scope.cancel()
-        finally:
-            node.close()
+        await _daemon(data, port, lambda node: Reconciler(node, {"qmconfig": handler}), body)
 
     async def first(node: Node) -> None:
         await node.bootstrap()
@@ -147,3 +146,111 @@ async def test_a_config_change_that_destroys_volumes_runs_again_after_a_restart(
     await daemon(hang, first)
     await daemon(apply, second)
     assert ran == ["U-free"]
+
+
+async def test_clones_of_a_template_run_at_once(tmp_path):
+    """Clones holding a template shared (Proxmox's `lock_config_shared`) run beside each other: every handler is
+    inside before any may end (one at a time per guest, the first would wait forever for the others)."""
+    [port] = free_ports(1)
+    inside: list[str] = []
+    release = trio.Event()
+
+    async def clone(run: TaskRun) -> Outcome:
+        inside.append(run.upid)
+        await release.wait()
+        return Outcome()
+
+    node = Node(_spec(str(tmp_path), port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await nursery.start(Reconciler(node, {"qmclone": clone}).run)
+            await node.bootstrap()
+            await node.submit(c.CreateGuest(request_id="tpl", ts=9.0, node="n1", vmid=100, upid="U-tpl",
+                                            starttime=9, config={"template": 1}))
+            for n, upid in enumerate(["U-a", "U-b", "U-c"]):
+                assert await node.submit(c.StartTask(request_id=upid, ts=10.0, node="n1", upid=upid, starttime=10,
+                                                     type="qmclone", vmid=100, newid=201 + n)) == {"upid": upid}
+            await _wait(node, lambda s: len(inside) == 3)
+            release.set()
+            await _wait(node, lambda s: not s.running_tasks)
+            with node.read() as s:
+                assert [s.tasks[u]["exitstatus"] for u in ("U-a", "U-b", "U-c")] == ["OK"] * 3
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+async def test_a_start_queued_behind_a_template_conversion_is_refused_when_it_runs(tmp_path):
+    """A start accepted while the guest's template conversion waited to run (the guest was no template yet, so the
+    log took it) runs once the conversion has ended: it refuses as qemu-server's `vm_start` does under the config
+    lock, and the template stays stopped (found by the simulator, membership seed 36: the start ran the template's
+    QEMU, which nothing could stop, so a drain never ended). The production handlers and QEMU driver run; the
+    driver's binary does not exist, so that a start let through fails another way and leaves no process."""
+    [port] = free_ports(1)
+    data = str(tmp_path)
+    driver = QemuDriver(os.path.join(data, "run", "qemu"), AsyncioBridge(), make_resolver({}),
+                        qemu_binary=os.path.join(data, "no-qemu"))
+    node = Node(_spec(data, port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await node.bootstrap()
+            await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
+                                            starttime=9, config={"memory": 512}))
+            now = int(node.wall())
+            await node.submit(_task("template", "U-template", "qmtemplate", now))
+            await node.submit(_task("start", "U-start", "qmstart", now))  # accepted: no template yet
+            await nursery.start(Reconciler(node, Operations(driver, {}).handlers()).run)
+            await _wait(node, lambda s: not s.running_tasks)
+            with node.read() as s:
+                assert s.tasks["U-template"]["exitstatus"] == "OK"
+                assert s.tasks["U-start"]["exitstatus"] == "you can't start a vm if it's a template"
+                assert s.guests[100]["conf"]["template"] == 1
+                assert s.guests[100]["status"] == "stopped"
+            assert not driver.running(100)
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+async def test_a_task_interrupted_once_qemu_ran_records_the_guest_running(tmp_path):
+    """A start whose daemon died after QEMU was launched is closed as interrupted by the next daemon, with the guest
+    recorded as its host finds it: running (before, the log said stopped, and a config change applied at once
+    what the running QEMU lacked: simulator, contention seed 53). A memory change then waits as pending."""
+    [port] = free_ports(1)
+    data = str(tmp_path)
+    launched: set[int] = set()  # the host's QEMU processes: they outlive the daemon
+    begun = trio.Event()
+
+    async def launch_then_hang(run: TaskRun) -> Outcome:
+        launched.add(run.vmid)
+        begun.set()
+        await trio.sleep_forever()
+
+    async def daemon(body) -> None:
+        await _daemon(data, port, lambda node: Reconciler(node, {"qmstart": launch_then_hang},
+                                                          runs=launched.__contains__), body)
+
+    async def first(node: Node) -> None:
+        await node.bootstrap()
+        await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
+                                        starttime=9, config={"memory": 512}))
+        await node.submit(_task("start", "U-start", "qmstart", int(node.wall())))
+        with trio.fail_after(10):
+            await begun.wait()
+
+    async def second(node: Node) -> None:
+        await _wait(node, lambda s: s.tasks.get("U-start", {}).get("status") == "stopped")
+        with node.read() as s:
+            assert s.tasks["U-start"]["exitstatus"] == "task interrupted - node restarted while it ran"
+            assert s.guests[100]["status"] == "running"
+        await node.submit(c.UpdateGuestConfig(request_id="mem", ts=11.0, node="n1", vmid=100, set={"memory": 1024}))
+        with node.read() as s:
+            assert s.guests[100]["conf"]["memory"] == 512
+            assert s.guests[100]["pending"] == {"memory": 1024}
+
+    await daemon(first)
+    await daemon(second)

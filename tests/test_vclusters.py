@@ -372,8 +372,8 @@ def test_guests_are_tied_to_their_vcluster_and_a_reused_vmid_is_left_alone(node,
 
 
 def test_concurrent_creates_from_one_template_all_clone_it(node, template):
-    """Creates racing for one template: a clone refused because another holds the template locked (`423 … locked
-    (clone)`) is tried again shortly, so each gets its guest (each then fails on the unreachable network here)."""
+    """Creates racing for one template: their clones hold the template shared and run at once (qemu-server's
+    `lock_config_shared`), so each gets its guest (each then fails on the unreachable network here)."""
     px, s = node.api(), node.session()
     made = [s.post(f"{v1(node)}/vclusters", json={"name": f"race{i}", "k8s_version": "1.28.0", "network": NET,
                                                     "resources": {"cpu": 1, "memory": "64Mi"}}, timeout=10).json()

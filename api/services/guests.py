@@ -15,7 +15,7 @@ from api.context import Ctx
 from api.errors import ApiError
 from api.schema import ParamErrors
 from api.services import cloudinit, guest_access
-from api.services.tasks import start_task, wait_task
+from api.services.tasks import start_task, submit_task, wait_task
 from engine import commands as cmd
 from engine import nics, pending, tasks
 from engine import vclusters as vc_rules
@@ -197,19 +197,23 @@ async def update_config(ctx: Ctx, node: str, vmid: int, changes: dict, delete: l
               **({"force": 1} if force else {})}
     if background:
         return await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
+    # A retry of this request on another node may choose the other way (the state it sees differs): the log answers
+    # with what the first attempt's command decided, a task to wait for or none (found by the simulator, membership
+    # seed 15: a retry's task got the plain command's answer)
     if _needs_task(ctx, vmid, changes, delete, revert, force):
-        upid = await start_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
+        result = await submit_task(ctx, node, vmid, "qmconfig", intent, digest=digest, skiplock=skiplock)
+    else:
+        result = await ctx.node.submit(cmd.UpdateGuestConfig(
+            request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, vmid=vmid, set=changes, delete=delete,
+            revert=revert, force=force, digest=digest, skiplock=skiplock))
+    if result.get("upid"):
         try:
-            await wait_task(ctx, upid)
+            await wait_task(ctx, result["upid"])
         except Rejection as exc:
             m = re.fullmatch(r"([a-z]+\d*): (hotplug problem - .*)", exc.message, re.S)
             if m:
                 raise ParamErrors({m.group(1): m.group(2)}) from None
             raise
-        return None
-    await ctx.node.submit(cmd.UpdateGuestConfig(request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node,
-                                                vmid=vmid, set=changes, delete=delete, revert=revert, force=force,
-                                                digest=digest, skiplock=skiplock))
     return None
 
 

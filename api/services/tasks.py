@@ -25,6 +25,15 @@ async def start_task(ctx: Ctx, node: str, vmid: int, task_type: str, intent: dic
     Returns the UPID. The kind's intent check runs here too, so a refusal costs no log entry.
     Raises 400 (unknown parameter, `skiplock` from anyone but root@pam), 403 (root-only parameter), 404/409/423
     from the engine (guest, state, lock)."""
+    return (await submit_task(ctx, node, vmid, task_type, intent, newid=newid, digest=digest,
+                              skiplock=skiplock))["upid"]
+
+
+async def submit_task(ctx: Ctx, node: str, vmid: int, task_type: str, intent: dict | None = None, *,
+                      newid: int | None = None, digest: str | None = None, skiplock: bool = False) -> dict:
+    """As `start_task`, answering the log's result for the request: `{"upid": …}`, or, when an earlier attempt of
+    the request was decided as another command (a config change chooses per attempt, by the state the serving
+    node sees, between a task and a plain command), that command's result."""
     if skiplock and ctx.user != "root@pam":
         raise ParamErrors({"skiplock": "Only root may use this option."})
     intent = intent or {}
@@ -33,7 +42,7 @@ async def start_task(ctx: Ctx, node: str, vmid: int, task_type: str, intent: dic
     result = await ctx.node.submit(cmd.StartTask(
         request_id=ctx.command_id, ts=ctx.now, user=ctx.user, node=node, upid=upid, starttime=starttime,
         type=task_type, vmid=vmid, intent=intent, newid=newid, skiplock=skiplock, digest=digest))
-    return result["upid"]
+    return result
 
 
 async def task_end(node, upid: str, timeout: float, watch: Callable[[], None] | None = None) -> dict | None:

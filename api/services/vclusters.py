@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import itertools
 import os
 import socket
 import ssl
@@ -50,7 +49,6 @@ READY_TIMEOUT = 600.0  # s a create waits for the API server (gpve serve --vclus
 PROBE_EVERY = 2.0
 STEP_TIMEOUT = 600.0  # s one guest step (clone, config, start, stop, destroy) may take
 ATTEMPTS = 5  # a VMID taken by someone else between choosing and cloning: choose again
-LOCKED_BACKOFF = 0.5  # s, doubling up to 5 s: a template another clone holds locked, until STEP_TIMEOUT
 
 
 # ---- views -----------------------------------------------------------------------------------------------
@@ -348,8 +346,9 @@ class VClusterTasks:
         node = vc["node"]
         linked = template["node"] == node
         run.log(f"cloning template {vc['template']} as {vc['name']}-{role} ({'linked' if linked else 'full'})")
-        taken, delay, deadline = 0, LOCKED_BACKOFF, trio.current_time() + STEP_TIMEOUT
-        for attempt in itertools.count():
+        # other creates' clones of the template run beside this one: a template does not run, so its clones hold
+        # it shared (engine/tasks.py, qemu-server's `clone_vm`)
+        for attempt in range(ATTEMPTS):
             ctx = self._ctx(run, f"clone-{role}-{attempt}")
             with self.node.read() as s:
                 vmid = s.next_free_vmid(ctx.now)
@@ -358,14 +357,7 @@ class VClusterTasks:
                                           name=f"{vc['name']}-{role}", target=None if linked else node)
                 break
             except Rejection as exc:
-                if exc.status == 409 and taken < ATTEMPTS - 1:  # the VMID was taken meanwhile: choose again
-                    taken += 1
-                    continue
-                # the template is locked by another clone of it (another vCluster's create): wait a little
-                if exc.status == 423 and "locked (clone)" in exc.message and trio.current_time() + delay < deadline:
-                    run.log(f"{exc.message} - trying again in {delay:g} s")
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                if exc.status == 409 and attempt < ATTEMPTS - 1:  # the VMID was taken meanwhile: choose again
                     continue
                 raise
         vc["guests"][role] = vmid
