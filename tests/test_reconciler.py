@@ -261,3 +261,62 @@ async def test_a_task_interrupted_once_qemu_ran_records_the_guest_running(tmp_pa
 
     await daemon(first)
     await daemon(second)
+
+
+async def test_a_start_stopped_once_qemu_is_launched_ends_with_the_guest_running(tmp_path):
+    """A task stop that comes while a start's QEMU boots does not cancel the start: the QEMU comes up whatever the
+    daemon does, so the task ends with its outcome and the guest recorded running, and a NIC added then waits as
+    pending instead of going into the config of a guest the log thought stopped (found by the simulator, 5-node seed
+    40: the start ended "received interrupt", the NIC went into the config and not into QEMU). The production
+    handlers run; the driver's launch is held until the stop was asked for."""
+    [port] = free_ports(1)
+    data = str(tmp_path)
+
+    class Booting(QemuDriver):
+        """QEMU launched at once, up only when the test says so."""
+
+        def __init__(self) -> None:
+            super().__init__(os.path.join(data, "run", "qemu"), AsyncioBridge(), make_resolver({}))
+            self.launched: set[int] = set()
+            self.launching, self.up = trio.Event(), trio.Event()
+
+        def running(self, vmid: int) -> bool:
+            return vmid in self.launched
+
+        async def start(self, vmid: int, conf: dict, loadvm: str | None = None, incoming: str | None = None,
+                        paused: bool = False) -> int:
+            self.launched.add(vmid)
+            self.launching.set()
+            await self.up.wait()
+            return 4242
+
+    driver = Booting()
+    node = Node(_spec(data, port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await node.bootstrap()
+            await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
+                                            starttime=9, config={"memory": 512}))
+            await nursery.start(Reconciler(node, Operations(driver, {}).handlers(), runs=driver.running).run)
+            await _wait(node, lambda s: not s.running_tasks)
+            await node.submit(_task("start", "U-start", "qmstart", int(node.wall())))
+            with trio.fail_after(10):
+                await driver.launching.wait()
+            await node.submit(c.AbortTask(request_id="stop", ts=11.0, upid="U-start"))
+            await _wait(node, lambda s: s.tasks["U-start"]["abort"])
+            await trio.sleep(0.2)  # the reconciler has seen the stop
+            driver.up.set()
+            await _wait(node, lambda s: not s.running_tasks)
+            with node.read() as s:
+                assert s.tasks["U-start"]["exitstatus"] == "OK"
+                assert s.guests[100]["status"] == "running"
+            await node.submit(c.UpdateGuestConfig(request_id="nic", ts=12.0, node="n1", vmid=100,
+                                                  set={"net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0"}))
+            with node.read() as s:
+                assert "net0" not in s.guests[100]["conf"]
+                assert "net0" in s.guests[100]["pending"]
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
