@@ -154,7 +154,8 @@ def _config_to_the_end(intent: dict) -> bool:
     half-way, the config named volumes gone, or a running QEMU lacked a device its config named (found by the
     simulator, 5-node seed 43: a daemon killed once QEMU had unplugged `net0` closed the task as interrupted, and the
     config kept `net0`). Its steps are idempotent (hypervisor/hotplug.py: a device present is not plugged again, one
-    gone not unplugged). Proxmox writes the request into `[PENDING]` first, so its interrupted worker leaves the
+    gone not unplugged, a disk plugged with the volume a first run allocated is replaced by the one allocated anew,
+    the first orphaned). Proxmox writes the request into `[PENDING]` first, so its interrupted worker leaves the
     change pending for the next attempt; gpve writes the config once, when the task ends, and so makes that attempt
     itself."""
     delete, changed = intent.get("delete", []), [*intent.get("set", {}), *intent.get("delete", [])]

@@ -131,11 +131,18 @@ async def _plug_net(driver: QemuDriver, vmid: int, conf: dict, key: str, value: 
 
 async def _plug_drive(driver: QemuDriver, vmid: int, conf: dict, key: str, value: str) -> None:
     present = await devices(driver, vmid)
+    option = drive_option(key, value, driver.resolve)
     if key in present:
-        return
+        if await _drive_file(driver, vmid, key) == _file_of(option):
+            return
+        # plugged by an earlier attempt with another volume: a config change run again after its daemon died
+        # allocates anew (5-node simulator seed 9: QEMU kept the first volume, the config named the second)
+        await _unplug(driver, vmid, key)
+        await _quietly(driver.hmp(vmid, f"drive_del drive-{key}"))
+        present = await devices(driver, vmid)
     if key.startswith("scsi") and "scsihw0" not in present:
         await _device_add(driver, vmid, scsi_controller(conf), "scsihw0")
-    option = drive_option(key, value, driver.resolve).replace("\\", "\\\\").replace('"', '\\"')
+    option = option.replace("\\", "\\\\").replace('"', '\\"')
     out = await driver.hmp(vmid, f'drive_add auto "{option}"')
     if "OK" not in out:
         raise GuestError(f"adding drive failed: {out.strip()}")
@@ -144,6 +151,19 @@ async def _plug_drive(driver: QemuDriver, vmid: int, conf: dict, key: str, value
     except GuestError:
         await _quietly(driver.hmp(vmid, f"drive_del drive-{key}"))
         raise
+
+
+def _file_of(option: str) -> str | None:
+    """The `file=` of a `-drive` value (None for an empty CD-ROM drive)."""
+    return next((part[5:] for part in option.split(",") if part.startswith("file=")), None)
+
+
+async def _drive_file(driver: QemuDriver, vmid: int, key: str) -> str | None:
+    """The file QEMU's drive of disk `key` has open (`query-block`), None if it has none."""
+    for block in await driver.qmp(vmid, "query-block"):
+        if block.get("device") == f"drive-{key}":
+            return (block.get("inserted") or {}).get("file")
+    return None
 
 
 async def _change_medium(driver: QemuDriver, vmid: int, key: str, value: str) -> None:
