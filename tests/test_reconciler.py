@@ -24,6 +24,11 @@ def _task(rid: str, upid: str, kind: str, starttime: int) -> c.StartTask:
     return c.StartTask(request_id=rid, ts=10.0, node="n1", upid=upid, starttime=starttime, type=kind, vmid=100)
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 async def _wait(node: Node, done) -> None:
     with trio.fail_after(20):
         while True:
@@ -84,12 +89,14 @@ async def test_a_begun_task_ends_interrupted_after_a_restart_and_a_waiting_one_r
             assert s.tasks["U-stop"]["exitstatus"] == "task interrupted - node restarted while it ran"
             assert s.tasks["U-start"]["exitstatus"] == "OK"
             assert s.guests[100]["status"] == "running"
+        with trio.fail_after(10):  # the start's end is recorded once its finish has committed
+            while _read(os.path.join(data, BEGUN_FILE)):
+                await trio.sleep(0.01)
 
     await daemon({"qmcreate": record, "qmstop": hang, "qmstart": hang}, first)
     await daemon({"qmcreate": record, "qmstop": record, "qmstart": record}, second)
     assert ran == ["qmstart"]
-    with open(os.path.join(data, BEGUN_FILE)) as f:
-        assert f.read() == ""  # both ended
+    assert _read(os.path.join(data, BEGUN_FILE)) == ""  # both ended
 
 
 async def test_a_config_change_that_destroys_volumes_runs_again_after_a_restart(tmp_path):
