@@ -51,7 +51,8 @@ log = structlog.get_logger("gpve.api")
 
 async def drain(body, limit: int) -> None:
     """Read what is left of a refused request's body (at most `limit` bytes), so that a client still sending
-    hears the refusal instead of a reset connection."""
+    hears the refusal instead of a reset connection, and the connection stays usable for its next request
+    (hypercorn drops a keep-alive connection whose request body was left unread)."""
     size = 0
     try:
         async for chunk in body:
@@ -97,19 +98,6 @@ async def _read_body(call: Call, limit: int) -> bytes:
     if size > limit:
         raise too_large(limit)
     return b"".join(chunks)
-
-
-async def _discard_body(call: Call, limit: int = PARAMS_BODY_LIMIT) -> None:
-    """Read what is left of a refused request's body (up to `limit`), so that the connection stays usable for the
-    client's next request (hypercorn drops a keep-alive connection whose request body was left unread)."""
-    size = 0
-    try:
-        async for chunk in call.body:
-            size += len(chunk)
-            if size > limit:
-                return
-    except Exception:  # noqa: BLE001 - already read, or the client went away: nothing to keep
-        return
 
 
 async def _raw_params(call: Call, endpoint: Endpoint, path_params: dict[str, str]) -> dict[str, Any]:
@@ -246,12 +234,8 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
-        if response.status >= 400:  # what is left of a refused request's body, so the connection stays usable
-            if endpoint is not None and endpoint.raw_body:
-                if not call.body.done:
-                    await drain(call.body, MAX_BODY)
-            else:
-                await _discard_body(call)
+        if response.status >= 400 and not call.body.done:
+            await drain(call.body, MAX_BODY)  # what is left of a refused request's body
         if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
                 and response.status != 401:
             # only refused credentials count against the failed-login budget: not a login that worked, nor one

@@ -40,7 +40,8 @@ def _get(sock: ssl.SSLSocket, path: str) -> tuple[int, bytes]:
         assert chunk, "the server closed the connection instead of answering"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split(b" ")[1]), body
