@@ -144,6 +144,7 @@ def server_config(bind: str, certfile: str, keyfile: str, keep_alive: float) -> 
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = keep_alive
+    config.backlog = socket.SOMAXCONN  # connections queued before accepted (hypercorn's 100 made a burst wait)
     config.websocket_ping_interval = WEBSOCKET_PING  # idle WebSockets (the event stream) are kept alive
     config.include_server_header = False
     return config

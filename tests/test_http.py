@@ -1,5 +1,5 @@
-"""The HTTPS server's connections: keep-alive between requests, and an idle connection closed after `--keep-alive`
-seconds (hypercorn's keep-alive timeout, with api/server.py's timer)."""
+"""The HTTPS server's connections: keep-alive between requests, an idle connection closed after `--keep-alive`
+seconds (hypercorn's keep-alive timeout, with api/server.py's timer); what the API makes of unusual requests."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ def _connect(node) -> ssl.SSLSocket:
     return context.wrap_socket(socket.create_connection((url.hostname, url.port), timeout=10))
 
 
-def _get(sock: ssl.SSLSocket, path: str) -> tuple[int, bytes]:
-    """One GET on an open connection: (status, body), the body read to its Content-Length."""
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: gpve\r\n\r\n".encode())
+def _get(sock: ssl.SSLSocket, path: str, method: str = "GET", headers: tuple[str, ...] = ()) -> tuple[int, bytes]:
+    """One request (no body) on an open connection: (status, body), the body read to its Content-Length."""
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: gpve\r\n{''.join(h + chr(13) + chr(10) for h in headers)}\r\n"
+                 .encode())
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -59,5 +60,22 @@ def test_a_connection_in_use_stays_open_and_an_idle_one_is_closed_after_the_keep
         started = time.monotonic()
         assert sock.recv(1) == b"", "an idle connection is closed by the server"
         assert time.monotonic() - started < KEEP_ALIVE + 1
+    finally:
+        sock.close()
+
+
+def test_a_method_the_api_does_not_know_is_501_and_every_cookie_header_counts(node):
+    """pve-http-server knows GET, POST, PUT and DELETE and answers any other method `501 method 'X' not
+    available`. A client (or proxy) that sends its cookies in several Cookie headers is heard in all of them."""
+    sock = _connect(node)
+    try:
+        for method in ("PATCH", "OPTIONS"):
+            status, body = _get(sock, "/api2/json/version", method)
+            assert status == 501 and f"method '{method}' not available".encode() in body
+        session = node.session()
+        assert session.head(node.url + "/version", timeout=10).status_code == 501
+        cookies = ("Cookie: theme=dark", f"Cookie: PVEAuthCookie={session.cookies['PVEAuthCookie']}")
+        status, body = _get(sock, "/api2/json/version", headers=cookies)
+        assert status == 200 and b'"version"' in body
     finally:
         sock.close()
