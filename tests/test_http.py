@@ -3,6 +3,7 @@ seconds (hypercorn's keep-alive timeout, with api/server.py's timer); what the A
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -79,3 +80,25 @@ def test_a_method_the_api_does_not_know_is_501_and_every_cookie_header_counts(no
         assert status == 200 and b'"version"' in body
     finally:
         sock.close()
+
+
+def _sockets(pid: int) -> int:
+    fds = f"/proc/{pid}/fd"
+    return sum(1 for fd in os.listdir(fds) if os.readlink(os.path.join(fds, fd)).startswith("socket:"))
+
+
+def test_a_connection_closed_by_its_client_before_the_answer_is_let_go(node):
+    """Clients that go away in the middle of a request (a script killed mid-call, here while sending its body) or
+    right after asking leave no open socket on the node: it is let go at once, not after the keep-alive time."""
+    time.sleep(KEEP_ALIVE + 0.5)  # the earlier tests' connections are gone
+    before = _sockets(node.proc.pid)
+    for i in range(20):
+        sock = _connect(node)
+        sock.sendall(b"POST /api2/json/access/ticket HTTP/1.1\r\nHost: gpve\r\nContent-Length: 1000\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\nusername=root%40pam" if i % 2 else
+                     b"GET /api2/json/version HTTP/1.1\r\nHost: gpve\r\n\r\n")
+        sock.close()
+    deadline = time.monotonic() + KEEP_ALIVE / 2
+    while _sockets(node.proc.pid) > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _sockets(node.proc.pid) <= before
