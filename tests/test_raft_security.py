@@ -239,7 +239,7 @@ def test_a_joining_node_gets_the_key_in_the_join_answer_only(tmp_path):
         assert _raft_key(n2) == key
         for node in cluster.nodes:
             wait_for(lambda node=node: [m for m, _ in _membership(node)] == ["n1", "n2"])
-        wait_for(n2.api)  # the joiner restarts its API with the cluster's certificate just after answering
+        n2.wait_serving_own_certificate()  # the joiner restarts its API with the cluster's certificate
         vmid = _create_guest(n2)
         wait_for(lambda: vmid in {g["vmid"] for g in n1.api().cluster.resources.get(type="vm")})
         # after a restart, n2 still speaks the cluster's key
