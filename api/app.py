@@ -127,6 +127,8 @@ class Api:
         except Exception:  # a bug outside the handler's own guard still answers in the API's format
             log.exception("request failed", path=path)
             answer = error_response(Rejection(500, "internal error"), native)
+        if answer.status >= 400 and not call.body.done:
+            await drain(call.body, MAX_BODY)  # what is left of a refused request's body, forwarded or not
         await answer.send(send)
 
     async def forward(self, call: Call, member: dict, path: str, request_id: str) -> Answer:
@@ -144,8 +146,6 @@ class Api:
         except ApiError as exc:
             answer = error_response(exc)
             answer.headers["X-Request-ID"] = request_id
-            if not call.body.done:
-                await drain(call.body, MAX_BODY)
             return answer
         except httpx.HTTPError as exc:
             log.info("forward failed", target=member["name"], error=str(exc))
@@ -246,8 +246,6 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
-        if response.status >= 400 and not call.body.done:
-            await drain(call.body, MAX_BODY)  # what is left of a refused request's body
         if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
                 and response.status != 401:
             # only refused credentials count against the failed-login budget: not a login that worked, nor one
