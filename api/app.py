@@ -45,13 +45,15 @@ JSON_TYPE = "application/json;charset=UTF-8"
 REASON_HEADER = "x-gpve-reason"
 REPLAY_WAIT = 10.0  # s a request is held while a restarted node replays its committed log
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE"})  # what the API answers; any other method: 501
 MAX_BODY = 64 * 1024 * 1024  # bytes of a body read at all (a larger one is cut off); streamed bodies have their own
 log = structlog.get_logger("gpve.api")
 
 
 async def drain(body, limit: int) -> None:
     """Read what is left of a refused request's body (at most `limit` bytes), so that a client still sending
-    hears the refusal instead of a reset connection."""
+    hears the refusal instead of a reset connection, and the connection stays usable for its next request
+    (hypercorn drops a keep-alive connection whose request body was left unread)."""
     size = 0
     try:
         async for chunk in body:
@@ -99,19 +101,6 @@ async def _read_body(call: Call, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _discard_body(call: Call, limit: int = PARAMS_BODY_LIMIT) -> None:
-    """Read what is left of a refused request's body (up to `limit`), so that the connection stays usable for the
-    client's next request (hypercorn drops a keep-alive connection whose request body was left unread)."""
-    size = 0
-    try:
-        async for chunk in call.body:
-            size += len(chunk)
-            if size > limit:
-                return
-    except Exception:  # noqa: BLE001 - already read, or the client went away: nothing to keep
-        return
-
-
 async def _raw_params(call: Call, endpoint: Endpoint, path_params: dict[str, str]) -> dict[str, Any]:
     """Parameters from the path, the query string and (for writes) the body; see api/bodies.py."""
     query = parse_form(call.query_string, "query string")
@@ -133,22 +122,31 @@ class Api:
     async def serve(self, scope: dict, receive: Receive, send: Send, path: str, native: bool) -> None:
         """One API request over ASGI: `path` below `/api2/json/` (`native`: below `/v1/`)."""
         call = Call(scope, receive, MAX_BODY)
-        await (await self.handle(call, path, native)).send(send)
+        try:
+            answer = await self.handle(call, path, native)
+        except Exception:  # a bug outside the handler's own guard still answers in the API's format
+            log.exception("request failed", path=path)
+            answer = error_response(Rejection(500, "internal error"), native)
+        if answer.status >= 400 and not call.body.done:
+            await drain(call.body, MAX_BODY)  # what is left of a refused request's body, forwarded or not
+        await answer.send(send)
 
     async def forward(self, call: Call, member: dict, path: str, request_id: str) -> Answer:
         """Hand the request to the node it is about (the body of an endpoint that reads it itself as a stream);
         502 if that node cannot be reached."""
         endpoint, _, _ = self.registry.resolve(call.method, "/" + path.strip("/"), False)
-        if endpoint is not None and endpoint.raw_body:
-            call.body.limit = None
-            body = call.body
-        else:
-            body = await _read_body(call, PARAMS_BODY_LIMIT)
         try:
+            if endpoint is not None and endpoint.raw_body:
+                call.body.limit = None
+                body = call.body
+            else:
+                body = await _read_body(call, PARAMS_BODY_LIMIT)
             status, reason, headers, body = await forward(
                 self.http, member, call.method, path, call.query_string, call.headers, body, self.node.name)
         except ApiError as exc:
-            return error_response(exc)
+            answer = error_response(exc)
+            answer.headers["X-Request-ID"] = request_id
+            return answer
         except httpx.HTTPError as exc:
             log.info("forward failed", target=member["name"], error=str(exc))
             return error_response(Rejection(502, f"node '{member['name']}' is unreachable - {type(exc).__name__}"))
@@ -199,6 +197,8 @@ class Api:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         verdict: Verdict | None = None
+        if call.method not in METHODS:  # as pve-http-server (AnyEvent.pm: only these are known)
+            return error_response(Rejection(501, f"method '{call.method}' not available"), native)
         if not self.node.caught_up() and not await self.node.wait_caught_up(REPLAY_WAIT):
             return error_response(Rejection(503, "node not ready - still replaying its log, try again"), native)
         if not native:
@@ -246,12 +246,6 @@ class Api:
         except Exception:
             log.exception("handler failed", path=path)
             response = error_response(Rejection(500, "internal error"), native)
-        if response.status >= 400:  # what is left of a refused request's body, so the connection stays usable
-            if endpoint is not None and endpoint.raw_body:
-                if not call.body.done:
-                    await drain(call.body, MAX_BODY)
-            else:
-                await _discard_body(call)
         if endpoint is not None and endpoint.rate_class == "auth" and verdict is not None and verdict.allowed \
                 and response.status != 401:
             # only refused credentials count against the failed-login budget: not a login that worked, nor one

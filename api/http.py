@@ -27,8 +27,8 @@ Send = Callable[[dict], Awaitable[None]]
 
 
 class Headers(dict):
-    """A request's headers by lower-case name (the first of a name given twice, as werkzeug's `get`);
-    `get` takes a name in any case."""
+    """A request's headers by lower-case name (the first of a name given twice, as werkzeug's `get`; Cookie
+    headers joined); `get` takes a name in any case."""
 
     def get(self, name: str, default=None):
         return dict.get(self, name.lower(), default)
@@ -73,8 +73,12 @@ class Call:
         self.path: str = scope["path"]
         self.query_string: bytes = scope["query_string"]
         headers = Headers()
-        for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1").lower(), value.decode("utf-8", "replace"))
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("utf-8", "replace")
+            if name == "cookie" and name in headers:  # several Cookie headers (some proxies send them): all count
+                headers[name] += "; " + value
+            else:
+                headers.setdefault(name, value)
         self.headers = headers
         client = scope.get("client")
         self.remote_addr: str = client[0] if client else ""
@@ -100,7 +104,8 @@ class Call:
 
 @dataclass(slots=True)
 class Answer:
-    """An HTTP answer: `status`, `body` (bytes or str), `content_type`, more `headers`."""
+    """An HTTP answer: `status`, `body` (bytes or str), `content_type`, more `headers` (a name given in two cases
+    is sent once, the later value)."""
 
     status: int
     body: bytes | str = b""
@@ -110,10 +115,10 @@ class Answer:
     async def send(self, send: Send) -> None:
         """Send this answer over ASGI."""
         body = self.body.encode() if isinstance(self.body, str) else self.body
-        headers = [(b"content-length", str(len(body)).encode())]
+        fields = {"content-length": str(len(body))}
         if self.content_type:
-            headers.append((b"content-type", self.content_type.encode()))
-        headers += [(key.lower().encode(), str(value).encode())
-                    for key, value in self.headers.items()]
+            fields["content-type"] = self.content_type
+        fields.update((key.lower(), str(value)) for key, value in self.headers.items())  # names in any case: once
+        headers = [(key.encode(), value.encode()) for key, value in fields.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -101,6 +101,12 @@ class _KeepAliveTimer:
         if self.idle.is_set():
             self.idle = trio.Event()
 
+    def end(self) -> None:
+        """The connection's reading ended (the client closed it, or it broke): the timer ends and closes it, busy
+        or not (hypercorn's own had no task while busy, and closed an idle one at its deadline)."""
+        if self.scope is not None:
+            self.scope.cancel()
+
     async def _run(self) -> None:
         with self.scope:
             await self.server.context.terminated.wait()
@@ -110,7 +116,7 @@ class _KeepAliveTimer:
             await self.server._initiate_server_close()
 
 
-_tcp_server_init = TCPServer.__init__
+_tcp_server_init, _tcp_server_read = TCPServer.__init__, TCPServer._read_data
 
 
 def _tcp_server_with_timer(self, *args, **kwargs) -> None:
@@ -118,7 +124,15 @@ def _tcp_server_with_timer(self, *args, **kwargs) -> None:
     self.idle_task = _KeepAliveTimer(self)
 
 
+async def _read_then_end_timer(self) -> None:
+    try:
+        await _tcp_server_read(self)
+    finally:
+        self.idle_task.end()
+
+
 TCPServer.__init__ = _tcp_server_with_timer
+TCPServer._read_data = _read_then_end_timer
 
 
 class _Config(Config):
@@ -144,6 +158,7 @@ def server_config(bind: str, certfile: str, keyfile: str, keep_alive: float) -> 
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = keep_alive
+    config.backlog = socket.SOMAXCONN  # connections queued before accepted (hypercorn's 100 made a burst wait)
     config.websocket_ping_interval = WEBSOCKET_PING  # idle WebSockets (the event stream) are kept alive
     config.include_server_header = False
     return config

@@ -115,7 +115,7 @@ def run(base: str, quick: bool = False, huge: bool = False) -> list[tuple]:
     sizes = [100, 10_000] + ([100_000] if huge and not quick else [])
     load = "wrk" if shutil.which("wrk") else "requests"
     rows = [("request", "guests", "clients", "load", "req/s", "p50 ms", "p99 ms", "node CPU ms/req", "floor req/s",
-             "floor p50 ms", "floor CPU ms/req", "ratio")]
+             "floor p50 ms", "floor CPU ms/req", "floor / ours req/s")]
     cluster = Cluster(os.path.join(base, "gpve-api"), 1).start()
     node = cluster.nodes[0]
     have = 0

@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -117,6 +118,19 @@ class NodeProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def wait_serving_own_certificate(self, timeout: float = 30.0) -> None:
+        """Until the API serves the certificate in the node's `ssl/pve-ssl.pem`: a joiner restarts its API with the
+        cluster's certificate just after its join answers, and a request in that window is refused or dropped."""
+        def serving() -> bool:
+            with open(os.path.join(self.data_dir, "ssl", "pve-ssl.pem")) as f:
+                on_disk = ssl.PEM_cert_to_DER_cert(f.read())
+            try:
+                served = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", self.api_port), timeout=5))
+            except OSError:
+                return False
+            return served == on_disk
+        wait_for(serving, timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until this node answers and its own registration has been committed."""

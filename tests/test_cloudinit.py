@@ -363,11 +363,11 @@ def test_the_password_is_hashed_before_the_log_and_masked_for_everyone(single_no
 # ---- the test guest boots with it --------------------------------------------------------------------------
 def _boot(px, node, vmid: int, **config) -> dict[str, str]:
     """Create and start the test guest with `config`; what its init found on the cloud-init drive. It is left
-    running."""
+    running, its drive unmounted (READY comes after: a mounted CD-ROM's tray is locked, and a new medium refused)."""
     _ok(px, px.nodes("n1").qemu.create(vmid=vmid, memory=256, kvm=0, serial0="socket",
                                        args=kernel_args(build_guest()), **config))
     _ok(px, px.nodes("n1").qemu(vmid).status.start.post())
-    wait_serial(node, vmid, "GPVE-CLOUDINIT-END", timeout=120)
+    wait_serial(node, vmid, "GPVE-GUEST-READY", timeout=120)
     text = serial_text(node, vmid)
     found = dict(re.findall(r"(\w+)=(\S*)", re.search(r"GPVE-CLOUDINIT (.*)", text).group(1)))
     found["net"] = "\n".join(re.findall(r"GPVE-CLOUDINIT-NET (.*?)\r?$", text, re.M))

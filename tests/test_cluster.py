@@ -62,6 +62,17 @@ def test_proxmoxer_against_every_node(three_nodes):
     for node in cluster.nodes[1:]:
         r = session.get(node.url + "/cluster/nextid", timeout=5)
         assert r.status_code == 200 and r.json()["data"].isdigit()
+    # an answer from the node a request is about comes back as it gave it, with one X-Request-ID (the caller's);
+    # a body over the parameter limit is refused as the node itself refuses it
+    n1 = cluster.nodes[0]
+    r = session.get(f"{n1.url}/nodes/n2/status", headers={"X-Request-ID": "fwd-1"}, timeout=10)
+    assert r.status_code == 200 and r.raw.headers.getlist("X-Request-ID") == ["fwd-1"]
+    on_n2 = next(vmid for vmid, (target, _) in created.items() if target == "n2")
+    r = session.put(f"{n1.url}/nodes/n2/qemu/{on_n2}/config", data={"description": "x" * 600_000}, timeout=10)
+    assert (r.status_code, r.reason) == (413, "request body too large - the limit is 524288 bytes")
+    assert len(r.raw.headers.getlist("X-Request-ID")) == 1
+    assert session.get(f"{n1.url}/nodes/n2/qemu/{on_n2}/config", timeout=10).json()["data"]["name"] == \
+        created[on_n2][1]
 
 
 class CreateLoad:

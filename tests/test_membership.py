@@ -50,6 +50,7 @@ def test_create_join_four_nodes_remove_one_and_watch_liveness(five):
         expected = sorted(n.name for n in five.nodes[: i + 2])
         for node in five.nodes[: i + 2]:
             wait_for(lambda node=node, expected=expected: members(node) == expected)
+        joiner.wait_serving_own_certificate()
     for node in five.nodes:
         status = node.api().cluster.status.get()
         assert status[0]["name"] == "prod" and status[0]["nodes"] == 5 and status[0]["quorate"] == 1

@@ -239,7 +239,7 @@ def test_a_joining_node_gets_the_key_in_the_join_answer_only(tmp_path):
         assert _raft_key(n2) == key
         for node in cluster.nodes:
             wait_for(lambda node=node: [m for m, _ in _membership(node)] == ["n1", "n2"])
-        wait_for(n2.api)  # the joiner restarts its API with the cluster's certificate just after answering
+        n2.wait_serving_own_certificate()  # the joiner restarts its API with the cluster's certificate
         vmid = _create_guest(n2)
         wait_for(lambda: vmid in {g["vmid"] for g in n1.api().cluster.resources.get(type="vm")})
         # after a restart, n2 still speaks the cluster's key
@@ -344,21 +344,24 @@ def test_a_member_may_send_large_messages_but_not_unbounded_ones(tmp_path):
             _, theirs = _read_frame(sock, fernet)
             return sock, theirs
 
-        def still_open(sock: socket.socket) -> bool:
-            """Drain what the node sends (a member is sent votes): open if it is still open after a second."""
-            sock.settimeout(1.0)
-            try:
-                while sock.recv(65536):
-                    pass
-                return False
-            except TimeoutError:
-                return True
-            except ConnectionResetError:
-                return False
+        def still_open(sock: socket.socket, seconds: float) -> bool:
+            """Drain what the node sends (a member is sent vote requests) for `seconds`: is it still open then?
+            (A member's connection that sends nothing is dropped after pysyncobj's connectionTimeout, 3.5 s.)"""
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    if not sock.recv(65536):
+                        return False
+                except TimeoutError:
+                    break
+                except ConnectionResetError:
+                    return False
+            return True
 
         with keyed()[0] as sock:  # keyed, but not introduced as a member yet: a stranger's bound
             sock.sendall(struct.pack("i", 2 * 2**20))
-            assert not still_open(sock), "2 MiB accepted before the peer was known as a member"
+            assert not still_open(sock, 3.0), "2 MiB accepted before the peer was known as a member"
 
         sock, theirs = keyed()
         with sock:
@@ -367,9 +370,9 @@ def test_a_member_may_send_large_messages_but_not_unbounded_ones(tmp_path):
             assert _read_frame(sock, fernet) is not None  # a member is sent vote requests: introduction handled
             big = {"type": "gpve-test", "pad": os.urandom(2 * 2**20)}  # not a Raft message: ignored
             sock.sendall(_frame((theirs, big), fernet))
-            assert still_open(sock), "a member's 2 MiB message was refused"
+            assert still_open(sock, 1.0), "a member's 2 MiB message was refused"
             sock.sendall(struct.pack("i", MAX_MESSAGE_BYTES + 1))
-            assert not still_open(sock), "a member's oversized declaration was accepted"
+            assert not still_open(sock, 3.0), "a member's oversized declaration was accepted"
     finally:
         log.destroy_synchronous()
         log.journal.close()

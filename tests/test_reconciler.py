@@ -41,6 +41,11 @@ async def _daemon(data_dir: str, port: int, reconciler, body) -> None:
         node.close()
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 async def _wait(node: Node, done) -> None:
     with trio.fail_after(20):
         while True:
@@ -92,15 +97,14 @@ async def test_a_begun_task_ends_interrupted_after_a_restart_and_a_waiting_one_r
             assert s.tasks["U-stop"]["exitstatus"] == "task interrupted - node restarted while it ran"
             assert s.tasks["U-start"]["exitstatus"] == "OK"
             assert s.guests[100]["status"] == "running"
-        with trio.fail_after(10):  # the reconciler forgets a task once its outcome has come back from the log
-            while open(os.path.join(data, BEGUN_FILE)).read():
+        with trio.fail_after(10):  # the start's end is recorded once its finish has committed
+            while _read(os.path.join(data, BEGUN_FILE)):
                 await trio.sleep(0.01)
 
     await daemon({"qmcreate": record, "qmstop": hang, "qmstart": hang}, first)
     await daemon({"qmcreate": record, "qmstop": record, "qmstart": record}, second)
     assert ran == ["qmstart"]
-    with open(os.path.join(data, BEGUN_FILE)) as f:
-        assert f.read() == ""  # both ended
+    assert _read(os.path.join(data, BEGUN_FILE)) == ""  # both ended
 
 
 async def test_a_config_change_that_destroys_volumes_or_plugs_devices_runs_again_after_a_restart(tmp_path):
