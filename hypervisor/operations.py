@@ -531,6 +531,8 @@ class Operations:
         vmid, guest = task.vmid, task.guest
         conf, snaps = dict(guest["conf"]), dict(guest["snapshots"])
         name = task.intent["snapname"]
+        if conf.get("template"):  # qemu-server's snapshot_prepare, under the config lock
+            raise TaskFailed("you can't take a snapshot if it's a template")
         disks = self._snapshot_disks(conf)
         running = self.driver.running(vmid)
         vmstate = bool(task.intent.get("vmstate")) and running

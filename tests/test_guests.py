@@ -148,6 +148,10 @@ def test_linked_clone_of_template_boots_and_purge_removes_volumes(node, guest_di
     with pytest.raises(ResourceException) as exc:
         px.nodes("n1").qemu(base).status.start.post()
     assert exc.value.status_code == 400
+    status = done(px, px.nodes("n1").qemu(base).snapshot.post(snapname="s1"))  # qemu-server's snapshot_prepare
+    assert status["exitstatus"] == "you can't take a snapshot if it's a template"
+    assert [s["name"] for s in px.nodes("n1").qemu(base).snapshot.get()] == ["current"]
+    assert "lock" not in px.nodes("n1").qemu(base).config.get()
     clone = int(px.cluster.nextid.get())
     ok(px, px.nodes("n1").qemu(base).clone.post(newid=clone, name="linked", full=0))
     clone_conf = px.nodes("n1").qemu(clone).config.get()
