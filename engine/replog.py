@@ -169,6 +169,7 @@ class ReplicatedLog(SyncObj):
         self.journal = journal
         self.state_lock = lock
         self._shipped = (0, 0)
+        self.leadership: tuple[int, str | None] = (0, None)  # (term, leader's address), as of the last tick
         self._applying = False  # committed entries are left to apply (a slice at a time)
         self.received = 0  # Raft messages taken from peers (CommitGuard counts them)
         key = os.path.join(journal.directory, "journal")
@@ -243,6 +244,10 @@ class ReplicatedLog(SyncObj):
         return None if leader is None else leader.id
 
     def _after_tick(self) -> None:
+        leadership = (self.raftCurrentTerm, self.leader_name())
+        if leadership != self.leadership:  # one tuple, so a reader gets a term and that term's leader together
+            self.leadership = leadership
+            log.info("raft leadership", term=leadership[0], leader=leadership[1], member=self.selfNode.id)
         if not self._isLeader():
             return
         now = (self.journal.entries[-1][1], self.raftCommitIndex)

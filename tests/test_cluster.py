@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import threading
 import time
@@ -138,6 +139,7 @@ def test_parallel_creates_survive_leader_kill_and_full_restart(three_nodes):
     def kill_leader_midway(load: CreateLoad) -> None:
         wait_for(lambda: len(load.outcomes) >= 70, timeout=60, interval=0.02)
         leader = cluster.leader()
+        killed["term"] = leader.raft()["term"]
         leader.kill()
         killed["node"] = leader
 
@@ -155,6 +157,15 @@ def test_parallel_creates_survive_leader_kill_and_full_restart(three_nodes):
             guests_seen_by(node)))
         assert {v: seen[v] for v in load.acked} == load.acked
     assert guests_seen_by(survivors[0]) == guests_seen_by(survivors[1])
+    new_leader = cluster.leader()
+    term = new_leader.raft()["term"]
+    assert term > killed["term"] and new_leader.raft()["leader"] == new_leader.name
+    with open(new_leader.log_path) as f:  # each member logs the terms it sees and their leader: its own election
+        logged = f.read()
+    own = f"127.0.0.1:{new_leader.raft_port}"
+    seen = [json.loads(line) for line in logged.splitlines() if '"raft leadership"' in line]
+    assert {"node": new_leader.name, "term": term, "leader": own, "member": own} in [
+        {k: e.get(k) for k in ("node", "term", "leader", "member")} for e in seen], seen
 
     # the killed leader comes back and catches up
     killed["node"].start()

@@ -19,9 +19,9 @@ async def raft_status(ctx: Ctx, p: dict) -> dict:
     with node.read() as s:
         by_addr.update({n["raft_addr"]: n["name"] for n in s.nodes.values()})
         applied = s.applied
-    leader = replog.leader_name()
+    term, leader = replog.leadership
     return {"node": node.name, "leader": by_addr.get(leader, leader) if leader else None,
-            "term": replog.raftCurrentTerm, "commit_index": replog.raftCommitIndex,
+            "term": term, "commit_index": replog.raftCommitIndex,
             "last_applied": replog.raftLastApplied, "commands_applied": applied, "quorate": node.quorate(),
             "journal_entries": len(node.journal), "journal_syncs": node.journal.syncs,
             "entries_proposed": node.bridge.entries_proposed, "commands_proposed": node.bridge.commands_proposed}
