@@ -4,6 +4,7 @@ a task it never began runs."""
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -36,6 +37,24 @@ async def _daemon(data_dir: str, port: int, reconciler, body) -> None:
             await nursery.start(node.bridge.run)
             await nursery.start(reconciler(node).run)
             await body(node)
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+@asynccontextmanager
+async def _node_with_guest(data_dir: str, port: int):
+    """A bootstrapped node on `data_dir` with its log bridge running and VM 100 created (no reconciler yet):
+    (node, nursery) until the block ends."""
+    node = Node(_spec(data_dir, port), "ticket-key", "csrf-secret")
+    try:
+        async with trio.open_nursery() as nursery:
+            node.bind_trio()
+            await nursery.start(node.bridge.run)
+            await node.bootstrap()
+            await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
+                                            starttime=9, config={"memory": 512}))
+            yield node, nursery
             nursery.cancel_scope.cancel()
     finally:
         node.close()
@@ -206,28 +225,18 @@ async def test_a_start_queued_behind_a_template_conversion_is_refused_when_it_ru
     data = str(tmp_path)
     driver = QemuDriver(os.path.join(data, "run", "qemu"), AsyncioBridge(), make_resolver({}),
                         qemu_binary=os.path.join(data, "no-qemu"))
-    node = Node(_spec(data, port), "ticket-key", "csrf-secret")
-    try:
-        async with trio.open_nursery() as nursery:
-            node.bind_trio()
-            await nursery.start(node.bridge.run)
-            await node.bootstrap()
-            await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
-                                            starttime=9, config={"memory": 512}))
-            now = int(node.wall())
-            await node.submit(_task("template", "U-template", "qmtemplate", now))
-            await node.submit(_task("start", "U-start", "qmstart", now))  # accepted: no template yet
-            await nursery.start(Reconciler(node, Operations(driver, {}).handlers()).run)
-            await _wait(node, lambda s: not s.running_tasks)
-            with node.read() as s:
-                assert s.tasks["U-template"]["exitstatus"] == "OK"
-                assert s.tasks["U-start"]["exitstatus"] == "you can't start a vm if it's a template"
-                assert s.guests[100]["conf"]["template"] == 1
-                assert s.guests[100]["status"] == "stopped"
-            assert not driver.running(100)
-            nursery.cancel_scope.cancel()
-    finally:
-        node.close()
+    async with _node_with_guest(data, port) as (node, nursery):
+        now = int(node.wall())
+        await node.submit(_task("template", "U-template", "qmtemplate", now))
+        await node.submit(_task("start", "U-start", "qmstart", now))  # accepted: no template yet
+        await nursery.start(Reconciler(node, Operations(driver, {}).handlers()).run)
+        await _wait(node, lambda s: not s.running_tasks)
+        with node.read() as s:
+            assert s.tasks["U-template"]["exitstatus"] == "OK"
+            assert s.tasks["U-start"]["exitstatus"] == "you can't start a vm if it's a template"
+            assert s.guests[100]["conf"]["template"] == 1
+            assert s.guests[100]["status"] == "stopped"
+        assert not driver.running(100)
 
 
 async def test_a_task_interrupted_once_qemu_ran_records_the_guest_running(tmp_path):
@@ -298,32 +307,22 @@ async def test_a_start_stopped_once_qemu_is_launched_ends_with_the_guest_running
             return 4242
 
     driver = Booting()
-    node = Node(_spec(data, port), "ticket-key", "csrf-secret")
-    try:
-        async with trio.open_nursery() as nursery:
-            node.bind_trio()
-            await nursery.start(node.bridge.run)
-            await node.bootstrap()
-            await node.submit(c.CreateGuest(request_id="create", ts=9.0, node="n1", vmid=100, upid="U-create",
-                                            starttime=9, config={"memory": 512}))
-            await nursery.start(Reconciler(node, Operations(driver, {}).handlers(), runs=driver.running).run)
-            await _wait(node, lambda s: not s.running_tasks)
-            await node.submit(_task("start", "U-start", "qmstart", int(node.wall())))
-            with trio.fail_after(10):
-                await driver.launching.wait()
-            await node.submit(c.AbortTask(request_id="stop", ts=11.0, upid="U-start"))
-            await _wait(node, lambda s: s.tasks["U-start"]["abort"])
-            await trio.sleep(0.2)  # the reconciler has seen the stop
-            driver.up.set()
-            await _wait(node, lambda s: not s.running_tasks)
-            with node.read() as s:
-                assert s.tasks["U-start"]["exitstatus"] == "OK"
-                assert s.guests[100]["status"] == "running"
-            await node.submit(c.UpdateGuestConfig(request_id="nic", ts=12.0, node="n1", vmid=100,
-                                                  set={"net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0"}))
-            with node.read() as s:
-                assert "net0" not in s.guests[100]["conf"]
-                assert "net0" in s.guests[100]["pending"]
-            nursery.cancel_scope.cancel()
-    finally:
-        node.close()
+    async with _node_with_guest(data, port) as (node, nursery):
+        await nursery.start(Reconciler(node, Operations(driver, {}).handlers(), runs=driver.running).run)
+        await _wait(node, lambda s: not s.running_tasks)
+        await node.submit(_task("start", "U-start", "qmstart", int(node.wall())))
+        with trio.fail_after(10):
+            await driver.launching.wait()
+        await node.submit(c.AbortTask(request_id="stop", ts=11.0, upid="U-start"))
+        await _wait(node, lambda s: s.tasks["U-start"]["abort"])
+        await trio.sleep(0.2)  # the reconciler has seen the stop
+        driver.up.set()
+        await _wait(node, lambda s: not s.running_tasks)
+        with node.read() as s:
+            assert s.tasks["U-start"]["exitstatus"] == "OK"
+            assert s.guests[100]["status"] == "running"
+        await node.submit(c.UpdateGuestConfig(request_id="nic", ts=12.0, node="n1", vmid=100,
+                                              set={"net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0"}))
+        with node.read() as s:
+            assert "net0" not in s.guests[100]["conf"]
+            assert "net0" in s.guests[100]["pending"]
