@@ -19,8 +19,12 @@ def options_from(args: argparse.Namespace, seed: int | None = None) -> Options:
     for kind in kinds:
         if kind not in fl.ALL_KINDS:
             raise SystemExit(f"unknown fault kind {kind!r}; known: {', '.join(fl.ALL_KINDS)}")
-    return Options(seed=args.seed if seed is None else seed, nodes=args.nodes, duration=args.duration,
-                   faults=list(kinds), workload=args.workload, quiet=args.quiet, fault_rate=args.fault_rate,
+    # two joins and two leaves under faults need more than 45 s (an admission not done in 40 s is asked again)
+    duration, quiet = (90.0, 40.0) if args.membership else (45.0, 25.0)
+    duration = duration if args.duration is None else args.duration
+    quiet = quiet if args.quiet is None else args.quiet
+    return Options(seed=args.seed if seed is None else seed, nodes=args.nodes, duration=duration,
+                   faults=list(kinds), workload=args.workload, quiet=quiet, fault_rate=args.fault_rate,
                    keep=fl.parse_keep(args.keep), plant=[p for p in args.plant.split(",") if p],
                    trace_file=getattr(args, "trace", None), membership=args.membership)
 
@@ -155,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=45.0, help="simulated seconds")
-    ap.add_argument("--quiet", type=float, default=25.0, help="fault-free seconds at the end")
+    ap.add_argument("--duration", type=float, default=None, help="simulated seconds (45; 90 with --membership)")
+    ap.add_argument("--quiet", type=float, default=None,
+                    help="fault-free seconds at the end (25; 40 with --membership)")
     ap.add_argument("--faults", default="default", help=f"comma list of {', '.join(fl.ALL_KINDS)}; or none")
     ap.add_argument("--fault-rate", type=float, default=0.3, help="faults per simulated second")
     ap.add_argument("--workload", default="mixed", choices=sorted(WORKLOADS))
