@@ -19,7 +19,7 @@ test:
 	@scripts/setup.sh test
 	@.venv/bin/python scripts/build_test_guest.py >/dev/null
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 $(PYTEST_ARGS)  # the 15-minute budget: the slowest listed
 
 lint:
 	.venv/bin/ruff check .
