@@ -100,8 +100,11 @@ def _(c: cmd.RemoveNode, s: State) -> Decision:
     if owned:
         raise conflict(f"node '{c.name}' still owns guests ({', '.join(map(str, owned))}) - move or remove them first")
     # A task recorded for the node only ends through that node's daemon: removed, it would run forever
-    # (found by the simulator, --membership seed 32: a migration moved the guest away under a shutdown).
-    running = sorted(u for u in s.running_tasks if s.tasks[u]["node"] == c.name)
+    # (found by the simulator, --membership seed 32: a migration moved the guest away under a shutdown). A task of
+    # another node that puts a guest on it (a migration's or a clone's `target`) would leave that guest on a node
+    # that is gone (--membership seed 47: the outcome could not move the guest, which ran on the removed host too).
+    running = sorted(u for u in s.running_tasks
+                     if c.name in (s.tasks[u]["node"], s.tasks[u].get("intent", {}).get("target")))
     if running:
         raise conflict(f"node '{c.name}' still has running tasks ({', '.join(running[:3])}) - wait for them first")
     # the Raft address the removal goes on with: a retry is answered from the request memory once the node is gone

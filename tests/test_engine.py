@@ -235,6 +235,28 @@ def test_an_interrupted_migration_keeps_its_lock():
     assert "ok" in unlocked and "lock" not in m.state.guests[100]["conf"]
 
 
+@pytest.mark.parametrize("kind,intent,newid", [("qmigrate", {"target": "n2", "online": 1}, None),
+                                                ("qmclone", {"target": "n2"}, 101)])
+def test_a_node_is_not_removed_while_a_task_puts_a_guest_on_it(kind, intent, newid):
+    """A migration (or a clone) to a node runs on the source: while it runs, the target is not removed, or its outcome
+    would put the guest on a node that is gone (found by the simulator, --membership seed 47: the outcome could not
+    move the guest, the source ran it again and so did the removed target)."""
+    m = machine_with_node()
+    run(m, c.RegisterNode(request_id="reg2", ts=1.0, name="n2", ip="127.0.0.2", api_port=8006, raft_addr="b:1"))
+    run(m, create("r1", 100))
+    [started] = run(m, c.StartTask(request_id="t", ts=3, node="n1", upid="U-t", starttime=3, type=kind, vmid=100,
+                                   intent=intent, newid=newid))
+    assert "ok" in started, started
+    [refused] = run(m, c.RemoveNode(request_id="rm", ts=4.0, name="n2"))
+    assert refused["error"]["status"] == 409 and "U-t" in refused["error"]["message"]
+    assert "n2" in m.state.nodes
+    put = {"moved": {100: "n2"}} if kind == "qmigrate" else {"created": [{"vmid": 101, "node": "n2", "config": {}}]}
+    run(m, c.FinishTask(request_id="f", ts=5, upid="U-t", exitstatus="OK", **put))
+    assert m.state.guests[newid or 100]["node"] == "n2"  # and the removal now says what is left on it
+    [owns] = run(m, c.RemoveNode(request_id="rm2", ts=6.0, name="n2"))
+    assert owns["error"]["status"] == 409 and "still owns guests" in owns["error"]["message"]
+
+
 def start_task(rid: str, kind: str, user: str = "root@pam", **intent) -> c.StartTask:
     return c.StartTask(request_id=rid, ts=3.0, user=user, node="n1", upid=f"U-{rid}", starttime=3, type=kind,
                        vmid=100, intent=intent)
