@@ -217,7 +217,6 @@ class Reconciler:
         self.active.pop(upid, None)
         self.node.wake_waiters()  # the guest's next task may start
 
-
     def _as_found(self, task: dict) -> Outcome:
         """What an interrupted task records: its guest running when this host finds its QEMU running. A start (or
         a create with `start`) interrupted once QEMU ran left the log saying stopped with the lock gone, so a

@@ -84,14 +84,20 @@ def sharing(s, vmid: int) -> list[str]:
     return [u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid and s.tasks[u].get("shared")]
 
 
+def holding_alone(s, vmid: int) -> list[str]:
+    """The UPIDs of the running tasks that hold guest `vmid` to themselves (neither shared nor `alongside`), in log
+    order."""
+    return [u for u in s.running_tasks if s.tasks[u].get("vmid") == vmid and not s.tasks[u].get("shared")
+            and not getattr(KINDS.get(s.tasks[u]["type"]), "alongside", False)]
+
+
 def shares(s, task_kind: TaskKind, guest: dict) -> bool:
     """Whether a task of `task_kind` starting now holds `guest` shared: its kind shares it so (a clone of a guest that
     does not run), and no task that holds the guest to itself is under way or waiting (after those, a clone takes
     the kind's lock and waits its turn, as before)."""
     if task_kind.shared is None or not task_kind.shared(guest):
         return False
-    return not any(s.tasks[u].get("vmid") == guest["vmid"] and not s.tasks[u].get("shared")
-                   and not getattr(KINDS.get(s.tasks[u]["type"]), "alongside", False) for u in s.running_tasks)
+    return not holding_alone(s, guest["vmid"])
 
 
 def check_not_shared(s, vmid: int) -> None:

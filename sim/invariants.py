@@ -117,9 +117,7 @@ class Checker:
             out["newid_exists"] = command.newid in state.guests
         if isinstance(command, ALONE_COMMANDS) and guest is not None:
             out["sharing"] = tasks.sharing(state, vmid)
-            out["alone"] = [u for u, task in ((u, state.tasks[u]) for u in state.running_tasks)
-                            if task.get("vmid") == vmid and not task.get("shared")
-                            and not getattr(tasks.KINDS.get(task["type"]), "alongside", False)]
+            out["alone"] = tasks.holding_alone(state, vmid)
         if isinstance(command, cmd.FinishTask):
             task = state.tasks.get(command.upid)
             out["task"] = dict(task, intent=dict(task["intent"])) if task and task["status"] == "running" else None
